@@ -1,0 +1,203 @@
+use std::fmt;
+use std::time::Duration;
+
+use deadpool_redis::redis::{self, AsyncConnectionConfig};
+use deadpool_redis::{Manager, Pool, PoolError, Runtime, Timeouts};
+use tracing::Instrument;
+
+use crate::CacheError;
+
+/// Everything needed to build a [`RedisPool`]. Every timeout is mandatory:
+/// deadpool's defaults are "wait forever".
+#[derive(Clone)]
+pub struct RedisPoolConfig {
+    /// `redis://[user:password@]host:port[/db]` (or `rediss://`). Never printed.
+    pub url: String,
+    /// Most connections the pool opens (default 50).
+    pub max_size: usize,
+    /// How long a caller waits for a free pooled connection.
+    pub wait_timeout: Duration,
+    /// How long opening (TCP connect + handshake + AUTH) a new connection may take.
+    pub create_timeout: Duration,
+    /// How long the health check of an idle connection may take before reuse.
+    pub recycle_timeout: Duration,
+    /// How long one command may wait for its reply.
+    pub command_timeout: Duration,
+}
+
+impl fmt::Debug for RedisPoolConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisPoolConfig")
+            .field("url", &"[redacted]")
+            .field("max_size", &self.max_size)
+            .field("wait_timeout", &self.wait_timeout)
+            .field("create_timeout", &self.create_timeout)
+            .field("recycle_timeout", &self.recycle_timeout)
+            .field("command_timeout", &self.command_timeout)
+            .finish()
+    }
+}
+
+/// A bounded pool of multiplexed Redis connections.
+///
+/// Guarantees:
+/// - Getting a connection never takes longer than the wait + create timeouts,
+///   and a command never waits longer than the command timeout for its reply:
+///   a Redis that is down, paused or blackholed gives a typed [`CacheError`].
+/// - A connection whose command future was dropped mid-flight stays usable:
+///   connections are multiplexed, so a late reply is matched to the request
+///   that sent it, never to the next command.
+/// - The pool recovers by itself: broken connections fail their recycle check
+///   and are replaced when Redis is back.
+#[derive(Clone)]
+pub struct RedisPool {
+    pool: Pool,
+    config: RedisPoolConfig,
+}
+
+impl fmt::Debug for RedisPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisPool")
+            .field("config", &self.config)
+            .field("status", &self.pool.status())
+            .finish()
+    }
+}
+
+impl RedisPool {
+    /// Builds the pool. Opens no connection: a Redis that is down is reported by
+    /// the first command (or [`RedisPool::ping`]), not here.
+    pub fn new(config: RedisPoolConfig) -> Result<Self, CacheError> {
+        if config.max_size == 0 {
+            return Err(CacheError::InvalidConfig {
+                what: "redis pool max size",
+                reason: "must be at least 1".into(),
+            });
+        }
+        for (what, value) in [
+            ("redis wait timeout", config.wait_timeout),
+            ("redis create timeout", config.create_timeout),
+            ("redis recycle timeout", config.recycle_timeout),
+            ("redis command timeout", config.command_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(CacheError::InvalidConfig {
+                    what,
+                    reason: "must be greater than zero".into(),
+                });
+            }
+        }
+        let connection = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(config.create_timeout))
+            .set_response_timeout(Some(config.command_timeout));
+        let manager = Manager::new_with_config(config.url.as_str(), connection).map_err(|e| {
+            CacheError::InvalidConfig {
+                what: "REDIS_URL",
+                // The driver's parse errors describe the problem without echoing the URL.
+                reason: e.to_string(),
+            }
+        })?;
+        let pool = Pool::builder(manager)
+            .max_size(config.max_size)
+            .timeouts(Timeouts {
+                wait: Some(config.wait_timeout),
+                create: Some(config.create_timeout),
+                recycle: Some(config.recycle_timeout),
+            })
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|e| CacheError::InvalidConfig {
+                what: "redis pool",
+                reason: e.to_string(),
+            })?;
+        Ok(Self { pool, config })
+    }
+
+    /// The configuration the pool was built with.
+    pub fn config(&self) -> &RedisPoolConfig {
+        &self.config
+    }
+
+    /// A pooled connection, within the wait and create timeouts.
+    pub async fn get(&self) -> Result<deadpool_redis::Connection, CacheError> {
+        self.pool.get().await.map_err(|e| self.pool_error(e))
+    }
+
+    /// Runs one command on a pooled connection and maps every failure to a
+    /// [`CacheError`]. The whole call (acquire + round trip) is bounded by the
+    /// pool's timeouts.
+    pub async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, CacheError> {
+        let span = tracing::debug_span!("redis.query", command = command_name(cmd));
+        async {
+            let mut conn = self.get().await?;
+            cmd.query_async(&mut *conn)
+                .await
+                .map_err(|e| self.redis_error(&e))
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Round trip to Redis: `Ok` when a connection can be had and answers PING.
+    pub async fn ping(&self) -> Result<(), CacheError> {
+        let reply: String = self.query(&redis::cmd("PING")).await?;
+        if reply == "PONG" {
+            Ok(())
+        } else {
+            Err(CacheError::Command {
+                reason: format!("unexpected PING reply {reply:?}"),
+            })
+        }
+    }
+
+    fn pool_error(&self, error: PoolError) -> CacheError {
+        match error {
+            PoolError::Timeout(deadpool_redis::TimeoutType::Wait) => CacheError::PoolExhausted {
+                waited: self.config.wait_timeout,
+            },
+            PoolError::Timeout(deadpool_redis::TimeoutType::Create) => CacheError::Timeout {
+                operation: "connect",
+                after: self.config.create_timeout,
+            },
+            PoolError::Timeout(deadpool_redis::TimeoutType::Recycle) => CacheError::Timeout {
+                operation: "recycle",
+                after: self.config.recycle_timeout,
+            },
+            PoolError::Backend(e) => self.redis_error(&e),
+            other => CacheError::Unavailable {
+                reason: other.to_string(),
+            },
+        }
+    }
+
+    fn redis_error(&self, error: &redis::RedisError) -> CacheError {
+        if error.is_timeout() {
+            CacheError::Timeout {
+                operation: "command",
+                after: self.config.command_timeout,
+            }
+        } else if error.is_io_error()
+            || error.is_connection_dropped()
+            || error.is_connection_refusal()
+            || error.kind() == redis::ErrorKind::AuthenticationFailed
+        {
+            CacheError::Unavailable {
+                reason: error.to_string(),
+            }
+        } else {
+            CacheError::Command {
+                reason: error.to_string(),
+            }
+        }
+    }
+}
+
+fn command_name(cmd: &redis::Cmd) -> String {
+    cmd.args_iter()
+        .next()
+        .and_then(|arg| match arg {
+            redis::Arg::Simple(bytes) => std::str::from_utf8(bytes).ok().map(str::to_owned),
+            _ => None,
+        })
+        .unwrap_or_default()
+}

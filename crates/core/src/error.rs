@@ -1,0 +1,22 @@
+use warden_cache::CacheError;
+
+use crate::SettingsError;
+
+/// What went wrong while configuring or connecting Warden's storage.
+/// Messages never contain passwords or connection URLs with credentials.
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    /// A setting is missing or malformed; the message names each variable.
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    /// The database could not be reached or refused the connection.
+    /// Check DATABASE_URL and that the server is running.
+    #[error("database unavailable: {reason}")]
+    Database {
+        /// What the driver reported.
+        reason: String,
+    },
+    /// The cache could not be set up.
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+}

@@ -1,0 +1,194 @@
+//! Health: one call that says whether storage is reachable and migrated.
+//!
+//! [`check`] and [`probe`] never return an error and never panic: every failure
+//! becomes a [`Check`] with status [`CheckStatus::Fail`] and a reason, and each
+//! check is bounded by `HEALTH_TIMEOUT_MS`, so a hung server shows as a failed
+//! check, not a hung caller.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tracing::{instrument, warn};
+
+use crate::{CacheBackend, Settings, Storage};
+
+/// The outcome of one check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum CheckStatus {
+    /// Working as expected.
+    Pass,
+    /// Working, but not as a production deployment should be.
+    Warn,
+    /// Not working; `detail` says why.
+    Fail,
+}
+
+/// One check's status, a human-readable detail (the reason on failure) and how
+/// long it took.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Check {
+    /// Pass, warn or fail.
+    pub status: CheckStatus,
+    /// What was found, or why it failed.
+    pub detail: String,
+    /// Time the check took, in milliseconds.
+    pub elapsed_ms: u64,
+}
+
+impl Check {
+    fn new(status: CheckStatus, detail: impl Into<String>, started: Instant) -> Self {
+        Self {
+            status,
+            detail: detail.into(),
+            elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+}
+
+/// The three checks: database reachable, cache reachable, schema migrated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HealthReport {
+    /// A round trip to the database.
+    pub database: Check,
+    /// A round trip to the cache (Redis PING), or the in-process cache.
+    pub cache: Check,
+    /// Every migration this build knows is applied, and no unknown one is.
+    pub migrations: Check,
+}
+
+impl HealthReport {
+    /// True when no check failed (warnings allowed).
+    pub fn is_healthy(&self) -> bool {
+        self.checks().iter().all(|(_, c)| c.status != CheckStatus::Fail)
+    }
+
+    /// True when every check passed (what `warden health --strict` requires).
+    pub fn is_strictly_healthy(&self) -> bool {
+        self.checks().iter().all(|(_, c)| c.status == CheckStatus::Pass)
+    }
+
+    /// The checks with their names, in display order.
+    pub fn checks(&self) -> [(&'static str, &Check); 3] {
+        [
+            ("database", &self.database),
+            ("cache", &self.cache),
+            ("migrations", &self.migrations),
+        ]
+    }
+}
+
+/// Builds storage from `settings` without failing on an unreachable service, and
+/// checks it. Configuration that cannot even build a pool is a failed database
+/// or cache check with the reason.
+pub async fn probe(settings: &Settings) -> HealthReport {
+    let started = Instant::now();
+    match Storage::connect_lazy(settings).await {
+        Ok(storage) => {
+            let report = check(&storage).await;
+            // Closing only returns pooled connections; nothing to report if it fails.
+            let _ = storage.close().await;
+            report
+        }
+        Err(e) => {
+            let fail = |detail: String| Check::new(CheckStatus::Fail, detail, started);
+            HealthReport {
+                database: fail(e.to_string()),
+                cache: fail("not checked: storage could not be configured".into()),
+                migrations: fail("not checked: storage could not be configured".into()),
+            }
+        }
+    }
+}
+
+/// Runs the three checks concurrently, each bounded by the health timeout.
+#[instrument(skip_all, fields(database = ?storage.database_backend()))]
+pub async fn check(storage: &Storage) -> HealthReport {
+    let limit = storage.settings.health_timeout;
+    let (database, cache, migrations) = tokio::join!(
+        bounded(limit, check_database(storage)),
+        bounded(limit, check_cache(storage)),
+        bounded(limit, check_migrations(storage)),
+    );
+    let report = HealthReport {
+        database,
+        cache,
+        migrations,
+    };
+    for (name, c) in report.checks() {
+        if c.status != CheckStatus::Pass {
+            warn!(check = name, status = ?c.status, detail = %c.detail, "health check not passing");
+        }
+    }
+    report
+}
+
+async fn bounded(limit: Duration, check: impl Future<Output = Check>) -> Check {
+    let started = Instant::now();
+    tokio::time::timeout(limit, check).await.unwrap_or_else(|_| {
+        Check::new(
+            CheckStatus::Fail,
+            format!("no answer within {} ms", limit.as_millis()),
+            started,
+        )
+    })
+}
+
+async fn check_database(storage: &Storage) -> Check {
+    let started = Instant::now();
+    match storage.db.ping().await {
+        Ok(()) => Check::new(
+            CheckStatus::Pass,
+            format!("{:?} reachable", storage.database_backend()).to_lowercase(),
+            started,
+        ),
+        Err(e) => Check::new(CheckStatus::Fail, e.to_string(), started),
+    }
+}
+
+async fn check_cache(storage: &Storage) -> Check {
+    let started = Instant::now();
+    match &storage.cache {
+        CacheBackend::Redis(pool) => match pool.ping().await {
+            Ok(()) => Check::new(CheckStatus::Pass, "redis reachable", started),
+            Err(e) => Check::new(CheckStatus::Fail, e.to_string(), started),
+        },
+        CacheBackend::InProcess => Check::new(
+            CheckStatus::Pass,
+            "in-process cache (embedded default; not shared between processes)",
+            started,
+        ),
+    }
+}
+
+async fn check_migrations(storage: &Storage) -> Check {
+    let started = Instant::now();
+    match migration::status(&storage.db).await {
+        Ok(states) => {
+            let pending: Vec<&str> = states
+                .iter()
+                .filter(|s| !s.applied)
+                .map(|s| s.name.as_str())
+                .collect();
+            if pending.is_empty() {
+                Check::new(
+                    CheckStatus::Pass,
+                    format!("{} applied, none pending", states.len()),
+                    started,
+                )
+            } else {
+                Check::new(
+                    CheckStatus::Fail,
+                    format!(
+                        "{} pending: {} (run `warden migrate up`)",
+                        pending.len(),
+                        pending.join(", ")
+                    ),
+                    started,
+                )
+            }
+        }
+        Err(e) => Check::new(CheckStatus::Fail, e.to_string(), started),
+    }
+}

@@ -1,0 +1,402 @@
+//! [`Settings`]: every knob Warden reads from the environment (and `.env`).
+//!
+//! Each variable is parsed into a typed value; all problems are collected and
+//! reported at once, one line per variable, naming it. Secrets (passwords in
+//! URLs) never appear in `Debug` output or in error messages.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Serialize;
+use url::Url;
+use warden_cache::{KeyPrefix, RedisPoolConfig};
+
+/// Which database engine `DATABASE_URL` points at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DatabaseBackend {
+    /// PostgreSQL (production).
+    Postgres,
+    /// SQLite file (embedded default).
+    Sqlite,
+}
+
+/// The deployment environment: part of every API key's readable prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Environment {
+    /// A developer's machine.
+    Development,
+    /// Automated tests.
+    Test,
+    /// Pre-production.
+    Staging,
+    /// Production.
+    Production,
+}
+
+impl Environment {
+    /// The lowercase name, as written in `ENVIRONMENT`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Development => "development",
+            Self::Test => "test",
+            Self::Staging => "staging",
+            Self::Production => "production",
+        }
+    }
+}
+
+impl fmt::Display for Environment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Environment {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "development" | "dev" => Ok(Self::Development),
+            "test" => Ok(Self::Test),
+            "staging" => Ok(Self::Staging),
+            "production" | "prod" => Ok(Self::Production),
+            _ => Err("expected one of development, test, staging, production".into()),
+        }
+    }
+}
+
+/// A connection URL whose password is never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretUrl(String);
+
+impl SecretUrl {
+    /// The full URL, credentials included: pass it to a driver, never to a log.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL with any password replaced by `***`, safe to print.
+    pub fn redacted(&self) -> String {
+        match Url::parse(&self.0) {
+            Ok(mut url) => {
+                if url.password().is_some() {
+                    // Only fails for URLs that cannot have credentials, which have none.
+                    let _ = url.set_password(Some("***"));
+                }
+                url.to_string()
+            }
+            Err(_) => "[unparseable URL]".into(),
+        }
+    }
+}
+
+impl fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.redacted())
+    }
+}
+
+impl fmt::Display for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+/// Database pool sizing and timeouts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatabasePoolSettings {
+    /// `DATABASE_MAX_CONNECTIONS` (default 25: the gateway's 20 plus headroom).
+    pub max_connections: u32,
+    /// `DATABASE_MIN_CONNECTIONS` (default 2).
+    pub min_connections: u32,
+    /// `DATABASE_CONNECT_TIMEOUT_MS` (default 5000).
+    pub connect_timeout: Duration,
+    /// `DATABASE_ACQUIRE_TIMEOUT_MS` (default 5000): longest wait for a pooled connection.
+    pub acquire_timeout: Duration,
+    /// `DATABASE_IDLE_TIMEOUT_SECONDS` (default 300).
+    pub idle_timeout: Duration,
+}
+
+/// Redis pool sizing and timeouts (used only when `REDIS_URL` is set).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisPoolSettings {
+    /// `REDIS_POOL_MAX_SIZE` (default 50).
+    pub max_size: usize,
+    /// `REDIS_WAIT_TIMEOUT_MS` (default 2000).
+    pub wait_timeout: Duration,
+    /// `REDIS_CREATE_TIMEOUT_MS` (default 2000).
+    pub create_timeout: Duration,
+    /// `REDIS_RECYCLE_TIMEOUT_MS` (default 1000).
+    pub recycle_timeout: Duration,
+    /// `REDIS_COMMAND_TIMEOUT_MS` (default 1000).
+    pub command_timeout: Duration,
+}
+
+/// Every setting Warden reads. Build it with [`Settings::from_env`] (or
+/// [`Settings::from_lookup`] in tests); the values are validated and typed.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `DATABASE_URL` (required): `postgres://…` or `sqlite://…`.
+    pub database_url: SecretUrl,
+    /// Which engine `database_url` names.
+    pub database_backend: DatabaseBackend,
+    /// Database pool sizing and timeouts.
+    pub database_pool: DatabasePoolSettings,
+    /// `REDIS_URL` (optional): unset selects the in-process cache.
+    pub redis_url: Option<SecretUrl>,
+    /// Redis pool sizing and timeouts.
+    pub redis_pool: RedisPoolSettings,
+    /// `CACHE_KEY_PREFIX` (default `warden:`): namespace of every cache key.
+    pub cache_key_prefix: KeyPrefix,
+    /// `APPROVAL_TOKEN_TTL_SECONDS` (default 300, 1..=86400): how long a person has to decide.
+    pub approval_token_ttl: Duration,
+    /// `ENVIRONMENT` (default `development`).
+    pub environment: Environment,
+    /// `HEALTH_TIMEOUT_MS` (default 3000): bound on each health check.
+    pub health_timeout: Duration,
+}
+
+/// One variable that is missing or malformed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettingProblem {
+    /// The environment variable's name.
+    pub variable: &'static str,
+    /// What is wrong and what is expected (never the value of a secret).
+    pub problem: String,
+}
+
+impl fmt::Display for SettingProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.variable, self.problem)
+    }
+}
+
+/// Why settings could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// One or more variables are missing or malformed; each is named.
+    #[error("invalid settings: {}", join(.0))]
+    Invalid(Vec<SettingProblem>),
+    /// The `.env` file exists but cannot be read or parsed.
+    #[error(".env: {reason}")]
+    DotEnv {
+        /// What dotenvy reported.
+        reason: String,
+    },
+}
+
+impl SettingsError {
+    /// The problems, one per variable (empty for a `.env` error).
+    pub fn problems(&self) -> &[SettingProblem] {
+        match self {
+            Self::Invalid(problems) => problems,
+            Self::DotEnv { .. } => &[],
+        }
+    }
+}
+
+fn join(problems: &[SettingProblem]) -> String {
+    problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Collects problems while reading variables, so all are reported at once.
+struct Reader<F> {
+    lookup: F,
+    problems: Vec<SettingProblem>,
+}
+
+impl<F: Fn(&str) -> Option<String>> Reader<F> {
+    fn get(&self, variable: &str) -> Option<String> {
+        (self.lookup)(variable).filter(|v| !v.trim().is_empty())
+    }
+
+    fn problem(&mut self, variable: &'static str, problem: impl Into<String>) {
+        self.problems.push(SettingProblem {
+            variable,
+            problem: problem.into(),
+        });
+    }
+
+    /// A number in `range`, or `default` when unset.
+    fn number<T>(&mut self, variable: &'static str, default: T, range: (T, T)) -> T
+    where
+        T: FromStr + PartialOrd + Copy + fmt::Display,
+    {
+        let Some(raw) = self.get(variable) else {
+            return default;
+        };
+        match raw.trim().parse::<T>() {
+            Ok(v) if v >= range.0 && v <= range.1 => v,
+            Ok(v) => {
+                self.problem(
+                    variable,
+                    format!("{v} is out of range (expected {} to {})", range.0, range.1),
+                );
+                default
+            }
+            Err(_) => {
+                self.problem(
+                    variable,
+                    format!(
+                        "{raw:?} is not a whole number (expected {} to {})",
+                        range.0, range.1
+                    ),
+                );
+                default
+            }
+        }
+    }
+
+    fn millis(&mut self, variable: &'static str, default_ms: u64) -> Duration {
+        Duration::from_millis(self.number(variable, default_ms, (1, 600_000)))
+    }
+
+    fn url(&mut self, variable: &'static str, schemes: &[&str]) -> Option<SecretUrl> {
+        let raw = self.get(variable)?;
+        match Url::parse(raw.trim()) {
+            Ok(url) if schemes.contains(&url.scheme()) => Some(SecretUrl(raw.trim().to_owned())),
+            Ok(url) => {
+                self.problem(
+                    variable,
+                    format!(
+                        "unsupported scheme {:?} (expected one of {})",
+                        url.scheme(),
+                        schemes.join(", ")
+                    ),
+                );
+                None
+            }
+            // The parse error names the defect, never the (possibly secret) text.
+            Err(e) => {
+                self.problem(variable, format!("not a valid URL ({e})"));
+                None
+            }
+        }
+    }
+}
+
+impl Settings {
+    /// Loads `.env` (if present; real environment variables win) and reads the
+    /// settings from the process environment.
+    pub fn from_env() -> Result<Self, SettingsError> {
+        match dotenvy::dotenv() {
+            Ok(_) => {}
+            Err(e) if e.not_found() => {}
+            Err(e) => {
+                return Err(SettingsError::DotEnv {
+                    reason: e.to_string(),
+                });
+            }
+        }
+        Self::from_lookup(|name| {
+            std::env::var_os(name).map(|v| v.to_string_lossy().into_owned())
+        })
+    }
+
+    /// Reads the settings through `lookup` (variable name → value). Empty values
+    /// count as unset. Every problem is collected and reported together.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
+        let mut r = Reader {
+            lookup,
+            problems: Vec::new(),
+        };
+
+        let database_url = match r.get("DATABASE_URL") {
+            None => {
+                r.problem(
+                    "DATABASE_URL",
+                    "missing (e.g. sqlite://warden.db?mode=rwc or \
+                     postgres://user:password@127.0.0.1:5432/warden)",
+                );
+                None
+            }
+            Some(_) => r.url("DATABASE_URL", &["postgres", "postgresql", "sqlite"]),
+        };
+        let database_backend = match database_url.as_ref().map(|u| u.expose()) {
+            Some(u) if u.starts_with("sqlite:") => DatabaseBackend::Sqlite,
+            _ => DatabaseBackend::Postgres,
+        };
+        let database_pool = DatabasePoolSettings {
+            max_connections: r.number("DATABASE_MAX_CONNECTIONS", 25, (1, 1000)),
+            min_connections: r.number("DATABASE_MIN_CONNECTIONS", 2, (0, 1000)),
+            connect_timeout: r.millis("DATABASE_CONNECT_TIMEOUT_MS", 5_000),
+            acquire_timeout: r.millis("DATABASE_ACQUIRE_TIMEOUT_MS", 5_000),
+            idle_timeout: Duration::from_secs(r.number(
+                "DATABASE_IDLE_TIMEOUT_SECONDS",
+                300,
+                (1, 86_400),
+            )),
+        };
+        if database_pool.min_connections > database_pool.max_connections {
+            r.problem(
+                "DATABASE_MIN_CONNECTIONS",
+                format!(
+                    "{} is more than DATABASE_MAX_CONNECTIONS ({})",
+                    database_pool.min_connections, database_pool.max_connections
+                ),
+            );
+        }
+        let redis_url = r.url("REDIS_URL", &["redis", "rediss"]);
+        let redis_pool = RedisPoolSettings {
+            max_size: r.number("REDIS_POOL_MAX_SIZE", 50, (1, 10_000)),
+            wait_timeout: r.millis("REDIS_WAIT_TIMEOUT_MS", 2_000),
+            create_timeout: r.millis("REDIS_CREATE_TIMEOUT_MS", 2_000),
+            recycle_timeout: r.millis("REDIS_RECYCLE_TIMEOUT_MS", 1_000),
+            command_timeout: r.millis("REDIS_COMMAND_TIMEOUT_MS", 1_000),
+        };
+        let cache_key_prefix = {
+            let raw = r.get("CACHE_KEY_PREFIX").unwrap_or_else(|| "warden:".into());
+            match KeyPrefix::new(raw.trim()) {
+                Ok(prefix) => Some(prefix),
+                Err(e) => {
+                    r.problem("CACHE_KEY_PREFIX", e.to_string());
+                    None
+                }
+            }
+        };
+        let approval_token_ttl =
+            Duration::from_secs(r.number("APPROVAL_TOKEN_TTL_SECONDS", 300, (1, 86_400)));
+        let environment = match r.get("ENVIRONMENT") {
+            None => Environment::Development,
+            Some(raw) => raw.parse().unwrap_or_else(|e: String| {
+                r.problem("ENVIRONMENT", format!("{raw:?}: {e}"));
+                Environment::Development
+            }),
+        };
+        let health_timeout = r.millis("HEALTH_TIMEOUT_MS", 3_000);
+
+        match (database_url, cache_key_prefix) {
+            (Some(database_url), Some(cache_key_prefix)) if r.problems.is_empty() => Ok(Self {
+                database_url,
+                database_backend,
+                database_pool,
+                redis_url,
+                redis_pool,
+                cache_key_prefix,
+                approval_token_ttl,
+                environment,
+                health_timeout,
+            }),
+            _ => Err(SettingsError::Invalid(r.problems)),
+        }
+    }
+
+    /// The Redis pool configuration, when `REDIS_URL` is set.
+    pub fn redis_pool_config(&self) -> Option<RedisPoolConfig> {
+        self.redis_url.as_ref().map(|url| RedisPoolConfig {
+            url: url.expose().to_owned(),
+            max_size: self.redis_pool.max_size,
+            wait_timeout: self.redis_pool.wait_timeout,
+            create_timeout: self.redis_pool.create_timeout,
+            recycle_timeout: self.redis_pool.recycle_timeout,
+            command_timeout: self.redis_pool.command_timeout,
+        })
+    }
+}

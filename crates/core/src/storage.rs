@@ -1,0 +1,92 @@
+use sea_orm::{ConnectOptions, Database, DatabaseConnection};
+use tracing::{info, instrument};
+use warden_cache::{KeyPrefix, RedisPool};
+
+use crate::{CoreError, DatabaseBackend, Settings};
+
+/// Where cache data lives.
+#[derive(Debug, Clone)]
+pub enum CacheBackend {
+    /// Redis, shared by every gateway process (`REDIS_URL` set).
+    Redis(RedisPool),
+    /// Memory of this process only: the embedded default (`REDIS_URL` unset).
+    InProcess,
+}
+
+/// Warden's connected storage: the database pool, the cache backend and the
+/// settings they were built from. Cheap to clone (pools are shared handles).
+#[derive(Debug, Clone)]
+pub struct Storage {
+    /// The database pool (sea-orm over sqlx), sized and timed per [`Settings`].
+    pub db: DatabaseConnection,
+    /// The cache backend.
+    pub cache: CacheBackend,
+    /// The namespace of every cache key.
+    pub key_prefix: KeyPrefix,
+    /// The settings this storage was built from.
+    pub settings: Settings,
+}
+
+impl Storage {
+    /// Builds both pools and opens at least one database connection, so a wrong
+    /// URL or a stopped database fails here with [`CoreError::Database`].
+    /// Redis is not contacted: a down Redis shows in [`crate::health::check`].
+    #[instrument(skip_all, fields(database = ?settings.database_backend, redis = settings.redis_url.is_some()))]
+    pub async fn connect(settings: &Settings) -> Result<Self, CoreError> {
+        Self::build(settings, false).await
+    }
+
+    /// Like [`Storage::connect`] but opens no connection: the health check uses it
+    /// to report an unreachable database instead of failing.
+    pub async fn connect_lazy(settings: &Settings) -> Result<Self, CoreError> {
+        Self::build(settings, true).await
+    }
+
+    async fn build(settings: &Settings, lazy: bool) -> Result<Self, CoreError> {
+        let pool = &settings.database_pool;
+        let mut options = ConnectOptions::new(settings.database_url.expose());
+        options
+            .max_connections(pool.max_connections)
+            .min_connections(if lazy { 0 } else { pool.min_connections })
+            .connect_timeout(pool.connect_timeout)
+            .acquire_timeout(pool.acquire_timeout)
+            .idle_timeout(pool.idle_timeout)
+            .connect_lazy(lazy)
+            // sqlx statement logging could echo values into logs; spans carry what we need.
+            .sqlx_logging(false);
+        let db = Database::connect(options)
+            .await
+            .map_err(|e| CoreError::Database {
+                reason: e.to_string(),
+            })?;
+        let cache = match settings.redis_pool_config() {
+            Some(config) => CacheBackend::Redis(RedisPool::new(config)?),
+            None => CacheBackend::InProcess,
+        };
+        info!(
+            database = %settings.database_url,
+            backend = ?settings.database_backend,
+            max_connections = pool.max_connections,
+            cache = match cache { CacheBackend::Redis(_) => "redis", CacheBackend::InProcess => "in-process" },
+            "storage configured"
+        );
+        Ok(Self {
+            db,
+            cache,
+            key_prefix: settings.cache_key_prefix.clone(),
+            settings: settings.clone(),
+        })
+    }
+
+    /// Which database engine this storage talks to.
+    pub fn database_backend(&self) -> DatabaseBackend {
+        self.settings.database_backend
+    }
+
+    /// Closes the database pool, waiting for connections to be returned.
+    pub async fn close(self) -> Result<(), CoreError> {
+        self.db.close().await.map_err(|e| CoreError::Database {
+            reason: e.to_string(),
+        })
+    }
+}
