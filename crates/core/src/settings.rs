@@ -400,3 +400,123 @@ impl Settings {
         })
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn load(vars: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Settings::from_lookup(|name| map.get(name).cloned())
+    }
+
+    fn variables(err: &SettingsError) -> Vec<&'static str> {
+        err.problems().iter().map(|p| p.variable).collect()
+    }
+
+    #[test]
+    fn defaults_with_only_a_database_url() {
+        let s = load(&[("DATABASE_URL", "sqlite://warden.db?mode=rwc")]).unwrap();
+        assert_eq!(s.database_backend, DatabaseBackend::Sqlite);
+        assert!(s.redis_url.is_none());
+        assert_eq!(s.database_pool.max_connections, 25);
+        assert_eq!(s.redis_pool.max_size, 50);
+        assert_eq!(s.approval_token_ttl, Duration::from_secs(300));
+        assert_eq!(s.environment, Environment::Development);
+        assert_eq!(s.cache_key_prefix.as_str(), "warden:");
+        assert!(s.redis_pool_config().is_none());
+    }
+
+    #[test]
+    fn missing_database_url_is_named() {
+        let err = load(&[]).unwrap_err();
+        assert_eq!(variables(&err), ["DATABASE_URL"]);
+        assert!(err.to_string().contains("DATABASE_URL: missing"), "{err}");
+    }
+
+    #[test]
+    fn every_malformed_variable_is_named_at_once() {
+        let err = load(&[
+            ("DATABASE_URL", "mysql://db/x"),
+            ("REDIS_URL", "not a url"),
+            ("DATABASE_MAX_CONNECTIONS", "lots"),
+            ("REDIS_POOL_MAX_SIZE", "0"),
+            ("APPROVAL_TOKEN_TTL_SECONDS", "-5"),
+            ("ENVIRONMENT", "moon"),
+            ("CACHE_KEY_PREFIX", "has space"),
+            ("HEALTH_TIMEOUT_MS", "99999999999999999999999"),
+        ])
+        .unwrap_err();
+        assert_eq!(
+            variables(&err),
+            [
+                "DATABASE_URL",
+                "DATABASE_MAX_CONNECTIONS",
+                "REDIS_URL",
+                "REDIS_POOL_MAX_SIZE",
+                "CACHE_KEY_PREFIX",
+                "APPROVAL_TOKEN_TTL_SECONDS",
+                "ENVIRONMENT",
+                "HEALTH_TIMEOUT_MS",
+            ]
+        );
+        let text = err.to_string();
+        assert!(text.contains("unsupported scheme \"mysql\""), "{text}");
+        assert!(text.contains("\"lots\" is not a whole number"), "{text}");
+    }
+
+    #[test]
+    fn min_connections_above_max_is_refused() {
+        let err = load(&[
+            ("DATABASE_URL", "postgres://u@h/db"),
+            ("DATABASE_MAX_CONNECTIONS", "4"),
+            ("DATABASE_MIN_CONNECTIONS", "5"),
+        ])
+        .unwrap_err();
+        assert_eq!(variables(&err), ["DATABASE_MIN_CONNECTIONS"]);
+    }
+
+    #[test]
+    fn passwords_never_appear_in_debug_or_errors() {
+        let s = load(&[
+            ("DATABASE_URL", "postgres://warden:hunter2-db@127.0.0.1:5432/warden"),
+            ("REDIS_URL", "redis://:hunter2-redis@127.0.0.1:6379/0"),
+        ])
+        .unwrap();
+        let debug = format!("{s:?} {:?}", s.redis_pool_config());
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert!(debug.contains("warden:***@127.0.0.1"), "{debug}");
+        assert_eq!(s.database_url.expose(), "postgres://warden:hunter2-db@127.0.0.1:5432/warden");
+
+        // A malformed URL holding a password is reported without echoing it.
+        let err = load(&[("DATABASE_URL", "postgres://warden:hunter2@[bad-host/db")]).unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        assert_eq!(variables(&err), ["DATABASE_URL"]);
+    }
+
+    #[test]
+    fn empty_redis_url_selects_the_in_process_cache() {
+        let s = load(&[("DATABASE_URL", "postgres://u@h/db"), ("REDIS_URL", "  ")]).unwrap();
+        assert!(s.redis_url.is_none());
+        assert_eq!(s.database_backend, DatabaseBackend::Postgres);
+    }
+
+    #[test]
+    fn environment_names_parse_case_insensitively() {
+        for (raw, want) in [
+            ("PRODUCTION", Environment::Production),
+            ("prod", Environment::Production),
+            ("Staging", Environment::Staging),
+            ("test", Environment::Test),
+        ] {
+            let s = load(&[("DATABASE_URL", "postgres://u@h/db"), ("ENVIRONMENT", raw)]).unwrap();
+            assert_eq!(s.environment, want);
+        }
+    }
+}
