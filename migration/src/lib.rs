@@ -39,7 +39,7 @@ impl MigratorTrait for Migrator {
 }
 
 /// One migration and whether it has been applied to the database.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct MigrationState {
     /// The migration's name (its file name), e.g. `m20261124_000001_create_api_keys`.
     pub name: String,
@@ -60,6 +60,62 @@ pub enum Command {
     Fresh,
     /// Roll back all migrations, then apply them again.
     Refresh,
+}
+
+/// The migration subcommands as both CLIs (`migration` and `warden migrate`)
+/// expose them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Subcommand)]
+pub enum CliCommand {
+    /// Apply pending migrations (the default when no command is given).
+    Up {
+        /// Apply at most this many.
+        #[arg(short, long)]
+        num: Option<u32>,
+    },
+    /// Roll back applied migrations: all of them, or the last NUM.
+    Down {
+        /// Roll back only this many.
+        #[arg(short, long)]
+        num: Option<u32>,
+    },
+    /// Show which migrations are applied; changes nothing.
+    Status,
+    /// Drop every table in the database, then apply all migrations.
+    Fresh,
+    /// Roll back all migrations, then apply them again.
+    Refresh,
+}
+
+impl From<Option<CliCommand>> for Command {
+    fn from(command: Option<CliCommand>) -> Self {
+        match command {
+            None => Command::Up(None),
+            Some(CliCommand::Up { num }) => Command::Up(num),
+            Some(CliCommand::Down { num }) => Command::Down(num),
+            Some(CliCommand::Status) => Command::Status,
+            Some(CliCommand::Fresh) => Command::Fresh,
+            Some(CliCommand::Refresh) => Command::Refresh,
+        }
+    }
+}
+
+/// The states as an aligned table with a summary line, for people.
+pub fn status_table(states: &[MigrationState]) -> String {
+    use std::fmt::Write as _;
+    let width = states
+        .iter()
+        .map(|s| s.name.len())
+        .max()
+        .unwrap_or(9)
+        .max(9);
+    let mut out = format!("{:<width$}  STATUS\n", "MIGRATION");
+    for state in states {
+        let status = if state.applied { "applied" } else { "pending" };
+        let _ = writeln!(out, "{:<width$}  {status}", state.name);
+    }
+    let pending = states.iter().filter(|s| !s.applied).count();
+    let _ = write!(out, "{} applied, {pending} pending", states.len() - pending);
+    out
 }
 
 /// Runs `command` against `db` and returns every migration's state afterwards.

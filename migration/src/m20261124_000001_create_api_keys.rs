@@ -41,7 +41,11 @@ impl MigrationTrait for Migration {
                             .not_null()
                             .check(Expr::col(ApiKeys::TrustLevel).gte(0)),
                     )
-                    .col(ColumnDef::new(ApiKeys::Environment).string_len(64).not_null())
+                    .col(
+                        ColumnDef::new(ApiKeys::Environment)
+                            .string_len(64)
+                            .not_null(),
+                    )
                     .col(
                         ColumnDef::new(ApiKeys::IsActive)
                             .boolean()

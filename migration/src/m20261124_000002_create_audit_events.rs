@@ -45,7 +45,11 @@ impl MigrationTrait for Migration {
                             .check(Expr::col(A::Seq).gte(0)),
                     )
                     .col(ColumnDef::new(A::RequestId).string_len(255).not_null())
-                    .col(ColumnDef::new(A::Timestamp).timestamp_with_time_zone().not_null())
+                    .col(
+                        ColumnDef::new(A::Timestamp)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
                     .col(ColumnDef::new(A::CallerId).string_len(255).not_null())
                     .col(ColumnDef::new(A::ApiKeyId).uuid())
                     .col(ColumnDef::new(A::Method).string_len(255).not_null())
@@ -85,7 +89,12 @@ impl MigrationTrait for Migration {
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager
-            .drop_table(Table::drop().table(AuditEvents::Table).if_exists().to_owned())
+            .drop_table(
+                Table::drop()
+                    .table(AuditEvents::Table)
+                    .if_exists()
+                    .to_owned(),
+            )
             .await
     }
 

@@ -46,9 +46,10 @@ impl MigrationTrait for Migration {
                             .string_len(16)
                             .not_null()
                             .default("PENDING")
-                            .check(Expr::col(R::Status).is_in([
-                                "PENDING", "APPROVED", "DENIED", "EXPIRED",
-                            ])),
+                            .check(
+                                Expr::col(R::Status)
+                                    .is_in(["PENDING", "APPROVED", "DENIED", "EXPIRED"]),
+                            ),
                     )
                     .col(
                         ColumnDef::new(R::CreatedAt)
@@ -56,7 +57,11 @@ impl MigrationTrait for Migration {
                             .not_null()
                             .default(Expr::current_timestamp()),
                     )
-                    .col(ColumnDef::new(R::ExpiresAt).timestamp_with_time_zone().not_null())
+                    .col(
+                        ColumnDef::new(R::ExpiresAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
                     .col(ColumnDef::new(R::DecidedAt).timestamp_with_time_zone())
                     .col(ColumnDef::new(R::ApproverId).string_len(255))
                     .col(ColumnDef::new(R::Note).text())

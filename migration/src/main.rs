@@ -2,12 +2,17 @@
 //!
 //! Reads `DATABASE_URL` (from the environment or `.env`). Exit codes: 0 success,
 //! 1 the command failed (message on stderr), 2 bad usage.
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a CLI: the status table goes to stdout, errors to stderr"
+)]
 
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
-use migration::{Command, MigrationState};
+use clap::Parser;
+use migration::{CliCommand, Command, MigrationState};
 use sea_orm_migration::sea_orm::{ConnectOptions, Database};
 
 /// Apply, roll back or inspect Warden's database migrations.
@@ -19,29 +24,7 @@ struct Cli {
     database_url: Option<String>,
 
     #[command(subcommand)]
-    command: Option<Cmd>,
-}
-
-#[derive(Subcommand, Clone, Copy)]
-enum Cmd {
-    /// Apply pending migrations (the default when no command is given).
-    Up {
-        /// Apply at most this many.
-        #[arg(short, long)]
-        num: Option<u32>,
-    },
-    /// Roll back applied migrations: all of them, or the last NUM.
-    Down {
-        /// Roll back only this many.
-        #[arg(short, long)]
-        num: Option<u32>,
-    },
-    /// Show which migrations are applied; changes nothing.
-    Status,
-    /// Drop every table in the database, then apply all migrations.
-    Fresh,
-    /// Roll back all migrations, then apply them again.
-    Refresh,
+    command: Option<CliCommand>,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -66,35 +49,29 @@ async fn run(cli: Cli) -> anyhow::Result<Vec<MigrationState>> {
         "DATABASE_URL is not set: pass --database-url or set DATABASE_URL \
          (e.g. sqlite://warden.db?mode=rwc or postgres://user:pass@127.0.0.1:5432/warden)",
     )?;
-    let command = match cli.command.unwrap_or(Cmd::Up { num: None }) {
-        Cmd::Up { num } => Command::Up(num),
-        Cmd::Down { num } => Command::Down(num),
-        Cmd::Status => Command::Status,
-        Cmd::Fresh => Command::Fresh,
-        Cmd::Refresh => Command::Refresh,
-    };
+    let command = Command::from(cli.command);
     let mut options = ConnectOptions::new(url);
     options
         .max_connections(2)
-        .connect_timeout(std::time::Duration::from_secs(10))
-        .acquire_timeout(std::time::Duration::from_secs(10))
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .acquire_timeout(std::time::Duration::from_secs(5))
         .sqlx_logging(false);
     let db = Database::connect(options)
         .await
         .context("cannot connect to DATABASE_URL (is the database running and the URL right?)")?;
-    let states = migration::run(&db, command).await.context("migration failed")?;
-    db.close().await.context("closing the database connection")?;
+    let states = migration::run(&db, command)
+        .await
+        .context("migration failed")?;
+    db.close()
+        .await
+        .context("closing the database connection")?;
     Ok(states)
 }
 
-#[expect(clippy::print_stdout, reason = "this binary's output is its status table")]
+#[expect(
+    clippy::print_stdout,
+    reason = "this binary's output is its status table"
+)]
 fn print_states(states: &[MigrationState]) {
-    let width = states.iter().map(|s| s.name.len()).max().unwrap_or(9).max(9);
-    println!("{:<width$}  STATUS", "MIGRATION");
-    for state in states {
-        let status = if state.applied { "applied" } else { "pending" };
-        println!("{:<width$}  {status}", state.name);
-    }
-    let pending = states.iter().filter(|s| !s.applied).count();
-    println!("{} applied, {pending} pending", states.len() - pending);
+    println!("{}", migration::status_table(states));
 }

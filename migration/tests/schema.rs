@@ -216,7 +216,12 @@ async fn down_one_step_reverts_only_the_newest_migration() {
         let states = migration::run(&t.db, Command::Down(Some(1))).await.unwrap();
         let applied: Vec<bool> = states.iter().map(|m| m.applied).collect();
         assert_eq!(applied, [true, true, false]);
-        assert_eq!(tables(&t).await, ["api_keys", "audit_events"], "{:?}", t.backend);
+        assert_eq!(
+            tables(&t).await,
+            ["api_keys", "audit_events"],
+            "{:?}",
+            t.backend
+        );
     })
     .await;
 }
@@ -255,7 +260,11 @@ async fn approval_status_outside_the_enum_is_refused() {
             )
         };
         let refused = t.db.execute_unprepared(&insert("MAYBE")).await;
-        assert!(refused.is_err(), "{:?}: CHECK constraint missing", t.backend);
+        assert!(
+            refused.is_err(),
+            "{:?}: CHECK constraint missing",
+            t.backend
+        );
         t.db.execute_unprepared(&insert("PENDING")).await.unwrap();
     })
     .await;

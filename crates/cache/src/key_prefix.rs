@@ -70,13 +70,28 @@ mod tests {
 
     #[test]
     fn prefix_gets_a_trailing_colon() {
-        assert_eq!(KeyPrefix::new("warden").map(|p| p.key("x")).ok(), Some("warden:x".into()));
-        assert_eq!(KeyPrefix::new("warden:").map(|p| p.key("x")).ok(), Some("warden:x".into()));
+        assert_eq!(
+            KeyPrefix::new("warden").map(|p| p.key("x")).ok(),
+            Some("warden:x".into())
+        );
+        assert_eq!(
+            KeyPrefix::new("warden:").map(|p| p.key("x")).ok(),
+            Some("warden:x".into())
+        );
     }
 
     #[test]
     fn hostile_prefixes_are_refused() {
-        for bad in ["", "a b", "a*", "pre?", "x[1]", "tab\t", "ünï", &"x".repeat(65)] {
+        for bad in [
+            "",
+            "a b",
+            "a*",
+            "pre?",
+            "x[1]",
+            "tab\t",
+            "ünï",
+            &"x".repeat(65),
+        ] {
             assert!(KeyPrefix::new(bad).is_err(), "{bad:?} should be refused");
         }
     }

@@ -61,12 +61,16 @@ pub struct HealthReport {
 impl HealthReport {
     /// True when no check failed (warnings allowed).
     pub fn is_healthy(&self) -> bool {
-        self.checks().iter().all(|(_, c)| c.status != CheckStatus::Fail)
+        self.checks()
+            .iter()
+            .all(|(_, c)| c.status != CheckStatus::Fail)
     }
 
     /// True when every check passed (what `warden health --strict` requires).
     pub fn is_strictly_healthy(&self) -> bool {
-        self.checks().iter().all(|(_, c)| c.status == CheckStatus::Pass)
+        self.checks()
+            .iter()
+            .all(|(_, c)| c.status == CheckStatus::Pass)
     }
 
     /// The checks with their names, in display order.
@@ -126,13 +130,15 @@ pub async fn check(storage: &Storage) -> HealthReport {
 
 async fn bounded(limit: Duration, check: impl Future<Output = Check>) -> Check {
     let started = Instant::now();
-    tokio::time::timeout(limit, check).await.unwrap_or_else(|_| {
-        Check::new(
-            CheckStatus::Fail,
-            format!("no answer within {} ms", limit.as_millis()),
-            started,
-        )
-    })
+    tokio::time::timeout(limit, check)
+        .await
+        .unwrap_or_else(|_| {
+            Check::new(
+                CheckStatus::Fail,
+                format!("no answer within {} ms", limit.as_millis()),
+                started,
+            )
+        })
 }
 
 async fn check_database(storage: &Storage) -> Check {

@@ -295,9 +295,7 @@ impl Settings {
                 });
             }
         }
-        Self::from_lookup(|name| {
-            std::env::var_os(name).map(|v| v.to_string_lossy().into_owned())
-        })
+        Self::from_lookup(|name| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned()))
     }
 
     /// Reads the settings through `lookup` (variable name → value). Empty values
@@ -352,7 +350,9 @@ impl Settings {
             command_timeout: r.millis("REDIS_COMMAND_TIMEOUT_MS", 1_000),
         };
         let cache_key_prefix = {
-            let raw = r.get("CACHE_KEY_PREFIX").unwrap_or_else(|| "warden:".into());
+            let raw = r
+                .get("CACHE_KEY_PREFIX")
+                .unwrap_or_else(|| "warden:".into());
             match KeyPrefix::new(raw.trim()) {
                 Ok(prefix) => Some(prefix),
                 Err(e) => {
@@ -485,14 +485,20 @@ mod tests {
     #[test]
     fn passwords_never_appear_in_debug_or_errors() {
         let s = load(&[
-            ("DATABASE_URL", "postgres://warden:hunter2-db@127.0.0.1:5432/warden"),
+            (
+                "DATABASE_URL",
+                "postgres://warden:hunter2-db@127.0.0.1:5432/warden",
+            ),
             ("REDIS_URL", "redis://:hunter2-redis@127.0.0.1:6379/0"),
         ])
         .unwrap();
         let debug = format!("{s:?} {:?}", s.redis_pool_config());
         assert!(!debug.contains("hunter2"), "{debug}");
         assert!(debug.contains("warden:***@127.0.0.1"), "{debug}");
-        assert_eq!(s.database_url.expose(), "postgres://warden:hunter2-db@127.0.0.1:5432/warden");
+        assert_eq!(
+            s.database_url.expose(),
+            "postgres://warden:hunter2-db@127.0.0.1:5432/warden"
+        );
 
         // A malformed URL holding a password is reported without echoing it.
         let err = load(&[("DATABASE_URL", "postgres://warden:hunter2@[bad-host/db")]).unwrap_err();

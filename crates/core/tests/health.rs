@@ -47,7 +47,9 @@ async fn probe(settings: &Settings) -> HealthReport {
 async fn healthy_on_postgres_and_redis() {
     let db = TestDatabase::postgres().await;
     let redis = TestRedis::new().await;
-    let storage = Storage::connect(&settings(&db.url, Some(&redis.url))).await.unwrap();
+    let storage = Storage::connect(&settings(&db.url, Some(&redis.url)))
+        .await
+        .unwrap();
     let report = check(&storage).await;
     assert!(report.is_strictly_healthy(), "{report:#?}");
     assert_eq!(report.migrations.detail, "3 applied, none pending");
@@ -68,7 +70,10 @@ async fn unmigrated_database_fails_the_migrations_check() {
         let report = probe(&settings(&db.url, None)).await;
         assert_eq!(report.database.status, CheckStatus::Pass, "{report:#?}");
         assert_eq!(report.migrations.status, CheckStatus::Fail, "{report:#?}");
-        assert!(report.migrations.detail.starts_with("3 pending"), "{report:#?}");
+        assert!(
+            report.migrations.detail.starts_with("3 pending"),
+            "{report:#?}"
+        );
         assert!(!report.is_healthy());
     }
 }
@@ -77,7 +82,9 @@ async fn unmigrated_database_fails_the_migrations_check() {
 async fn stopped_redis_fails_the_cache_check_then_recovers_after_restart() {
     let db = TestDatabase::postgres().await;
     let mut redis = PrivateRedis::start().await;
-    let storage = Storage::connect(&settings(&db.url, Some(&redis.url()))).await.unwrap();
+    let storage = Storage::connect(&settings(&db.url, Some(&redis.url())))
+        .await
+        .unwrap();
     assert_eq!(check(&storage).await.cache.status, CheckStatus::Pass);
 
     redis.stop();
@@ -96,7 +103,9 @@ async fn stopped_redis_fails_the_cache_check_then_recovers_after_restart() {
 async fn paused_redis_fails_within_the_timeout_then_recovers() {
     let db = TestDatabase::sqlite().await;
     let redis = PrivateRedis::start().await;
-    let storage = Storage::connect(&settings(&db.url, Some(&redis.url()))).await.unwrap();
+    let storage = Storage::connect(&settings(&db.url, Some(&redis.url())))
+        .await
+        .unwrap();
     assert_eq!(check(&storage).await.cache.status, CheckStatus::Pass);
 
     redis.pause();
@@ -117,7 +126,10 @@ async fn wrong_redis_password_fails_with_a_reason_that_hides_the_password() {
     let report = probe(&settings(&db.url, Some(&wrong))).await;
     assert_eq!(report.cache.status, CheckStatus::Fail, "{report:#?}");
     let text = format!("{report:?}");
-    assert!(!text.contains("wrong-staple-9") && !text.contains("right-horse"), "{text}");
+    assert!(
+        !text.contains("wrong-staple-9") && !text.contains("right-horse"),
+        "{text}"
+    );
     assert!(
         report.cache.detail.to_lowercase().contains("pass")
             || report.cache.detail.to_lowercase().contains("auth"),
@@ -125,7 +137,11 @@ async fn wrong_redis_password_fails_with_a_reason_that_hides_the_password() {
     );
 
     let right = format!("redis://:right-horse-battery@127.0.0.1:{}", redis.port());
-    assert!(probe(&settings(&db.url, Some(&right))).await.is_strictly_healthy());
+    assert!(
+        probe(&settings(&db.url, Some(&right)))
+            .await
+            .is_strictly_healthy()
+    );
 }
 
 #[tokio::test]
@@ -159,7 +175,10 @@ async fn blackholed_database_fails_within_the_timeout() {
 
 #[tokio::test]
 async fn connect_to_a_stopped_database_is_a_typed_error() {
-    let url = format!("postgres://postgres:s3cret-pw@127.0.0.1:{}/warden", free_port());
+    let url = format!(
+        "postgres://postgres:s3cret-pw@127.0.0.1:{}/warden",
+        free_port()
+    );
     let err = tokio::time::timeout(NO_HANG, Storage::connect(&settings(&url, None)))
         .await
         .expect("connect hung")

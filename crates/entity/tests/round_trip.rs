@@ -11,7 +11,8 @@ use warden_testkit::{Backend, TestDatabase};
 
 /// Microsecond precision: what `timestamptz` keeps.
 fn at(micros: i64) -> DateTime<Utc> {
-    Utc.timestamp_micros(1_790_000_000_000_000 + micros).unwrap()
+    Utc.timestamp_micros(1_790_000_000_000_000 + micros)
+        .unwrap()
 }
 
 fn api_key() -> api_keys::Model {
@@ -80,16 +81,32 @@ async fn every_entity_round_trips_on_both_backends() {
 
         let key = api_key();
         key.clone().into_active_model().insert(&t.db).await.unwrap();
-        let read = api_keys::Entity::find_by_id(key.id).one(&t.db).await.unwrap();
+        let read = api_keys::Entity::find_by_id(key.id)
+            .one(&t.db)
+            .await
+            .unwrap();
         assert_eq!(read, Some(key), "{backend:?}");
 
         let event = audit_event();
-        event.clone().into_active_model().insert(&t.db).await.unwrap();
-        let read = audit_events::Entity::find_by_id(event.id).one(&t.db).await.unwrap();
+        event
+            .clone()
+            .into_active_model()
+            .insert(&t.db)
+            .await
+            .unwrap();
+        let read = audit_events::Entity::find_by_id(event.id)
+            .one(&t.db)
+            .await
+            .unwrap();
         assert_eq!(read, Some(event), "{backend:?}");
 
         let request = approval();
-        request.clone().into_active_model().insert(&t.db).await.unwrap();
+        request
+            .clone()
+            .into_active_model()
+            .insert(&t.db)
+            .await
+            .unwrap();
         let read = approval_requests::Entity::find_by_id(request.id)
             .one(&t.db)
             .await
@@ -105,7 +122,12 @@ async fn unique_columns_refuse_duplicates_on_both_backends() {
     for backend in Backend::ALL {
         let t = TestDatabase::new(backend).await;
         let first = api_key();
-        first.clone().into_active_model().insert(&t.db).await.unwrap();
+        first
+            .clone()
+            .into_active_model()
+            .insert(&t.db)
+            .await
+            .unwrap();
         let same_caller = api_keys::Model {
             id: Uuid::now_v7(),
             key_prefix: "wdn_dev_other".into(),
@@ -120,18 +142,41 @@ async fn unique_columns_refuse_duplicates_on_both_backends() {
         assert!(same_prefix.into_active_model().insert(&t.db).await.is_err());
 
         let event = audit_event();
-        event.clone().into_active_model().insert(&t.db).await.unwrap();
+        event
+            .clone()
+            .into_active_model()
+            .insert(&t.db)
+            .await
+            .unwrap();
         for duplicate in [
-            audit_events::Model { id: Uuid::now_v7(), request_id: "req-x".into(), prev_hash: "1".repeat(64), ..event.clone() },
-            audit_events::Model { id: Uuid::now_v7(), seq: 1, prev_hash: "1".repeat(64), ..event.clone() },
-            audit_events::Model { id: Uuid::now_v7(), seq: 1, request_id: "req-x".into(), ..event.clone() },
+            audit_events::Model {
+                id: Uuid::now_v7(),
+                request_id: "req-x".into(),
+                prev_hash: "1".repeat(64),
+                ..event.clone()
+            },
+            audit_events::Model {
+                id: Uuid::now_v7(),
+                seq: 1,
+                prev_hash: "1".repeat(64),
+                ..event.clone()
+            },
+            audit_events::Model {
+                id: Uuid::now_v7(),
+                seq: 1,
+                request_id: "req-x".into(),
+                ..event.clone()
+            },
         ] {
             assert!(
                 duplicate.into_active_model().insert(&t.db).await.is_err(),
                 "{backend:?}: a duplicate seq, request_id or prev_hash was accepted"
             );
         }
-        assert_eq!(audit_events::Entity::find().all(&t.db).await.unwrap(), [event]);
+        assert_eq!(
+            audit_events::Entity::find().all(&t.db).await.unwrap(),
+            [event]
+        );
     }
 }
 
@@ -151,9 +196,17 @@ async fn server_defaults_fill_created_at_and_is_active() {
         ))
         .await
         .unwrap();
-        let row = api_keys::Entity::find_by_id(id).one(&t.db).await.unwrap().unwrap();
+        let row = api_keys::Entity::find_by_id(id)
+            .one(&t.db)
+            .await
+            .unwrap()
+            .unwrap();
         assert!(row.is_active, "{backend:?}");
         let age = Utc::now() - row.created_at;
-        assert!(age.num_seconds().abs() < 300, "{backend:?}: created_at = {}", row.created_at);
+        assert!(
+            age.num_seconds().abs() < 300,
+            "{backend:?}: created_at = {}",
+            row.created_at
+        );
     }
 }

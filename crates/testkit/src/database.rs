@@ -123,7 +123,10 @@ impl TestDatabase {
             .prefix("warden-test-")
             .tempdir()
             .expect("creating a temporary directory for SQLite failed");
-        let url = format!("sqlite://{}?mode=rwc", dir.path().join("warden.db").display());
+        let url = format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("warden.db").display()
+        );
         let db = connect(&url, 5)
             .await
             .unwrap_or_else(|e| panic!("opening the SQLite test database failed: {e}"));
@@ -208,7 +211,9 @@ async fn sweep_stale_databases(admin: &DatabaseConnection) {
         .map(|d| d.as_secs())
         .unwrap_or(0);
     for row in rows {
-        let Ok(name) = row.try_get_by_index::<String>(0) else { continue };
+        let Ok(name) = row.try_get_by_index::<String>(0) else {
+            continue;
+        };
         let created = name
             .strip_prefix(NAME_PREFIX)
             .and_then(|rest| rest.split('_').next())

@@ -17,7 +17,13 @@
 //!
 //! Harness failures panic on purpose: this crate is only used by tests, where a
 //! panic is how a test fails.
-#![allow(clippy::panic, clippy::expect_used, clippy::unwrap_used)]
+#![allow(
+    clippy::panic,
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::print_stderr,
+    reason = "a test harness fails tests by panicking and reports clean-up trouble on stderr"
+)]
 
 mod database;
 mod net;

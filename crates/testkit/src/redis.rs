@@ -191,7 +191,10 @@ impl PrivateRedis {
             match ping(&self.url()).await {
                 Ok(()) => return,
                 Err(e) if Instant::now() > deadline => {
-                    panic!("private redis-server on port {} never answered: {e}", self.port)
+                    panic!(
+                        "private redis-server on port {} never answered: {e}",
+                        self.port
+                    )
                 }
                 Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
             }

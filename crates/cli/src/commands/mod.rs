@@ -1,0 +1,4 @@
+//! One module per `warden` subcommand.
+
+pub(crate) mod health;
+pub(crate) mod migrate;

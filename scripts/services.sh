@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Makes sure PostgreSQL and Redis are installed and answering on 127.0.0.1, as
+# the test suite expects. Installs them with apt-get when missing, starts them
+# when stopped, and gives the `postgres` role the password the tests use when
+# the server asks for one. Safe to run any number of times.
+#
+#   PostgreSQL: 127.0.0.1:5432, role postgres / password postgres (or trust auth)
+#   Redis:      127.0.0.1:6379, no persistence
+set -euo pipefail
+
+log() { printf 'services: %s\n' "$*" >&2; }
+
+as_root() {
+    if [ "$(id -u)" = 0 ]; then "$@"; else sudo -n "$@"; fi
+}
+
+pg_bin_dir() {
+    ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1
+}
+
+install_missing() {
+    local packages=()
+    [ -n "$(pg_bin_dir)" ] || packages+=(postgresql postgresql-client)
+    command -v redis-server >/dev/null 2>&1 || packages+=(redis-server)
+    if [ ${#packages[@]} -gt 0 ]; then
+        log "installing ${packages[*]} with apt-get"
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
+        as_root env DEBIAN_FRONTEND=noninteractive \
+            apt-get install -y -q --no-install-recommends "${packages[@]}"
+    fi
+}
+
+pg_ready() {
+    local bin
+    bin=$(pg_bin_dir)
+    "$bin/pg_isready" -q -h 127.0.0.1 -p 5432 -t 2 >/dev/null 2>&1
+}
+
+start_postgres() {
+    if pg_ready; then return; fi
+    local version
+    version=$(ls /etc/postgresql 2>/dev/null | sort -V | tail -n 1)
+    if [ -z "$version" ]; then
+        log "no PostgreSQL cluster found; creating one"
+        version=$(basename "$(dirname "$(pg_bin_dir)")")
+        as_root pg_createcluster "$version" main
+    fi
+    log "starting PostgreSQL $version"
+    as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+    for _ in $(seq 1 60); do
+        pg_ready && return
+        sleep 0.5
+    done
+    log "PostgreSQL did not become ready on 127.0.0.1:5432"
+    exit 1
+}
+
+configure_postgres_password() {
+    if PGPASSWORD=postgres PGCONNECT_TIMEOUT=5 psql -h 127.0.0.1 -U postgres -d postgres \
+        -Atqc 'SELECT 1' >/dev/null 2>&1; then
+        return
+    fi
+    log "setting the postgres role's password for TCP connections"
+    as_root runuser -u postgres -- psql -qc "ALTER ROLE postgres PASSWORD 'postgres'" >/dev/null
+    if ! PGPASSWORD=postgres psql -h 127.0.0.1 -U postgres -d postgres -Atqc 'SELECT 1' >/dev/null; then
+        log "cannot log in to PostgreSQL as postgres/postgres over 127.0.0.1: check pg_hba.conf"
+        exit 1
+    fi
+}
+
+redis_ready() {
+    [ "$(redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null)" = PONG ]
+}
+
+start_redis() {
+    if redis_ready; then return; fi
+    log "starting Redis"
+    redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 \
+        --save "" --appendonly no --dir /tmp --logfile /tmp/warden-redis.log
+    for _ in $(seq 1 40); do
+        redis_ready && return
+        sleep 0.25
+    done
+    log "Redis did not answer PING on 127.0.0.1:6379"
+    exit 1
+}
+
+install_missing
+start_postgres
+configure_postgres_password
+start_redis
+log "PostgreSQL and Redis are up"

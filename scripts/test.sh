@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The test command: brings up PostgreSQL and Redis (installing them if needed),
+# then runs every crate's tests against them. Extra arguments go to the runner.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/services.sh
+
+export WARDEN_TEST_POSTGRES_URL="${WARDEN_TEST_POSTGRES_URL:-postgres://postgres:postgres@127.0.0.1:5432/postgres}"
+export WARDEN_TEST_REDIS_URL="${WARDEN_TEST_REDIS_URL:-redis://127.0.0.1:6379}"
+# Tests read no .env: each builds its own settings.
+export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
+
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --workspace --no-fail-fast "$@"
+    # nextest does not run doc tests (compile-fail examples live there).
+    cargo test --workspace --doc --quiet
+else
+    cargo test --workspace --no-fail-fast "$@" -- --test-threads 4
+fi
