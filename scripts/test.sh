@@ -12,9 +12,10 @@ export WARDEN_TEST_REDIS_URL="${WARDEN_TEST_REDIS_URL:-redis://127.0.0.1:6379}"
 export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
 
 if cargo nextest --version >/dev/null 2>&1; then
-    cargo nextest run --workspace --no-fail-fast "$@"
-    # nextest does not run doc tests (compile-fail examples live there).
+    # nextest does not run doc tests (compile-fail examples live there): run them first,
+    # so the run ends on nextest's summary of every other test.
     cargo test --workspace --doc --quiet
+    cargo nextest run --workspace --no-fail-fast "$@"
 else
     cargo test --workspace --no-fail-fast "$@" -- --test-threads 4
 fi
