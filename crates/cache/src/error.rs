@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-/// What went wrong in the cache layer. No variant carries a password, a key's
+/// What went wrong in the cache layer. No variant carries a password, a cached
 /// value or a connection URL with credentials.
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
@@ -10,6 +10,44 @@ pub enum CacheError {
         /// The setting that is wrong.
         what: &'static str,
         /// Why it is wrong.
+        reason: String,
+    },
+    /// A TTL outside 1 ms ..= 30 days was requested.
+    #[error("invalid TTL: {reason}")]
+    InvalidTtl {
+        /// Why it was refused.
+        reason: String,
+    },
+    /// A key that is empty or too long (keys are at most 1024 bytes).
+    #[error("invalid cache key: {reason}")]
+    InvalidKey {
+        /// Why it was refused.
+        reason: String,
+    },
+    /// A value larger than the cache accepts; store it in the database instead.
+    #[error("value of {size} bytes exceeds the {limit}-byte cache limit")]
+    ValueTooLarge {
+        /// The encoded size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The value could not be encoded as JSON.
+    #[error("cannot encode value as JSON: {reason}")]
+    Encode {
+        /// What serde_json reported.
+        reason: String,
+    },
+    /// A counter or limiter key holds something that is not a number.
+    #[error("the value under cache key {key:?} is not a number")]
+    CorruptValue {
+        /// The full key.
+        key: String,
+    },
+    /// A rate limit with a zero limit, a zero period, or a cost above the limit.
+    #[error("invalid rate limit: {reason}")]
+    InvalidRateLimit {
+        /// Why it was refused.
         reason: String,
     },
     /// Redis refused or dropped the connection, or rejected the credentials.
@@ -40,4 +78,15 @@ pub enum CacheError {
         /// The server's error reply.
         reason: String,
     },
+}
+
+impl CacheError {
+    /// True when the cache could not be reached at all (down, hung, exhausted),
+    /// as opposed to a refused request: the case fail-open/fail-closed covers.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            Self::Unavailable { .. } | Self::Timeout { .. } | Self::PoolExhausted { .. }
+        )
+    }
 }

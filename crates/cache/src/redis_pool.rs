@@ -5,7 +5,7 @@ use deadpool_redis::redis::{self, AsyncConnectionConfig};
 use deadpool_redis::{Manager, Pool, PoolError, Runtime, Timeouts};
 use tracing::Instrument;
 
-use crate::CacheError;
+use crate::{CacheError, LuaScript};
 
 /// Everything needed to build a [`RedisPool`]. Every timeout is mandatory:
 /// deadpool's defaults are "wait forever".
@@ -131,6 +131,33 @@ impl RedisPool {
         async {
             let mut conn = self.get().await?;
             cmd.query_async(&mut *conn)
+                .await
+                .map_err(|e| self.redis_error(&e))
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Runs `script` with `EVALSHA` (loading it first if Redis does not know
+    /// it) on a pooled connection. Bounded like [`RedisPool::query`].
+    pub async fn eval<T: redis::FromRedisValue>(
+        &self,
+        script: &LuaScript,
+        keys: &[&str],
+        args: &[&[u8]],
+    ) -> Result<T, CacheError> {
+        let span = tracing::debug_span!("redis.eval", script = script.name(), keys = keys.len());
+        async {
+            let mut invocation = script.script().prepare_invoke();
+            for key in keys {
+                invocation.key(*key);
+            }
+            for arg in args {
+                invocation.arg(*arg);
+            }
+            let mut conn = self.get().await?;
+            invocation
+                .invoke_async(&mut *conn)
                 .await
                 .map_err(|e| self.redis_error(&e))
         }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tracing::{instrument, warn};
 
-use crate::{CacheBackend, Settings, Storage};
+use crate::{Settings, Storage};
 
 /// The outcome of one check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -155,16 +155,16 @@ async fn check_database(storage: &Storage) -> Check {
 
 async fn check_cache(storage: &Storage) -> Check {
     let started = Instant::now();
-    match &storage.cache {
-        CacheBackend::Redis(pool) => match pool.ping().await {
-            Ok(()) => Check::new(CheckStatus::Pass, "redis reachable", started),
-            Err(e) => Check::new(CheckStatus::Fail, e.to_string(), started),
-        },
-        CacheBackend::InProcess => Check::new(
+    match storage.cache.ping().await {
+        Ok(()) if storage.cache.redis_pool().is_some() => {
+            Check::new(CheckStatus::Pass, "redis reachable", started)
+        }
+        Ok(()) => Check::new(
             CheckStatus::Pass,
             "in-process cache (embedded default; not shared between processes)",
             started,
         ),
+        Err(e) => Check::new(CheckStatus::Fail, e.to_string(), started),
     }
 }
 

@@ -20,4 +20,4 @@ mod storage;
 
 pub use error::CoreError;
 pub use settings::{DatabaseBackend, Environment, Settings, SettingsError};
-pub use storage::{CacheBackend, Storage};
+pub use storage::Storage;

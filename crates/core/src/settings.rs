@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use url::Url;
-use warden_cache::{KeyPrefix, RedisPoolConfig};
+use warden_cache::{FailMode, KeyPrefix, RedisPoolConfig};
 
 /// Which database engine `DATABASE_URL` points at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -151,6 +151,11 @@ pub struct Settings {
     pub redis_pool: RedisPoolSettings,
     /// `CACHE_KEY_PREFIX` (default `warden:`): namespace of every cache key.
     pub cache_key_prefix: KeyPrefix,
+    /// `CACHE_MAX_ENTRIES` (default 100000): capacity of the in-process cache.
+    pub cache_max_entries: usize,
+    /// `RATE_LIMIT_FAIL_OPEN` (default false): allow requests when the cache
+    /// cannot be reached, instead of refusing them.
+    pub rate_limit_fail_mode: FailMode,
     /// `APPROVAL_TOKEN_TTL_SECONDS` (default 300, 1..=86400): how long a person has to decide.
     pub approval_token_ttl: Duration,
     /// `ENVIRONMENT` (default `development`).
@@ -361,6 +366,21 @@ impl Settings {
                 }
             }
         };
+        let cache_max_entries = r.number("CACHE_MAX_ENTRIES", 100_000, (1, 100_000_000));
+        let rate_limit_fail_mode = match r.get("RATE_LIMIT_FAIL_OPEN") {
+            None => FailMode::Closed,
+            Some(raw) => match raw.trim().to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" => FailMode::Open,
+                "false" | "0" | "no" => FailMode::Closed,
+                _ => {
+                    r.problem(
+                        "RATE_LIMIT_FAIL_OPEN",
+                        format!("{raw:?} is not true or false"),
+                    );
+                    FailMode::Closed
+                }
+            },
+        };
         let approval_token_ttl =
             Duration::from_secs(r.number("APPROVAL_TOKEN_TTL_SECONDS", 300, (1, 86_400)));
         let environment = match r.get("ENVIRONMENT") {
@@ -380,6 +400,8 @@ impl Settings {
                 redis_url,
                 redis_pool,
                 cache_key_prefix,
+                cache_max_entries,
+                rate_limit_fail_mode,
                 approval_token_ttl,
                 environment,
                 health_timeout,
@@ -431,6 +453,22 @@ mod tests {
         assert_eq!(s.environment, Environment::Development);
         assert_eq!(s.cache_key_prefix.as_str(), "warden:");
         assert!(s.redis_pool_config().is_none());
+        assert_eq!(s.rate_limit_fail_mode, FailMode::Closed);
+    }
+
+    #[test]
+    fn rate_limit_fail_mode_is_a_boolean() {
+        let open = load(&[
+            ("DATABASE_URL", "postgres://u@h/db"),
+            ("RATE_LIMIT_FAIL_OPEN", "true"),
+        ]);
+        assert_eq!(open.unwrap().rate_limit_fail_mode, FailMode::Open);
+        let err = load(&[
+            ("DATABASE_URL", "postgres://u@h/db"),
+            ("RATE_LIMIT_FAIL_OPEN", "maybe"),
+        ])
+        .unwrap_err();
+        assert_eq!(variables(&err), ["RATE_LIMIT_FAIL_OPEN"]);
     }
 
     #[test]

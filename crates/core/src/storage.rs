@@ -1,17 +1,8 @@
 use sea_orm::{ConnectOptions, Database, DatabaseConnection};
 use tracing::{info, instrument};
-use warden_cache::{KeyPrefix, RedisPool};
+use warden_cache::{Cache, RedisPool};
 
 use crate::{CoreError, DatabaseBackend, Settings};
-
-/// Where cache data lives.
-#[derive(Debug, Clone)]
-pub enum CacheBackend {
-    /// Redis, shared by every gateway process (`REDIS_URL` set).
-    Redis(RedisPool),
-    /// Memory of this process only: the embedded default (`REDIS_URL` unset).
-    InProcess,
-}
 
 /// Warden's connected storage: the database pool, the cache backend and the
 /// settings they were built from. Cheap to clone (pools are shared handles).
@@ -19,10 +10,8 @@ pub enum CacheBackend {
 pub struct Storage {
     /// The database pool (sea-orm over sqlx), sized and timed per [`Settings`].
     pub db: DatabaseConnection,
-    /// The cache backend.
-    pub cache: CacheBackend,
-    /// The namespace of every cache key.
-    pub key_prefix: KeyPrefix,
+    /// The cache: Redis when `REDIS_URL` is set, else in-process.
+    pub cache: Cache,
     /// The settings this storage was built from.
     pub settings: Settings,
 }
@@ -59,21 +48,21 @@ impl Storage {
             .map_err(|e| CoreError::Database {
                 reason: e.to_string(),
             })?;
+        let prefix = settings.cache_key_prefix.clone();
         let cache = match settings.redis_pool_config() {
-            Some(config) => CacheBackend::Redis(RedisPool::new(config)?),
-            None => CacheBackend::InProcess,
+            Some(config) => Cache::redis(RedisPool::new(config)?, prefix),
+            None => Cache::in_process(prefix, settings.cache_max_entries),
         };
         info!(
             database = %settings.database_url,
             backend = ?settings.database_backend,
             max_connections = pool.max_connections,
-            cache = match cache { CacheBackend::Redis(_) => "redis", CacheBackend::InProcess => "in-process" },
+            cache = cache.backend_name(),
             "storage configured"
         );
         Ok(Self {
             db,
             cache,
-            key_prefix: settings.cache_key_prefix.clone(),
             settings: settings.clone(),
         })
     }

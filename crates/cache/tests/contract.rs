@@ -1,0 +1,577 @@
+//! The cache contract, run against real Redis and against the in-process
+//! backend: every test below runs once per backend.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use warden_cache::{
+    Cache, CacheError, FailMode, KeyPrefix, MAX_VALUE_BYTES, RateLimit, RateLimiter, RedisPool,
+    RedisPoolConfig, Ttl, redis,
+};
+use warden_testkit::TestRedis;
+
+/// A cache plus whatever must live as long as it (the Redis prefix guard).
+struct Fixture {
+    cache: Cache,
+    redis: Option<TestRedis>,
+}
+
+impl Fixture {
+    /// Another cache on the same backend and storage, under another prefix.
+    fn sibling(&self, prefix: &str) -> Cache {
+        let prefix = KeyPrefix::new(&format!("{}{prefix}", self.cache.prefix())).unwrap();
+        match self.cache.redis_pool() {
+            Some(pool) => Cache::redis(pool.clone(), prefix),
+            None => panic!("in-process siblings share no storage; use a Redis fixture"),
+        }
+    }
+
+    /// Writes raw bytes or a foreign Redis type under a key, bypassing the API.
+    async fn plant_raw(&self, key: &str, value: &[u8]) {
+        self.cache
+            .set_bytes(key, value.to_vec(), Ttl::from_secs(60).unwrap())
+            .await
+            .unwrap();
+    }
+}
+
+fn pool_config(url: &str, max_size: usize) -> RedisPoolConfig {
+    RedisPoolConfig {
+        url: url.to_owned(),
+        max_size,
+        wait_timeout: Duration::from_secs(5),
+        create_timeout: Duration::from_secs(2),
+        recycle_timeout: Duration::from_secs(2),
+        command_timeout: Duration::from_secs(2),
+    }
+}
+
+async fn redis_fixture() -> Fixture {
+    let redis = TestRedis::new().await;
+    let pool = RedisPool::new(pool_config(&redis.url, 16)).unwrap();
+    Fixture {
+        cache: Cache::redis(pool, KeyPrefix::new(&redis.prefix).unwrap()),
+        redis: Some(redis),
+    }
+}
+
+async fn in_process_fixture() -> Fixture {
+    Fixture {
+        cache: Cache::in_process(KeyPrefix::new("test").unwrap(), 10_000),
+        redis: None,
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Approval {
+    id: u64,
+    status: String,
+    labels: Vec<String>,
+    note: Option<String>,
+}
+
+fn sample() -> Approval {
+    Approval {
+        id: 7,
+        status: "PENDING".into(),
+        labels: vec!["destructive".into(), "ünïcødé ✓".into()],
+        note: Some("'; DROP TABLE x; --\u{0}\n".into()),
+    }
+}
+
+fn secs(n: u64) -> Ttl {
+    Ttl::from_secs(n).unwrap()
+}
+
+macro_rules! contract {
+    ($($name:ident),* $(,)?) => {
+        mod on_redis {
+            $(#[tokio::test] async fn $name() { super::$name(super::redis_fixture().await).await; })*
+        }
+        mod in_process {
+            $(#[tokio::test] async fn $name() { super::$name(super::in_process_fixture().await).await; })*
+        }
+    };
+}
+
+contract!(
+    json_round_trip,
+    missing_key_is_none,
+    values_expire,
+    every_write_has_a_ttl,
+    set_if_absent_does_not_overwrite,
+    replace_keeps_the_remaining_ttl_and_never_creates,
+    take_returns_once,
+    delete_reports_presence,
+    corrupt_value_is_a_miss,
+    foreign_json_shape_is_a_miss,
+    counters_get_expiry_on_first_increment,
+    concurrent_increments_lose_nothing,
+    counter_over_a_corrupt_value_is_a_typed_error,
+    rate_limiter_allows_exactly_the_limit_under_concurrency,
+    rate_limiter_reports_remaining_and_retry_after,
+    rate_limiter_refuses_invalid_costs,
+    rate_limiter_subjects_are_independent,
+    hostile_keys_are_refused_or_stored_verbatim,
+    oversized_values_are_refused,
+);
+
+async fn json_round_trip(f: Fixture) {
+    f.cache.set_json("a:1", &sample(), secs(60)).await.unwrap();
+    assert_eq!(
+        f.cache.get_json::<Approval>("a:1").await.unwrap(),
+        Some(sample())
+    );
+    // Overwrite.
+    let other = Approval { id: 8, ..sample() };
+    f.cache.set_json("a:1", &other, secs(60)).await.unwrap();
+    assert_eq!(
+        f.cache.get_json::<Approval>("a:1").await.unwrap(),
+        Some(other)
+    );
+}
+
+async fn missing_key_is_none(f: Fixture) {
+    assert_eq!(f.cache.get_json::<Approval>("nope").await.unwrap(), None);
+    assert_eq!(f.cache.ttl("nope").await.unwrap(), None);
+    assert_eq!(f.cache.take_json::<Approval>("nope").await.unwrap(), None);
+}
+
+async fn values_expire(f: Fixture) {
+    f.cache
+        .set_json("short", &1, Ttl::from_millis(150).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(f.cache.get_json::<i32>("short").await.unwrap(), Some(1));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(f.cache.get_json::<i32>("short").await.unwrap(), None);
+    assert_eq!(f.cache.ttl("short").await.unwrap(), None);
+}
+
+async fn every_write_has_a_ttl(f: Fixture) {
+    f.cache.set_json("k1", &1, secs(30)).await.unwrap();
+    f.cache
+        .set_json_if_absent("k2", &2, secs(30))
+        .await
+        .unwrap();
+    f.cache.incr("k3", 1, secs(30)).await.unwrap();
+    RateLimiter::new(
+        f.cache.clone(),
+        "rl",
+        RateLimit::new(5, Duration::from_secs(10)).unwrap(),
+        FailMode::Closed,
+    )
+    .check("s")
+    .await
+    .unwrap();
+    for key in ["k1", "k2", "k3"] {
+        let ttl = f
+            .cache
+            .ttl(key)
+            .await
+            .unwrap()
+            .expect("key must exist with a TTL");
+        assert!(
+            ttl > Duration::ZERO && ttl <= Duration::from_secs(30),
+            "{key}: {ttl:?}"
+        );
+    }
+    if let Some(redis) = &f.redis {
+        // Directly on the server: no key under the prefix lacks an expiry.
+        let client = redis::Client::open(redis.url.as_str()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let keys = redis.keys().await;
+        assert_eq!(keys.len(), 4, "{keys:?}");
+        for key in keys {
+            let pttl: i64 = redis::cmd("PTTL")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            assert!(pttl > 0, "{key} has no expiry");
+        }
+    }
+}
+
+async fn set_if_absent_does_not_overwrite(f: Fixture) {
+    assert!(
+        f.cache
+            .set_json_if_absent("once", &"first", secs(60))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !f.cache
+            .set_json_if_absent("once", &"second", secs(60))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        f.cache.get_json::<String>("once").await.unwrap().as_deref(),
+        Some("first")
+    );
+}
+
+async fn replace_keeps_the_remaining_ttl_and_never_creates(f: Fixture) {
+    assert!(!f.cache.replace_json_keep_ttl("absent", &1).await.unwrap());
+    assert_eq!(f.cache.get_json::<i32>("absent").await.unwrap(), None);
+
+    f.cache
+        .set_json("decided", &"PENDING", Ttl::from_millis(1_500).unwrap())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(
+        f.cache
+            .replace_json_keep_ttl("decided", &"APPROVED")
+            .await
+            .unwrap()
+    );
+    let left = f.cache.ttl("decided").await.unwrap().unwrap();
+    assert!(
+        left <= Duration::from_millis(900),
+        "TTL was extended to {left:?}"
+    );
+    assert_eq!(
+        f.cache
+            .get_json::<String>("decided")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("APPROVED")
+    );
+    tokio::time::sleep(left + Duration::from_millis(200)).await;
+    assert_eq!(f.cache.get_json::<String>("decided").await.unwrap(), None);
+}
+
+async fn take_returns_once(f: Fixture) {
+    f.cache.set_json("t", &sample(), secs(60)).await.unwrap();
+    let takers: Vec<_> = (0..16)
+        .map(|_| {
+            let cache = f.cache.clone();
+            tokio::spawn(async move { cache.take_json::<Approval>("t").await.unwrap() })
+        })
+        .collect();
+    let mut got = 0;
+    for t in takers {
+        if t.await.unwrap().is_some() {
+            got += 1;
+        }
+    }
+    assert_eq!(got, 1);
+    assert_eq!(f.cache.get_json::<Approval>("t").await.unwrap(), None);
+}
+
+async fn delete_reports_presence(f: Fixture) {
+    f.cache.set_json("d", &1, secs(60)).await.unwrap();
+    assert!(f.cache.delete("d").await.unwrap());
+    assert!(!f.cache.delete("d").await.unwrap());
+    assert_eq!(f.cache.get_json::<i32>("d").await.unwrap(), None);
+}
+
+async fn corrupt_value_is_a_miss(f: Fixture) {
+    for garbage in [&b"{not json"[..], b"\xff\xfe\x00", b"", b"[1,2"] {
+        f.plant_raw("corrupt", garbage).await;
+        assert_eq!(f.cache.get_json::<Approval>("corrupt").await.unwrap(), None);
+        assert_eq!(
+            f.cache.take_json::<Approval>("corrupt").await.unwrap(),
+            None
+        );
+    }
+    if let Some(redis) = &f.redis {
+        // A different Redis type under the key (a list) is also a miss.
+        let client = redis::Client::open(redis.url.as_str()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let key = format!("{}listy", redis.prefix);
+        let _: () = redis::cmd("RPUSH")
+            .arg(&key)
+            .arg("x")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let _: () = redis::cmd("EXPIRE")
+            .arg(&key)
+            .arg(60)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(f.cache.get_json::<Approval>("listy").await.unwrap(), None);
+    }
+}
+
+async fn foreign_json_shape_is_a_miss(f: Fixture) {
+    f.cache
+        .set_json("shape", &vec![1, 2, 3], secs(60))
+        .await
+        .unwrap();
+    assert_eq!(f.cache.get_json::<Approval>("shape").await.unwrap(), None);
+    // The value is still there for a reader of the right type.
+    assert_eq!(
+        f.cache.get_json::<Vec<i32>>("shape").await.unwrap(),
+        Some(vec![1, 2, 3])
+    );
+}
+
+async fn counters_get_expiry_on_first_increment(f: Fixture) {
+    assert_eq!(
+        f.cache
+            .incr("c", 1, Ttl::from_millis(1_200).unwrap())
+            .await
+            .unwrap(),
+        1
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        f.cache
+            .incr("c", 5, Ttl::from_millis(1_200).unwrap())
+            .await
+            .unwrap(),
+        6
+    );
+    let left = f.cache.ttl("c").await.unwrap().unwrap();
+    assert!(
+        left <= Duration::from_millis(800),
+        "window was extended: {left:?}"
+    );
+    tokio::time::sleep(left + Duration::from_millis(200)).await;
+    assert_eq!(
+        f.cache.incr("c", 1, secs(10)).await.unwrap(),
+        1,
+        "a new window starts at zero"
+    );
+}
+
+async fn concurrent_increments_lose_nothing(f: Fixture) {
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let cache = f.cache.clone();
+            tokio::spawn(async move {
+                for _ in 0..100 {
+                    cache
+                        .incr("hits", 1, Ttl::from_secs(60).unwrap())
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(f.cache.incr("hits", 0, secs(60)).await.unwrap(), 1_600);
+}
+
+async fn counter_over_a_corrupt_value_is_a_typed_error(f: Fixture) {
+    f.plant_raw("notnum", b"abc").await;
+    let err = f.cache.incr("notnum", 1, secs(60)).await.unwrap_err();
+    assert!(matches!(err, CacheError::CorruptValue { .. }), "{err:?}");
+}
+
+async fn rate_limiter_allows_exactly_the_limit_under_concurrency(f: Fixture) {
+    // One hour per 100 requests: no replenishment during the test.
+    let limit = RateLimit::new(100, Duration::from_secs(3_600)).unwrap();
+    let limiter = Arc::new(RateLimiter::new(
+        f.cache.clone(),
+        "exact",
+        limit,
+        FailMode::Closed,
+    ));
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let limiter = limiter.clone();
+            tokio::spawn(async move {
+                let mut allowed = 0u32;
+                for _ in 0..25 {
+                    let d = limiter.check("agent-1").await.unwrap();
+                    assert!(!d.degraded);
+                    if d.allowed {
+                        allowed += 1;
+                    }
+                }
+                allowed
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap();
+    }
+    assert_eq!(total, 100, "400 attempts against a limit of 100");
+}
+
+async fn rate_limiter_reports_remaining_and_retry_after(f: Fixture) {
+    let limit = RateLimit::new(3, Duration::from_secs(30)).unwrap();
+    let limiter = RateLimiter::new(f.cache.clone(), "report", limit, FailMode::Closed);
+    let mut remaining = Vec::new();
+    for _ in 0..3 {
+        let d = limiter.check("s").await.unwrap();
+        assert!(d.allowed);
+        assert_eq!(d.retry_after, Duration::ZERO);
+        remaining.push(d.remaining);
+    }
+    assert_eq!(remaining, [2, 1, 0]);
+    let denied = limiter.check("s").await.unwrap();
+    assert!(!denied.allowed);
+    assert_eq!(denied.remaining, 0);
+    // One request comes back every 10 s.
+    assert!(denied.retry_after > Duration::from_secs(9), "{denied:?}");
+    assert!(denied.retry_after <= Duration::from_secs(10), "{denied:?}");
+}
+
+async fn rate_limiter_refuses_invalid_costs(f: Fixture) {
+    let limiter = RateLimiter::new(
+        f.cache.clone(),
+        "cost",
+        RateLimit::new(3, Duration::from_secs(30)).unwrap(),
+        FailMode::Closed,
+    );
+    assert!(matches!(
+        limiter.check_cost("s", 0).await,
+        Err(CacheError::InvalidRateLimit { .. })
+    ));
+    assert!(matches!(
+        limiter.check_cost("s", 4).await,
+        Err(CacheError::InvalidRateLimit { .. })
+    ));
+    assert!(limiter.check_cost("s", 3).await.unwrap().allowed);
+    assert!(!limiter.check_cost("s", 1).await.unwrap().allowed);
+}
+
+async fn rate_limiter_subjects_are_independent(f: Fixture) {
+    let limiter = RateLimiter::new(
+        f.cache.clone(),
+        "subj",
+        RateLimit::new(1, Duration::from_secs(30)).unwrap(),
+        FailMode::Closed,
+    );
+    assert!(limiter.check("a").await.unwrap().allowed);
+    assert!(!limiter.check("a").await.unwrap().allowed);
+    assert!(limiter.check("b").await.unwrap().allowed);
+}
+
+async fn hostile_keys_are_refused_or_stored_verbatim(f: Fixture) {
+    assert!(matches!(
+        f.cache.set_json("", &1, secs(5)).await,
+        Err(CacheError::InvalidKey { .. })
+    ));
+    let long = "k".repeat(warden_cache::MAX_KEY_BYTES + 1);
+    assert!(matches!(
+        f.cache.get_json::<i32>(&long).await,
+        Err(CacheError::InvalidKey { .. })
+    ));
+    for key in [
+        "with space",
+        "new\nline",
+        "*",
+        "{tag}",
+        "ключ",
+        "a\u{0}b",
+        "../../etc",
+    ] {
+        f.cache.set_json(key, &key, secs(5)).await.unwrap();
+        assert_eq!(
+            f.cache.get_json::<String>(key).await.unwrap().as_deref(),
+            Some(key)
+        );
+    }
+    // A glob-looking key never matched other keys.
+    assert_eq!(
+        f.cache
+            .get_json::<String>("with space")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("with space")
+    );
+}
+
+async fn oversized_values_are_refused(f: Fixture) {
+    let big = "x".repeat(MAX_VALUE_BYTES);
+    let err = f.cache.set_json("big", &big, secs(5)).await.unwrap_err();
+    assert!(matches!(err, CacheError::ValueTooLarge { .. }), "{err:?}");
+    assert_eq!(f.cache.get_json::<String>("big").await.unwrap(), None);
+    // Just under the limit is fine.
+    let fits = "x".repeat(MAX_VALUE_BYTES - 2);
+    f.cache.set_json("big", &fits, secs(5)).await.unwrap();
+    assert_eq!(
+        f.cache
+            .get_json::<String>("big")
+            .await
+            .unwrap()
+            .map(|s| s.len()),
+        Some(fits.len())
+    );
+}
+
+#[tokio::test]
+async fn prefixes_isolate_caches_on_one_redis() {
+    let f = redis_fixture().await;
+    let other = f.sibling("other");
+    f.cache
+        .set_json("shared-name", &"mine", secs(60))
+        .await
+        .unwrap();
+    other
+        .set_json("shared-name", &"theirs", secs(60))
+        .await
+        .unwrap();
+    assert_eq!(
+        f.cache
+            .get_json::<String>("shared-name")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("mine")
+    );
+    assert_eq!(
+        other
+            .get_json::<String>("shared-name")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("theirs")
+    );
+    assert!(other.delete("shared-name").await.unwrap());
+    assert_eq!(
+        f.cache
+            .get_json::<String>("shared-name")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("mine")
+    );
+}
+
+#[tokio::test]
+async fn in_process_caches_are_separate_and_bounded() {
+    let a = Cache::in_process(KeyPrefix::new("a").unwrap(), 64);
+    let b = Cache::in_process(KeyPrefix::new("a").unwrap(), 64);
+    a.set_json("k", &1, secs(60)).await.unwrap();
+    assert_eq!(b.get_json::<i32>("k").await.unwrap(), None);
+    for i in 0..1_000 {
+        a.set_json(&format!("fill-{i}"), &i, secs(60))
+            .await
+            .unwrap();
+    }
+    let mut live = 0;
+    for i in 0..1_000 {
+        if a.get_json::<i32>(&format!("fill-{i}"))
+            .await
+            .unwrap()
+            .is_some()
+        {
+            live += 1;
+        }
+    }
+    assert!(
+        live <= 64 + 16,
+        "capacity not enforced: {live} live entries"
+    );
+    assert_eq!(
+        a.get_json::<i32>("fill-999").await.unwrap(),
+        Some(999),
+        "newest write kept"
+    );
+}
