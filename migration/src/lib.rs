@@ -23,6 +23,7 @@ pub use sea_orm_migration::MigratorTrait;
 mod m20261124_000001_create_api_keys;
 mod m20261124_000002_create_audit_events;
 mod m20261124_000003_create_approval_requests;
+mod m20261124_000004_audit_append_only;
 
 /// Warden's migrations, oldest first.
 pub struct Migrator;
@@ -34,6 +35,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000001_create_api_keys::Migration),
             Box::new(m20261124_000002_create_audit_events::Migration),
             Box::new(m20261124_000003_create_approval_requests::Migration),
+            Box::new(m20261124_000004_audit_append_only::Migration),
         ]
     }
 }

@@ -6,14 +6,20 @@ use migration::{Command, Migrator, MigratorTrait};
 use sea_orm_migration::sea_orm::ConnectionTrait;
 use warden_testkit::{Backend, TestDatabase};
 
-const TABLES: [&str; 3] = ["api_keys", "approval_requests", "audit_events"];
+const TABLES: [&str; 5] = [
+    "api_keys",
+    "approval_requests",
+    "audit_chain_anchors",
+    "audit_events",
+    "audit_prune_permits",
+];
 
 const INDEXES: [&str; 13] = [
     "ix_approval_requests_request_id",
     "ix_approval_requests_status",
     "ix_approval_requests_status_expires_at",
-    "ix_audit_events_caller_id",
-    "ix_audit_events_decision",
+    "ix_audit_events_caller_seq",
+    "ix_audit_events_decision_seq",
     "ix_audit_events_timestamp",
     "ux_api_keys_caller_id",
     "ux_api_keys_key_prefix",
@@ -95,6 +101,13 @@ async fn catalog(t: &TestDatabase) -> Vec<String> {
             all.extend(
                 t.strings("SELECT indexdef FROM pg_indexes WHERE schemaname = 'public'")
                     .await,
+            );
+            all.extend(
+                t.strings(
+                    "SELECT tgname::text || ' ' || pg_get_triggerdef(oid) FROM pg_trigger \
+                     WHERE NOT tgisinternal",
+                )
+                .await,
             );
             all.extend(
                 t.strings(
@@ -215,13 +228,17 @@ async fn down_one_step_reverts_only_the_newest_migration() {
         migration::run(&t.db, Command::Up(None)).await.unwrap();
         let states = migration::run(&t.db, Command::Down(Some(1))).await.unwrap();
         let applied: Vec<bool> = states.iter().map(|m| m.applied).collect();
-        assert_eq!(applied, [true, true, false]);
+        assert_eq!(applied, [true, true, true, false]);
         assert_eq!(
             tables(&t).await,
-            ["api_keys", "audit_events"],
+            ["api_keys", "approval_requests", "audit_events"],
             "{:?}",
             t.backend
         );
+        // The single-column indexes that migration 4 replaced are back.
+        let indexes = indexes(&t).await;
+        assert!(indexes.contains(&"ix_audit_events_caller_id".to_owned()), "{indexes:?}");
+        assert!(!indexes.contains(&"ix_audit_events_caller_seq".to_owned()), "{indexes:?}");
     })
     .await;
 }
@@ -230,7 +247,7 @@ async fn down_one_step_reverts_only_the_newest_migration() {
 async fn status_on_an_empty_database_writes_nothing() {
     for_each_backend(|t| async move {
         let states = migration::status(&t.db).await.unwrap();
-        assert_eq!(states.len(), 3);
+        assert_eq!(states.len(), 4);
         assert!(states.iter().all(|m| !m.applied));
         let all_tables = t
             .strings(match t.backend {

@@ -12,11 +12,13 @@
 
 pub mod api_keys;
 pub mod approval_requests;
+pub mod audit_chain_anchors;
 pub mod audit_events;
 
 /// The entities, re-exported under their table names for `use warden_entity::prelude::*`.
 pub mod prelude {
     pub use crate::api_keys::Entity as ApiKeys;
     pub use crate::approval_requests::Entity as ApprovalRequests;
+    pub use crate::audit_chain_anchors::Entity as AuditChainAnchors;
     pub use crate::audit_events::Entity as AuditEvents;
 }
