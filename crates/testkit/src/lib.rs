@@ -4,7 +4,7 @@
 //!   (or an SQLite file in a temporary directory), dropped when the value is.
 //! - [`TestRedis`]: a unique key prefix on the shared Redis, whose keys are
 //!   deleted when the value is dropped.
-//! - [`PrivateRedis`] and [`Blackhole`]: servers a test owns, to stop, restart or
+//! - [`PrivatePostgres`], [`PrivateRedis`] and [`Blackhole`]: servers a test owns, to stop, restart or
 //!   leave unanswered without disturbing other tests.
 //!
 //! Tests run in parallel: nothing here shares mutable state between tests.
@@ -27,10 +27,12 @@
 
 mod database;
 mod net;
+mod postgres;
 mod redis;
 
 pub use database::{Backend, TestDatabase};
 pub use net::{Blackhole, free_port};
+pub use postgres::PrivatePostgres;
 pub use redis::{PrivateRedis, TestRedis};
 
 /// Runs `f` on a fresh current-thread runtime in its own OS thread and waits for

@@ -1,0 +1,75 @@
+/// What went wrong in the audit layer. No variant carries raw tool arguments
+/// or a chain key.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// The tool arguments nest deeper than the limit; refuse the call (and log
+    /// the refusal with empty arguments).
+    #[error("tool arguments nest deeper than {limit} levels")]
+    TooDeep {
+        /// The configured depth limit.
+        limit: usize,
+    },
+    /// A field of the event is unusable (empty, too long, contains NUL, …).
+    #[error("invalid audit field {field}: {reason}")]
+    InvalidField {
+        /// The field's name.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The database refused or could not be reached.
+    #[error("audit storage failed: {reason}")]
+    Database {
+        /// What the driver reported.
+        reason: String,
+    },
+    /// A storage call did not finish in time (no transaction or lock is left behind).
+    #[error("audit storage did not answer within {after:?}")]
+    Timeout {
+        /// The limit that was reached.
+        after: std::time::Duration,
+    },
+    /// A stored row cannot be turned back into an event (unknown decision,
+    /// malformed JSON column). `verify` reports tampering; this is for reads.
+    #[error("stored audit row seq {seq} is unreadable: {reason}")]
+    CorruptRow {
+        /// The row's seq.
+        seq: i64,
+        /// What could not be read.
+        reason: String,
+    },
+    /// The local spill file could not be written or read.
+    #[error("audit spill file {path}: {reason}")]
+    Spill {
+        /// The spill file's path.
+        path: String,
+        /// The I/O error.
+        reason: String,
+    },
+    /// The chain key is unusable (too short).
+    #[error("invalid audit chain key: {reason}")]
+    InvalidChainKey {
+        /// Why it was refused.
+        reason: String,
+    },
+    /// A pagination cursor that this build did not produce.
+    #[error("invalid audit cursor")]
+    InvalidCursor,
+    /// The logger has been shut down.
+    #[error("the audit logger has stopped")]
+    LoggerStopped,
+    /// Writing an export failed.
+    #[error("audit export failed: {reason}")]
+    Export {
+        /// The I/O error.
+        reason: String,
+    },
+}
+
+impl From<sea_orm::DbErr> for AuditError {
+    fn from(e: sea_orm::DbErr) -> Self {
+        Self::Database {
+            reason: e.to_string(),
+        }
+    }
+}

@@ -1,0 +1,390 @@
+//! [`AuditEvent`]: one tool call as the audit trail keeps it.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, SubsecRound, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use uuid::Uuid;
+use warden_entity::audit_events;
+
+use crate::redact::{RedactionFlag, Redactor};
+use crate::{AuditError, canonical};
+
+/// What the gateway decided about a tool call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Decision {
+    /// The call was forwarded.
+    Allow,
+    /// The call was refused by policy.
+    Deny,
+    /// The call is held until a person approves it.
+    RequireApproval,
+    /// A person approved the held call.
+    Approved,
+    /// A person denied the held call, or its approval expired.
+    Rejected,
+    /// The caller exceeded a rate limit.
+    RateLimited,
+    /// The gateway failed while handling the call.
+    Error,
+}
+
+impl Decision {
+    /// Every decision, for parsers and tests.
+    pub const ALL: [Decision; 7] = [
+        Decision::Allow,
+        Decision::Deny,
+        Decision::RequireApproval,
+        Decision::Approved,
+        Decision::Rejected,
+        Decision::RateLimited,
+        Decision::Error,
+    ];
+
+    /// The stored form, e.g. `REQUIRE_APPROVAL`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Allow => "ALLOW",
+            Self::Deny => "DENY",
+            Self::RequireApproval => "REQUIRE_APPROVAL",
+            Self::Approved => "APPROVED",
+            Self::Rejected => "REJECTED",
+            Self::RateLimited => "RATE_LIMITED",
+            Self::Error => "ERROR",
+        }
+    }
+}
+
+impl fmt::Display for Decision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Decision {
+    type Err = AuditError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|d| d.as_str().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| AuditError::InvalidField {
+                field: "decision",
+                reason: format!("unknown decision {s:?}"),
+            })
+    }
+}
+
+/// A tool call as the gateway saw it: the input to [`AuditEvent::record`].
+/// The raw arguments are borrowed, hashed and redacted; they are never kept.
+#[derive(Clone, Copy)]
+pub struct ToolCall<'a> {
+    /// The gateway's unique id for this call.
+    pub request_id: &'a str,
+    /// Who made it.
+    pub caller_id: &'a str,
+    /// The API key used, if any.
+    pub api_key_id: Option<Uuid>,
+    /// Protocol method, e.g. `tools/call`.
+    pub method: &'a str,
+    /// Tool called, if any.
+    pub tool_name: Option<&'a str>,
+    /// The raw arguments: hashed and redacted, never stored.
+    pub raw_args: &'a Value,
+    /// What was decided.
+    pub decision: Decision,
+    /// Why.
+    pub reason: Option<&'a str>,
+    /// Labels from the gateway's risk policy.
+    pub risk_labels: &'a [&'a str],
+    /// Status returned to the agent, if known.
+    pub status_code: Option<i32>,
+    /// Latency of the call, if known.
+    pub latency_ms: Option<i64>,
+    /// When the call happened; `None` means now.
+    pub timestamp: Option<DateTime<Utc>>,
+}
+
+impl fmt::Debug for ToolCall<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ToolCall")
+            .field("request_id", &self.request_id)
+            .field("caller_id", &self.caller_id)
+            .field("method", &self.method)
+            .field("tool_name", &self.tool_name)
+            .field("raw_args", &"[not shown]")
+            .field("decision", &self.decision)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a stored event sits in the hash chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChainLink {
+    /// Position in the chain (1, 2, 3, … without gaps).
+    pub seq: i64,
+    /// The previous row's hash.
+    pub prev_hash: String,
+    /// This row's hash.
+    pub hash: String,
+}
+
+/// One audited tool call.
+///
+/// Guarantees: there is no field, constructor or `Debug` output that holds the
+/// raw tool arguments — only their SHA-256 over the canonical JSON form
+/// ([`AuditEvent::raw_args_hash`]) and a redacted copy
+/// ([`AuditEvent::sanitized_args`], with [`AuditEvent::redaction_flags`] saying
+/// what was replaced). The timestamp is kept to the microsecond, the precision
+/// every backend stores.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditEvent {
+    id: Uuid,
+    request_id: String,
+    timestamp: DateTime<Utc>,
+    caller_id: String,
+    api_key_id: Option<Uuid>,
+    method: String,
+    tool_name: Option<String>,
+    decision: Decision,
+    reason: Option<String>,
+    raw_args_hash: String,
+    sanitized_args: Value,
+    redaction_flags: Vec<RedactionFlag>,
+    risk_labels: Vec<String>,
+    status_code: Option<i32>,
+    latency_ms: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    chain: Option<ChainLink>,
+}
+
+const MAX_ID_LEN: usize = 255;
+const MAX_REASON_LEN: usize = 4096;
+
+fn identifier(field: &'static str, value: &str) -> Result<String, AuditError> {
+    let invalid = |reason: String| AuditError::InvalidField { field, reason };
+    if value.is_empty() {
+        return Err(invalid("must not be empty".into()));
+    }
+    if value.chars().count() > MAX_ID_LEN {
+        return Err(invalid(format!("longer than {MAX_ID_LEN} characters")));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(invalid("contains control characters".into()));
+    }
+    Ok(value.to_owned())
+}
+
+/// Free text: NUL (which PostgreSQL refuses) becomes U+FFFD; overlong text is cut.
+fn free_text(value: &str) -> String {
+    let cleaned = value.replace('\0', "\u{FFFD}");
+    match cleaned.char_indices().nth(MAX_REASON_LEN) {
+        Some((cut, _)) => cleaned[..cut].to_owned(),
+        None => cleaned,
+    }
+}
+
+impl AuditEvent {
+    /// Builds the event for `call`: hashes the raw arguments, redacts them
+    /// with `redactor`, validates every field.
+    ///
+    /// Errors: [`AuditError::TooDeep`] for arguments nested deeper than 64
+    /// levels (refuse such a call, and record the refusal with `Value::Null`
+    /// arguments), [`AuditError::InvalidField`] for empty, overlong or
+    /// control-character identifiers.
+    pub fn record(call: &ToolCall<'_>, redactor: &Redactor) -> Result<Self, AuditError> {
+        let raw_args_hash = canonical::canonical_hash(call.raw_args)?;
+        let redacted = redactor.redact(call.raw_args)?;
+        let risk_labels = call
+            .risk_labels
+            .iter()
+            .map(|l| identifier("risk_labels", l))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            id: Uuid::now_v7(),
+            request_id: identifier("request_id", call.request_id)?,
+            timestamp: call.timestamp.unwrap_or_else(Utc::now).trunc_subsecs(6),
+            caller_id: identifier("caller_id", call.caller_id)?,
+            api_key_id: call.api_key_id,
+            method: identifier("method", call.method)?,
+            tool_name: call.tool_name.map(|t| identifier("tool_name", t)).transpose()?,
+            decision: call.decision,
+            reason: call.reason.map(free_text),
+            raw_args_hash,
+            sanitized_args: redacted.value,
+            redaction_flags: redacted.flags,
+            risk_labels,
+            status_code: call.status_code,
+            latency_ms: call.latency_ms,
+            chain: None,
+        })
+    }
+
+    /// Unique id of the event (UUID v7, time-ordered).
+    pub fn id(&self) -> Uuid {
+        self.id
+    }
+    /// The gateway's id for the call (unique in the trail).
+    pub fn request_id(&self) -> &str {
+        &self.request_id
+    }
+    /// When the call happened (microsecond precision).
+    pub fn timestamp(&self) -> DateTime<Utc> {
+        self.timestamp
+    }
+    /// Who made the call.
+    pub fn caller_id(&self) -> &str {
+        &self.caller_id
+    }
+    /// The API key used, if any.
+    pub fn api_key_id(&self) -> Option<Uuid> {
+        self.api_key_id
+    }
+    /// Protocol method.
+    pub fn method(&self) -> &str {
+        &self.method
+    }
+    /// Tool called, if any.
+    pub fn tool_name(&self) -> Option<&str> {
+        self.tool_name.as_deref()
+    }
+    /// What was decided.
+    pub fn decision(&self) -> Decision {
+        self.decision
+    }
+    /// Why.
+    pub fn reason(&self) -> Option<&str> {
+        self.reason.as_deref()
+    }
+    /// SHA-256 (hex) of the canonical JSON of the raw arguments.
+    pub fn raw_args_hash(&self) -> &str {
+        &self.raw_args_hash
+    }
+    /// The arguments with secrets redacted.
+    pub fn sanitized_args(&self) -> &Value {
+        &self.sanitized_args
+    }
+    /// What redaction replaced, and why.
+    pub fn redaction_flags(&self) -> &[RedactionFlag] {
+        &self.redaction_flags
+    }
+    /// Risk labels.
+    pub fn risk_labels(&self) -> &[String] {
+        &self.risk_labels
+    }
+    /// Status returned to the agent.
+    pub fn status_code(&self) -> Option<i32> {
+        self.status_code
+    }
+    /// Latency in milliseconds.
+    pub fn latency_ms(&self) -> Option<i64> {
+        self.latency_ms
+    }
+    /// The event's place in the chain, once stored.
+    pub fn chain(&self) -> Option<&ChainLink> {
+        self.chain.as_ref()
+    }
+
+    /// The row to insert at `seq` after `prev_hash` (the hash is filled by the chain).
+    pub(crate) fn to_model(&self, seq: i64, prev_hash: String) -> audit_events::Model {
+        audit_events::Model {
+            id: self.id,
+            seq,
+            request_id: self.request_id.clone(),
+            timestamp: self.timestamp,
+            caller_id: self.caller_id.clone(),
+            api_key_id: self.api_key_id,
+            method: self.method.clone(),
+            tool_name: self.tool_name.clone(),
+            decision: self.decision.as_str().to_owned(),
+            reason: self.reason.clone(),
+            raw_args_hash: self.raw_args_hash.clone(),
+            sanitized_args: self.sanitized_args.clone(),
+            redaction_flags: serde_json::to_value(&self.redaction_flags).unwrap_or(Value::Array(Vec::new())),
+            risk_labels: Value::from(self.risk_labels.clone()),
+            status_code: self.status_code,
+            latency_ms: self.latency_ms,
+            prev_hash,
+            hash: String::new(),
+        }
+    }
+
+    /// The event a stored row holds (its chain link included).
+    pub(crate) fn from_model(m: audit_events::Model) -> Result<Self, AuditError> {
+        let corrupt = |reason: String| AuditError::CorruptRow { seq: m.seq, reason };
+        let decision = m.decision.parse().map_err(|_| corrupt(format!("unknown decision {:?}", m.decision)))?;
+        let redaction_flags = serde_json::from_value(m.redaction_flags.clone())
+            .map_err(|e| corrupt(format!("redaction_flags: {e}")))?;
+        let risk_labels = serde_json::from_value(m.risk_labels.clone())
+            .map_err(|e| corrupt(format!("risk_labels: {e}")))?;
+        Ok(Self {
+            id: m.id,
+            request_id: m.request_id,
+            timestamp: m.timestamp,
+            caller_id: m.caller_id,
+            api_key_id: m.api_key_id,
+            method: m.method,
+            tool_name: m.tool_name,
+            decision,
+            reason: m.reason,
+            raw_args_hash: m.raw_args_hash,
+            sanitized_args: m.sanitized_args,
+            redaction_flags,
+            risk_labels,
+            status_code: m.status_code,
+            latency_ms: m.latency_ms,
+            chain: Some(ChainLink {
+                seq: m.seq,
+                prev_hash: m.prev_hash,
+                hash: m.hash,
+            }),
+        })
+    }
+
+    /// The spill-file form of this event.
+    pub(crate) fn to_spill(&self) -> crate::spill::SpillRecord {
+        crate::spill::SpillRecord {
+            v: 1,
+            id: self.id,
+            request_id: self.request_id.clone(),
+            timestamp: self.timestamp,
+            caller_id: self.caller_id.clone(),
+            api_key_id: self.api_key_id,
+            method: self.method.clone(),
+            tool_name: self.tool_name.clone(),
+            decision: self.decision.as_str().to_owned(),
+            reason: self.reason.clone(),
+            raw_args_hash: self.raw_args_hash.clone(),
+            sanitized_args: self.sanitized_args.clone(),
+            redaction_flags: self.redaction_flags.clone(),
+            risk_labels: self.risk_labels.clone(),
+            status_code: self.status_code,
+            latency_ms: self.latency_ms,
+        }
+    }
+
+    /// An event read back from the spill file (already redacted when written).
+    pub(crate) fn from_spill(r: crate::spill::SpillRecord) -> Result<Self, AuditError> {
+        Ok(Self {
+            id: r.id,
+            request_id: r.request_id,
+            timestamp: r.timestamp,
+            caller_id: r.caller_id,
+            api_key_id: r.api_key_id,
+            method: r.method,
+            tool_name: r.tool_name,
+            decision: r.decision.parse()?,
+            reason: r.reason,
+            raw_args_hash: r.raw_args_hash,
+            sanitized_args: r.sanitized_args,
+            redaction_flags: r.redaction_flags,
+            risk_labels: r.risk_labels,
+            status_code: r.status_code,
+            latency_ms: r.latency_ms,
+            chain: None,
+        })
+    }
+}

@@ -1,0 +1,164 @@
+//! [`AuditQuery`]: reading the trail back as domain events, newest first.
+
+use chrono::{DateTime, Utc};
+use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Select};
+use tracing::instrument;
+use warden_entity::audit_events;
+
+use crate::{AuditError, AuditEvent, Decision};
+
+/// The most rows one query returns.
+pub const MAX_LIMIT: u64 = 1_000;
+
+/// Filters for [`AuditQuery::page`]; all optional, combined with AND.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    /// Only this caller's events.
+    pub caller_id: Option<String>,
+    /// Only events with this decision.
+    pub decision: Option<Decision>,
+    /// Only events at or after this instant.
+    pub since: Option<DateTime<Utc>>,
+    /// Only events before this instant.
+    pub until: Option<DateTime<Utc>>,
+}
+
+/// An opaque position in a newest-first listing; pass it back to get the
+/// next (older) page. Stable under concurrent appends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor(i64);
+
+impl Cursor {
+    /// The cursor as a string for an API response.
+    pub fn encode(self) -> String {
+        format!("s{}", self.0)
+    }
+
+    /// Parses a string made by [`Cursor::encode`].
+    pub fn decode(s: &str) -> Result<Self, AuditError> {
+        s.strip_prefix('s')
+            .and_then(|n| n.parse::<i64>().ok())
+            .filter(|n| *n > 0)
+            .map(Cursor)
+            .ok_or(AuditError::InvalidCursor)
+    }
+}
+
+/// One page of events, newest first, and the cursor for the next page (None
+/// at the end).
+#[derive(Debug, Clone)]
+pub struct AuditPage {
+    /// The events.
+    pub events: Vec<AuditEvent>,
+    /// Where the next page starts.
+    pub next: Option<Cursor>,
+}
+
+/// Read access to the audit trail. Every listing is newest first (highest seq
+/// first) and uses an index: (caller_id, seq), (decision, seq), timestamp, or
+/// seq.
+#[derive(Debug, Clone)]
+pub struct AuditQuery {
+    db: DatabaseConnection,
+}
+
+fn clamp(limit: u64) -> u64 {
+    limit.clamp(1, MAX_LIMIT)
+}
+
+impl AuditQuery {
+    /// Queries over `db`.
+    pub fn new(db: DatabaseConnection) -> Self {
+        Self { db }
+    }
+
+    async fn run(&self, select: Select<audit_events::Entity>) -> Result<Vec<AuditEvent>, AuditError> {
+        select
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(AuditEvent::from_model)
+            .collect()
+    }
+
+    /// The event for one tool call.
+    #[instrument(skip(self))]
+    pub async fn get_by_request_id(&self, request_id: &str) -> Result<Option<AuditEvent>, AuditError> {
+        let row = audit_events::Entity::find()
+            .filter(audit_events::Column::RequestId.eq(request_id))
+            .one(&self.db)
+            .await?;
+        row.map(AuditEvent::from_model).transpose()
+    }
+
+    /// A caller's events, newest first (`limit` is capped at 1000). Prefer
+    /// [`AuditQuery::page`] for deep pagination: offsets get slower with depth.
+    #[instrument(skip(self))]
+    pub async fn list_by_caller(&self, caller_id: &str, limit: u64, offset: u64) -> Result<Vec<AuditEvent>, AuditError> {
+        self.run(
+            audit_events::Entity::find()
+                .filter(audit_events::Column::CallerId.eq(caller_id))
+                .order_by_desc(audit_events::Column::Seq)
+                .limit(clamp(limit))
+                .offset(offset),
+        )
+        .await
+    }
+
+    /// Events with `decision`, newest first.
+    #[instrument(skip(self))]
+    pub async fn list_by_decision(&self, decision: Decision, limit: u64) -> Result<Vec<AuditEvent>, AuditError> {
+        self.run(
+            audit_events::Entity::find()
+                .filter(audit_events::Column::Decision.eq(decision.as_str()))
+                .order_by_desc(audit_events::Column::Seq)
+                .limit(clamp(limit)),
+        )
+        .await
+    }
+
+    /// The newest events.
+    #[instrument(skip(self))]
+    pub async fn list_recent(&self, limit: u64) -> Result<Vec<AuditEvent>, AuditError> {
+        self.run(
+            audit_events::Entity::find()
+                .order_by_desc(audit_events::Column::Seq)
+                .limit(clamp(limit)),
+        )
+        .await
+    }
+
+    /// Keyset pagination: events matching `filter`, newest first, older than
+    /// `after` (the previous page's cursor), at most `limit`.
+    #[instrument(skip(self))]
+    pub async fn page(&self, filter: &AuditFilter, after: Option<Cursor>, limit: u64) -> Result<AuditPage, AuditError> {
+        let limit = clamp(limit);
+        let mut select = audit_events::Entity::find();
+        if let Some(caller) = &filter.caller_id {
+            select = select.filter(audit_events::Column::CallerId.eq(caller.as_str()));
+        }
+        if let Some(decision) = filter.decision {
+            select = select.filter(audit_events::Column::Decision.eq(decision.as_str()));
+        }
+        if let Some(since) = filter.since {
+            select = select.filter(audit_events::Column::Timestamp.gte(since));
+        }
+        if let Some(until) = filter.until {
+            select = select.filter(audit_events::Column::Timestamp.lt(until));
+        }
+        if let Some(Cursor(seq)) = after {
+            select = select.filter(audit_events::Column::Seq.lt(seq));
+        }
+        let events = self
+            .run(select.order_by_desc(audit_events::Column::Seq).limit(limit + 1))
+            .await?;
+        let mut events = events;
+        let next = if events.len() as u64 > limit {
+            events.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+            events.last().and_then(|e| e.chain()).map(|c| Cursor(c.seq))
+        } else {
+            None
+        };
+        Ok(AuditPage { events, next })
+    }
+}

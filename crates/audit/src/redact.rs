@@ -1,0 +1,310 @@
+//! Redaction: secrets in tool arguments are replaced before anything is
+//! stored, by key name and by value pattern, and each replacement is recorded
+//! as a [`RedactionFlag`] naming the JSON path and the reason.
+
+use std::sync::LazyLock;
+
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::AuditError;
+use crate::canonical::MAX_DEPTH;
+
+/// The replacement for a value redacted because of its key.
+pub const REDACTED: &str = "[REDACTED]";
+
+/// One redaction: where (a JSON path such as `$.headers.authorization` or
+/// `$.items[2]["odd key"]`) and why (`key:<name>`, `pattern:<kind>`,
+/// `truncated`, `nul`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RedactionFlag {
+    /// JSON path of the redacted value.
+    pub path: String,
+    /// Why it was redacted.
+    pub reason: String,
+}
+
+/// Key names (lowercased, with everything but letters and digits removed)
+/// that hold secrets wherever they contain one of these.
+const SECRET_KEY_PARTS: &[&str] = &[
+    "password",
+    "passwd",
+    "passphrase",
+    "secret",
+    "apikey",
+    "authorization",
+    "cookie",
+    "privatekey",
+    "accesskey",
+    "credential",
+    "sessionid",
+    "signingkey",
+    "bearer",
+    "connectionstring",
+];
+
+/// Key names that are secrets only when they are exactly this (after the same
+/// normalization), or end with it in the case of `token`.
+const SECRET_KEY_EXACT: &[&str] = &["pwd", "pass", "auth", "otp", "pin", "jwt", "dsn", "xauth"];
+
+struct Pattern {
+    kind: &'static str,
+    regex: Regex,
+    replacement: &'static str,
+}
+
+static PATTERNS: LazyLock<Vec<Pattern>> = LazyLock::new(|| {
+    let specs: [(&str, &str, &str); 9] = [
+        (
+            "private_key",
+            r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----(?s:.*?)(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\z)",
+            "[REDACTED:private_key]",
+        ),
+        ("jwt", r"\beyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*", "[REDACTED:jwt]"),
+        ("bearer", r"(?i)\bbearer\s+[A-Za-z0-9\-._~+/]{8,}=*", "Bearer [REDACTED:bearer]"),
+        ("basic_auth", r"(?i)\bbasic\s+[A-Za-z0-9+/]{8,}={0,2}", "Basic [REDACTED:basic_auth]"),
+        (
+            "aws_access_key",
+            r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA)[A-Z0-9]{16}\b",
+            "[REDACTED:aws_access_key]",
+        ),
+        (
+            "aws_secret_key",
+            r"(?i)\baws_?secret_?access_?key\b\s*[=:]\s*[A-Za-z0-9/+=]{40}",
+            "aws_secret_access_key=[REDACTED:aws_secret_key]",
+        ),
+        (
+            "api_key",
+            r"\b(?:sk-(?:proj-|ant-)?[A-Za-z0-9_-]{20,}|gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{22,}|xox[abprs]-[A-Za-z0-9-]{10,}|AIza[0-9A-Za-z_-]{35}|(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]{16,}|glpat-[A-Za-z0-9_-]{20,}|npm_[A-Za-z0-9]{36}|wdn_[a-z]+_[A-Za-z0-9_-]{16,})",
+            "[REDACTED:api_key]",
+        ),
+        (
+            "url_password",
+            r"(?i)\b([a-z][a-z0-9+.-]*://[^\s:/@]+:)[^\s@/]+@",
+            "${1}[REDACTED:url_password]@",
+        ),
+        (
+            "secret_assignment",
+            r#"(?i)\b((?:password|passwd|secret|token|api[_-]?key)\s*[=:]\s*)[^\s"',;&]{6,}"#,
+            "${1}[REDACTED:secret_assignment]",
+        ),
+    ];
+    specs
+        .into_iter()
+        .filter_map(|(kind, pattern, replacement)| match Regex::new(pattern) {
+            Ok(regex) => Some(Pattern { kind, regex, replacement }),
+            Err(e) => {
+                // A pattern is a compile-time constant; a bad one is caught by the tests.
+                tracing::error!(kind, error = %e, "redaction pattern does not compile");
+                None
+            }
+        })
+        .collect()
+});
+
+/// The redactor: which key names are secret (the built-in list plus extras)
+/// and the size cap on what is stored.
+#[derive(Debug, Clone)]
+pub struct Redactor {
+    extra_keys: Vec<String>,
+    max_bytes: usize,
+}
+
+impl Default for Redactor {
+    fn default() -> Self {
+        Self {
+            extra_keys: Vec::new(),
+            max_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// The outcome of redacting one argument tree.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Redacted {
+    /// The arguments with every secret replaced.
+    pub value: Value,
+    /// What was replaced, in document order.
+    pub flags: Vec<RedactionFlag>,
+}
+
+impl Redactor {
+    /// Also treat keys containing any of `keys` (compared like the built-ins:
+    /// case-insensitive, ignoring `-`, `_` and other punctuation) as secret.
+    pub fn with_extra_keys<I, S>(mut self, keys: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        self.extra_keys
+            .extend(keys.into_iter().map(|k| normalize(k.as_ref())).filter(|k| !k.is_empty()));
+        self
+    }
+
+    /// Stored arguments larger than `max_bytes` (canonical JSON) are replaced
+    /// by a truncated preview, flagged `truncated`.
+    pub fn with_max_bytes(mut self, max_bytes: usize) -> Self {
+        self.max_bytes = max_bytes.max(256);
+        self
+    }
+
+    /// The size cap.
+    pub fn max_bytes(&self) -> usize {
+        self.max_bytes
+    }
+
+    /// Redacts `args`. Also makes the result storable everywhere: NUL
+    /// characters (refused by PostgreSQL) become U+FFFD, flagged `nul`, and
+    /// `-0.0` becomes `0.0` (PostgreSQL's numeric has no negative zero).
+    pub fn redact(&self, args: &Value) -> Result<Redacted, AuditError> {
+        let mut flags = Vec::new();
+        let value = self.walk(args, &mut String::from("$"), 0, &mut flags)?;
+        let canonical = crate::canonical::canonical_json(&value)?;
+        if canonical.len() > self.max_bytes {
+            let preview_len = floor_char_boundary(&canonical, 1024.min(self.max_bytes / 2));
+            let preview = String::from_utf8_lossy(&canonical[..preview_len]).into_owned();
+            let mut truncated = Map::new();
+            truncated.insert("_warden_truncated".into(), Value::Bool(true));
+            truncated.insert("original_bytes".into(), Value::from(canonical.len()));
+            truncated.insert("preview".into(), Value::String(preview));
+            flags.push(RedactionFlag {
+                path: "$".into(),
+                reason: "truncated".into(),
+            });
+            return Ok(Redacted {
+                value: Value::Object(truncated),
+                flags,
+            });
+        }
+        Ok(Redacted { value, flags })
+    }
+
+    fn is_secret_key(&self, key: &str) -> Option<&'static str> {
+        let n = normalize(key);
+        if n.is_empty() {
+            return None;
+        }
+        if let Some(part) = SECRET_KEY_PARTS.iter().find(|p| n.contains(*p)) {
+            return Some(part);
+        }
+        if n.ends_with("token") {
+            return Some("token");
+        }
+        if let Some(exact) = SECRET_KEY_EXACT.iter().find(|e| n == **e) {
+            return Some(exact);
+        }
+        if self.extra_keys.iter().any(|extra| n.contains(extra.as_str())) {
+            return Some("custom");
+        }
+        None
+    }
+
+    fn walk(
+        &self,
+        value: &Value,
+        path: &mut String,
+        depth: usize,
+        flags: &mut Vec<RedactionFlag>,
+    ) -> Result<Value, AuditError> {
+        if depth > MAX_DEPTH {
+            return Err(AuditError::TooDeep { limit: MAX_DEPTH });
+        }
+        Ok(match value {
+            Value::Object(map) => {
+                let mut out = Map::new();
+                for (key, child) in map {
+                    let len = path.len();
+                    push_key(path, key);
+                    let clean_key = strip_nul(key, path, flags);
+                    let redacted = if let Some(rule) = self.is_secret_key(key) {
+                        flags.push(RedactionFlag {
+                            path: path.clone(),
+                            reason: format!("key:{rule}"),
+                        });
+                        Value::String(REDACTED.into())
+                    } else {
+                        self.walk(child, path, depth + 1, flags)?
+                    };
+                    out.insert(clean_key, redacted);
+                    path.truncate(len);
+                }
+                Value::Object(out)
+            }
+            Value::Array(items) => {
+                let mut out = Vec::with_capacity(items.len());
+                for (i, item) in items.iter().enumerate() {
+                    let len = path.len();
+                    path.push_str(&format!("[{i}]"));
+                    out.push(self.walk(item, path, depth + 1, flags)?);
+                    path.truncate(len);
+                }
+                Value::Array(out)
+            }
+            Value::String(s) => Value::String(redact_string(s, path, flags)),
+            Value::Number(n) => match n.as_f64() {
+                Some(f) if f == 0.0 && f.is_sign_negative() && !n.is_i64() && !n.is_u64() => Value::from(0.0),
+                _ => value.clone(),
+            },
+            Value::Bool(_) | Value::Null => value.clone(),
+        })
+    }
+}
+
+fn redact_string(s: &str, path: &str, flags: &mut Vec<RedactionFlag>) -> String {
+    let mut current = strip_nul(s, path, flags);
+    for pattern in PATTERNS.iter() {
+        if pattern.regex.is_match(&current) {
+            current = pattern
+                .regex
+                .replace_all(&current, pattern.replacement)
+                .into_owned();
+            flags.push(RedactionFlag {
+                path: path.to_owned(),
+                reason: format!("pattern:{}", pattern.kind),
+            });
+        }
+    }
+    current
+}
+
+fn strip_nul(s: &str, path: &str, flags: &mut Vec<RedactionFlag>) -> String {
+    if s.contains('\0') {
+        flags.push(RedactionFlag {
+            path: path.to_owned(),
+            reason: "nul".into(),
+        });
+        s.replace('\0', "\u{FFFD}")
+    } else {
+        s.to_owned()
+    }
+}
+
+fn normalize(key: &str) -> String {
+    key.chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_lowercase())
+        .collect()
+}
+
+fn push_key(path: &mut String, key: &str) {
+    let simple = !key.is_empty()
+        && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !key.starts_with(|c: char| c.is_ascii_digit());
+    if simple {
+        path.push('.');
+        path.push_str(key);
+    } else {
+        path.push('[');
+        path.push_str(&serde_json::to_string(key).unwrap_or_default());
+        path.push(']');
+    }
+}
+
+fn floor_char_boundary(bytes: &[u8], mut at: usize) -> usize {
+    at = at.min(bytes.len());
+    while at > 0 && bytes.get(at).is_some_and(|b| (b & 0xC0) == 0x80) {
+        at -= 1;
+    }
+    at
+}
