@@ -111,9 +111,10 @@ pub(crate) fn encode_row(prev_hash: &str, row: &audit_events::Model) -> Result<V
     Ok(out)
 }
 
-/// The hash of `row` given its stored `prev_hash`: SHA-256, or HMAC-SHA256
-/// when a chain key is configured. Lowercase hex.
-pub(crate) fn row_hash(key: Option<&ChainKey>, row: &audit_events::Model) -> Result<String, AuditError> {
+/// The hash of a stored `row` (over its `prev_hash` and fields, not its
+/// `hash`): SHA-256, or HMAC-SHA256 with a chain key. Lowercase hex. This is
+/// what [`crate::verify`] recomputes.
+pub fn row_hash(key: Option<&ChainKey>, row: &audit_events::Model) -> Result<String, AuditError> {
     let bytes = encode_row(&row.prev_hash, row)?;
     Ok(match key {
         None => hex(&Sha256::digest(&bytes)),

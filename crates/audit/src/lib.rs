@@ -48,7 +48,7 @@ mod store;
 mod verify;
 
 pub use canonical::{MAX_DEPTH, canonical_hash, canonical_json};
-pub use chain::{ChainHead, ChainKey, GENESIS_HASH};
+pub use chain::{ChainHead, ChainKey, GENESIS_HASH, row_hash};
 pub use error::AuditError;
 pub use event::{AuditEvent, ChainLink, Decision, ToolCall};
 pub use logger::{AuditLogger, AuditLoggerConfig, AuditLoggerStats, FlushReport};
