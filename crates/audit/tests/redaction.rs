@@ -1,0 +1,179 @@
+//! Redaction and canonical hashing, without a database.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use serde_json::{Value, json};
+use warden_audit::{
+    AuditError, AuditEvent, Decision, MAX_DEPTH, REDACTED, RedactionFlag, Redactor, ToolCall, canonical_hash,
+};
+
+fn flags(redacted: &[RedactionFlag]) -> Vec<(String, String)> {
+    redacted.iter().map(|f| (f.path.clone(), f.reason.clone())).collect()
+}
+
+fn pair(path: &str, reason: &str) -> (String, String) {
+    (path.to_owned(), reason.to_owned())
+}
+
+#[test]
+fn nested_secrets_are_redacted_with_exact_flags() {
+    let args = json!({
+        "query": "SELECT 1",
+        "Password": "hunter2",
+        "db": {"connection": {"API-KEY": "k-123", "host": "db"}, "replicas": [{"auth_token": "t1"}, {"port": 5432}]},
+        "headers": {"Cookie": "session=abc", "Accept": "json"},
+        "private_key": {"pem": "irrelevant, the whole value goes"},
+        "max_tokens": 512,
+        "odd key!": {"client_secret": "cs"},
+    });
+    let r = Redactor::default().redact(&args).unwrap();
+    assert_eq!(
+        r.value,
+        json!({
+            "query": "SELECT 1",
+            "Password": REDACTED,
+            "db": {"connection": {"API-KEY": REDACTED, "host": "db"}, "replicas": [{"auth_token": REDACTED}, {"port": 5432}]},
+            "headers": {"Cookie": REDACTED, "Accept": "json"},
+            "private_key": REDACTED,
+            "max_tokens": 512,
+            "odd key!": {"client_secret": REDACTED},
+        })
+    );
+    let mut got = flags(&r.flags);
+    got.sort();
+    let mut want = vec![
+        pair("$.Password", "key:password"),
+        pair("$.db.connection[\"API-KEY\"]", "key:apikey"),
+        pair("$.db.replicas[0].auth_token", "key:token"),
+        pair("$.headers.Cookie", "key:cookie"),
+        pair("$.private_key", "key:privatekey"),
+        pair("$[\"odd key!\"].client_secret", "key:secret"),
+    ];
+    want.sort();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn secrets_inside_values_are_redacted_by_pattern() {
+    let cases: [(&str, &str, &str); 10] = [
+        ("curl -H 'Authorization: Bearer abcdEFGH1234.xyz'", "bearer", "abcdEFGH1234"),
+        ("Basic dXNlcjpwYXNzd29yZA==", "basic_auth", "dXNlcjpwYXNzd29yZA"),
+        ("token eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.sig_nature-123", "jwt", "eyJzdWIiOiIxIn0"),
+        ("-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXk\n-----END OPENSSH PRIVATE KEY-----", "private_key", "b3BlbnNzaC1rZXk"),
+        ("id AKIAIOSFODNN7EXAMPLE here", "aws_access_key", "AKIAIOSFODNN7EXAMPLE"),
+        ("aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "aws_secret_key", "wJalrXUtnFEMI"),
+        ("OPENAI_API_KEY sk-proj-abcdefghijklmnopqrstuvwxyz123456", "api_key", "abcdefghijklmnopqrstuvwxyz"),
+        ("gh: ghp_0123456789abcdefghijABCDEFGHIJ012345", "api_key", "ghp_0123456789"),
+        ("redis://:sup3rs3cret@cache:6379/0", "url_password", "sup3rs3cret"),
+        ("run with password=Tr0ub4dor&3 now", "secret_assignment", "Tr0ub4dor"),
+    ];
+    for (text, kind, secret) in cases {
+        let r = Redactor::default().redact(&json!({"text": text, "list": [text]})).unwrap();
+        let out = r.value.to_string();
+        assert!(!out.contains(secret), "{kind}: {secret} survived in {out}");
+        assert!(
+            r.flags.contains(&RedactionFlag { path: "$.text".into(), reason: format!("pattern:{kind}") }),
+            "{kind}: {:?}",
+            r.flags
+        );
+        assert!(r.flags.iter().any(|f| f.path == "$.list[0]"), "{kind}: {:?}", r.flags);
+    }
+}
+
+#[test]
+fn ordinary_values_are_untouched() {
+    let args = json!({"sql": "SELECT name FROM users WHERE id = 7", "n": 3, "ok": true, "tags": ["a", null]});
+    let r = Redactor::default().redact(&args).unwrap();
+    assert_eq!(r.value, args);
+    assert!(r.flags.is_empty());
+}
+
+#[test]
+fn extra_key_names_are_honoured() {
+    let r = Redactor::default()
+        .with_extra_keys(["ssn"])
+        .redact(&json!({"patient": {"SSN": "123-45-6789"}}))
+        .unwrap();
+    assert_eq!(r.value, json!({"patient": {"SSN": REDACTED}}));
+    assert_eq!(flags(&r.flags), [pair("$.patient.SSN", "key:custom")]);
+}
+
+#[test]
+fn oversized_arguments_are_truncated_but_fully_hashed() {
+    let big = json!({"blob": "x".repeat(100_000)});
+    let redactor = Redactor::default().with_max_bytes(4096);
+    let e = event(&big, &redactor);
+    assert_eq!(e.sanitized_args()["_warden_truncated"], json!(true));
+    assert!(e.sanitized_args().to_string().len() < 4096);
+    assert_eq!(flags(e.redaction_flags()), [pair("$", "truncated")]);
+    assert_eq!(e.raw_args_hash(), canonical_hash(&big).unwrap());
+    let mut other = big.clone();
+    other["blob"] = json!(format!("{}y", "x".repeat(99_999)));
+    assert_ne!(e.raw_args_hash(), event(&other, &redactor).raw_args_hash(), "the hash covers the full args");
+}
+
+#[test]
+fn nul_characters_and_negative_zero_become_storable() {
+    let r = Redactor::default().redact(&json!({"a\u{0}b": "x\u{0}y", "z": -0.0})).unwrap();
+    assert_eq!(r.value, json!({"a\u{FFFD}b": "x\u{FFFD}y", "z": 0.0}));
+    assert!(r.flags.iter().all(|f| f.reason == "nul"), "{:?}", r.flags);
+}
+
+#[test]
+fn deep_nesting_is_a_typed_error() {
+    let mut v = json!("leaf");
+    for _ in 0..(MAX_DEPTH + 5) {
+        v = json!({"k": v});
+    }
+    let call = call(&v);
+    assert!(matches!(AuditEvent::record(&call, &Redactor::default()), Err(AuditError::TooDeep { .. })));
+}
+
+#[test]
+fn hash_ignores_key_order_and_whitespace_but_not_values() {
+    let a: Value = serde_json::from_str(r#"{"x": 1, "y": {"b": [1, 2], "a": "s"}}"#).unwrap();
+    let b: Value = serde_json::from_str("{ \"y\" : { \"a\":\"s\", \"b\":[1,2] },\n\t\"x\":1 }").unwrap();
+    let c: Value = serde_json::from_str(r#"{"x": 1, "y": {"b": [2, 1], "a": "s"}}"#).unwrap();
+    assert_eq!(canonical_hash(&a).unwrap(), canonical_hash(&b).unwrap());
+    assert_ne!(canonical_hash(&a).unwrap(), canonical_hash(&c).unwrap());
+}
+
+#[test]
+fn invalid_identifiers_are_refused() {
+    for bad in ["", "has\nnewline", "nul\0", &"x".repeat(256)] {
+        let args = json!({});
+        let mut c = call(&args);
+        c.request_id = bad;
+        assert!(matches!(AuditEvent::record(&c, &Redactor::default()), Err(AuditError::InvalidField { field: "request_id", .. })), "{bad:?}");
+    }
+}
+
+#[test]
+fn no_output_of_an_event_shows_raw_args() {
+    let args = json!({"password": "p4ss-w0rd-123", "note": "Bearer zzzzyyyyxxxx1234"});
+    let c = call(&args);
+    assert!(!format!("{c:?}").contains("p4ss"));
+    let e = AuditEvent::record(&c, &Redactor::default()).unwrap();
+    let shown = format!("{e:?} {}", serde_json::to_string(&e).unwrap());
+    assert!(!shown.contains("p4ss-w0rd-123") && !shown.contains("zzzzyyyyxxxx1234"), "{shown}");
+}
+
+fn call(args: &Value) -> ToolCall<'_> {
+    ToolCall {
+        request_id: "r-1",
+        caller_id: "c",
+        api_key_id: None,
+        method: "tools/call",
+        tool_name: None,
+        raw_args: args,
+        decision: Decision::Allow,
+        reason: None,
+        risk_labels: &[],
+        status_code: None,
+        latency_ms: None,
+        timestamp: None,
+    }
+}
+
+fn event(args: &Value, redactor: &Redactor) -> AuditEvent {
+    AuditEvent::record(&call(args), redactor).unwrap()
+}
