@@ -83,7 +83,11 @@ impl MigrationTrait for Migration {
                             .not_null()
                             .primary_key(),
                     )
-                    .col(ColumnDef::new(AuditChainAnchors::Hash).char_len(64).not_null())
+                    .col(
+                        ColumnDef::new(AuditChainAnchors::Hash)
+                            .char_len(64)
+                            .not_null(),
+                    )
                     .col(
                         ColumnDef::new(AuditChainAnchors::CreatedAt)
                             .timestamp_with_time_zone()
@@ -150,10 +154,20 @@ impl MigrationTrait for Migration {
             db.execute_unprepared(sql).await?;
         }
         manager
-            .drop_table(Table::drop().table(AuditPrunePermits::Table).if_exists().to_owned())
+            .drop_table(
+                Table::drop()
+                    .table(AuditPrunePermits::Table)
+                    .if_exists()
+                    .to_owned(),
+            )
             .await?;
         manager
-            .drop_table(Table::drop().table(AuditChainAnchors::Table).if_exists().to_owned())
+            .drop_table(
+                Table::drop()
+                    .table(AuditChainAnchors::Table)
+                    .if_exists()
+                    .to_owned(),
+            )
             .await
     }
 

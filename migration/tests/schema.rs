@@ -237,8 +237,14 @@ async fn down_one_step_reverts_only_the_newest_migration() {
         );
         // The single-column indexes that migration 4 replaced are back.
         let indexes = indexes(&t).await;
-        assert!(indexes.contains(&"ix_audit_events_caller_id".to_owned()), "{indexes:?}");
-        assert!(!indexes.contains(&"ix_audit_events_caller_seq".to_owned()), "{indexes:?}");
+        assert!(
+            indexes.contains(&"ix_audit_events_caller_id".to_owned()),
+            "{indexes:?}"
+        );
+        assert!(
+            !indexes.contains(&"ix_audit_events_caller_seq".to_owned()),
+            "{indexes:?}"
+        );
     })
     .await;
 }

@@ -91,7 +91,10 @@ mod tests {
         let a: Value = serde_json::from_str(r#"{"b": 1, "a": {"y": [1, 2], "x": null}}"#).unwrap();
         let b: Value = serde_json::from_str("{\"a\":{\"x\":null,\n\"y\":[1,2]},\"b\":1}").unwrap();
         assert_eq!(canonical_json(&a).unwrap(), canonical_json(&b).unwrap());
-        assert_eq!(canonical_json(&a).unwrap(), br#"{"a":{"x":null,"y":[1,2]},"b":1}"#);
+        assert_eq!(
+            canonical_json(&a).unwrap(),
+            br#"{"a":{"x":null,"y":[1,2]},"b":1}"#
+        );
     }
 
     #[test]
@@ -99,7 +102,8 @@ mod tests {
         let v = json!({"query": "SELECT 1", "limit": 10, "tags": ["a", "ü"], "opts": {"z": true, "a": 1.5}});
         assert_eq!(
             canonical_json(&v).unwrap(),
-            r#"{"limit":10,"opts":{"a":1.5,"z":true},"query":"SELECT 1","tags":["a","ü"]}"#.as_bytes()
+            r#"{"limit":10,"opts":{"a":1.5,"z":true},"query":"SELECT 1","tags":["a","ü"]}"#
+                .as_bytes()
         );
         // Golden vector: changing the canonical form is a breaking change.
         assert_eq!(
@@ -114,6 +118,9 @@ mod tests {
         for _ in 0..(MAX_DEPTH + 1) {
             v = json!([v]);
         }
-        assert!(matches!(canonical_json(&v), Err(AuditError::TooDeep { .. })));
+        assert!(matches!(
+            canonical_json(&v),
+            Err(AuditError::TooDeep { .. })
+        ));
     }
 }

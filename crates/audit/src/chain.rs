@@ -88,16 +88,25 @@ fn field(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
 /// stored field except `hash` in a fixed order, each length-prefixed and
 /// marked present/absent. JSON columns use the canonical form, so the JSONB
 /// key order a database returns does not matter.
-pub(crate) fn encode_row(prev_hash: &str, row: &audit_events::Model) -> Result<Vec<u8>, AuditError> {
+pub(crate) fn encode_row(
+    prev_hash: &str,
+    row: &audit_events::Model,
+) -> Result<Vec<u8>, AuditError> {
     let mut out = Vec::with_capacity(512);
     field(&mut out, Some(DOMAIN_V1));
     field(&mut out, Some(prev_hash.as_bytes()));
     field(&mut out, Some(&row.seq.to_be_bytes()));
     field(&mut out, Some(row.id.as_bytes()));
     field(&mut out, Some(row.request_id.as_bytes()));
-    field(&mut out, Some(&row.timestamp.timestamp_micros().to_be_bytes()));
+    field(
+        &mut out,
+        Some(&row.timestamp.timestamp_micros().to_be_bytes()),
+    );
     field(&mut out, Some(row.caller_id.as_bytes()));
-    field(&mut out, row.api_key_id.as_ref().map(|id| &id.as_bytes()[..]));
+    field(
+        &mut out,
+        row.api_key_id.as_ref().map(|id| &id.as_bytes()[..]),
+    );
     field(&mut out, Some(row.method.as_bytes()));
     field(&mut out, row.tool_name.as_deref().map(str::as_bytes));
     field(&mut out, Some(row.decision.as_bytes()));
@@ -106,8 +115,20 @@ pub(crate) fn encode_row(prev_hash: &str, row: &audit_events::Model) -> Result<V
     field(&mut out, Some(&canonical_json(&row.sanitized_args)?));
     field(&mut out, Some(&canonical_json(&row.redaction_flags)?));
     field(&mut out, Some(&canonical_json(&row.risk_labels)?));
-    field(&mut out, row.status_code.map(i32::to_be_bytes).as_ref().map(|b| &b[..]));
-    field(&mut out, row.latency_ms.map(i64::to_be_bytes).as_ref().map(|b| &b[..]));
+    field(
+        &mut out,
+        row.status_code
+            .map(i32::to_be_bytes)
+            .as_ref()
+            .map(|b| &b[..]),
+    );
+    field(
+        &mut out,
+        row.latency_ms
+            .map(i64::to_be_bytes)
+            .as_ref()
+            .map(|b| &b[..]),
+    );
     Ok(out)
 }
 
@@ -119,8 +140,10 @@ pub fn row_hash(key: Option<&ChainKey>, row: &audit_events::Model) -> Result<Str
     Ok(match key {
         None => hex(&Sha256::digest(&bytes)),
         Some(ChainKey(k)) => {
-            let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(k).map_err(|e| AuditError::InvalidChainKey {
-                reason: e.to_string(),
+            let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(k).map_err(|e| {
+                AuditError::InvalidChainKey {
+                    reason: e.to_string(),
+                }
             })?;
             mac.update(&bytes);
             hex(&mac.finalize().into_bytes())
@@ -182,7 +205,10 @@ mod tests {
         let mut c = golden_row();
         c.request_id = "req-1a".into();
         c.caller_id = "gent-7".into();
-        assert_ne!(row_hash(None, &golden_row()).unwrap(), row_hash(None, &c).unwrap());
+        assert_ne!(
+            row_hash(None, &golden_row()).unwrap(),
+            row_hash(None, &c).unwrap()
+        );
     }
 
     #[test]

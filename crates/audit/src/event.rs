@@ -210,7 +210,10 @@ impl AuditEvent {
             caller_id: identifier("caller_id", call.caller_id)?,
             api_key_id: call.api_key_id,
             method: identifier("method", call.method)?,
-            tool_name: call.tool_name.map(|t| identifier("tool_name", t)).transpose()?,
+            tool_name: call
+                .tool_name
+                .map(|t| identifier("tool_name", t))
+                .transpose()?,
             decision: call.decision,
             reason: call.reason.map(free_text),
             raw_args_hash,
@@ -303,7 +306,8 @@ impl AuditEvent {
             reason: self.reason.clone(),
             raw_args_hash: self.raw_args_hash.clone(),
             sanitized_args: self.sanitized_args.clone(),
-            redaction_flags: serde_json::to_value(&self.redaction_flags).unwrap_or(Value::Array(Vec::new())),
+            redaction_flags: serde_json::to_value(&self.redaction_flags)
+                .unwrap_or(Value::Array(Vec::new())),
             risk_labels: Value::from(self.risk_labels.clone()),
             status_code: self.status_code,
             latency_ms: self.latency_ms,
@@ -315,7 +319,10 @@ impl AuditEvent {
     /// The event a stored row holds (its chain link included).
     pub(crate) fn from_model(m: audit_events::Model) -> Result<Self, AuditError> {
         let corrupt = |reason: String| AuditError::CorruptRow { seq: m.seq, reason };
-        let decision = m.decision.parse().map_err(|_| corrupt(format!("unknown decision {:?}", m.decision)))?;
+        let decision = m
+            .decision
+            .parse()
+            .map_err(|_| corrupt(format!("unknown decision {:?}", m.decision)))?;
         let redaction_flags = serde_json::from_value(m.redaction_flags.clone())
             .map_err(|e| corrupt(format!("redaction_flags: {e}")))?;
         let risk_labels = serde_json::from_value(m.risk_labels.clone())

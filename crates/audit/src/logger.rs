@@ -91,6 +91,10 @@ struct Counters {
     overflowed: AtomicBool,
 }
 
+#[expect(
+    clippy::large_enum_variant,
+    reason = "nearly every message is an event; boxing would allocate on the request path"
+)]
 enum Msg {
     Event(AuditEvent),
     Flush(oneshot::Sender<FlushReport>),
@@ -181,7 +185,10 @@ impl AuditLogger {
     /// Waits until every event logged before this call is durable.
     pub async fn flush(&self) -> Result<FlushReport, AuditError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Msg::Flush(reply)).await.map_err(|_| AuditError::LoggerStopped)?;
+        self.tx
+            .send(Msg::Flush(reply))
+            .await
+            .map_err(|_| AuditError::LoggerStopped)?;
         rx.await.map_err(|_| AuditError::LoggerStopped)
     }
 
@@ -189,9 +196,16 @@ impl AuditLogger {
     /// in the spill file. Later `log` calls go straight to the spill file.
     pub async fn shutdown(&self) -> Result<FlushReport, AuditError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Msg::Shutdown(reply)).await.map_err(|_| AuditError::LoggerStopped)?;
+        self.tx
+            .send(Msg::Shutdown(reply))
+            .await
+            .map_err(|_| AuditError::LoggerStopped)?;
         let report = rx.await.map_err(|_| AuditError::LoggerStopped)?;
-        let task = self.task.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        let task = self
+            .task
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
         if let Some(task) = task {
             let _ = task.await;
         }
@@ -278,7 +292,10 @@ impl Worker {
 
     /// Before answering a flush: replay what overflowed or was spilled.
     async fn catch_up(&mut self) {
-        if self.degraded || self.counters.overflowed.swap(false, Ordering::AcqRel) || self.spill.has_pending() {
+        if self.degraded
+            || self.counters.overflowed.swap(false, Ordering::AcqRel)
+            || self.spill.has_pending()
+        {
             self.replay().await;
         }
     }
@@ -309,7 +326,9 @@ impl Worker {
 
     async fn report(&self) -> FlushReport {
         let spill = self.spill.clone();
-        let spilled_pending = tokio::task::spawn_blocking(move || spill.pending()).await.unwrap_or(0);
+        let spilled_pending = tokio::task::spawn_blocking(move || spill.pending())
+            .await
+            .unwrap_or(0);
         FlushReport { spilled_pending }
     }
 
@@ -320,10 +339,21 @@ impl Worker {
         }
         let mut delay = self.config.retry_backoff;
         for attempt in 0..=self.config.max_retries {
-            match append(&self.db, batch.clone(), self.config.chain_key.clone(), self.config.write_timeout).await {
+            match append(
+                &self.db,
+                batch.clone(),
+                self.config.chain_key.clone(),
+                self.config.write_timeout,
+            )
+            .await
+            {
                 Ok(outcome) => {
-                    self.counters.stored.fetch_add(outcome.inserted, Ordering::Relaxed);
-                    self.counters.duplicates.fetch_add(outcome.duplicates, Ordering::Relaxed);
+                    self.counters
+                        .stored
+                        .fetch_add(outcome.inserted, Ordering::Relaxed);
+                    self.counters
+                        .duplicates
+                        .fetch_add(outcome.duplicates, Ordering::Relaxed);
                     return;
                 }
                 Err(e) => {
@@ -377,11 +407,24 @@ impl Worker {
             }
         };
         for chunk in events.chunks(self.config.batch_size.max(1)) {
-            match append(&self.db, chunk.to_vec(), self.config.chain_key.clone(), self.config.write_timeout).await {
+            match append(
+                &self.db,
+                chunk.to_vec(),
+                self.config.chain_key.clone(),
+                self.config.write_timeout,
+            )
+            .await
+            {
                 Ok(outcome) => {
-                    self.counters.stored.fetch_add(outcome.inserted, Ordering::Relaxed);
-                    self.counters.replayed.fetch_add(outcome.inserted, Ordering::Relaxed);
-                    self.counters.duplicates.fetch_add(outcome.duplicates, Ordering::Relaxed);
+                    self.counters
+                        .stored
+                        .fetch_add(outcome.inserted, Ordering::Relaxed);
+                    self.counters
+                        .replayed
+                        .fetch_add(outcome.inserted, Ordering::Relaxed);
+                    self.counters
+                        .duplicates
+                        .fetch_add(outcome.duplicates, Ordering::Relaxed);
                 }
                 Err(e) => {
                     self.degraded = true;
@@ -400,7 +443,10 @@ impl Worker {
             self.next_probe = Instant::now();
         } else {
             if self.degraded {
-                info!(replayed = events.len(), "audit database reachable again; spill file replayed");
+                info!(
+                    replayed = events.len(),
+                    "audit database reachable again; spill file replayed"
+                );
             }
             self.degraded = false;
             self.backoff = self.config.retry_backoff;

@@ -1,7 +1,9 @@
 //! [`AuditQuery`]: reading the trail back as domain events, newest first.
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Select};
+use sea_orm::{
+    ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Select,
+};
 use tracing::instrument;
 use warden_entity::audit_events;
 
@@ -72,7 +74,10 @@ impl AuditQuery {
         Self { db }
     }
 
-    async fn run(&self, select: Select<audit_events::Entity>) -> Result<Vec<AuditEvent>, AuditError> {
+    async fn run(
+        &self,
+        select: Select<audit_events::Entity>,
+    ) -> Result<Vec<AuditEvent>, AuditError> {
         select
             .all(&self.db)
             .await?
@@ -83,7 +88,10 @@ impl AuditQuery {
 
     /// The event for one tool call.
     #[instrument(skip(self))]
-    pub async fn get_by_request_id(&self, request_id: &str) -> Result<Option<AuditEvent>, AuditError> {
+    pub async fn get_by_request_id(
+        &self,
+        request_id: &str,
+    ) -> Result<Option<AuditEvent>, AuditError> {
         let row = audit_events::Entity::find()
             .filter(audit_events::Column::RequestId.eq(request_id))
             .one(&self.db)
@@ -94,7 +102,12 @@ impl AuditQuery {
     /// A caller's events, newest first (`limit` is capped at 1000). Prefer
     /// [`AuditQuery::page`] for deep pagination: offsets get slower with depth.
     #[instrument(skip(self))]
-    pub async fn list_by_caller(&self, caller_id: &str, limit: u64, offset: u64) -> Result<Vec<AuditEvent>, AuditError> {
+    pub async fn list_by_caller(
+        &self,
+        caller_id: &str,
+        limit: u64,
+        offset: u64,
+    ) -> Result<Vec<AuditEvent>, AuditError> {
         self.run(
             audit_events::Entity::find()
                 .filter(audit_events::Column::CallerId.eq(caller_id))
@@ -107,7 +120,11 @@ impl AuditQuery {
 
     /// Events with `decision`, newest first.
     #[instrument(skip(self))]
-    pub async fn list_by_decision(&self, decision: Decision, limit: u64) -> Result<Vec<AuditEvent>, AuditError> {
+    pub async fn list_by_decision(
+        &self,
+        decision: Decision,
+        limit: u64,
+    ) -> Result<Vec<AuditEvent>, AuditError> {
         self.run(
             audit_events::Entity::find()
                 .filter(audit_events::Column::Decision.eq(decision.as_str()))
@@ -131,7 +148,12 @@ impl AuditQuery {
     /// Keyset pagination: events matching `filter`, newest first, older than
     /// `after` (the previous page's cursor), at most `limit`.
     #[instrument(skip(self))]
-    pub async fn page(&self, filter: &AuditFilter, after: Option<Cursor>, limit: u64) -> Result<AuditPage, AuditError> {
+    pub async fn page(
+        &self,
+        filter: &AuditFilter,
+        after: Option<Cursor>,
+        limit: u64,
+    ) -> Result<AuditPage, AuditError> {
         let limit = clamp(limit);
         let mut select = audit_events::Entity::find();
         if let Some(caller) = &filter.caller_id {
@@ -150,7 +172,11 @@ impl AuditQuery {
             select = select.filter(audit_events::Column::Seq.lt(seq));
         }
         let events = self
-            .run(select.order_by_desc(audit_events::Column::Seq).limit(limit + 1))
+            .run(
+                select
+                    .order_by_desc(audit_events::Column::Seq)
+                    .limit(limit + 1),
+            )
             .await?;
         let mut events = events;
         let next = if events.len() as u64 > limit {

@@ -61,9 +61,21 @@ static PATTERNS: LazyLock<Vec<Pattern>> = LazyLock::new(|| {
             r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----(?s:.*?)(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\z)",
             "[REDACTED:private_key]",
         ),
-        ("jwt", r"\beyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*", "[REDACTED:jwt]"),
-        ("bearer", r"(?i)\bbearer\s+[A-Za-z0-9\-._~+/]{8,}=*", "Bearer [REDACTED:bearer]"),
-        ("basic_auth", r"(?i)\bbasic\s+[A-Za-z0-9+/]{8,}={0,2}", "Basic [REDACTED:basic_auth]"),
+        (
+            "jwt",
+            r"\beyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*",
+            "[REDACTED:jwt]",
+        ),
+        (
+            "bearer",
+            r"(?i)\bbearer\s+[A-Za-z0-9\-._~+/]{8,}=*",
+            "Bearer [REDACTED:bearer]",
+        ),
+        (
+            "basic_auth",
+            r"(?i)\bbasic\s+[A-Za-z0-9+/]{8,}={0,2}",
+            "Basic [REDACTED:basic_auth]",
+        ),
         (
             "aws_access_key",
             r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA)[A-Z0-9]{16}\b",
@@ -93,7 +105,11 @@ static PATTERNS: LazyLock<Vec<Pattern>> = LazyLock::new(|| {
     specs
         .into_iter()
         .filter_map(|(kind, pattern, replacement)| match Regex::new(pattern) {
-            Ok(regex) => Some(Pattern { kind, regex, replacement }),
+            Ok(regex) => Some(Pattern {
+                kind,
+                regex,
+                replacement,
+            }),
             Err(e) => {
                 // A pattern is a compile-time constant; a bad one is caught by the tests.
                 tracing::error!(kind, error = %e, "redaction pattern does not compile");
@@ -137,8 +153,11 @@ impl Redactor {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        self.extra_keys
-            .extend(keys.into_iter().map(|k| normalize(k.as_ref())).filter(|k| !k.is_empty()));
+        self.extra_keys.extend(
+            keys.into_iter()
+                .map(|k| normalize(k.as_ref()))
+                .filter(|k| !k.is_empty()),
+        );
         self
     }
 
@@ -194,7 +213,11 @@ impl Redactor {
         if let Some(exact) = SECRET_KEY_EXACT.iter().find(|e| n == **e) {
             return Some(exact);
         }
-        if self.extra_keys.iter().any(|extra| n.contains(extra.as_str())) {
+        if self
+            .extra_keys
+            .iter()
+            .any(|extra| n.contains(extra.as_str()))
+        {
             return Some("custom");
         }
         None
@@ -243,7 +266,9 @@ impl Redactor {
             }
             Value::String(s) => Value::String(redact_string(s, path, flags)),
             Value::Number(n) => match n.as_f64() {
-                Some(f) if f == 0.0 && f.is_sign_negative() && !n.is_i64() && !n.is_u64() => Value::from(0.0),
+                Some(f) if f == 0.0 && f.is_sign_negative() && !n.is_i64() && !n.is_u64() => {
+                    Value::from(0.0)
+                }
                 _ => value.clone(),
             },
             Value::Bool(_) | Value::Null => value.clone(),

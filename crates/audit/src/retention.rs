@@ -5,14 +5,13 @@ use std::io::Write;
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, Set, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait,
+    QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
 };
 use tracing::{info, instrument};
 use warden_entity::{audit_chain_anchors, audit_events};
 
 use crate::{AuditError, AuditEvent};
-
 
 /// Deletes the oldest rows whose timestamp is before `before`, at most
 /// `batch_size` per transaction, and returns how many were deleted.
@@ -23,14 +22,21 @@ use crate::{AuditError, AuditEvent};
 /// of what remains still succeeds. Deletion passes the append-only trigger
 /// only inside this transaction (through a permit row).
 #[instrument(skip(db))]
-pub async fn prune(db: &DatabaseConnection, before: DateTime<Utc>, batch_size: u64) -> Result<u64, AuditError> {
+pub async fn prune(
+    db: &DatabaseConnection,
+    before: DateTime<Utc>,
+    batch_size: u64,
+) -> Result<u64, AuditError> {
     let batch_size = batch_size.clamp(1, 10_000);
     let mut total = 0u64;
     loop {
         let txn = db.begin().await?;
         if txn.get_database_backend() == DbBackend::Postgres {
-            txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({})", crate::store::CHAIN_LOCK))
-                .await?;
+            txn.execute_unprepared(&format!(
+                "SELECT pg_advisory_xact_lock({})",
+                crate::store::CHAIN_LOCK
+            ))
+            .await?;
         }
         let oldest: Vec<(i64, String, DateTime<Utc>)> = audit_events::Entity::find()
             .select_only()
@@ -51,7 +57,8 @@ pub async fn prune(db: &DatabaseConnection, before: DateTime<Utc>, batch_size: u
             txn.commit().await?;
             break;
         };
-        txn.execute_unprepared("INSERT INTO audit_prune_permits (id) VALUES (1)").await?;
+        txn.execute_unprepared("INSERT INTO audit_prune_permits (id) VALUES (1)")
+            .await?;
         let deleted = audit_events::Entity::delete_many()
             .filter(audit_events::Column::Seq.lte(last_seq))
             .exec(&txn)
@@ -64,7 +71,8 @@ pub async fn prune(db: &DatabaseConnection, before: DateTime<Utc>, batch_size: u
         }
         .insert(&txn)
         .await?;
-        txn.execute_unprepared("DELETE FROM audit_prune_permits").await?;
+        txn.execute_unprepared("DELETE FROM audit_prune_permits")
+            .await?;
         txn.commit().await?;
         total += deleted;
         info!(deleted, up_to_seq = last_seq, "pruned audit rows");
@@ -99,11 +107,17 @@ pub async fn export(
         cursor = last.seq;
         for row in rows {
             let event = AuditEvent::from_model(row)?;
-            serde_json::to_writer(&mut *out, &event).map_err(|e| AuditError::Export { reason: e.to_string() })?;
-            out.write_all(b"\n").map_err(|e| AuditError::Export { reason: e.to_string() })?;
+            serde_json::to_writer(&mut *out, &event).map_err(|e| AuditError::Export {
+                reason: e.to_string(),
+            })?;
+            out.write_all(b"\n").map_err(|e| AuditError::Export {
+                reason: e.to_string(),
+            })?;
             count += 1;
         }
     }
-    out.flush().map_err(|e| AuditError::Export { reason: e.to_string() })?;
+    out.flush().map_err(|e| AuditError::Export {
+        reason: e.to_string(),
+    })?;
     Ok(count)
 }

@@ -75,10 +75,14 @@ impl Spill {
         }
         let mut buf = Vec::with_capacity(events.len() * 512);
         for event in events {
-            serde_json::to_writer(&mut buf, &event.to_spill()).map_err(|e| self.error(&self.path, e))?;
+            serde_json::to_writer(&mut buf, &event.to_spill())
+                .map_err(|e| self.error(&self.path, e))?;
             buf.push(b'\n');
         }
-        let _guard = self.lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _guard = self
+            .lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(dir) = self.path.parent()
             && !dir.as_os_str().is_empty()
         {
@@ -89,7 +93,8 @@ impl Spill {
             .append(true)
             .open(&self.path)
             .map_err(|e| self.error(&self.path, e))?;
-        file.write_all(&buf).map_err(|e| self.error(&self.path, e))?;
+        file.write_all(&buf)
+            .map_err(|e| self.error(&self.path, e))?;
         file.sync_data().map_err(|e| self.error(&self.path, e))?;
         Ok(())
     }
@@ -103,7 +108,10 @@ impl Spill {
 
     /// Number of events waiting (lines in both files).
     pub(crate) fn pending(&self) -> u64 {
-        let _guard = self.lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _guard = self
+            .lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         [&self.path, &self.replaying]
             .iter()
             .filter_map(|p| File::open(p).ok())
@@ -116,9 +124,13 @@ impl Spill {
     /// final line after a crash) are logged and skipped.
     pub(crate) fn start_replay(&self) -> Result<Vec<AuditEvent>, AuditError> {
         {
-            let _guard = self.lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let _guard = self
+                .lock
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             if !self.replaying.exists() && self.path.exists() {
-                std::fs::rename(&self.path, &self.replaying).map_err(|e| self.error(&self.path, e))?;
+                std::fs::rename(&self.path, &self.replaying)
+                    .map_err(|e| self.error(&self.path, e))?;
             }
         }
         let file = match File::open(&self.replaying) {
@@ -132,11 +144,14 @@ impl Spill {
             if line.trim().is_empty() {
                 continue;
             }
-            match serde_json::from_str::<SpillRecord>(&line).map_err(|e| e.to_string()).and_then(|r| {
-                AuditEvent::from_spill(r).map_err(|e| e.to_string())
-            }) {
+            match serde_json::from_str::<SpillRecord>(&line)
+                .map_err(|e| e.to_string())
+                .and_then(|r| AuditEvent::from_spill(r).map_err(|e| e.to_string()))
+            {
                 Ok(event) => events.push(event),
-                Err(e) => error!(line = n + 1, error = %e, path = %self.replaying.display(), "skipping malformed spill line"),
+                Err(e) => {
+                    error!(line = n + 1, error = %e, path = %self.replaying.display(), "skipping malformed spill line")
+                }
             }
         }
         Ok(events)

@@ -4,8 +4,9 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use sea_orm::{
-    AccessMode, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, IsolationLevel,
-    QueryFilter, QueryOrder, QuerySelect, SqliteTransactionMode, TransactionOptions, TransactionTrait,
+    AccessMode, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait,
+    IsolationLevel, QueryFilter, QueryOrder, QuerySelect, SqliteTransactionMode,
+    TransactionOptions, TransactionTrait,
 };
 use tracing::{debug, instrument};
 use warden_entity::{audit_chain_anchors, audit_events};
@@ -79,8 +80,10 @@ async fn append_in_transaction(
     };
     let txn = db.begin_with_options(options).await?;
     if backend == DbBackend::Postgres {
-        txn.execute_unprepared("SET LOCAL lock_timeout = '10s'; SET LOCAL statement_timeout = '30s'")
-            .await?;
+        txn.execute_unprepared(
+            "SET LOCAL lock_timeout = '10s'; SET LOCAL statement_timeout = '30s'",
+        )
+        .await?;
         txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({CHAIN_LOCK})"))
             .await?;
     }
@@ -104,7 +107,10 @@ async fn append_in_transaction(
     let duplicates = (events.len() - fresh.len()) as u64;
     if fresh.is_empty() {
         txn.commit().await?;
-        return Ok(AppendOutcome { inserted: 0, duplicates });
+        return Ok(AppendOutcome {
+            inserted: 0,
+            duplicates,
+        });
     }
 
     let head = head(&txn).await?;
@@ -118,10 +124,20 @@ async fn append_in_transaction(
         rows.push(audit_events::ActiveModel::from(row));
     }
     let inserted = rows.len() as u64;
-    audit_events::Entity::insert_many(rows).exec_without_returning(&txn).await?;
+    audit_events::Entity::insert_many(rows)
+        .exec_without_returning(&txn)
+        .await?;
     txn.commit().await?;
-    debug!(inserted, duplicates, first_seq = head.seq + 1, "audit batch appended");
-    Ok(AppendOutcome { inserted, duplicates })
+    debug!(
+        inserted,
+        duplicates,
+        first_seq = head.seq + 1,
+        "audit batch appended"
+    );
+    Ok(AppendOutcome {
+        inserted,
+        duplicates,
+    })
 }
 
 /// The chain's head: the last row, else the newest prune anchor, else genesis.
@@ -147,6 +163,8 @@ pub(crate) async fn anchor<C: ConnectionTrait>(db: &C) -> Result<Option<ChainHea
         .order_by_desc(audit_chain_anchors::Column::Seq)
         .one(db)
         .await?;
-    Ok(anchor.map(|a| ChainHead { seq: a.seq, hash: a.hash }))
+    Ok(anchor.map(|a| ChainHead {
+        seq: a.seq,
+        hash: a.hash,
+    }))
 }
-

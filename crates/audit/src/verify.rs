@@ -162,7 +162,10 @@ pub async fn verify(
                         format!("seq {} links past the row at seq {}", row.seq, prev.seq),
                     ));
                 }
-                if page[i + 1..].iter().any(|later| later.hash == row.prev_hash) {
+                if page[i + 1..]
+                    .iter()
+                    .any(|later| later.hash == row.prev_hash)
+                {
                     return Ok(broken(
                         row.seq,
                         BreakKind::Reordered,
@@ -174,10 +177,16 @@ pub async fn verify(
                         return Ok(broken(
                             row.seq,
                             BreakKind::Deleted,
-                            format!("{shift} row(s) missing before this one; later rows were renumbered"),
+                            format!(
+                                "{shift} row(s) missing before this one; later rows were renumbered"
+                            ),
                         ));
                     }
-                    return Ok(broken(row.seq, BreakKind::Modified, "contents do not match the hash"));
+                    return Ok(broken(
+                        row.seq,
+                        BreakKind::Modified,
+                        "contents do not match the hash",
+                    ));
                 }
                 return Ok(broken(
                     prev.seq,
@@ -186,7 +195,11 @@ pub async fn verify(
                 ));
             }
             if !self_ok {
-                return Ok(broken(row.seq, BreakKind::Modified, "contents do not match the hash"));
+                return Ok(broken(
+                    row.seq,
+                    BreakKind::Modified,
+                    "contents do not match the hash",
+                ));
             }
             if let Some(cp) = &options.checkpoint
                 && cp.seq == row.seq
@@ -212,11 +225,18 @@ pub async fn verify(
             return Ok(broken(
                 prev.seq + 1,
                 BreakKind::Truncated,
-                format!("chain ends at seq {} but the checkpoint recorded seq {}", prev.seq, cp.seq),
+                format!(
+                    "chain ends at seq {} but the checkpoint recorded seq {}",
+                    prev.seq, cp.seq
+                ),
             ));
         }
         if cp.seq == start.seq && cp.hash != start.hash {
-            return Ok(broken(cp.seq, BreakKind::Modified, "differs from the exported checkpoint"));
+            return Ok(broken(
+                cp.seq,
+                BreakKind::Modified,
+                "differs from the exported checkpoint",
+            ));
         }
     }
     Ok(Verification::Valid {
@@ -230,7 +250,10 @@ pub async fn verify(
 
 /// If `row`'s stored hash matches its contents under a higher seq, the row
 /// was renumbered down by that many: rows before it were deleted.
-fn original_seq_shift(key: Option<&ChainKey>, row: &audit_events::Model) -> Result<Option<i64>, AuditError> {
+fn original_seq_shift(
+    key: Option<&ChainKey>,
+    row: &audit_events::Model,
+) -> Result<Option<i64>, AuditError> {
     let mut probe = row.clone();
     for shift in 1..=RENUMBER_SEARCH {
         probe.seq = row.seq + shift;

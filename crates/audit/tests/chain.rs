@@ -12,8 +12,8 @@ use common::{event, event_with, tamper};
 use sea_orm::{ConnectionTrait, EntityTrait, QueryOrder, Statement};
 use serde_json::json;
 use warden_audit::{
-    AuditQuery, BreakKind, ChainHead, ChainKey, Decision, Verification, VerifyOptions, append, checkpoint,
-    export, prune, row_hash, verify,
+    AuditQuery, BreakKind, ChainHead, ChainKey, Decision, Verification, VerifyOptions, append,
+    checkpoint, export, prune, row_hash, verify,
 };
 use warden_entity::audit_events;
 use warden_testkit::{Backend, TestDatabase};
@@ -24,7 +24,9 @@ async fn chain_of(t: &TestDatabase, n: usize, key: Option<&ChainKey>) {
     // Several batches, so links across batch boundaries are covered too.
     let events: Vec<_> = (1..=n).map(event).collect();
     for chunk in events.chunks(4) {
-        append(&t.db, chunk.to_vec(), key.cloned(), TIMEOUT).await.unwrap();
+        append(&t.db, chunk.to_vec(), key.cloned(), TIMEOUT)
+            .await
+            .unwrap();
     }
 }
 
@@ -55,22 +57,46 @@ fn key() -> ChainKey {
 async fn appended_chain_verifies_gap_free_on_both_backends() {
     for backend in Backend::ALL {
         let t = TestDatabase::new(backend).await;
-        assert_eq!(verdict(&t, None, VerifyOptions::default()).await, Verification::Valid {
-            checked: 0,
-            head: ChainHead::genesis()
-        });
+        assert_eq!(
+            verdict(&t, None, VerifyOptions::default()).await,
+            Verification::Valid {
+                checked: 0,
+                head: ChainHead::genesis()
+            }
+        );
         chain_of(&t, 10, None).await;
         let seqs: Vec<i64> = rows(&t).await.iter().map(|r| r.seq).collect();
         assert_eq!(seqs, (1..=10).collect::<Vec<_>>(), "{backend:?}");
         let head = checkpoint(&t.db).await.unwrap();
         assert_eq!(head.seq, 10);
-        match verdict(&t, None, VerifyOptions { checkpoint: Some(head.clone()), ..Default::default() }).await {
+        match verdict(
+            &t,
+            None,
+            VerifyOptions {
+                checkpoint: Some(head.clone()),
+                ..Default::default()
+            },
+        )
+        .await
+        {
             Verification::Valid { checked, head: h } => assert_eq!((checked, h), (10, head)),
             other => panic!("{backend:?}: {other:?}"),
         }
         // A range verifies from the row before it.
-        let ranged = verdict(&t, None, VerifyOptions { from_seq: Some(4), to_seq: Some(7), ..Default::default() }).await;
-        assert!(matches!(ranged, Verification::Valid { checked: 4, .. }), "{ranged:?}");
+        let ranged = verdict(
+            &t,
+            None,
+            VerifyOptions {
+                from_seq: Some(4),
+                to_seq: Some(7),
+                ..Default::default()
+            },
+        )
+        .await;
+        assert!(
+            matches!(ranged, Verification::Valid { checked: 4, .. }),
+            "{ranged:?}"
+        );
     }
 }
 
@@ -96,8 +122,16 @@ async fn modified_row_is_found_at_its_seq() {
     for backend in Backend::ALL {
         let t = TestDatabase::new(backend).await;
         chain_of(&t, 10, None).await;
-        tamper(&t, "UPDATE audit_events SET reason = 'nothing to see' WHERE seq = 5").await;
-        assert_break(verdict(&t, None, VerifyOptions::default()).await, BreakKind::Modified, 5);
+        tamper(
+            &t,
+            "UPDATE audit_events SET reason = 'nothing to see' WHERE seq = 5",
+        )
+        .await;
+        assert_break(
+            verdict(&t, None, VerifyOptions::default()).await,
+            BreakKind::Modified,
+            5,
+        );
     }
 }
 
@@ -107,7 +141,11 @@ async fn modified_json_column_is_found_at_its_seq() {
         let t = TestDatabase::new(backend).await;
         chain_of(&t, 10, None).await;
         tamper(&t, r#"UPDATE audit_events SET sanitized_args = '{"i": 3, "q": "DROP TABLE users"}' WHERE seq = 3"#).await;
-        assert_break(verdict(&t, None, VerifyOptions::default()).await, BreakKind::Modified, 3);
+        assert_break(
+            verdict(&t, None, VerifyOptions::default()).await,
+            BreakKind::Modified,
+            3,
+        );
     }
 }
 
@@ -117,7 +155,11 @@ async fn deleted_row_is_found_at_its_seq() {
         let t = TestDatabase::new(backend).await;
         chain_of(&t, 10, None).await;
         tamper(&t, "DELETE FROM audit_events WHERE seq = 5").await;
-        assert_break(verdict(&t, None, VerifyOptions::default()).await, BreakKind::Deleted, 5);
+        assert_break(
+            verdict(&t, None, VerifyOptions::default()).await,
+            BreakKind::Deleted,
+            5,
+        );
     }
 }
 
@@ -133,7 +175,11 @@ async fn deleted_row_with_renumbered_successors_is_found() {
              UPDATE audit_events SET seq = seq - 1001 WHERE seq > 1000",
         )
         .await;
-        assert_break(verdict(&t, None, VerifyOptions::default()).await, BreakKind::Deleted, 5);
+        assert_break(
+            verdict(&t, None, VerifyOptions::default()).await,
+            BreakKind::Deleted,
+            5,
+        );
     }
 }
 
@@ -162,7 +208,11 @@ async fn inserted_row_is_found_at_its_seq() {
             .exec_without_returning(&t.db)
             .await
             .unwrap();
-        assert_break(verdict(&t, None, VerifyOptions::default()).await, BreakKind::Inserted, 6);
+        assert_break(
+            verdict(&t, None, VerifyOptions::default()).await,
+            BreakKind::Inserted,
+            6,
+        );
     }
 }
 
@@ -178,7 +228,11 @@ async fn reordered_rows_are_found() {
              UPDATE audit_events SET seq = 6 WHERE seq = 1005",
         )
         .await;
-        assert_break(verdict(&t, None, VerifyOptions::default()).await, BreakKind::Reordered, 5);
+        assert_break(
+            verdict(&t, None, VerifyOptions::default()).await,
+            BreakKind::Reordered,
+            5,
+        );
     }
 }
 
@@ -191,7 +245,10 @@ async fn truncated_tail_is_found_against_an_exported_checkpoint() {
         tamper(&t, "DELETE FROM audit_events WHERE seq > 8").await;
         // Without the checkpoint a cut tail is indistinguishable from a shorter log.
         assert!(verdict(&t, None, VerifyOptions::default()).await.is_valid());
-        let options = VerifyOptions { checkpoint: Some(exported), ..Default::default() };
+        let options = VerifyOptions {
+            checkpoint: Some(exported),
+            ..Default::default()
+        };
         assert_break(verdict(&t, None, options).await, BreakKind::Truncated, 9);
     }
 }
@@ -216,7 +273,11 @@ async fn rewrite_suffix_without_key(t: &TestDatabase, from: usize) {
         ));
     }
     // prev_hash values shift by one row: lift the unique backstop as a superuser would.
-    tamper(t, &format!("DROP INDEX ux_audit_events_prev_hash; {}", sql.join("; "))).await;
+    tamper(
+        t,
+        &format!("DROP INDEX ux_audit_events_prev_hash; {}", sql.join("; ")),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -225,12 +286,24 @@ async fn keyed_chain_detects_a_suffix_recomputed_without_the_key() {
         let t = TestDatabase::new(backend).await;
         let key = key();
         chain_of(&t, 10, Some(&key)).await;
-        assert!(verdict(&t, Some(&key), VerifyOptions::default()).await.is_valid());
+        assert!(
+            verdict(&t, Some(&key), VerifyOptions::default())
+                .await
+                .is_valid()
+        );
         rewrite_suffix_without_key(&t, 6).await;
-        assert_break(verdict(&t, Some(&key), VerifyOptions::default()).await, BreakKind::Modified, 6);
+        assert_break(
+            verdict(&t, Some(&key), VerifyOptions::default()).await,
+            BreakKind::Modified,
+            6,
+        );
         // Verifying with the wrong key fails at the first row.
         let wrong = ChainKey::new(vec![9u8; 32]).unwrap();
-        assert_break(verdict(&t, Some(&wrong), VerifyOptions::default()).await, BreakKind::Modified, 1);
+        assert_break(
+            verdict(&t, Some(&wrong), VerifyOptions::default()).await,
+            BreakKind::Modified,
+            1,
+        );
     }
 }
 
@@ -243,7 +316,10 @@ async fn unkeyed_chain_rewrite_is_caught_by_the_checkpoint() {
         rewrite_suffix_without_key(&t, 6).await;
         // Internally consistent again — which is why the head must be exported.
         assert!(verdict(&t, None, VerifyOptions::default()).await.is_valid());
-        let options = VerifyOptions { checkpoint: Some(exported), ..Default::default() };
+        let options = VerifyOptions {
+            checkpoint: Some(exported),
+            ..Default::default()
+        };
         assert_break(verdict(&t, None, options).await, BreakKind::Modified, 10);
     }
 }
@@ -262,7 +338,10 @@ async fn audit_rows_refuse_update_delete_and_truncate() {
         }
         for sql in statements {
             let err = t.db.execute_unprepared(sql).await.expect_err(sql);
-            assert!(err.to_string().contains("append-only"), "{backend:?} {sql}: {err}");
+            assert!(
+                err.to_string().contains("append-only"),
+                "{backend:?} {sql}: {err}"
+            );
         }
         assert_eq!(rows(&t).await.len(), 3);
         assert!(verdict(&t, None, VerifyOptions::default()).await.is_valid());
@@ -276,24 +355,49 @@ async fn prune_keeps_the_rest_verifiable_and_records_an_anchor() {
         let old = chrono::Utc::now() - chrono::Duration::days(40);
         let events: Vec<_> = (1..=25)
             .map(|i| {
-                let at = if i <= 17 { Some(old + chrono::Duration::seconds(i as i64)) } else { None };
-                event_with(&format!("req-{i}"), "agent-1", Decision::Allow, &json!({"i": i}), at)
+                let at = if i <= 17 {
+                    Some(old + chrono::Duration::seconds(i as i64))
+                } else {
+                    None
+                };
+                event_with(
+                    &format!("req-{i}"),
+                    "agent-1",
+                    Decision::Allow,
+                    &json!({"i": i}),
+                    at,
+                )
             })
             .collect();
         append(&t.db, events, None, TIMEOUT).await.unwrap();
         let exported = checkpoint(&t.db).await.unwrap();
-        let pruned = prune(&t.db, chrono::Utc::now() - chrono::Duration::days(30), 5).await.unwrap();
+        let pruned = prune(&t.db, chrono::Utc::now() - chrono::Duration::days(30), 5)
+            .await
+            .unwrap();
         assert_eq!(pruned, 17, "{backend:?}");
         let remaining: Vec<i64> = rows(&t).await.iter().map(|r| r.seq).collect();
         assert_eq!(remaining, (18..=25).collect::<Vec<_>>());
-        let v = verdict(&t, None, VerifyOptions { checkpoint: Some(exported), ..Default::default() }).await;
-        assert!(matches!(v, Verification::Valid { checked: 8, .. }), "{backend:?}: {v:?}");
+        let v = verdict(
+            &t,
+            None,
+            VerifyOptions {
+                checkpoint: Some(exported),
+                ..Default::default()
+            },
+        )
+        .await;
+        assert!(
+            matches!(v, Verification::Valid { checked: 8, .. }),
+            "{backend:?}: {v:?}"
+        );
         // New appends continue the same chain.
         append(&t.db, vec![event(26)], None, TIMEOUT).await.unwrap();
         assert_eq!(checkpoint(&t.db).await.unwrap().seq, 26);
         assert!(verdict(&t, None, VerifyOptions::default()).await.is_valid());
         // Pruning everything still leaves a verifiable (empty) chain with its head.
-        prune(&t.db, chrono::Utc::now() + chrono::Duration::days(1), 100).await.unwrap();
+        prune(&t.db, chrono::Utc::now() + chrono::Duration::days(1), 100)
+            .await
+            .unwrap();
         assert_eq!(checkpoint(&t.db).await.unwrap().seq, 26);
         assert!(verdict(&t, None, VerifyOptions::default()).await.is_valid());
     }
@@ -337,12 +441,25 @@ async fn raw_secrets_never_reach_a_stored_row() {
                 .join(""),
         };
         for secret in secrets {
-            assert!(!text.contains(secret), "{backend:?}: {secret} stored in {text}");
-            assert!(!db_text.contains(secret), "{backend:?}: {secret} stored in {db_text}");
+            assert!(
+                !text.contains(secret),
+                "{backend:?}: {secret} stored in {text}"
+            );
+            assert!(
+                !db_text.contains(secret),
+                "{backend:?}: {secret} stored in {db_text}"
+            );
         }
         assert!(db_text.contains("alice"), "non-secret data is kept");
-        let stored = AuditQuery::new(t.db.clone()).get_by_request_id("req-secret").await.unwrap().unwrap();
-        assert_eq!(stored.raw_args_hash(), warden_audit::canonical_hash(&args).unwrap());
+        let stored = AuditQuery::new(t.db.clone())
+            .get_by_request_id("req-secret")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            stored.raw_args_hash(),
+            warden_audit::canonical_hash(&args).unwrap()
+        );
     }
 }
 
@@ -359,7 +476,10 @@ async fn export_writes_json_lines_in_seq_order() {
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
-        let seqs: Vec<i64> = lines.iter().map(|l| l["chain"]["seq"].as_i64().unwrap()).collect();
+        let seqs: Vec<i64> = lines
+            .iter()
+            .map(|l| l["chain"]["seq"].as_i64().unwrap())
+            .collect();
         assert_eq!(seqs, [3, 4, 5, 6]);
         assert_eq!(lines[0]["request_id"], "req-3");
         assert_eq!(lines[0]["decision"], "ALLOW");
@@ -372,15 +492,24 @@ async fn a_cancelled_or_timed_out_append_leaves_no_transaction_or_lock() {
     chain_of(&t, 3, None).await;
     let mut all = Vec::new();
     for round in 0..20u64 {
-        let batch: Vec<_> = (0..5).map(|i| event(100 + (round * 5 + i) as usize)).collect();
+        let batch: Vec<_> = (0..5)
+            .map(|i| event(100 + (round * 5 + i) as usize))
+            .collect();
         all.extend(batch.clone());
         if round % 2 == 0 {
             // Dropped mid-flight by the caller.
-            let _ = tokio::time::timeout(Duration::from_micros(round * 150), append(&t.db, batch, None, TIMEOUT)).await;
+            let _ = tokio::time::timeout(
+                Duration::from_micros(round * 150),
+                append(&t.db, batch, None, TIMEOUT),
+            )
+            .await;
         } else {
             // Timed out by append itself.
             let r = append(&t.db, batch, None, Duration::from_micros(round * 150)).await;
-            assert!(r.is_ok() || matches!(r, Err(warden_audit::AuditError::Timeout { .. })), "{r:?}");
+            assert!(
+                r.is_ok() || matches!(r, Err(warden_audit::AuditError::Timeout { .. })),
+                "{r:?}"
+            );
         }
     }
     // Whatever was in flight finishes on its own.
@@ -406,9 +535,11 @@ async fn a_cancelled_or_timed_out_append_leaves_no_transaction_or_lock() {
     let stored = rows(&t).await;
     assert_eq!(stored.len(), 3 + all.len());
     assert!(verdict(&t, None, VerifyOptions::default()).await.is_valid());
-    let _ = t
-        .db
-        .query_one_raw(Statement::from_string(t.db.get_database_backend(), "SELECT 1"))
+    let _ =
+        t.db.query_one_raw(Statement::from_string(
+            t.db.get_database_backend(),
+            "SELECT 1",
+        ))
         .await
         .unwrap();
 }

@@ -28,7 +28,9 @@ fn arb_number() -> impl Strategy<Value = Value> {
     prop_oneof![
         any::<i64>().prop_map(Value::from),
         any::<u64>().prop_map(Value::from),
-        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(Value::from),
         Just(Value::from(-0.0)),
         Just(Value::from(1e300)),
         Just(Value::from(5e-324)),
@@ -72,16 +74,28 @@ fn hash_at_write_equals_hash_recomputed_from_the_stored_row() {
                         .iter()
                         .map(|args| {
                             let i = n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            common::event_with(&format!("p-{i}"), "prop", Decision::Allow, args, None)
+                            common::event_with(
+                                &format!("p-{i}"),
+                                "prop",
+                                Decision::Allow,
+                                args,
+                                None,
+                            )
                         })
                         .collect();
                     append(&t.db, events.clone(), None, Duration::from_secs(30))
                         .await
                         .map_err(|e| TestCaseError::fail(e.to_string()))?;
-                    let v = verify(&t.db, None, &VerifyOptions::default()).await.unwrap();
+                    let v = verify(&t.db, None, &VerifyOptions::default())
+                        .await
+                        .unwrap();
                     prop_assert!(v.is_valid(), "{backend:?}: {v:?} for {batch:?}");
                     for e in &events {
-                        let stored = query.get_by_request_id(e.request_id()).await.unwrap().unwrap();
+                        let stored = query
+                            .get_by_request_id(e.request_id())
+                            .await
+                            .unwrap()
+                            .unwrap();
                         prop_assert_eq!(stored.sanitized_args(), e.sanitized_args());
                         prop_assert_eq!(stored.timestamp(), e.timestamp());
                     }

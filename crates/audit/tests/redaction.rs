@@ -3,11 +3,15 @@
 
 use serde_json::{Value, json};
 use warden_audit::{
-    AuditError, AuditEvent, Decision, MAX_DEPTH, REDACTED, RedactionFlag, Redactor, ToolCall, canonical_hash,
+    AuditError, AuditEvent, Decision, MAX_DEPTH, REDACTED, RedactionFlag, Redactor, ToolCall,
+    canonical_hash,
 };
 
 fn flags(redacted: &[RedactionFlag]) -> Vec<(String, String)> {
-    redacted.iter().map(|f| (f.path.clone(), f.reason.clone())).collect()
+    redacted
+        .iter()
+        .map(|f| (f.path.clone(), f.reason.clone()))
+        .collect()
 }
 
 fn pair(path: &str, reason: &str) -> (String, String) {
@@ -55,27 +59,76 @@ fn nested_secrets_are_redacted_with_exact_flags() {
 #[test]
 fn secrets_inside_values_are_redacted_by_pattern() {
     let cases: [(&str, &str, &str); 10] = [
-        ("curl -H 'Authorization: Bearer abcdEFGH1234.xyz'", "bearer", "abcdEFGH1234"),
-        ("Basic dXNlcjpwYXNzd29yZA==", "basic_auth", "dXNlcjpwYXNzd29yZA"),
-        ("token eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.sig_nature-123", "jwt", "eyJzdWIiOiIxIn0"),
-        ("-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXk\n-----END OPENSSH PRIVATE KEY-----", "private_key", "b3BlbnNzaC1rZXk"),
-        ("id AKIAIOSFODNN7EXAMPLE here", "aws_access_key", "AKIAIOSFODNN7EXAMPLE"),
-        ("aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "aws_secret_key", "wJalrXUtnFEMI"),
-        ("OPENAI_API_KEY sk-proj-abcdefghijklmnopqrstuvwxyz123456", "api_key", "abcdefghijklmnopqrstuvwxyz"),
-        ("gh: ghp_0123456789abcdefghijABCDEFGHIJ012345", "api_key", "ghp_0123456789"),
-        ("redis://:sup3rs3cret@cache:6379/0", "url_password", "sup3rs3cret"),
-        ("run with password=Tr0ub4dor&3 now", "secret_assignment", "Tr0ub4dor"),
+        (
+            "curl -H 'Authorization: Bearer abcdEFGH1234.xyz'",
+            "bearer",
+            "abcdEFGH1234",
+        ),
+        (
+            "Basic dXNlcjpwYXNzd29yZA==",
+            "basic_auth",
+            "dXNlcjpwYXNzd29yZA",
+        ),
+        (
+            "token eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.sig_nature-123",
+            "jwt",
+            "eyJzdWIiOiIxIn0",
+        ),
+        (
+            "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXk\n-----END OPENSSH PRIVATE KEY-----",
+            "private_key",
+            "b3BlbnNzaC1rZXk",
+        ),
+        (
+            "id AKIAIOSFODNN7EXAMPLE here",
+            "aws_access_key",
+            "AKIAIOSFODNN7EXAMPLE",
+        ),
+        (
+            "aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+            "aws_secret_key",
+            "wJalrXUtnFEMI",
+        ),
+        (
+            "OPENAI_API_KEY sk-proj-abcdefghijklmnopqrstuvwxyz123456",
+            "api_key",
+            "abcdefghijklmnopqrstuvwxyz",
+        ),
+        (
+            "gh: ghp_0123456789abcdefghijABCDEFGHIJ012345",
+            "api_key",
+            "ghp_0123456789",
+        ),
+        (
+            "redis://:sup3rs3cret@cache:6379/0",
+            "url_password",
+            "sup3rs3cret",
+        ),
+        (
+            "run with password=Tr0ub4dor&3 now",
+            "secret_assignment",
+            "Tr0ub4dor",
+        ),
     ];
     for (text, kind, secret) in cases {
-        let r = Redactor::default().redact(&json!({"text": text, "list": [text]})).unwrap();
+        let r = Redactor::default()
+            .redact(&json!({"text": text, "list": [text]}))
+            .unwrap();
         let out = r.value.to_string();
         assert!(!out.contains(secret), "{kind}: {secret} survived in {out}");
         assert!(
-            r.flags.contains(&RedactionFlag { path: "$.text".into(), reason: format!("pattern:{kind}") }),
+            r.flags.contains(&RedactionFlag {
+                path: "$.text".into(),
+                reason: format!("pattern:{kind}")
+            }),
             "{kind}: {:?}",
             r.flags
         );
-        assert!(r.flags.iter().any(|f| f.path == "$.list[0]"), "{kind}: {:?}", r.flags);
+        assert!(
+            r.flags.iter().any(|f| f.path == "$.list[0]"),
+            "{kind}: {:?}",
+            r.flags
+        );
     }
 }
 
@@ -108,12 +161,18 @@ fn oversized_arguments_are_truncated_but_fully_hashed() {
     assert_eq!(e.raw_args_hash(), canonical_hash(&big).unwrap());
     let mut other = big.clone();
     other["blob"] = json!(format!("{}y", "x".repeat(99_999)));
-    assert_ne!(e.raw_args_hash(), event(&other, &redactor).raw_args_hash(), "the hash covers the full args");
+    assert_ne!(
+        e.raw_args_hash(),
+        event(&other, &redactor).raw_args_hash(),
+        "the hash covers the full args"
+    );
 }
 
 #[test]
 fn nul_characters_and_negative_zero_become_storable() {
-    let r = Redactor::default().redact(&json!({"a\u{0}b": "x\u{0}y", "z": -0.0})).unwrap();
+    let r = Redactor::default()
+        .redact(&json!({"a\u{0}b": "x\u{0}y", "z": -0.0}))
+        .unwrap();
     assert_eq!(r.value, json!({"a\u{FFFD}b": "x\u{FFFD}y", "z": 0.0}));
     assert!(r.flags.iter().all(|f| f.reason == "nul"), "{:?}", r.flags);
 }
@@ -125,13 +184,17 @@ fn deep_nesting_is_a_typed_error() {
         v = json!({"k": v});
     }
     let call = call(&v);
-    assert!(matches!(AuditEvent::record(&call, &Redactor::default()), Err(AuditError::TooDeep { .. })));
+    assert!(matches!(
+        AuditEvent::record(&call, &Redactor::default()),
+        Err(AuditError::TooDeep { .. })
+    ));
 }
 
 #[test]
 fn hash_ignores_key_order_and_whitespace_but_not_values() {
     let a: Value = serde_json::from_str(r#"{"x": 1, "y": {"b": [1, 2], "a": "s"}}"#).unwrap();
-    let b: Value = serde_json::from_str("{ \"y\" : { \"a\":\"s\", \"b\":[1,2] },\n\t\"x\":1 }").unwrap();
+    let b: Value =
+        serde_json::from_str("{ \"y\" : { \"a\":\"s\", \"b\":[1,2] },\n\t\"x\":1 }").unwrap();
     let c: Value = serde_json::from_str(r#"{"x": 1, "y": {"b": [2, 1], "a": "s"}}"#).unwrap();
     assert_eq!(canonical_hash(&a).unwrap(), canonical_hash(&b).unwrap());
     assert_ne!(canonical_hash(&a).unwrap(), canonical_hash(&c).unwrap());
@@ -143,7 +206,16 @@ fn invalid_identifiers_are_refused() {
         let args = json!({});
         let mut c = call(&args);
         c.request_id = bad;
-        assert!(matches!(AuditEvent::record(&c, &Redactor::default()), Err(AuditError::InvalidField { field: "request_id", .. })), "{bad:?}");
+        assert!(
+            matches!(
+                AuditEvent::record(&c, &Redactor::default()),
+                Err(AuditError::InvalidField {
+                    field: "request_id",
+                    ..
+                })
+            ),
+            "{bad:?}"
+        );
     }
 }
 
@@ -154,7 +226,10 @@ fn no_output_of_an_event_shows_raw_args() {
     assert!(!format!("{c:?}").contains("p4ss"));
     let e = AuditEvent::record(&c, &Redactor::default()).unwrap();
     let shown = format!("{e:?} {}", serde_json::to_string(&e).unwrap());
-    assert!(!shown.contains("p4ss-w0rd-123") && !shown.contains("zzzzyyyyxxxx1234"), "{shown}");
+    assert!(
+        !shown.contains("p4ss-w0rd-123") && !shown.contains("zzzzyyyyxxxx1234"),
+        "{shown}"
+    );
 }
 
 fn call(args: &Value) -> ToolCall<'_> {

@@ -34,21 +34,31 @@ impl PrivatePostgres {
         std::fs::create_dir(&data).expect("creating the data directory");
         if is_root() {
             run(Command::new("chmod").arg("755").arg(server.dir.path()));
-            run(Command::new("chown").arg("-R").arg("postgres:postgres").arg(server.dir.path()));
+            run(Command::new("chown")
+                .arg("-R")
+                .arg("postgres:postgres")
+                .arg(server.dir.path()));
         }
         let initdb = server.bin.join("initdb");
-        let out = server.as_postgres(&initdb, &[
-            "-D",
-            path_str(&data),
-            "-A",
-            "trust",
-            "-U",
-            "postgres",
-            "--no-sync",
-            "-E",
-            "UTF8",
-        ]);
-        assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        let out = server.as_postgres(
+            &initdb,
+            &[
+                "-D",
+                path_str(&data),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let mut server = server;
         server.resume_after_stop().await;
         server
@@ -66,7 +76,9 @@ impl PrivatePostgres {
         } else {
             Command::new(program)
         };
-        cmd.args(args).output().unwrap_or_else(|e| panic!("running {}: {e}", program.display()))
+        cmd.args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("running {}: {e}", program.display()))
     }
 
     /// `postgres://postgres@127.0.0.1:PORT/postgres`.
@@ -107,7 +119,16 @@ impl PrivatePostgres {
             path_str(self.dir.path())
         );
         let log = self.dir.path().join("server.log");
-        let out = self.pg_ctl(&["-o", &options, "-l", path_str(&log), "-w", "-t", "60", "start"]);
+        let out = self.pg_ctl(&[
+            "-o",
+            &options,
+            "-l",
+            path_str(&log),
+            "-w",
+            "-t",
+            "60",
+            "start",
+        ]);
         assert!(
             out.status.success(),
             "pg_ctl start failed: {}\n{}",
@@ -144,7 +165,12 @@ fn path_str(path: &Path) -> &str {
 
 fn server_bin_dir() -> PathBuf {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|entries| entries.filter_map(|e| e.ok()).map(|e| e.path().join("bin")).collect())
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .map(|e| e.path().join("bin"))
+                .collect()
+        })
         .unwrap_or_default();
     dirs.retain(|d| d.join("initdb").exists());
     dirs.sort();

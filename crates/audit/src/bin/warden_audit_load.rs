@@ -55,7 +55,9 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         .max_connections(4)
         .acquire_timeout(Duration::from_secs(10))
         .sqlx_logging(false);
-    let db = Database::connect(options).await.context("connecting to the database")?;
+    let db = Database::connect(options)
+        .await
+        .context("connecting to the database")?;
     let mut config = AuditLoggerConfig::new(&args.spill);
     config.batch_size = args.batch_size;
     let logger = AuditLogger::start(db, config);

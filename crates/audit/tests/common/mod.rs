@@ -7,7 +7,13 @@ use warden_audit::{AuditEvent, Decision, Redactor, ToolCall};
 use warden_testkit::{Backend, TestDatabase};
 
 /// An event for `request_id` by `caller` with `decision` and `args`.
-pub fn event_with(request_id: &str, caller: &str, decision: Decision, args: &Value, at: Option<DateTime<Utc>>) -> AuditEvent {
+pub fn event_with(
+    request_id: &str,
+    caller: &str,
+    decision: Decision,
+    args: &Value,
+    at: Option<DateTime<Utc>>,
+) -> AuditEvent {
     AuditEvent::record(
         &ToolCall {
             request_id,
@@ -30,7 +36,13 @@ pub fn event_with(request_id: &str, caller: &str, decision: Decision, args: &Val
 
 /// A plain event number `i`.
 pub fn event(i: usize) -> AuditEvent {
-    event_with(&format!("req-{i}"), "agent-1", Decision::Allow, &json!({"i": i, "q": "SELECT 1"}), None)
+    event_with(
+        &format!("req-{i}"),
+        "agent-1",
+        Decision::Allow,
+        &json!({"i": i, "q": "SELECT 1"}),
+        None,
+    )
 }
 
 /// Runs tampering SQL the way a database superuser would: with the
