@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use url::Url;
+use warden_audit::{AuditLoggerConfig, ChainKey, Redactor};
 use warden_cache::{FailMode, KeyPrefix, RedisPoolConfig};
 
 /// Which database engine `DATABASE_URL` points at.
@@ -162,6 +163,19 @@ pub struct Settings {
     pub environment: Environment,
     /// `HEALTH_TIMEOUT_MS` (default 3000): bound on each health check.
     pub health_timeout: Duration,
+    /// `AUDIT_CHAIN_KEY` (optional, at least 32 bytes): makes the audit chain
+    /// an HMAC so database access alone cannot rewrite history. Never printed.
+    pub audit_chain_key: Option<ChainKey>,
+    /// `AUDIT_SPILL_PATH` (default `warden-audit.spill`): where the audit
+    /// logger keeps events while the database is unreachable. One per process.
+    pub audit_spill_path: std::path::PathBuf,
+    /// `AUDIT_BATCH_SIZE` (default 256): most events per INSERT.
+    pub audit_batch_size: usize,
+    /// `AUDIT_BUFFER_CAPACITY` (default 65536): events buffered in memory.
+    pub audit_buffer_capacity: usize,
+    /// `AUDIT_MAX_ARGS_BYTES` (default 65536): stored (redacted) arguments
+    /// larger than this are truncated; the hash still covers them in full.
+    pub audit_max_args_bytes: usize,
 }
 
 /// One variable that is missing or malformed.
@@ -391,6 +405,27 @@ impl Settings {
             }),
         };
         let health_timeout = r.millis("HEALTH_TIMEOUT_MS", 3_000);
+        let audit_chain_key = match (r.lookup)("AUDIT_CHAIN_KEY").filter(|v| !v.is_empty()) {
+            None => None,
+            Some(raw) => match ChainKey::new(raw.into_bytes()) {
+                Ok(key) => Some(key),
+                Err(_) => {
+                    r.problem(
+                        "AUDIT_CHAIN_KEY",
+                        "must be at least 32 bytes (value not shown)",
+                    );
+                    None
+                }
+            },
+        };
+        let audit_spill_path = r.get("AUDIT_SPILL_PATH").map_or_else(
+            || "warden-audit.spill".into(),
+            |p| std::path::PathBuf::from(p.trim()),
+        );
+        let audit_batch_size = r.number("AUDIT_BATCH_SIZE", 256, (1, 10_000));
+        let audit_buffer_capacity = r.number("AUDIT_BUFFER_CAPACITY", 65_536, (1, 10_000_000));
+        let audit_max_args_bytes =
+            r.number("AUDIT_MAX_ARGS_BYTES", 65_536, (256, 16 * 1024 * 1024));
 
         match (database_url, cache_key_prefix) {
             (Some(database_url), Some(cache_key_prefix)) if r.problems.is_empty() => Ok(Self {
@@ -405,9 +440,28 @@ impl Settings {
                 approval_token_ttl,
                 environment,
                 health_timeout,
+                audit_chain_key,
+                audit_spill_path,
+                audit_batch_size,
+                audit_buffer_capacity,
+                audit_max_args_bytes,
             }),
             _ => Err(SettingsError::Invalid(r.problems)),
         }
+    }
+
+    /// The audit logger's configuration.
+    pub fn audit_logger_config(&self) -> AuditLoggerConfig {
+        let mut config = AuditLoggerConfig::new(self.audit_spill_path.clone());
+        config.batch_size = self.audit_batch_size;
+        config.buffer_capacity = self.audit_buffer_capacity;
+        config.chain_key = self.audit_chain_key.clone();
+        config
+    }
+
+    /// The redactor audit events are built with.
+    pub fn redactor(&self) -> Redactor {
+        Redactor::default().with_max_bytes(self.audit_max_args_bytes)
     }
 
     /// The Redis pool configuration, when `REDIS_URL` is set.
@@ -542,6 +596,25 @@ mod tests {
         let err = load(&[("DATABASE_URL", "postgres://warden:hunter2@[bad-host/db")]).unwrap_err();
         assert!(!err.to_string().contains("hunter2"), "{err}");
         assert_eq!(variables(&err), ["DATABASE_URL"]);
+    }
+
+    #[test]
+    fn chain_key_is_checked_and_never_shown() {
+        let short = load(&[
+            ("DATABASE_URL", "postgres://u@h/db"),
+            ("AUDIT_CHAIN_KEY", "tooshort-secret"),
+        ])
+        .unwrap_err();
+        assert_eq!(variables(&short), ["AUDIT_CHAIN_KEY"]);
+        assert!(!short.to_string().contains("tooshort-secret"));
+        let key = "k".repeat(40);
+        let s = load(&[
+            ("DATABASE_URL", "postgres://u@h/db"),
+            ("AUDIT_CHAIN_KEY", &key),
+        ])
+        .unwrap();
+        assert!(s.audit_logger_config().chain_key.is_some());
+        assert!(!format!("{s:?}").contains(&key));
     }
 
     #[test]
