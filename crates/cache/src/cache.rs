@@ -288,6 +288,33 @@ impl Cache {
         .await
     }
 
+    /// Publishes `message` on `channel` (namespaced by the prefix) to every
+    /// current subscriber: other processes on Redis, other tasks in-process.
+    pub async fn publish(&self, channel: &str, message: &[u8]) -> Result<(), CacheError> {
+        let channel = self.full_key(channel)?;
+        match &self.backend {
+            Backend::Redis(pool) => {
+                let mut cmd = deadpool_redis::redis::cmd("PUBLISH");
+                cmd.arg(&channel).arg(message);
+                pool.query::<i64>(&cmd).await.map(|_| ())
+            }
+            Backend::InProcess(store) => {
+                // No subscribers is not an error.
+                let _ = store.bus.send((channel, message.to_vec()));
+                Ok(())
+            }
+        }
+    }
+
+    /// Subscribes to `channel` (namespaced by the prefix).
+    pub async fn subscribe(&self, channel: &str) -> Result<crate::Subscription, CacheError> {
+        let channel = self.full_key(channel)?;
+        match &self.backend {
+            Backend::Redis(pool) => pool.subscribe(&channel).await,
+            Backend::InProcess(store) => Ok(crate::Subscription::in_process(&store.bus, channel)),
+        }
+    }
+
     pub(crate) async fn gcra(&self, key: &str, gcra: Gcra) -> Result<RateDecision, CacheError> {
         let key = self.full_key(key)?;
         let span = debug_span!("cache.rate_limit", backend = self.backend_name(), key = %key);

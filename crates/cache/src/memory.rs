@@ -28,6 +28,7 @@ struct Shard {
 /// are never returned and are swept as writes happen; when a shard is full the
 /// entry closest to expiry is evicted first.
 pub(crate) struct InProcessStore {
+    pub(crate) bus: crate::pubsub::LocalBus,
     shards: Vec<Mutex<Shard>>,
     per_shard: usize,
     epoch: Instant,
@@ -36,6 +37,7 @@ pub(crate) struct InProcessStore {
 impl InProcessStore {
     pub(crate) fn new(max_entries: usize) -> Self {
         Self {
+            bus: tokio::sync::broadcast::channel(1024).0,
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             per_shard: max_entries.div_ceil(SHARDS).max(1),
             epoch: Instant::now(),

@@ -165,6 +165,26 @@ impl RedisPool {
         .await
     }
 
+    /// A dedicated (unpooled) connection subscribed to `channel`; connecting
+    /// and subscribing are bounded by the create timeout.
+    pub async fn subscribe(&self, channel: &str) -> Result<crate::Subscription, CacheError> {
+        let timeout = self.config.create_timeout;
+        let timed_out = || CacheError::Timeout {
+            operation: "subscribe",
+            after: timeout,
+        };
+        let client = redis::Client::open(self.config.url.as_str()).map_err(|e| self.redis_error(&e))?;
+        let mut pubsub = tokio::time::timeout(timeout, client.get_async_pubsub())
+            .await
+            .map_err(|_| timed_out())?
+            .map_err(|e| self.redis_error(&e))?;
+        tokio::time::timeout(timeout, pubsub.subscribe(channel))
+            .await
+            .map_err(|_| timed_out())?
+            .map_err(|e| self.redis_error(&e))?;
+        Ok(crate::Subscription::redis(pubsub.into_on_message()))
+    }
+
     /// Round trip to Redis: `Ok` when a connection can be had and answers PING.
     pub async fn ping(&self) -> Result<(), CacheError> {
         let reply: String = self.query(&redis::cmd("PING")).await?;
