@@ -24,6 +24,7 @@ mod m20261124_000001_create_api_keys;
 mod m20261124_000002_create_audit_events;
 mod m20261124_000003_create_approval_requests;
 mod m20261124_000004_audit_append_only;
+mod m20261124_000005_one_pending_approval_per_request;
 
 /// Warden's migrations, oldest first.
 pub struct Migrator;
@@ -36,6 +37,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000002_create_audit_events::Migration),
             Box::new(m20261124_000003_create_approval_requests::Migration),
             Box::new(m20261124_000004_audit_append_only::Migration),
+            Box::new(m20261124_000005_one_pending_approval_per_request::Migration),
         ]
     }
 }

@@ -14,7 +14,8 @@ const TABLES: [&str; 5] = [
     "audit_prune_permits",
 ];
 
-const INDEXES: [&str; 13] = [
+const INDEXES: [&str; 14] = [
+    "ux_approval_requests_pending_request",
     "ix_approval_requests_request_id",
     "ix_approval_requests_status",
     "ix_approval_requests_status_expires_at",
@@ -151,6 +152,7 @@ async fn up_creates_every_table_and_named_index() {
             [
                 "ux_api_keys_caller_id",
                 "ux_api_keys_key_prefix",
+                "ux_approval_requests_pending_request",
                 "ux_approval_requests_token_hash",
                 "ux_audit_events_prev_hash",
                 "ux_audit_events_request_id",
@@ -228,22 +230,29 @@ async fn down_one_step_reverts_only_the_newest_migration() {
         migration::run(&t.db, Command::Up(None)).await.unwrap();
         let states = migration::run(&t.db, Command::Down(Some(1))).await.unwrap();
         let applied: Vec<bool> = states.iter().map(|m| m.applied).collect();
-        assert_eq!(applied, [true, true, true, false]);
+        assert_eq!(applied, [true, true, true, true, false]);
+        assert_eq!(tables(&t).await, TABLES, "{:?}", t.backend);
+        let after_one = indexes(&t).await;
+        assert!(
+            !after_one.contains(&"ux_approval_requests_pending_request".to_owned()),
+            "{after_one:?}"
+        );
+        // One more step back: migration 4's tables go, its replaced indexes return.
+        migration::run(&t.db, Command::Down(Some(1))).await.unwrap();
         assert_eq!(
             tables(&t).await,
             ["api_keys", "approval_requests", "audit_events"],
             "{:?}",
             t.backend
         );
-        // The single-column indexes that migration 4 replaced are back.
-        let indexes = indexes(&t).await;
+        let after_two = indexes(&t).await;
         assert!(
-            indexes.contains(&"ix_audit_events_caller_id".to_owned()),
-            "{indexes:?}"
+            after_two.contains(&"ix_audit_events_caller_id".to_owned()),
+            "{after_two:?}"
         );
         assert!(
-            !indexes.contains(&"ix_audit_events_caller_seq".to_owned()),
-            "{indexes:?}"
+            !after_two.contains(&"ix_audit_events_caller_seq".to_owned()),
+            "{after_two:?}"
         );
     })
     .await;
@@ -253,7 +262,7 @@ async fn down_one_step_reverts_only_the_newest_migration() {
 async fn status_on_an_empty_database_writes_nothing() {
     for_each_backend(|t| async move {
         let states = migration::status(&t.db).await.unwrap();
-        assert_eq!(states.len(), 4);
+        assert_eq!(states.len(), 5);
         assert!(states.iter().all(|m| !m.applied));
         let all_tables = t
             .strings(match t.backend {

@@ -54,7 +54,10 @@ impl Subscription {
     /// as a wake-up.
     pub async fn next(&mut self) -> Option<Vec<u8>> {
         match &mut self.inner {
-            Inner::Redis(stream) => stream.next().await.map(|msg| msg.get_payload_bytes().to_vec()),
+            Inner::Redis(stream) => stream
+                .next()
+                .await
+                .map(|msg| msg.get_payload_bytes().to_vec()),
             Inner::InProcess { rx, channel } => loop {
                 match rx.recv().await {
                     Ok((c, payload)) if c == *channel => return Some(payload),

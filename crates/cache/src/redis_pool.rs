@@ -173,7 +173,8 @@ impl RedisPool {
             operation: "subscribe",
             after: timeout,
         };
-        let client = redis::Client::open(self.config.url.as_str()).map_err(|e| self.redis_error(&e))?;
+        let client =
+            redis::Client::open(self.config.url.as_str()).map_err(|e| self.redis_error(&e))?;
         let mut pubsub = tokio::time::timeout(timeout, client.get_async_pubsub())
             .await
             .map_err(|_| timed_out())?

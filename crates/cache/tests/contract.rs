@@ -123,7 +123,9 @@ async fn publish_reaches_subscribers_of_that_channel_only(f: Fixture) {
     let mut mine = f.cache.subscribe("decided:1").await.unwrap();
     let mut other = f.cache.subscribe("decided:2").await.unwrap();
     f.cache.publish("decided:1", b"APPROVED").await.unwrap();
-    let got = tokio::time::timeout(Duration::from_secs(5), mine.next()).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), mine.next())
+        .await
+        .unwrap();
     assert_eq!(got.as_deref(), Some(&b"APPROVED"[..]));
     let nothing = tokio::time::timeout(Duration::from_millis(200), other.next()).await;
     assert!(nothing.is_err(), "a message leaked to another channel");

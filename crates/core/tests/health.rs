@@ -52,7 +52,7 @@ async fn healthy_on_postgres_and_redis() {
         .unwrap();
     let report = check(&storage).await;
     assert!(report.is_strictly_healthy(), "{report:#?}");
-    assert_eq!(report.migrations.detail, "4 applied, none pending");
+    assert_eq!(report.migrations.detail, "5 applied, none pending");
 }
 
 #[tokio::test]
@@ -71,7 +71,7 @@ async fn unmigrated_database_fails_the_migrations_check() {
         assert_eq!(report.database.status, CheckStatus::Pass, "{report:#?}");
         assert_eq!(report.migrations.status, CheckStatus::Fail, "{report:#?}");
         assert!(
-            report.migrations.detail.starts_with("4 pending"),
+            report.migrations.detail.starts_with("5 pending"),
             "{report:#?}"
         );
         assert!(!report.is_healthy());
