@@ -26,11 +26,15 @@
 )]
 
 mod database;
+mod http;
+mod logs;
 mod net;
 mod postgres;
 mod redis;
 
 pub use database::{Backend, TestDatabase};
+pub use http::{HttpSink, ReceivedRequest};
+pub use logs::LogCapture;
 pub use net::{Blackhole, free_port};
 pub use postgres::PrivatePostgres;
 pub use redis::{PrivateRedis, TestRedis};

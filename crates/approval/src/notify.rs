@@ -1,0 +1,176 @@
+//! Notifiers: telling people an approval waits, and that it was decided.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hmac::{Hmac, KeyInit, Mac};
+use serde_json::json;
+use sha2::Sha256;
+use tracing::{info, warn};
+
+use crate::{Approval, ApprovalToken, NotifyError};
+
+/// Something told about approvals. Implementations must never log the token.
+/// Calls run in the background; an error is logged and never fails the
+/// approval or the decision.
+#[async_trait::async_trait]
+pub trait Notifier: Send + Sync {
+    /// A new approval waits for a person; `token` is what they decide with.
+    async fn notify_pending(&self, approval: &Approval, token: &ApprovalToken) -> Result<(), NotifyError>;
+    /// An approval was approved or denied.
+    async fn notify_decision(&self, approval: &Approval) -> Result<(), NotifyError>;
+}
+
+/// Logs approvals at INFO (id, request, tool, expiry, decision) — never the token.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoggingNotifier;
+
+#[async_trait::async_trait]
+impl Notifier for LoggingNotifier {
+    async fn notify_pending(&self, approval: &Approval, _token: &ApprovalToken) -> Result<(), NotifyError> {
+        info!(
+            approval_id = %approval.id,
+            request_id = %approval.request_id,
+            caller_id = %approval.caller_id,
+            tool = %approval.tool_name,
+            expires_at = %approval.expires_at,
+            "approval pending"
+        );
+        Ok(())
+    }
+
+    async fn notify_decision(&self, approval: &Approval) -> Result<(), NotifyError> {
+        let result = approval.result.as_ref();
+        info!(
+            approval_id = %approval.id,
+            request_id = %approval.request_id,
+            status = %approval.status,
+            approver_id = result.and_then(|r| r.approver_id.as_deref()).unwrap_or("-"),
+            "approval decided"
+        );
+        Ok(())
+    }
+}
+
+/// POSTs JSON to a URL, signed with HMAC-SHA256 over `"{timestamp}.{body}"`:
+/// headers `X-Warden-Timestamp` (Unix seconds) and
+/// `X-Warden-Signature: v1=<hex>`. Retries server errors and network failures
+/// with backoff (`max_attempts` in all), each attempt bounded by `timeout`.
+/// The pending payload carries the token, for the approval system to act with;
+/// use an https URL.
+#[derive(Clone)]
+pub struct WebhookNotifier {
+    url: String,
+    secret: Arc<Vec<u8>>,
+    client: reqwest::Client,
+    max_attempts: u32,
+    backoff: Duration,
+}
+
+impl std::fmt::Debug for WebhookNotifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookNotifier")
+            .field("url", &self.url)
+            .field("secret", &"[redacted]")
+            .field("max_attempts", &self.max_attempts)
+            .finish()
+    }
+}
+
+/// The signature header value for `body` sent at `timestamp` with `secret`.
+pub fn webhook_signature(secret: &[u8], timestamp: i64, body: &[u8]) -> Result<String, NotifyError> {
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret).map_err(|e| NotifyError { reason: e.to_string() })?;
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    let hex: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    Ok(format!("v1={hex}"))
+}
+
+impl WebhookNotifier {
+    /// Posts to `url`, signing with `secret` (at least 16 bytes); each attempt
+    /// times out after `timeout`; at most `max_attempts` (1..=10) attempts.
+    pub fn new(url: &str, secret: &[u8], timeout: Duration, max_attempts: u32) -> Result<Self, NotifyError> {
+        if secret.len() < 16 {
+            return Err(NotifyError {
+                reason: "webhook secret must be at least 16 bytes".into(),
+            });
+        }
+        if !(url.starts_with("https://") || url.starts_with("http://")) {
+            return Err(NotifyError {
+                reason: "webhook URL must be http(s)".into(),
+            });
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| NotifyError { reason: e.to_string() })?
+            .with_root_certificates(rustls::RootCertStore {
+                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+            })
+            .with_no_client_auth();
+        let client = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| NotifyError { reason: e.to_string() })?;
+        Ok(Self {
+            url: url.to_owned(),
+            secret: Arc::new(secret.to_vec()),
+            client,
+            max_attempts: max_attempts.clamp(1, 10),
+            backoff: Duration::from_millis(200),
+        })
+    }
+
+    async fn post(&self, payload: serde_json::Value) -> Result<(), NotifyError> {
+        let body = serde_json::to_vec(&payload).map_err(|e| NotifyError { reason: e.to_string() })?;
+        let mut delay = self.backoff;
+        let mut last = String::new();
+        for attempt in 1..=self.max_attempts {
+            let timestamp = chrono::Utc::now().timestamp();
+            let signature = webhook_signature(&self.secret, timestamp, &body)?;
+            let sent = self
+                .client
+                .post(&self.url)
+                .header("content-type", "application/json")
+                .header("x-warden-timestamp", timestamp.to_string())
+                .header("x-warden-signature", signature)
+                .body(body.clone())
+                .send()
+                .await;
+            match sent {
+                Ok(response) if response.status().is_success() => return Ok(()),
+                Ok(response) if response.status().is_client_error() => {
+                    return Err(NotifyError {
+                        reason: format!("webhook refused the notification: HTTP {}", response.status()),
+                    });
+                }
+                Ok(response) => last = format!("HTTP {}", response.status()),
+                // reqwest's errors name the URL, never the body.
+                Err(e) => last = e.without_url().to_string(),
+            }
+            warn!(attempt, error = %last, "webhook delivery failed");
+            if attempt < self.max_attempts {
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+        }
+        Err(NotifyError {
+            reason: format!("webhook failed after {} attempts: {last}", self.max_attempts),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Notifier for WebhookNotifier {
+    async fn notify_pending(&self, approval: &Approval, token: &ApprovalToken) -> Result<(), NotifyError> {
+        self.post(json!({"event": "approval.pending", "approval": approval, "token": token.expose()}))
+            .await
+    }
+
+    async fn notify_decision(&self, approval: &Approval) -> Result<(), NotifyError> {
+        self.post(json!({"event": "approval.decided", "approval": approval})).await
+    }
+}

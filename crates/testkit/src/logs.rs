@@ -1,0 +1,44 @@
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+/// Captures every log line (TRACE and up) of the whole test process, for
+/// tests that assert something never reaches the logs. Install once per test
+/// binary.
+#[derive(Debug, Clone)]
+pub struct LogCapture {
+    buffer: Arc<Mutex<Vec<u8>>>,
+}
+
+struct Writer(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Writer {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl LogCapture {
+    /// Installs the process-wide subscriber at TRACE. Panics if another one
+    /// is already installed.
+    pub fn install() -> Self {
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let writer_buffer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || Writer(writer_buffer.clone()))
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("a global subscriber was already installed");
+        Self { buffer }
+    }
+
+    /// Everything logged so far.
+    pub fn contents(&self) -> String {
+        String::from_utf8_lossy(&self.buffer.lock().unwrap_or_else(std::sync::PoisonError::into_inner)).into_owned()
+    }
+}
