@@ -140,9 +140,10 @@ impl Approval {
 
     pub(crate) fn from_model(m: approval_requests::Model) -> Result<Self, ApprovalError> {
         let status: ApprovalStatus = m.status.parse()?;
-        let risk_labels = serde_json::from_value(m.risk_labels).map_err(|e| ApprovalError::CorruptRow {
-            reason: format!("risk_labels: {e}"),
-        })?;
+        let risk_labels =
+            serde_json::from_value(m.risk_labels).map_err(|e| ApprovalError::CorruptRow {
+                reason: format!("risk_labels: {e}"),
+            })?;
         let result = m.decided_at.map(|decided_at| ApprovalResult {
             status,
             approver_id: m.approver_id.clone(),
@@ -160,7 +161,11 @@ impl Approval {
             status,
             created_at: m.created_at,
             expires_at: m.expires_at,
-            result: if status == ApprovalStatus::Pending { None } else { result },
+            result: if status == ApprovalStatus::Pending {
+                None
+            } else {
+                result
+            },
         })
     }
 }

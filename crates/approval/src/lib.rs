@@ -19,7 +19,9 @@ mod manager;
 mod notify;
 mod token;
 
-pub use domain::{Approval, ApprovalRequest, ApprovalResult, ApprovalStatus, IssueOutcome, WaitOutcome};
+pub use domain::{
+    Approval, ApprovalRequest, ApprovalResult, ApprovalStatus, IssueOutcome, WaitOutcome,
+};
 pub use error::{ApprovalError, NotifyError};
 pub use manager::ApprovalManager;
 pub use notify::{LoggingNotifier, Notifier, WebhookNotifier, webhook_signature};

@@ -6,8 +6,8 @@ use std::time::Duration;
 use chrono::{DateTime, SubsecRound, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set, SqlErr,
-    TransactionTrait,
+    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set, SqlErr, TransactionTrait,
 };
 use tracing::{Instrument, debug, info_span, instrument, warn};
 use uuid::Uuid;
@@ -16,8 +16,8 @@ use warden_entity::approval_requests::{self, Column};
 
 use crate::notify::Notifier;
 use crate::{
-    Approval, ApprovalError, ApprovalRequest, ApprovalResult, ApprovalStatus, ApprovalToken, IssueOutcome,
-    WaitOutcome,
+    Approval, ApprovalError, ApprovalRequest, ApprovalResult, ApprovalStatus, ApprovalToken,
+    IssueOutcome, WaitOutcome,
 };
 
 const MAX_ID_LEN: usize = 255;
@@ -123,7 +123,9 @@ impl ApprovalManager {
         let request_id = identifier("request_id", &request.request_id)?;
         let caller_id = identifier("caller_id", &request.caller_id)?;
         let tool_name = identifier("tool_name", &request.tool_name)?;
-        if request.raw_args_hash.len() != 64 || !request.raw_args_hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if request.raw_args_hash.len() != 64
+            || !request.raw_args_hash.bytes().all(|b| b.is_ascii_hexdigit())
+        {
             return Err(ApprovalError::InvalidField {
                 field: "raw_args_hash",
                 reason: "must be 64 hex characters (SHA-256)".into(),
@@ -134,23 +136,29 @@ impl ApprovalManager {
             .iter()
             .map(|l| identifier("risk_labels", l))
             .collect::<Result<Vec<_>, _>>()?;
-        let ttl = Ttl::new(request.ttl.unwrap_or(self.ttl)).map_err(|e| ApprovalError::InvalidField {
-            field: "ttl",
-            reason: e.to_string(),
-        })?;
+        let ttl =
+            Ttl::new(request.ttl.unwrap_or(self.ttl)).map_err(|e| ApprovalError::InvalidField {
+                field: "ttl",
+                reason: e.to_string(),
+            })?;
         let token = ApprovalToken::generate()?;
         let token_hash = token.hash();
         let created_at = now();
         let expires_at = created_at
-            + chrono::Duration::from_std(ttl.as_duration()).map_err(|e| ApprovalError::InvalidField {
-                field: "ttl",
-                reason: e.to_string(),
+            + chrono::Duration::from_std(ttl.as_duration()).map_err(|e| {
+                ApprovalError::InvalidField {
+                    field: "ttl",
+                    reason: e.to_string(),
+                }
             })?;
 
         let txn = self.db.begin().await?;
         // A PENDING row past its expiry no longer blocks a new approval.
         approval_requests::Entity::update_many()
-            .col_expr(Column::Status, Expr::value(ApprovalStatus::Expired.as_str()))
+            .col_expr(
+                Column::Status,
+                Expr::value(ApprovalStatus::Expired.as_str()),
+            )
             .col_expr(Column::DecidedAt, Expr::value(created_at))
             .filter(Column::RequestId.eq(request_id.as_str()))
             .filter(Column::Status.eq(ApprovalStatus::Pending.as_str()))
@@ -185,15 +193,20 @@ impl ApprovalManager {
             Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
                 // A concurrent issue for the same request won.
                 drop(txn);
-                return self
-                    .pending_for(&self.db, &request_id)
-                    .await?
-                    .ok_or(ApprovalError::Database { reason: e.to_string() });
+                return self.pending_for(&self.db, &request_id).await?.ok_or(
+                    ApprovalError::Database {
+                        reason: e.to_string(),
+                    },
+                );
             }
             Err(e) => return Err(e.into()),
         };
         let approval = Approval::from_model(inserted)?;
-        if let Err(e) = self.cache.set_json(&cache_key(&token_hash), &approval, ttl).await {
+        if let Err(e) = self
+            .cache
+            .set_json(&cache_key(&token_hash), &approval, ttl)
+            .await
+        {
             warn!(approval_id = %approval.id, error = %e, "approval cache write failed; the token works through the database");
         }
         self.notify_pending(&approval, &token);
@@ -234,7 +247,11 @@ impl ApprovalManager {
     }
 
     async fn lookup(&self, token_hash: &str) -> Result<Approval, ApprovalError> {
-        match self.cache.get_json::<Approval>(&cache_key(token_hash)).await {
+        match self
+            .cache
+            .get_json::<Approval>(&cache_key(token_hash))
+            .await
+        {
             Ok(Some(approval)) => {
                 debug!(path = "cache", "approval found");
                 return Ok(approval);
@@ -242,10 +259,10 @@ impl ApprovalManager {
             Ok(None) => debug!("approval not in cache; asking the database"),
             Err(e) => warn!(error = %e, "approval cache unavailable; asking the database"),
         }
-        self.from_database(token_hash).await
+        self.read_database(token_hash).await
     }
 
-    async fn from_database(&self, token_hash: &str) -> Result<Approval, ApprovalError> {
+    async fn read_database(&self, token_hash: &str) -> Result<Approval, ApprovalError> {
         let row = approval_requests::Entity::find()
             .filter(Column::TokenHash.eq(token_hash))
             .one(&self.db)
@@ -255,13 +272,25 @@ impl ApprovalManager {
     }
 
     /// Approves the call `token` stands for.
-    pub async fn approve(&self, token: &str, approver_id: &str, note: Option<&str>) -> Result<Approval, ApprovalError> {
-        self.decide(token, ApprovalStatus::Approved, approver_id, note).await
+    pub async fn approve(
+        &self,
+        token: &str,
+        approver_id: &str,
+        note: Option<&str>,
+    ) -> Result<Approval, ApprovalError> {
+        self.decide(token, ApprovalStatus::Approved, approver_id, note)
+            .await
     }
 
     /// Denies the call `token` stands for.
-    pub async fn deny(&self, token: &str, approver_id: &str, note: Option<&str>) -> Result<Approval, ApprovalError> {
-        self.decide(token, ApprovalStatus::Denied, approver_id, note).await
+    pub async fn deny(
+        &self,
+        token: &str,
+        approver_id: &str,
+        note: Option<&str>,
+    ) -> Result<Approval, ApprovalError> {
+        self.decide(token, ApprovalStatus::Denied, approver_id, note)
+            .await
     }
 
     async fn decide(
@@ -273,7 +302,12 @@ impl ApprovalManager {
     ) -> Result<Approval, ApprovalError> {
         let token = ApprovalToken::parse(token).ok_or(ApprovalError::NotFound)?;
         let approver_id = identifier("approver_id", approver_id)?;
-        let note = note.map(|n| n.replace('\0', "\u{FFFD}").chars().take(MAX_NOTE_LEN).collect::<String>());
+        let note = note.map(|n| {
+            n.replace('\0', "\u{FFFD}")
+                .chars()
+                .take(MAX_NOTE_LEN)
+                .collect::<String>()
+        });
         let token_hash = token.hash();
         let span = info_span!("approval.decide", status = %status, approver = %approver_id);
         async {
@@ -289,7 +323,7 @@ impl ApprovalManager {
                 .exec(&self.db)
                 .await?
                 .rows_affected;
-            let approval = self.from_database(&token_hash).await?;
+            let approval = self.read_database(&token_hash).await?;
             if changed == 0 {
                 return Err(match approval.effective_status(decided_at) {
                     ApprovalStatus::Expired => ApprovalError::Expired,
@@ -325,7 +359,11 @@ impl ApprovalManager {
                 warn!(approval_id = %approval.id, error = %e, "stale approval cache entry could not be removed; it expires with the approval");
             }
         }
-        if let Err(e) = self.cache.publish(&channel(token_hash), approval.status.as_str().as_bytes()).await {
+        if let Err(e) = self
+            .cache
+            .publish(&channel(token_hash), approval.status.as_str().as_bytes())
+            .await
+        {
             debug!(error = %e, "decision not published; waiters fall back to polling");
         }
     }
@@ -334,7 +372,11 @@ impl ApprovalManager {
     /// cache message from whichever process decided, and polls the database
     /// meanwhile in case messages are lost or the cache is down.
     #[instrument(skip_all, fields(timeout_ms = timeout.as_millis()))]
-    pub async fn wait_for_decision(&self, token: &str, timeout: Duration) -> Result<WaitOutcome, ApprovalError> {
+    pub async fn wait_for_decision(
+        &self,
+        token: &str,
+        timeout: Duration,
+    ) -> Result<WaitOutcome, ApprovalError> {
         let parsed = ApprovalToken::parse(token).ok_or(ApprovalError::NotFound)?;
         let deadline = tokio::time::Instant::now() + timeout;
         let mut subscription = match self.cache.subscribe(&channel(&parsed.hash())).await {
@@ -344,8 +386,20 @@ impl ApprovalManager {
                 None
             }
         };
+        // The first look and every wake-up by message use the fast path; timed
+        // polls ask the database, which every process writes (an in-process
+        // cache cannot see decisions made elsewhere).
+        let mut from_database = false;
         loop {
-            let approval = self.check(token).await?;
+            let approval = if from_database {
+                let approval = self.read_database(&parsed.hash()).await?;
+                if approval.effective_status(now()) == ApprovalStatus::Expired {
+                    return Err(ApprovalError::Expired);
+                }
+                approval
+            } else {
+                self.check(token).await?
+            };
             if approval.status != ApprovalStatus::Pending {
                 return Ok(WaitOutcome::Decided(approval));
             }
@@ -353,12 +407,21 @@ impl ApprovalManager {
             if now >= deadline {
                 return Ok(WaitOutcome::TimedOut(approval));
             }
-            let expires_in = (approval.expires_at - Utc::now()).to_std().unwrap_or_default();
-            let nap = self.poll_interval.min(deadline - now).min(expires_in + Duration::from_millis(5));
+            let expires_in = (approval.expires_at - Utc::now())
+                .to_std()
+                .unwrap_or_default();
+            let nap = self
+                .poll_interval
+                .min(deadline - now)
+                .min(expires_in + Duration::from_millis(5));
+            from_database = true;
             match subscription.as_mut() {
                 Some(sub) => {
                     tokio::select! {
-                        message = sub.next() => if message.is_none() { subscription = None },
+                        message = sub.next() => match message {
+                            Some(_) => from_database = false,
+                            None => subscription = None,
+                        },
                         () = tokio::time::sleep(nap) => {}
                     }
                 }
@@ -388,7 +451,10 @@ impl ApprovalManager {
                 break;
             }
             let changed = approval_requests::Entity::update_many()
-                .col_expr(Column::Status, Expr::value(ApprovalStatus::Expired.as_str()))
+                .col_expr(
+                    Column::Status,
+                    Expr::value(ApprovalStatus::Expired.as_str()),
+                )
                 .col_expr(Column::DecidedAt, Expr::value(at))
                 .filter(Column::Id.is_in(ids.clone()))
                 .filter(Column::Status.eq(ApprovalStatus::Pending.as_str()))
@@ -413,14 +479,23 @@ impl ApprovalManager {
     }
 
     /// The newest approvals, optionally only those with `status` (capped at 1000).
-    pub async fn list(&self, status: Option<ApprovalStatus>, limit: u64) -> Result<Vec<Approval>, ApprovalError> {
+    pub async fn list(
+        &self,
+        status: Option<ApprovalStatus>,
+        limit: u64,
+    ) -> Result<Vec<Approval>, ApprovalError> {
         let mut select = approval_requests::Entity::find()
             .order_by_desc(Column::CreatedAt)
             .limit(limit.clamp(1, 1_000));
         if let Some(status) = status {
             select = select.filter(Column::Status.eq(status.as_str()));
         }
-        select.all(&self.db).await?.into_iter().map(Approval::from_model).collect()
+        select
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(Approval::from_model)
+            .collect()
     }
 
     fn notify_pending(&self, approval: &Approval, token: &ApprovalToken) {

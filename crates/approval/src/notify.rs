@@ -16,7 +16,11 @@ use crate::{Approval, ApprovalToken, NotifyError};
 #[async_trait::async_trait]
 pub trait Notifier: Send + Sync {
     /// A new approval waits for a person; `token` is what they decide with.
-    async fn notify_pending(&self, approval: &Approval, token: &ApprovalToken) -> Result<(), NotifyError>;
+    async fn notify_pending(
+        &self,
+        approval: &Approval,
+        token: &ApprovalToken,
+    ) -> Result<(), NotifyError>;
     /// An approval was approved or denied.
     async fn notify_decision(&self, approval: &Approval) -> Result<(), NotifyError>;
 }
@@ -27,7 +31,11 @@ pub struct LoggingNotifier;
 
 #[async_trait::async_trait]
 impl Notifier for LoggingNotifier {
-    async fn notify_pending(&self, approval: &Approval, _token: &ApprovalToken) -> Result<(), NotifyError> {
+    async fn notify_pending(
+        &self,
+        approval: &Approval,
+        _token: &ApprovalToken,
+    ) -> Result<(), NotifyError> {
         info!(
             approval_id = %approval.id,
             request_id = %approval.request_id,
@@ -78,19 +86,35 @@ impl std::fmt::Debug for WebhookNotifier {
 }
 
 /// The signature header value for `body` sent at `timestamp` with `secret`.
-pub fn webhook_signature(secret: &[u8], timestamp: i64, body: &[u8]) -> Result<String, NotifyError> {
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret).map_err(|e| NotifyError { reason: e.to_string() })?;
+pub fn webhook_signature(
+    secret: &[u8],
+    timestamp: i64,
+    body: &[u8],
+) -> Result<String, NotifyError> {
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret).map_err(|e| NotifyError {
+        reason: e.to_string(),
+    })?;
     mac.update(timestamp.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);
-    let hex: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    let hex: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     Ok(format!("v1={hex}"))
 }
 
 impl WebhookNotifier {
     /// Posts to `url`, signing with `secret` (at least 16 bytes); each attempt
     /// times out after `timeout`; at most `max_attempts` (1..=10) attempts.
-    pub fn new(url: &str, secret: &[u8], timeout: Duration, max_attempts: u32) -> Result<Self, NotifyError> {
+    pub fn new(
+        url: &str,
+        secret: &[u8],
+        timeout: Duration,
+        max_attempts: u32,
+    ) -> Result<Self, NotifyError> {
         if secret.len() < 16 {
             return Err(NotifyError {
                 reason: "webhook secret must be at least 16 bytes".into(),
@@ -101,20 +125,26 @@ impl WebhookNotifier {
                 reason: "webhook URL must be http(s)".into(),
             });
         }
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| NotifyError { reason: e.to_string() })?
-            .with_root_certificates(rustls::RootCertStore {
-                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-            })
-            .with_no_client_auth();
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| NotifyError {
+            reason: e.to_string(),
+        })?
+        .with_root_certificates(rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        })
+        .with_no_client_auth();
         let client = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
             .timeout(timeout)
             .connect_timeout(timeout)
             .redirect(reqwest::redirect::Policy::none())
             .build()
-            .map_err(|e| NotifyError { reason: e.to_string() })?;
+            .map_err(|e| NotifyError {
+                reason: e.to_string(),
+            })?;
         Ok(Self {
             url: url.to_owned(),
             secret: Arc::new(secret.to_vec()),
@@ -125,7 +155,9 @@ impl WebhookNotifier {
     }
 
     async fn post(&self, payload: serde_json::Value) -> Result<(), NotifyError> {
-        let body = serde_json::to_vec(&payload).map_err(|e| NotifyError { reason: e.to_string() })?;
+        let body = serde_json::to_vec(&payload).map_err(|e| NotifyError {
+            reason: e.to_string(),
+        })?;
         let mut delay = self.backoff;
         let mut last = String::new();
         for attempt in 1..=self.max_attempts {
@@ -144,7 +176,10 @@ impl WebhookNotifier {
                 Ok(response) if response.status().is_success() => return Ok(()),
                 Ok(response) if response.status().is_client_error() => {
                     return Err(NotifyError {
-                        reason: format!("webhook refused the notification: HTTP {}", response.status()),
+                        reason: format!(
+                            "webhook refused the notification: HTTP {}",
+                            response.status()
+                        ),
                     });
                 }
                 Ok(response) => last = format!("HTTP {}", response.status()),
@@ -158,19 +193,29 @@ impl WebhookNotifier {
             }
         }
         Err(NotifyError {
-            reason: format!("webhook failed after {} attempts: {last}", self.max_attempts),
+            reason: format!(
+                "webhook failed after {} attempts: {last}",
+                self.max_attempts
+            ),
         })
     }
 }
 
 #[async_trait::async_trait]
 impl Notifier for WebhookNotifier {
-    async fn notify_pending(&self, approval: &Approval, token: &ApprovalToken) -> Result<(), NotifyError> {
-        self.post(json!({"event": "approval.pending", "approval": approval, "token": token.expose()}))
-            .await
+    async fn notify_pending(
+        &self,
+        approval: &Approval,
+        token: &ApprovalToken,
+    ) -> Result<(), NotifyError> {
+        self.post(
+            json!({"event": "approval.pending", "approval": approval, "token": token.expose()}),
+        )
+        .await
     }
 
     async fn notify_decision(&self, approval: &Approval) -> Result<(), NotifyError> {
-        self.post(json!({"event": "approval.decided", "approval": approval})).await
+        self.post(json!({"event": "approval.decided", "approval": approval}))
+            .await
     }
 }

@@ -23,7 +23,10 @@ impl ReceivedRequest {
     /// The first header called `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
         let name = name.to_ascii_lowercase();
-        self.headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -39,7 +42,9 @@ pub struct HttpSink {
 impl HttpSink {
     /// Starts listening.
     pub async fn start(fail_first: usize) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("binding the HTTP sink");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binding the HTTP sink");
         let port = listener.local_addr().expect("sink address").port();
         let (tx, rx) = mpsc::unbounded_channel();
         let seen = Arc::new(AtomicUsize::new(0));
@@ -47,10 +52,18 @@ impl HttpSink {
             while let Ok((mut socket, _)) = listener.accept().await {
                 let (tx, seen) = (tx.clone(), seen.clone());
                 tokio::spawn(async move {
-                    let Some(request) = read_request(&mut socket).await else { return };
+                    let Some(request) = read_request(&mut socket).await else {
+                        return;
+                    };
                     let n = seen.fetch_add(1, Ordering::SeqCst);
-                    let status = if n < fail_first { "500 Internal Server Error" } else { "200 OK" };
-                    let reply = format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                    let status = if n < fail_first {
+                        "500 Internal Server Error"
+                    } else {
+                        "200 OK"
+                    };
+                    let reply = format!(
+                        "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                    );
                     let _ = socket.write_all(reply.as_bytes()).await;
                     let _ = socket.shutdown().await;
                     let _ = tx.send(request);
@@ -67,7 +80,10 @@ impl HttpSink {
 
     /// The next request received, waiting up to `timeout`.
     pub async fn next(&mut self, timeout: std::time::Duration) -> Option<ReceivedRequest> {
-        tokio::time::timeout(timeout, self.rx.recv()).await.ok().flatten()
+        tokio::time::timeout(timeout, self.rx.recv())
+            .await
+            .ok()
+            .flatten()
     }
 }
 
@@ -115,5 +131,10 @@ async fn read_request(socket: &mut tokio::net::TcpStream) -> Option<ReceivedRequ
         }
         body.extend_from_slice(&chunk[..n]);
     }
-    Some(ReceivedRequest { method, path, headers, body })
+    Some(ReceivedRequest {
+        method,
+        path,
+        headers,
+        body,
+    })
 }

@@ -13,7 +13,10 @@ struct Writer(Arc<Mutex<Vec<u8>>>);
 
 impl Write for Writer {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend_from_slice(data);
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend_from_slice(data);
         Ok(data.len())
     }
 
@@ -33,12 +36,19 @@ impl LogCapture {
             .with_ansi(false)
             .with_writer(move || Writer(writer_buffer.clone()))
             .finish();
-        tracing::subscriber::set_global_default(subscriber).expect("a global subscriber was already installed");
+        tracing::subscriber::set_global_default(subscriber)
+            .expect("a global subscriber was already installed");
         Self { buffer }
     }
 
     /// Everything logged so far.
     pub fn contents(&self) -> String {
-        String::from_utf8_lossy(&self.buffer.lock().unwrap_or_else(std::sync::PoisonError::into_inner)).into_owned()
+        String::from_utf8_lossy(
+            &self
+                .buffer
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+        .into_owned()
     }
 }

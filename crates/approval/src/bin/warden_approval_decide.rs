@@ -59,7 +59,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .max_connections(20)
         .acquire_timeout(Duration::from_secs(30))
         .sqlx_logging(false);
-    let db = Database::connect(options).await.context("connecting to the database")?;
+    let db = Database::connect(options)
+        .await
+        .context("connecting to the database")?;
     let prefix = KeyPrefix::new(&args.prefix)?;
     let cache = match &args.redis_url {
         Some(url) => Cache::redis(
@@ -80,7 +82,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut tasks = Vec::new();
     for token in tokens.iter().filter(|t| !t.trim().is_empty()) {
         for _ in 0..args.attempts {
-            let (manager, token, approver, deny) = (manager.clone(), token.trim().to_owned(), args.approver.clone(), args.deny);
+            let (manager, token, approver, deny) = (
+                manager.clone(),
+                token.trim().to_owned(),
+                args.approver.clone(),
+                args.deny,
+            );
             tasks.push(tokio::spawn(async move {
                 if deny {
                     manager.deny(&token, &approver, Some("raced")).await

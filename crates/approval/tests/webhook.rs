@@ -1,0 +1,97 @@
+//! The webhook notifier delivers a verifiable signature, retries server
+//! errors, and never fails a decision when the endpoint is down.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{issued, request};
+use warden_approval::{ApprovalStatus, Notifier, WebhookNotifier, webhook_signature};
+use warden_testkit::{HttpSink, ReceivedRequest, free_port};
+
+const SECRET: &[u8] = b"webhook-secret-for-tests-0123456789";
+
+fn verify_signature(req: &ReceivedRequest) {
+    let timestamp: i64 = req.header("x-warden-timestamp").unwrap().parse().unwrap();
+    let expected = webhook_signature(SECRET, timestamp, &req.body).unwrap();
+    assert_eq!(req.header("x-warden-signature"), Some(expected.as_str()));
+    let wrong = webhook_signature(b"some-other-secret-0123456789", timestamp, &req.body).unwrap();
+    assert_ne!(req.header("x-warden-signature"), Some(wrong.as_str()));
+    assert!((chrono::Utc::now().timestamp() - timestamp).abs() < 60);
+}
+
+#[tokio::test]
+async fn webhook_delivers_signed_notifications_and_retries_server_errors() {
+    let mut sink = HttpSink::start(1).await;
+    let notifier = WebhookNotifier::new(&sink.url(), SECRET, Duration::from_secs(2), 3).unwrap();
+    let f = common::sqlite_in_process().await;
+    let manager = f.manager.clone().with_notifier(Arc::new(notifier));
+
+    let token = issued(manager.issue(&request("r-hook")).await.unwrap());
+    let first = sink
+        .next(Duration::from_secs(10))
+        .await
+        .expect("first attempt");
+    let retried = sink
+        .next(Duration::from_secs(10))
+        .await
+        .expect("retry after the 500");
+    assert_eq!(
+        first.body, retried.body,
+        "the retry resends the same notification"
+    );
+    assert_eq!(retried.method, "POST");
+    verify_signature(&retried);
+    let body: serde_json::Value = serde_json::from_slice(&retried.body).unwrap();
+    assert_eq!(body["event"], "approval.pending");
+    assert_eq!(body["approval"]["request_id"], "r-hook");
+    assert_eq!(
+        body["token"],
+        token.expose(),
+        "the approval system gets the token to decide with"
+    );
+
+    manager
+        .approve(token.expose(), "alice", None)
+        .await
+        .unwrap();
+    let decided = sink
+        .next(Duration::from_secs(10))
+        .await
+        .expect("decision notification");
+    verify_signature(&decided);
+    let body: serde_json::Value = serde_json::from_slice(&decided.body).unwrap();
+    assert_eq!(body["event"], "approval.decided");
+    assert_eq!(body["approval"]["status"], "APPROVED");
+    assert!(
+        body.get("token").is_none(),
+        "decisions do not repeat the token"
+    );
+}
+
+#[tokio::test]
+async fn a_dead_webhook_never_fails_the_approval() {
+    let url = format!("http://127.0.0.1:{}/hook", free_port());
+    let notifier = WebhookNotifier::new(&url, SECRET, Duration::from_millis(200), 2).unwrap();
+    let f = common::sqlite_in_process().await;
+    let manager = f.manager.clone().with_notifier(Arc::new(notifier.clone()));
+    let token = issued(manager.issue(&request("r-dead")).await.unwrap());
+    let decided = manager.deny(token.expose(), "bob", None).await.unwrap();
+    assert_eq!(decided.status, ApprovalStatus::Denied);
+    // Called directly, the failure is a typed error after the bounded attempts.
+    let err = notifier.notify_decision(&decided).await.unwrap_err();
+    assert!(err.reason.contains("2 attempts"), "{err}");
+}
+
+#[tokio::test]
+async fn webhook_configuration_is_validated() {
+    assert!(WebhookNotifier::new("ftp://x", SECRET, Duration::from_secs(1), 3).is_err());
+    assert!(
+        WebhookNotifier::new("https://hooks.example", b"short", Duration::from_secs(1), 3).is_err()
+    );
+    let n =
+        WebhookNotifier::new("https://hooks.example", SECRET, Duration::from_secs(1), 3).unwrap();
+    assert!(!format!("{n:?}").contains("webhook-secret"));
+}
