@@ -233,6 +233,25 @@ impl Cache {
         .await
     }
 
+    /// The raw values under several keys in one round trip (`MGET`), in
+    /// order. On Redis Cluster the keys must share a hash tag.
+    pub async fn get_many_bytes(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>, CacheError> {
+        let full = keys
+            .iter()
+            .map(|k| self.full_key(k))
+            .collect::<Result<Vec<_>, _>>()?;
+        match &self.backend {
+            Backend::Redis(pool) => {
+                let mut cmd = deadpool_redis::redis::cmd("MGET");
+                for key in &full {
+                    cmd.arg(key);
+                }
+                pool.query(&cmd).await
+            }
+            Backend::InProcess(store) => Ok(full.iter().map(|k| store.get(k)).collect()),
+        }
+    }
+
     /// Gets and deletes the value under `key` atomically: of concurrent takers,
     /// at most one gets it.
     pub async fn take_json<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, CacheError> {

@@ -1,8 +1,22 @@
-//! Warden's API keys (being built; see the keys issue).
+//! Warden's API keys: who is calling.
 //!
-//! Its job: issue keys shown once, store only their bcrypt hash, verify a
-//! presented key with one indexed fetch and a short-lived verification cache,
-//! and make revocation take effect at once.
+//! - [`KeyManager::create`] issues `wdn_<env>_<lookup>_<secret>` keys and
+//!   returns the plaintext once ([`PlainApiKey`]); only a bcrypt hash of the
+//!   secret is stored.
+//! - [`KeyManager::verify`]: one indexed fetch + one bcrypt verify, or a hit
+//!   in the short-lived verification cache (keyed by SHA-256 of the key).
+//! - [`KeyManager::revoke`] takes effect at once across processes.
+//! - [`Policy`]: the roles and trust levels of `policies/default.yaml`.
 //!
-//! Architecture invariant: a plaintext key exists only in the value returned at
-//! creation and in the caller's request; never in storage, logs or errors.
+//! Architecture invariant: a plaintext key exists only in the value returned
+//! at creation and in the caller's request; never in storage, logs or errors.
+
+mod error;
+mod manager;
+mod plain_key;
+mod policy;
+
+pub use error::KeyError;
+pub use manager::{CreatedKey, KeyInfo, KeyManager, NewKey, VerifiedKey};
+pub use plain_key::PlainApiKey;
+pub use policy::{Policy, Role, TrustLevel};

@@ -1,0 +1,317 @@
+//! The key contract on PostgreSQL + Redis and on SQLite + the in-process cache.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use chrono::Utc;
+use sea_orm::ConnectionTrait;
+use warden_cache::{Cache, KeyPrefix, RedisPool, RedisPoolConfig, Ttl};
+use warden_keys::{KeyError, KeyManager, NewKey};
+use warden_testkit::{TestDatabase, TestRedis};
+
+struct Fixture {
+    keys: KeyManager,
+    cache: Cache,
+    db: TestDatabase,
+    _redis: Option<TestRedis>,
+}
+
+fn redis_cache(redis: &TestRedis) -> Cache {
+    Cache::redis(
+        RedisPool::new(RedisPoolConfig {
+            url: redis.url.clone(),
+            max_size: 8,
+            wait_timeout: Duration::from_secs(2),
+            create_timeout: Duration::from_secs(2),
+            recycle_timeout: Duration::from_secs(2),
+            command_timeout: Duration::from_secs(2),
+        })
+        .unwrap(),
+        KeyPrefix::new(&redis.prefix).unwrap(),
+    )
+}
+
+fn manager(db: &TestDatabase, cache: &Cache) -> KeyManager {
+    KeyManager::new(db.db.clone(), cache.clone(), 4, Ttl::from_secs(30).unwrap()).unwrap()
+}
+
+async fn postgres_redis() -> Fixture {
+    let db = TestDatabase::postgres().await;
+    let redis = TestRedis::new().await;
+    let cache = redis_cache(&redis);
+    Fixture {
+        keys: manager(&db, &cache),
+        cache,
+        db,
+        _redis: Some(redis),
+    }
+}
+
+async fn sqlite_in_process() -> Fixture {
+    let db = TestDatabase::sqlite().await;
+    let cache = Cache::in_process(KeyPrefix::new("k").unwrap(), 1000);
+    Fixture {
+        keys: manager(&db, &cache),
+        cache,
+        db,
+        _redis: None,
+    }
+}
+
+fn new_key(caller: &str) -> NewKey<'_> {
+    NewKey {
+        caller_id: caller,
+        role: "developer",
+        trust_level: 2,
+        environment: "test",
+        expires_at: None,
+    }
+}
+
+macro_rules! contract {
+    ($($name:ident),* $(,)?) => {
+        mod postgres_redis {
+            $(#[tokio::test] async fn $name() { super::$name(super::postgres_redis().await).await; })*
+        }
+        mod sqlite_in_process {
+            $(#[tokio::test] async fn $name() { super::$name(super::sqlite_in_process().await).await; })*
+        }
+    };
+}
+
+contract!(
+    created_key_verifies_and_only_its_hash_is_stored,
+    the_second_verify_is_served_from_the_cache,
+    wrong_unknown_and_malformed_keys_are_invalid,
+    revocation_takes_effect_at_once_even_when_cached,
+    expired_keys_are_refused,
+    last_used_at_is_written_at_most_once_a_minute,
+    one_key_per_caller,
+    invalid_fields_are_refused,
+);
+
+async fn created_key_verifies_and_only_its_hash_is_stored(f: Fixture) {
+    let created = f.keys.create(&new_key("agent-1")).await.unwrap();
+    let plain = created.plaintext.expose().to_owned();
+    assert!(plain.starts_with("wdn_test_"));
+    let v = f.keys.verify(&plain).await.unwrap();
+    assert_eq!(
+        (v.caller_id.as_str(), v.role.as_str(), v.trust_level),
+        ("agent-1", "developer", 2)
+    );
+    let stored =
+        f.db.strings("SELECT key_hash || ' ' || key_prefix FROM api_keys")
+            .await
+            .join("");
+    assert!(stored.starts_with("$2"), "bcrypt hash: {stored}");
+    assert!(
+        !stored.contains(&plain[created.plaintext.prefix().len() + 1..]),
+        "the secret is not stored"
+    );
+    let listed = serde_json::to_string(&f.keys.list().await.unwrap()).unwrap();
+    assert!(
+        !listed.contains("$2") && listed.contains(created.plaintext.prefix()),
+        "{listed}"
+    );
+}
+
+async fn the_second_verify_is_served_from_the_cache(f: Fixture) {
+    let created = f.keys.create(&new_key("agent-1")).await.unwrap();
+    f.keys.verify(created.plaintext.expose()).await.unwrap();
+    // Break the stored hash: a cache hit does not need it.
+    f.db.execute("UPDATE api_keys SET key_hash = '$2b$04$broken'")
+        .await;
+    f.keys.verify(created.plaintext.expose()).await.unwrap();
+    // A different manager sharing the cache is served too; without the cache entry the broken hash fails.
+    let entry = format!("apikey:{{{}}}:verified", created.plaintext.prefix());
+    assert!(f.cache.delete(&entry).await.unwrap());
+    assert!(matches!(
+        f.keys.verify(created.plaintext.expose()).await,
+        Err(KeyError::Invalid)
+    ));
+}
+
+async fn wrong_unknown_and_malformed_keys_are_invalid(f: Fixture) {
+    let created = f.keys.create(&new_key("agent-1")).await.unwrap();
+    let plain = created.plaintext.expose();
+    let other = f.keys.create(&new_key("agent-2")).await.unwrap();
+    // Right prefix, another key's secret.
+    let swapped = format!(
+        "{}_{}",
+        created.plaintext.prefix(),
+        &other.plaintext.expose()[other.plaintext.prefix().len() + 1..]
+    );
+    let unknown = format!("wdn_test_0123456789ab_{}", &plain[plain.len() - 43..]);
+    for bad in [
+        swapped.as_str(),
+        unknown.as_str(),
+        "",
+        "wdn_",
+        "Bearer x",
+        &"A".repeat(100_000),
+        "wdn_test_\0",
+    ] {
+        assert!(
+            matches!(f.keys.verify(bad).await, Err(KeyError::Invalid)),
+            "{bad:.30}"
+        );
+    }
+    f.keys.verify(plain).await.unwrap();
+}
+
+async fn revocation_takes_effect_at_once_even_when_cached(f: Fixture) {
+    let created = f.keys.create(&new_key("agent-1")).await.unwrap();
+    let plain = created.plaintext.expose().to_owned();
+    f.keys.verify(&plain).await.unwrap(); // now cached
+    let other_instance = KeyManager::new(
+        f.db.db.clone(),
+        f.cache.clone(),
+        4,
+        Ttl::from_secs(30).unwrap(),
+    )
+    .unwrap();
+    other_instance.verify(&plain).await.unwrap();
+    let info = f.keys.revoke("agent-1").await.unwrap();
+    assert!(!info.is_active && info.revoked_at.is_some());
+    assert!(matches!(
+        f.keys.verify(&plain).await,
+        Err(KeyError::Revoked)
+    ));
+    assert!(matches!(
+        other_instance.verify(&plain).await,
+        Err(KeyError::Revoked)
+    ));
+    assert!(matches!(
+        f.keys.revoke("nobody").await,
+        Err(KeyError::NotFound { .. })
+    ));
+}
+
+async fn expired_keys_are_refused(f: Fixture) {
+    let mut k = new_key("agent-1");
+    k.expires_at = Some(Utc::now() + chrono::Duration::milliseconds(400));
+    let created = f.keys.create(&k).await.unwrap();
+    f.keys.verify(created.plaintext.expose()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(matches!(
+        f.keys.verify(created.plaintext.expose()).await,
+        Err(KeyError::Expired)
+    ));
+    let mut past = new_key("agent-2");
+    past.expires_at = Some(Utc::now() - chrono::Duration::seconds(1));
+    let created = f.keys.create(&past).await.unwrap();
+    assert!(matches!(
+        f.keys.verify(created.plaintext.expose()).await,
+        Err(KeyError::Expired)
+    ));
+}
+
+async fn last_used_at_is_written_at_most_once_a_minute(f: Fixture) {
+    let created = f.keys.create(&new_key("agent-1")).await.unwrap();
+    assert!(
+        f.keys
+            .find_by_caller("agent-1")
+            .await
+            .unwrap()
+            .unwrap()
+            .last_used_at
+            .is_none()
+    );
+    f.keys.verify(created.plaintext.expose()).await.unwrap();
+    let first = f
+        .keys
+        .find_by_caller("agent-1")
+        .await
+        .unwrap()
+        .unwrap()
+        .last_used_at
+        .unwrap();
+    let entry = format!("apikey:{{{}}}:verified", created.plaintext.prefix());
+    for _ in 0..3 {
+        f.cache.delete(&entry).await.unwrap(); // force the database path
+        f.keys.verify(created.plaintext.expose()).await.unwrap();
+    }
+    let again = f
+        .keys
+        .find_by_caller("agent-1")
+        .await
+        .unwrap()
+        .unwrap()
+        .last_used_at
+        .unwrap();
+    assert_eq!(first, again);
+    // An hour-old last use is refreshed.
+    let old = (Utc::now() - chrono::Duration::hours(1))
+        .format("%Y-%m-%d %H:%M:%S%:z")
+        .to_string();
+    let sql = match f.db.backend {
+        warden_testkit::Backend::Postgres => format!("UPDATE api_keys SET last_used_at = '{old}'"),
+        warden_testkit::Backend::Sqlite => {
+            format!(
+                "UPDATE api_keys SET last_used_at = '{}'",
+                (Utc::now() - chrono::Duration::hours(1)).to_rfc3339()
+            )
+        }
+    };
+    f.db.db.execute_unprepared(&sql).await.unwrap();
+    f.cache.delete(&entry).await.unwrap();
+    f.keys.verify(created.plaintext.expose()).await.unwrap();
+    let refreshed = f
+        .keys
+        .find_by_caller("agent-1")
+        .await
+        .unwrap()
+        .unwrap()
+        .last_used_at
+        .unwrap();
+    assert!(refreshed > again, "{refreshed} vs {again}");
+}
+
+async fn one_key_per_caller(f: Fixture) {
+    f.keys.create(&new_key("agent-1")).await.unwrap();
+    assert!(matches!(
+        f.keys.create(&new_key("agent-1")).await,
+        Err(KeyError::AlreadyExists { .. })
+    ));
+    assert_eq!(f.keys.list().await.unwrap().len(), 1);
+}
+
+async fn invalid_fields_are_refused(f: Fixture) {
+    let cases: [(NewKey<'_>, &str); 4] = [
+        (
+            NewKey {
+                caller_id: "",
+                ..new_key("x")
+            },
+            "caller_id",
+        ),
+        (
+            NewKey {
+                role: "r\n",
+                ..new_key("x")
+            },
+            "role",
+        ),
+        (
+            NewKey {
+                trust_level: -1,
+                ..new_key("x")
+            },
+            "trust_level",
+        ),
+        (
+            NewKey {
+                environment: "Prod_1",
+                ..new_key("x")
+            },
+            "environment",
+        ),
+    ];
+    for (k, expect) in cases {
+        match f.keys.create(&k).await {
+            Err(KeyError::InvalidField { field, .. }) => assert_eq!(field, expect),
+            other => panic!("{expect}: {other:?}"),
+        }
+    }
+    assert!(f.keys.list().await.unwrap().is_empty());
+}
