@@ -1,7 +1,9 @@
 //! `warden`: the operator CLI for Warden's storage.
 //!
-//! Exit codes: 0 success; 1 the command ran and failed (e.g. unhealthy storage,
-//! a failed migration); 2 bad usage or settings (the message names the variable).
+//! Exit codes (every command): 0 success; 1 the command ran and the answer is
+//! "no" or it failed (unhealthy storage, broken audit chain, invalid key, a
+//! refused decision, a storage error); 2 bad usage or invalid settings (the
+//! message names each bad variable).
 
 use std::process::ExitCode;
 
@@ -28,10 +30,22 @@ enum Command {
         #[arg(long, global = true)]
         json: bool,
     },
+    /// Load the policy file and create the development key if it is missing.
+    Seed(commands::seed::Args),
+    /// Create, list, revoke and verify API keys.
+    #[command(subcommand)]
+    Keys(commands::keys::Keys),
+    /// Read and verify the audit trail.
+    #[command(subcommand)]
+    Audit(commands::audit::Audit),
+    /// List and decide human approvals.
+    #[command(subcommand)]
+    Approvals(commands::approvals::Approvals),
     /// Check that the database, the cache and the schema are usable.
     ///
-    /// Exit codes: 0 nothing failed (with --strict: everything passed);
-    /// 1 a check failed (or, with --strict, warned); 2 the settings are invalid.
+    /// Prints PASS, WARN or FAIL per check. Exit codes: 0 nothing failed
+    /// (with --strict: everything passed); 1 a check failed (or, with
+    /// --strict, was not PASS); 2 the settings are invalid.
     Health {
         /// Fail on anything but PASS.
         #[arg(long)]
@@ -40,6 +54,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run the whole flow on the embedded default (SQLite + in-process
+    /// cache) — or on PostgreSQL/Redis when DATABASE_URL/REDIS_URL are set.
+    Demo(commands::demo::Args),
 }
 
 /// How a command ended, mapped to the documented exit codes.
@@ -52,7 +69,11 @@ pub(crate) enum Outcome {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     output::init_tracing();
-    let settings = match warden_core::Settings::from_env() {
+    let settings = match &cli.command {
+        Command::Demo(args) => commands::demo::settings(args),
+        _ => warden_core::Settings::from_env(),
+    };
+    let settings = match settings {
         Ok(settings) => settings,
         Err(e) => {
             output::error(&e);
@@ -61,9 +82,14 @@ async fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Migrate { action, json } => commands::migrate::run(&settings, action, json).await,
+        Command::Seed(args) => commands::seed::run(&settings, args).await,
+        Command::Keys(cmd) => commands::keys::run(&settings, cmd).await,
+        Command::Audit(cmd) => commands::audit::run(&settings, cmd).await,
+        Command::Approvals(cmd) => commands::approvals::run(&settings, cmd).await,
         Command::Health { strict, json } => {
             Ok(commands::health::run(&settings, strict, json).await)
         }
+        Command::Demo(args) => commands::demo::run(&settings, args).await,
     };
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,

@@ -1,16 +1,26 @@
 //! Everything the CLI prints goes through here: tables and JSON on stdout,
 //! errors and logs on stderr.
-#![allow(
-    clippy::print_stdout,
-    clippy::print_stderr,
-    reason = "this is the CLI's output"
-)]
+//!
+//! Writes never panic: a closed pipe (`warden audit tail | head`) just stops
+//! the output.
+
+use std::io::Write;
 
 use serde::Serialize;
 
+fn out(text: &str) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "{text}");
+}
+
+fn err(text: &str) {
+    let mut stderr = std::io::stderr().lock();
+    let _ = writeln!(stderr, "{text}");
+}
+
 pub(crate) fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -18,16 +28,64 @@ pub(crate) fn init_tracing() {
 }
 
 pub(crate) fn line(text: &str) {
-    println!("{text}");
+    out(text);
 }
 
 pub(crate) fn error(error: &dyn std::fmt::Display) {
-    eprintln!("warden: {error:#}");
+    err(&format!("warden: {error:#}"));
 }
 
-pub(crate) fn json<T: Serialize>(value: &T) {
+pub(crate) fn json<T: Serialize + ?Sized>(value: &T) {
     match serde_json::to_string_pretty(value) {
-        Ok(text) => println!("{text}"),
-        Err(e) => eprintln!("warden: cannot encode JSON: {e}"),
+        Ok(text) => out(&text),
+        Err(e) => err(&format!("warden: cannot encode JSON: {e}")),
     }
+}
+
+/// An aligned text table.
+pub(crate) fn table(headers: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+    }
+    let render = |cells: Vec<&str>| {
+        cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<width$}", width = widths.get(i).copied().unwrap_or(0)))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_owned()
+    };
+    out(&render(headers.to_vec()));
+    for row in rows {
+        out(&render(row.iter().map(String::as_str).collect()));
+    }
+    if rows.is_empty() {
+        out("(none)");
+    }
+}
+
+/// Reads one secret line from stdin (tokens and keys never go on the command line).
+pub(crate) fn read_secret(what: &str) -> anyhow::Result<String> {
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    let secret = line.trim().to_owned();
+    if secret.is_empty() {
+        anyhow::bail!("expected the {what} on standard input");
+    }
+    Ok(secret)
+}
+
+pub(crate) fn time(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M:%S").to_string()
+}
+
+pub(crate) fn opt_time(t: Option<chrono::DateTime<chrono::Utc>>) -> String {
+    t.map_or_else(|| "-".to_owned(), time)
 }

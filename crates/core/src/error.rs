@@ -19,4 +19,7 @@ pub enum CoreError {
     /// The cache could not be set up.
     #[error(transparent)]
     Cache(#[from] CacheError),
+    /// The key manager could not be set up.
+    #[error(transparent)]
+    Keys(#[from] warden_keys::KeyError),
 }

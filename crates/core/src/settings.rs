@@ -173,6 +173,13 @@ pub struct Settings {
     pub audit_batch_size: usize,
     /// `AUDIT_BUFFER_CAPACITY` (default 65536): events buffered in memory.
     pub audit_buffer_capacity: usize,
+    /// `BCRYPT_COST` (default 12, 4..=31): work factor for new API keys.
+    pub bcrypt_cost: u32,
+    /// `KEY_VERIFY_CACHE_TTL_SECONDS` (default 30, 1..=3600): how long a
+    /// verified key is trusted from the cache.
+    pub key_verify_cache_ttl: Duration,
+    /// `POLICY_PATH` (default `policies/default.yaml`): roles and trust levels.
+    pub policy_path: std::path::PathBuf,
     /// `AUDIT_MAX_ARGS_BYTES` (default 65536): stored (redacted) arguments
     /// larger than this are truncated; the hash still covers them in full.
     pub audit_max_args_bytes: usize,
@@ -317,6 +324,18 @@ impl Settings {
         Self::from_lookup(|name| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned()))
     }
 
+    /// Loads `.env` into the process environment if the file exists (real
+    /// environment variables win). A malformed file is an error.
+    pub fn load_dotenv() -> Result<(), SettingsError> {
+        match dotenvy::dotenv() {
+            Ok(_) => Ok(()),
+            Err(e) if e.not_found() => Ok(()),
+            Err(e) => Err(SettingsError::DotEnv {
+                reason: e.to_string(),
+            }),
+        }
+    }
+
     /// Reads the settings through `lookup` (variable name → value). Empty values
     /// count as unset. Every problem is collected and reported together.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
@@ -424,6 +443,13 @@ impl Settings {
         );
         let audit_batch_size = r.number("AUDIT_BATCH_SIZE", 256, (1, 10_000));
         let audit_buffer_capacity = r.number("AUDIT_BUFFER_CAPACITY", 65_536, (1, 10_000_000));
+        let bcrypt_cost = r.number("BCRYPT_COST", 12, (4, 31));
+        let key_verify_cache_ttl =
+            Duration::from_secs(r.number("KEY_VERIFY_CACHE_TTL_SECONDS", 30, (1, 3_600)));
+        let policy_path = r.get("POLICY_PATH").map_or_else(
+            || "policies/default.yaml".into(),
+            |p| std::path::PathBuf::from(p.trim()),
+        );
         let audit_max_args_bytes =
             r.number("AUDIT_MAX_ARGS_BYTES", 65_536, (256, 16 * 1024 * 1024));
 
@@ -445,6 +471,9 @@ impl Settings {
                 audit_batch_size,
                 audit_buffer_capacity,
                 audit_max_args_bytes,
+                bcrypt_cost,
+                key_verify_cache_ttl,
+                policy_path,
             }),
             _ => Err(SettingsError::Invalid(r.problems)),
         }

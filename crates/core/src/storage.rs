@@ -1,6 +1,9 @@
 use sea_orm::{ConnectOptions, Database, DatabaseConnection};
 use tracing::{info, instrument};
-use warden_cache::{Cache, RedisPool};
+use warden_approval::ApprovalManager;
+use warden_audit::{AuditLogger, AuditQuery};
+use warden_cache::{Cache, RedisPool, Ttl};
+use warden_keys::KeyManager;
 
 use crate::{CoreError, DatabaseBackend, Settings};
 
@@ -65,6 +68,37 @@ impl Storage {
             cache,
             settings: settings.clone(),
         })
+    }
+
+    /// The API key manager (bcrypt cost and verification cache from settings).
+    pub fn key_manager(&self) -> Result<KeyManager, CoreError> {
+        let ttl = Ttl::new(self.settings.key_verify_cache_ttl)?;
+        Ok(KeyManager::new(
+            self.db.clone(),
+            self.cache.clone(),
+            self.settings.bcrypt_cost,
+            ttl,
+        )?)
+    }
+
+    /// The approval manager (TTL from `APPROVAL_TOKEN_TTL_SECONDS`).
+    pub fn approval_manager(&self) -> ApprovalManager {
+        ApprovalManager::new(
+            self.db.clone(),
+            self.cache.clone(),
+            self.settings.approval_token_ttl,
+        )
+    }
+
+    /// Starts an audit logger (spill file, batch size, chain key from settings).
+    /// Call `shutdown` on it before exiting.
+    pub fn audit_logger(&self) -> AuditLogger {
+        AuditLogger::start(self.db.clone(), self.settings.audit_logger_config())
+    }
+
+    /// Read access to the audit trail.
+    pub fn audit_query(&self) -> AuditQuery {
+        AuditQuery::new(self.db.clone())
     }
 
     /// Which database engine this storage talks to.

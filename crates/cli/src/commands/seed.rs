@@ -1,0 +1,76 @@
+use warden_core::Settings;
+use warden_keys::{KeyError, NewKey, Policy};
+
+use crate::{Outcome, output};
+
+/// Options of `warden seed`.
+#[derive(clap::Args)]
+pub(crate) struct Args {
+    /// Print machine-readable JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+const DEV_CALLER: &str = "dev-agent";
+const DEV_ROLE: &str = "developer";
+const DEV_TRUST: i16 = 2;
+
+pub(crate) fn load_policy(settings: &Settings) -> anyhow::Result<Policy> {
+    let path = &settings.policy_path;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot read the policy file {} (POLICY_PATH): {e}",
+            path.display()
+        )
+    })?;
+    Policy::from_yaml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+pub(crate) async fn run(settings: &Settings, args: Args) -> anyhow::Result<Outcome> {
+    let policy = load_policy(settings)?;
+    policy.check(DEV_ROLE, DEV_TRUST)?;
+    let storage = super::connect_migrated(settings).await?;
+    let keys = storage.key_manager()?;
+    let created = match keys
+        .create(&NewKey {
+            caller_id: DEV_CALLER,
+            role: DEV_ROLE,
+            trust_level: DEV_TRUST,
+            environment: settings.environment.as_str(),
+            expires_at: None,
+        })
+        .await
+    {
+        Ok(created) => Some(created),
+        Err(KeyError::AlreadyExists { .. }) => None,
+        Err(e) => return Err(e.into()),
+    };
+    if args.json {
+        output::json(&serde_json::json!({
+            "policy": {"roles": policy.roles.len(), "trust_levels": policy.trust_levels.len()},
+            "dev_key_created": created.is_some(),
+            "api_key": created.as_ref().map(|c| c.plaintext.expose()),
+        }));
+    } else {
+        output::line(&format!(
+            "policy {}: {} roles, {} trust levels",
+            settings.policy_path.display(),
+            policy.roles.len(),
+            policy.trust_levels.len()
+        ));
+        match &created {
+            Some(c) => {
+                output::line(&format!(
+                    "created the {DEV_CALLER} key (role {DEV_ROLE}, trust level {DEV_TRUST})."
+                ));
+                output::line("Its plaintext is shown once, now:");
+                output::line(c.plaintext.expose());
+            }
+            None => output::line(&format!(
+                "the {DEV_CALLER} key already exists (its plaintext cannot be shown again)"
+            )),
+        }
+    }
+    storage.close().await?;
+    Ok(Outcome::Success)
+}
