@@ -252,10 +252,16 @@ impl ApprovalManager {
             .get_json::<Approval>(&cache_key(token_hash))
             .await
         {
-            Ok(Some(approval)) => {
+            // Decisions are final, so a cached decision is always right. A
+            // cached PENDING is trusted only from a cache every process
+            // shares: an in-process cache cannot see another process decide.
+            Ok(Some(approval))
+                if approval.status != ApprovalStatus::Pending || self.cache.is_shared() =>
+            {
                 debug!(path = "cache", "approval found");
                 return Ok(approval);
             }
+            Ok(Some(_)) => debug!("pending in the local cache; confirming with the database"),
             Ok(None) => debug!("approval not in cache; asking the database"),
             Err(e) => warn!(error = %e, "approval cache unavailable; asking the database"),
         }

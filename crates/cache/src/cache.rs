@@ -88,6 +88,12 @@ impl Cache {
         }
     }
 
+    /// True when every process using the same server and prefix sees the
+    /// same data (Redis); false for the in-process backend.
+    pub fn is_shared(&self) -> bool {
+        matches!(self.backend, Backend::Redis(_))
+    }
+
     /// The namespace of this cache's keys.
     pub fn prefix(&self) -> &KeyPrefix {
         &self.prefix

@@ -1,0 +1,377 @@
+//! The `warden` binary end to end, as an operator runs it: against real
+//! PostgreSQL + Redis and against the embedded default, asserting on output
+//! and exit codes.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use warden_approval::{ApprovalManager, ApprovalRequest, IssueOutcome};
+use warden_testkit::{Backend, TestDatabase, TestRedis, free_port};
+
+const POLICY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../policies/default.yaml");
+
+/// The storage a CLI run talks to.
+struct Env {
+    db: TestDatabase,
+    redis: Option<TestRedis>,
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    async fn new(backend: Backend) -> Self {
+        let db = TestDatabase::new(backend).await;
+        let redis = match backend {
+            Backend::Postgres => Some(TestRedis::new().await),
+            Backend::Sqlite => None,
+        };
+        Self {
+            db,
+            redis,
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_warden"));
+        cmd.args(args)
+            .current_dir(self.dir.path())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("DATABASE_URL", &self.db.url)
+            .env("BCRYPT_COST", "4")
+            .env("POLICY_PATH", POLICY)
+            .env("AUDIT_SPILL_PATH", self.dir.path().join("audit.spill"));
+        if let Some(redis) = &self.redis {
+            cmd.env("REDIS_URL", &redis.url)
+                .env("CACHE_KEY_PREFIX", &redis.prefix);
+        }
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
+    }
+
+    fn run_stdin(&self, args: &[&str], input: &str) -> Output {
+        let mut child = self
+            .cmd(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    }
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn ok(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        o.status.code(),
+        stdout(o),
+        stderr(o)
+    );
+    stdout(o)
+}
+
+fn failed(o: &Output, code: i32) -> String {
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "stdout: {}\nstderr: {}",
+        stdout(o),
+        stderr(o)
+    );
+    stderr(o)
+}
+
+#[tokio::test]
+async fn keys_seed_and_revocation_end_to_end() {
+    for backend in Backend::ALL {
+        let env = Env::new(backend).await;
+        assert!(ok(&env.run(&["migrate", "status"])).contains("5 applied, 0 pending"));
+
+        let seeded = ok(&env.run(&["seed"]));
+        let dev_key = seeded
+            .lines()
+            .find(|l| l.starts_with("wdn_"))
+            .expect("plaintext printed once")
+            .to_owned();
+        assert!(
+            ok(&env.run(&["seed"])).contains("already exists"),
+            "{backend:?}"
+        );
+
+        let verified = ok(&env.run_stdin(&["keys", "verify"], &format!("{dev_key}\n")));
+        assert!(
+            verified.contains("caller dev-agent role developer trust level 2"),
+            "{verified}"
+        );
+
+        let created: serde_json::Value = serde_json::from_str(&ok(&env.run(&[
+            "keys",
+            "create",
+            "--caller",
+            "ci-bot",
+            "--role",
+            "service",
+            "--trust-level",
+            "3",
+            "--json",
+        ])))
+        .unwrap();
+        let ci_key = created["api_key"].as_str().unwrap().to_owned();
+        let listed = ok(&env.run(&["keys", "list"]));
+        assert!(listed.contains("ci-bot") && listed.contains("dev-agent"));
+        assert!(
+            !listed.contains(&ci_key) && !listed.contains("$2"),
+            "list shows no secrets: {listed}"
+        );
+
+        // Policy violations and duplicates are clear errors.
+        let err = failed(
+            &env.run(&[
+                "keys",
+                "create",
+                "--caller",
+                "x",
+                "--role",
+                "viewer",
+                "--trust-level",
+                "3",
+            ]),
+            1,
+        );
+        assert!(err.contains("allows trust level 1 at most"), "{err}");
+        let err = failed(
+            &env.run(&[
+                "keys",
+                "create",
+                "--caller",
+                "ci-bot",
+                "--role",
+                "service",
+                "--trust-level",
+                "1",
+            ]),
+            1,
+        );
+        assert!(err.contains("already has an API key"), "{err}");
+
+        // Revocation seen by the next process at once (the key was just verified, so cached).
+        ok(&env.run_stdin(&["keys", "verify"], &ci_key));
+        ok(&env.run(&["keys", "revoke", "ci-bot"]));
+        let err = failed(&env.run_stdin(&["keys", "verify"], &ci_key), 1);
+        assert!(err.contains("revoked"), "{err}");
+        let err = failed(&env.run_stdin(&["keys", "verify"], "wdn_nope\n"), 1);
+        assert!(err.contains("invalid API key"), "{err}");
+        let err = failed(&env.run_stdin(&["keys", "verify"], ""), 1);
+        assert!(err.contains("standard input"), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn demo_audit_and_approvals_end_to_end() {
+    for backend in Backend::ALL {
+        let env = Env::new(backend).await;
+        let demo = ok(&env.run(&["demo"]));
+        assert!(demo.contains("chain     valid"), "{demo}");
+        assert!(
+            demo.contains("\"password\":\"[REDACTED]\""),
+            "secrets shown redacted: {demo}"
+        );
+        assert!(
+            !demo.contains("hunter2-prod") && !demo.contains("sk-live-4f9a"),
+            "{demo}"
+        );
+
+        let tail = ok(&env.run(&["audit", "tail", "-n", "3"]));
+        assert!(
+            tail.contains("APPROVED") && tail.lines().count() == 4,
+            "{tail}"
+        );
+        let events: serde_json::Value =
+            serde_json::from_str(&ok(&env.run(&["audit", "tail", "--json"]))).unwrap();
+        let request_id = events[0]["request_id"].as_str().unwrap().to_owned();
+        assert!(ok(&env.run(&["audit", "show", &request_id])).contains("raw args sha256"));
+        failed(&env.run(&["audit", "show", "no-such-request"]), 1);
+
+        let verified = ok(&env.run(&["audit", "verify"]));
+        assert!(verified.starts_with("PASS  6 rows verified"), "{verified}");
+        let checkpoint = ok(&env.run(&["audit", "checkpoint"])).trim().to_owned();
+        assert!(
+            ok(&env.run(&["audit", "verify", "--checkpoint", &checkpoint])).starts_with("PASS")
+        );
+        let ahead = format!("99:{}", "0".repeat(64));
+        assert!(
+            stdout(&env.run(&["audit", "verify", "--checkpoint", &ahead]))
+                .contains("FAIL  Truncated")
+        );
+        failed(
+            &env.run(&["audit", "verify", "--checkpoint", "nonsense"]),
+            1,
+        );
+
+        // Approvals: issued by a gateway (the library), decided by an operator (the CLI).
+        let cache = match &env.redis {
+            Some(r) => warden_cache::Cache::redis(
+                warden_cache::RedisPool::new(warden_cache::RedisPoolConfig {
+                    url: r.url.clone(),
+                    max_size: 4,
+                    wait_timeout: Duration::from_secs(2),
+                    create_timeout: Duration::from_secs(2),
+                    recycle_timeout: Duration::from_secs(2),
+                    command_timeout: Duration::from_secs(2),
+                })
+                .unwrap(),
+                warden_cache::KeyPrefix::new(&r.prefix).unwrap(),
+            ),
+            None => {
+                warden_cache::Cache::in_process(warden_cache::KeyPrefix::new("t").unwrap(), 100)
+            }
+        };
+        let manager = ApprovalManager::new(env.db.db.clone(), cache, Duration::from_secs(60));
+        let IssueOutcome::Issued { id, token, .. } = manager
+            .issue(&ApprovalRequest {
+                request_id: "held-1".into(),
+                caller_id: "agent".into(),
+                tool_name: "db.drop_table".into(),
+                sanitized_tool_call: serde_json::json!({"table": "orders"}),
+                raw_args_hash: "cd".repeat(32),
+                risk_labels: vec!["destructive".into()],
+                ttl: None,
+            })
+            .await
+            .unwrap()
+        else {
+            panic!("not issued")
+        };
+        let pending = ok(&env.run(&["approvals", "list", "--status", "pending"]));
+        assert!(
+            pending.contains("held-1") && pending.contains("PENDING"),
+            "{pending}"
+        );
+        assert!(ok(&env.run(&["approvals", "show", &id.to_string()])).contains("destructive"));
+        let approved = ok(&env.run_stdin(
+            &["approvals", "approve", "--approver", "ops", "--note", "ok"],
+            token.expose(),
+        ));
+        assert!(approved.starts_with("APPROVED"), "{approved}");
+        let err = failed(
+            &env.run_stdin(&["approvals", "deny", "--approver", "ops"], token.expose()),
+            1,
+        );
+        assert!(err.contains("already decided"), "{err}");
+        let err = failed(
+            &env.run_stdin(&["approvals", "approve", "--approver", "ops"], "garbage"),
+            1,
+        );
+        assert!(err.contains("no approval"), "{err}");
+        assert!(ok(&env.run(&["approvals", "expire"])).contains("0 approval(s) expired"));
+        assert_eq!(
+            manager.check(token.expose()).await.unwrap().status,
+            warden_approval::ApprovalStatus::Approved
+        );
+        let listed: serde_json::Value =
+            serde_json::from_str(&ok(&env.run(&["approvals", "list", "--json"]))).unwrap();
+        assert!(
+            !listed.to_string().contains(token.expose()),
+            "no token in any output"
+        );
+    }
+}
+
+#[tokio::test]
+async fn health_and_exit_codes() {
+    let env = Env::new(Backend::Postgres).await;
+    let healthy = ok(&env.run(&["health", "--strict"]));
+    assert_eq!(
+        healthy.lines().filter(|l| l.starts_with("PASS")).count(),
+        3,
+        "{healthy}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&env.run(&["health", "--json"]))).unwrap();
+    assert_eq!(json["cache"]["status"], "PASS");
+
+    let mut down = env.cmd(&["health", "--strict"]);
+    down.env("REDIS_URL", format!("redis://127.0.0.1:{}", free_port()))
+        .env("HEALTH_TIMEOUT_MS", "1000");
+    let out = down.output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).contains("FAIL  cache"), "{}", stdout(&out));
+
+    let mut bad = env.cmd(&["health"]);
+    bad.env("DATABASE_MAX_CONNECTIONS", "many")
+        .env("REDIS_URL", "mysql://x");
+    let err = failed(&bad.output().unwrap(), 2);
+    assert!(
+        err.contains("DATABASE_MAX_CONNECTIONS") && err.contains("REDIS_URL"),
+        "{err}"
+    );
+
+    let mut bad_policy = env.cmd(&["seed"]);
+    std::fs::write(env.dir.path().join("bad.yaml"), "roles: [").unwrap();
+    bad_policy.env("POLICY_PATH", env.dir.path().join("bad.yaml"));
+    let err = failed(&bad_policy.output().unwrap(), 1);
+    assert!(err.contains("bad.yaml"), "{err}");
+
+    let unmigrated = TestDatabase::empty(Backend::Sqlite).await;
+    let mut cmd = env.cmd(&["keys", "list"]);
+    cmd.env("DATABASE_URL", &unmigrated.url)
+        .env_remove("REDIS_URL");
+    let err = failed(&cmd.output().unwrap(), 1);
+    assert!(err.contains("run `warden migrate up`"), "{err}");
+
+    for args in [
+        &["--help"][..],
+        &["keys", "--help"],
+        &["audit", "verify", "--help"],
+        &["demo", "--help"],
+    ] {
+        assert!(!ok(&env.run(args)).is_empty());
+    }
+    assert_eq!(env.run(&["no-such-command"]).status.code(), Some(2));
+}
+
+#[test]
+fn demo_runs_with_no_services_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .arg("demo")
+        .current_dir(dir.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .output()
+        .unwrap();
+    let text = ok(&out);
+    assert!(text.contains("in-process (embedded default)"), "{text}");
+    assert!(text.contains("chain     valid"), "{text}");
+    assert!(dir.path().join("warden-demo.db").exists());
+    // A second run on the same file works too.
+    let again = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .arg("demo")
+        .current_dir(dir.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .output()
+        .unwrap();
+    assert!(ok(&again).contains("chain     valid"));
+}
