@@ -21,6 +21,14 @@ lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets --locked -- -D warnings
 
-# Check storage health (PASS/FAIL per database, cache, migrations).
+# Check storage health (PASS/FAIL per database, cache, migrations); exit 1 on FAIL.
 health *ARGS:
     cargo run -p warden-cli -- health {{ARGS}}
+
+# Load the policy file and create the dev-agent key (printed once).
+seed:
+    cargo run -p warden-cli -- seed
+
+# The whole flow on the embedded default (or DATABASE_URL/REDIS_URL when set).
+demo:
+    cargo run -p warden-cli -- demo
