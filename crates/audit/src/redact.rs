@@ -265,15 +265,33 @@ impl Redactor {
                 Value::Array(out)
             }
             Value::String(s) => Value::String(redact_string(s, path, flags)),
-            Value::Number(n) => match n.as_f64() {
-                Some(f) if f == 0.0 && f.is_sign_negative() && !n.is_i64() && !n.is_u64() => {
-                    Value::from(0.0)
-                }
-                _ => value.clone(),
-            },
+            Value::Number(n) => storable_number(n).unwrap_or_else(|| value.clone()),
             Value::Bool(_) | Value::Null => value.clone(),
         })
     }
+}
+
+/// The form PostgreSQL's `numeric` gives a float back in, when it differs:
+/// no negative zero, and floats of 1e16 or more (always integral; serde_json
+/// writes them with an exponent) come back as integers when they fit one.
+fn storable_number(n: &serde_json::Number) -> Option<Value> {
+    if n.is_i64() || n.is_u64() {
+        return None;
+    }
+    let f = n.as_f64()?;
+    if f == 0.0 && f.is_sign_negative() {
+        return Some(Value::from(0.0));
+    }
+    if f.abs() >= 1e16 {
+        // Exact: every f64 this large is an integer, and the range is checked.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        if (0.0..18_446_744_073_709_551_616.0).contains(&f) {
+            return Some(Value::from(f as u64));
+        } else if (-9_223_372_036_854_775_808.0..0.0).contains(&f) {
+            return Some(Value::from(f as i64));
+        }
+    }
+    None
 }
 
 fn redact_string(s: &str, path: &str, flags: &mut Vec<RedactionFlag>) -> String {

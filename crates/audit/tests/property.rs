@@ -36,6 +36,14 @@ fn arb_number() -> impl Strategy<Value = Value> {
         Just(Value::from(5e-324)),
         Just(Value::from(0.1 + 0.2)),
         Just(Value::from(100.0)),
+        Just(Value::from(1e15)),
+        Just(Value::from(1e16)),
+        Just(Value::from(8.29871215518813e16)),
+        Just(Value::from(1.8e19)),
+        Just(Value::from(-9.3e18)),
+        Just(Value::from(-9.2e18)),
+        Just(Value::from(123456789012345.6)),
+        (-1e20f64..1e20f64).prop_map(Value::from),
     ]
 }
 

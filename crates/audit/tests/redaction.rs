@@ -178,6 +178,25 @@ fn nul_characters_and_negative_zero_become_storable() {
 }
 
 #[test]
+fn large_floats_take_the_form_postgres_returns() {
+    let r = Redactor::default()
+        .redact(&json!([
+            8.29871215518813e16,
+            1e16,
+            -9.2e18,
+            1.5,
+            1e15,
+            1e300,
+            2e19
+        ]))
+        .unwrap();
+    assert_eq!(
+        r.value.to_string(),
+        "[82987121551881296,10000000000000000,-9200000000000000000,1.5,1000000000000000.0,1e+300,2e+19]"
+    );
+}
+
+#[test]
 fn deep_nesting_is_a_typed_error() {
     let mut v = json!("leaf");
     for _ in 0..(MAX_DEPTH + 5) {
