@@ -22,7 +22,8 @@ pub struct AuditLoggerConfig {
     /// The local spill file (JSON lines). One per logger instance: two loggers
     /// must never share a path.
     pub spill_path: PathBuf,
-    /// Most events per INSERT (default 256).
+    /// Most events per INSERT (default 1000; keep it at most 1500, the bind
+    /// parameter limit of one INSERT).
     pub batch_size: usize,
     /// Events buffered in memory before `log` spills to the file (default 65536).
     pub buffer_capacity: usize,
@@ -43,7 +44,7 @@ impl AuditLoggerConfig {
     pub fn new(spill_path: impl Into<PathBuf>) -> Self {
         Self {
             spill_path: spill_path.into(),
-            batch_size: 256,
+            batch_size: 1_000,
             buffer_capacity: 65_536,
             max_retries: 3,
             retry_backoff: Duration::from_millis(50),
@@ -138,7 +139,9 @@ impl std::fmt::Debug for AuditLogger {
 
 impl AuditLogger {
     /// Starts the background writer on the current tokio runtime.
-    pub fn start(db: DatabaseConnection, config: AuditLoggerConfig) -> Self {
+    pub fn start(db: DatabaseConnection, mut config: AuditLoggerConfig) -> Self {
+        // One INSERT must stay under the bind-parameter limits (18 per row).
+        config.batch_size = config.batch_size.clamp(1, 1_500);
         let (tx, rx) = mpsc::channel(config.buffer_capacity.max(1));
         let spill = Arc::new(Spill::new(config.spill_path.clone()));
         let counters = Arc::new(Counters::default());

@@ -22,7 +22,12 @@ pub struct Summary {
 
 /// Runs `op(i)` for i in 0..ops over `concurrency` tasks; `units` is how many
 /// rows or items one call handles (for throughput).
-pub async fn sample<F, Fut>(concurrency: usize, ops: u64, units: u64, op: F) -> anyhow::Result<Summary>
+pub async fn sample<F, Fut>(
+    concurrency: usize,
+    ops: u64,
+    units: u64,
+    op: F,
+) -> anyhow::Result<Summary>
 where
     F: Fn(u64) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = anyhow::Result<()>> + Send,
@@ -34,7 +39,8 @@ where
     for worker in 0..concurrency {
         let op = op.clone();
         tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::with_capacity(usize::try_from(ops / concurrency + 1).unwrap_or(0));
+            let mut latencies =
+                Vec::with_capacity(usize::try_from(ops / concurrency + 1).unwrap_or(0));
             let mut i = worker;
             while i < ops {
                 let t = Instant::now();
@@ -79,10 +85,14 @@ pub fn median(rounds: &[Summary]) -> (Summary, f64) {
         v.get(v.len() / 2).copied().unwrap_or(0.0)
     };
     let per_sec = med(&|s| s.per_sec);
-    let (lo, hi) = rounds
-        .iter()
-        .fold((f64::MAX, 0.0f64), |(lo, hi), s| (lo.min(s.per_sec), hi.max(s.per_sec)));
-    let noise = if per_sec > 0.0 && !rounds.is_empty() { (hi - lo) / per_sec * 100.0 } else { 0.0 };
+    let (lo, hi) = rounds.iter().fold((f64::MAX, 0.0f64), |(lo, hi), s| {
+        (lo.min(s.per_sec), hi.max(s.per_sec))
+    });
+    let noise = if per_sec > 0.0 && !rounds.is_empty() {
+        (hi - lo) / per_sec * 100.0
+    } else {
+        0.0
+    };
     (
         Summary {
             per_sec,

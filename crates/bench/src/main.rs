@@ -3,7 +3,11 @@
 //! run, on the real PostgreSQL and Redis from the environment.
 //!
 //! `cargo run --release -p warden-bench -- [--quick] [--json FILE]`
-#![allow(clippy::print_stdout, clippy::print_stderr, reason = "the benchmark's report")]
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "the benchmark's report"
+)]
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -96,7 +100,9 @@ impl Runner {
         min_ratio: Option<f64>,
     ) {
         let (warden, noise_pct) = median(rounds);
-        let ratio = baseline.as_ref().map(|(_, b)| warden.per_sec / b.per_sec.max(1e-9));
+        let ratio = baseline
+            .as_ref()
+            .map(|(_, b)| warden.per_sec / b.per_sec.max(1e-9));
         let row = Row {
             operation: operation.to_owned(),
             concurrency,
@@ -120,7 +126,10 @@ impl Runner {
 
     /// Records a row with a free-form target check.
     pub fn push_custom(&mut self, mut row: Row) {
-        eprintln!("  {:<44} c={:<2} {:>10.0}/s  p99 {:>8.0}µs", row.operation, row.concurrency, row.warden.per_sec, row.warden.p99_us);
+        eprintln!(
+            "  {:<44} c={:<2} {:>10.0}/s  p99 {:>8.0}µs",
+            row.operation, row.concurrency, row.warden.per_sec, row.warden.p99_us
+        );
         if row.target.is_none() {
             row.met = None;
         }
@@ -147,21 +156,45 @@ async fn main() -> ExitCode {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let params = if args.quick {
-        Params { rounds: 3, fast_ops: 4_000, db_ops: 600, audit_events: 20_000, big_rows: 100_000 }
+        Params {
+            rounds: 3,
+            fast_ops: 4_000,
+            db_ops: 600,
+            audit_events: 20_000,
+            big_rows: 100_000,
+        }
     } else {
-        Params { rounds: 5, fast_ops: 20_000, db_ops: 2_000, audit_events: 100_000, big_rows: 1_000_000 }
+        Params {
+            rounds: 5,
+            fast_ops: 20_000,
+            db_ops: 2_000,
+            audit_events: 100_000,
+            big_rows: 1_000_000,
+        }
     };
     eprintln!("warden-bench: {params:?}");
     let bench = setup::Bench::create().await?;
-    let mut runner = Runner { params, rows: Vec::new() };
+    let mut runner = Runner {
+        params,
+        rows: Vec::new(),
+    };
     let outcome = scenarios::all(&bench, &mut runner).await;
     bench.destroy().await?;
     outcome?;
-    println!("\n# warden-bench ({}), {}\n", if args.quick { "quick" } else { "full" }, chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"));
+    println!(
+        "\n# warden-bench ({}), {}\n",
+        if args.quick { "quick" } else { "full" },
+        chrono::Utc::now().format("%Y-%m-%d %H:%M UTC")
+    );
     report::print(&runner.rows);
     let misses = runner.rows.iter().filter(|r| r.met == Some(false)).count();
     let noisy = runner.rows.iter().map(|r| r.noise_pct).fold(0.0, f64::max);
-    println!("\n{} rows, {} targets missed, largest round-to-round spread {:.0}%", runner.rows.len(), misses, noisy);
+    println!(
+        "\n{} rows, {} targets missed, largest round-to-round spread {:.0}%",
+        runner.rows.len(),
+        misses,
+        noisy
+    );
     if let Some(path) = args.json {
         std::fs::write(&path, serde_json::to_vec_pretty(&runner.rows)?)?;
     }

@@ -37,12 +37,18 @@ fn rate(v: f64) -> String {
 }
 
 fn us(v: f64) -> String {
-    if v >= 1000.0 { format!("{:.1}ms", v / 1000.0) } else { format!("{v:.0}µs") }
+    if v >= 1000.0 {
+        format!("{:.1}ms", v / 1000.0)
+    } else {
+        format!("{v:.0}µs")
+    }
 }
 
 /// Prints the table as Markdown.
 pub fn print(rows: &[Row]) {
-    println!("| operation | conc | warden /s | p50 | p99 | baseline | base /s | base p50 | base p99 | ratio | target | met | noise |");
+    println!(
+        "| operation | conc | warden /s | p50 | p99 | baseline | base /s | base p50 | base p99 | ratio | target | met | noise |"
+    );
     println!("|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---|---|---:|");
     for r in rows {
         let (bname, b) = match &r.baseline {

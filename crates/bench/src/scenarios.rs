@@ -5,23 +5,30 @@ use std::time::{Duration, Instant};
 
 use deadpool_redis::redis;
 use futures_util::StreamExt;
-use sea_orm::{ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, Statement};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, Statement,
+};
 use serde_json::{Value, json};
 use warden_approval::{ApprovalManager, ApprovalRequest, ApprovalToken, IssueOutcome};
-use warden_audit::{AuditEvent, AuditFilter, Decision, Redactor, ToolCall, VerifyOptions, append, verify};
+use warden_audit::{
+    AuditEvent, AuditFilter, Decision, Redactor, ToolCall, VerifyOptions, append, verify,
+};
 use warden_cache::{Cache, FailMode, RateLimit, RateLimiter, RedisPool, Ttl};
 use warden_entity::{approval_requests, audit_events};
 use warden_keys::NewKey;
 
+use crate::Runner;
 use crate::harness::{Summary, median, summarize};
 use crate::report::Row;
 use crate::setup::Bench;
-use crate::Runner;
 
 const CONCURRENCY: [usize; 2] = [1, 16];
 
 fn pool(cache: &Cache) -> anyhow::Result<RedisPool> {
-    cache.redis_pool().cloned().ok_or_else(|| anyhow::anyhow!("the benchmark needs Redis"))
+    cache
+        .redis_pool()
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("the benchmark needs Redis"))
 }
 
 /// Runs every scenario.
@@ -41,7 +48,10 @@ pub async fn all(b: &Bench, r: &mut Runner) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn raw_query<T: redis::FromRedisValue>(pool: &RedisPool, cmd: &redis::Cmd) -> anyhow::Result<T> {
+async fn raw_query<T: redis::FromRedisValue>(
+    pool: &RedisPool,
+    cmd: &redis::Cmd,
+) -> anyhow::Result<T> {
     let mut conn = pool.get().await?;
     Ok(cmd.query_async(&mut *conn).await?)
 }
@@ -67,7 +77,13 @@ async fn cache_ops(b: &Bench, r: &mut Runner) -> anyhow::Result<()> {
             },
             Some(("raw SET EX", move |i| {
                 let (pool, key, by) = (pb.clone(), format!("{pre}r:{}", i % 1000), by.clone());
-                async move { raw_query::<()>(&pool, redis::cmd("SET").arg(key).arg(&**by).arg("EX").arg(300)).await }
+                async move {
+                    raw_query::<()>(
+                        &pool,
+                        redis::cmd("SET").arg(key).arg(&**by).arg("EX").arg(300),
+                    )
+                    .await
+                }
             })),
             Some(0.8),
         )
@@ -104,7 +120,12 @@ async fn cache_ops(b: &Bench, r: &mut Runner) -> anyhow::Result<()> {
 async fn rate_limit(b: &Bench, r: &mut Runner) -> anyhow::Result<()> {
     let cache = b.storage.cache.clone();
     let pool = pool(&cache)?;
-    let limiter = RateLimiter::new(cache.clone(), "bench", RateLimit::new(1_000_000, Duration::from_secs(3_600))?, FailMode::Closed);
+    let limiter = RateLimiter::new(
+        cache.clone(),
+        "bench",
+        RateLimit::new(1_000_000, Duration::from_secs(3_600))?,
+        FailMode::Closed,
+    );
     let sha: String = raw_query(&pool, redis::cmd("SCRIPT").arg("LOAD").arg("return 1")).await?;
     let ops = r.params().fast_ops;
     for c in CONCURRENCY {
@@ -123,7 +144,17 @@ async fn rate_limit(b: &Bench, r: &mut Runner) -> anyhow::Result<()> {
             },
             Some(("raw EVALSHA (return 1)", move |i| {
                 let (pool, sha) = (p.clone(), sha.clone());
-                async move { raw_query::<i64>(&pool, redis::cmd("EVALSHA").arg(sha).arg(1).arg(format!("k{}", i % 100))).await.map(|_| ()) }
+                async move {
+                    raw_query::<i64>(
+                        &pool,
+                        redis::cmd("EVALSHA")
+                            .arg(sha)
+                            .arg(1)
+                            .arg(format!("k{}", i % 100)),
+                    )
+                    .await
+                    .map(|_| ())
+                }
             })),
             Some(0.7),
         )
@@ -135,7 +166,13 @@ async fn rate_limit(b: &Bench, r: &mut Runner) -> anyhow::Result<()> {
 async fn keys(b: &Bench, r: &mut Runner) -> anyhow::Result<()> {
     let keys = b.storage.key_manager()?;
     let created = keys
-        .create(&NewKey { caller_id: "bench-agent", role: "developer", trust_level: 2, environment: "bench", expires_at: None })
+        .create(&NewKey {
+            caller_id: "bench-agent",
+            role: "developer",
+            trust_level: 2,
+            environment: "bench",
+            expires_at: None,
+        })
         .await?;
     let plain = Arc::new(created.plaintext.expose().to_owned());
     keys.verify(&plain).await?;
@@ -156,7 +193,11 @@ async fn keys(b: &Bench, r: &mut Runner) -> anyhow::Result<()> {
             },
             Some(("raw GET", move |_| {
                 let (pool, key) = (pb.clone(), key.clone());
-                async move { raw_query::<Option<Vec<u8>>>(&pool, redis::cmd("GET").arg(key)).await.map(|_| ()) }
+                async move {
+                    raw_query::<Option<Vec<u8>>>(&pool, redis::cmd("GET").arg(key))
+                        .await
+                        .map(|_| ())
+                }
             })),
             Some(0.7),
         )
@@ -166,7 +207,10 @@ async fn keys(b: &Bench, r: &mut Runner) -> anyhow::Result<()> {
         }
     }
     // bcrypt at the configured cost, the work the cache saves.
-    let hash = Arc::new(bcrypt::hash("benchmark-secret-value", b.storage.settings.bcrypt_cost)?);
+    let hash = Arc::new(bcrypt::hash(
+        "benchmark-secret-value",
+        b.storage.settings.bcrypt_cost,
+    )?);
     let mut lat = Vec::new();
     let started = Instant::now();
     for _ in 0..5 {
@@ -178,9 +222,17 @@ async fn keys(b: &Bench, r: &mut Runner) -> anyhow::Result<()> {
     let bcrypt = summarize(started.elapsed(), 5, &mut lat);
     let ratio = cached_rate / bcrypt.per_sec.max(1e-9);
     r.push_custom(Row {
-        operation: format!("key verify cached vs uncached (bcrypt cost {})", b.storage.settings.bcrypt_cost),
+        operation: format!(
+            "key verify cached vs uncached (bcrypt cost {})",
+            b.storage.settings.bcrypt_cost
+        ),
         concurrency: 1,
-        warden: r.rows.iter().rev().find(|row| row.operation == "key verify (cached)" && row.concurrency == 1).map_or(bcrypt, |row| row.warden),
+        warden: r
+            .rows
+            .iter()
+            .rev()
+            .find(|row| row.operation == "key verify (cached)" && row.concurrency == 1)
+            .map_or(bcrypt, |row| row.warden),
         noise_pct: 0.0,
         baseline: Some(("bcrypt verify".into(), bcrypt)),
         ratio: Some(ratio),
@@ -254,10 +306,18 @@ async fn approvals(b: &Bench, r: &mut Runner) -> anyhow::Result<()> {
             fast,
             move |i| {
                 let (m, h) = (mm.clone(), h.clone());
-                async move { m.check(h[(i % 200) as usize].expose()).await.map(|_| ()).map_err(Into::into) }
+                async move {
+                    m.check(h[(i % 200) as usize].expose())
+                        .await
+                        .map(|_| ())
+                        .map_err(Into::into)
+                }
             },
             Some(("raw GET", move |i| {
-                let (pool, key) = (pb.clone(), format!("{pre}approval:{}", h2[(i % 200) as usize].hash()));
+                let (pool, key) = (
+                    pb.clone(),
+                    format!("{pre}approval:{}", h2[(i % 200) as usize].hash()),
+                );
                 async move {
                     let v: Option<Vec<u8>> = raw_query(&pool, redis::cmd("GET").arg(key)).await?;
                     anyhow::ensure!(v.is_some(), "miss");
@@ -275,7 +335,12 @@ async fn approvals(b: &Bench, r: &mut Runner) -> anyhow::Result<()> {
             slow,
             move |i| {
                 let (m, cl) = (mm.clone(), cl.clone());
-                async move { m.check(cl[(i % 200) as usize].expose()).await.map(|_| ()).map_err(Into::into) }
+                async move {
+                    m.check(cl[(i % 200) as usize].expose())
+                        .await
+                        .map(|_| ())
+                        .map_err(Into::into)
+                }
             },
             Some(("raw point SELECT (unique index)", move |i| {
                 let (db, hash) = (dbb.clone(), cl2[(i % 200) as usize].hash());
@@ -303,17 +368,42 @@ async fn approvals(b: &Bench, r: &mut Runner) -> anyhow::Result<()> {
             c,
             slow,
             move |_| {
-                let (m, id) = (mm.clone(), format!("{tag}-{}", counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed)));
-                async move { m.issue(&approval_request(id)).await.map(|_| ()).map_err(Into::into) }
+                let (m, id) = (
+                    mm.clone(),
+                    format!(
+                        "{tag}-{}",
+                        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                    ),
+                );
+                async move {
+                    m.issue(&approval_request(id))
+                        .await
+                        .map(|_| ())
+                        .map_err(Into::into)
+                }
             },
             Some(("raw INSERT + SET EX", move |_| {
                 let n = counter2.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let (raw, pool, key) = (raw.clone(), pb.clone(), format!("{pre}raw-approval:{n}"));
-                let hash = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+                let hash = format!(
+                    "{}{}",
+                    uuid::Uuid::new_v4().simple(),
+                    uuid::Uuid::new_v4().simple()
+                );
                 let row = raw_approval_row(format!("{tag2}-raw-{n}"), hash);
                 async move {
-                    approval_requests::Entity::insert(row).exec_without_returning(&raw).await?;
-                    raw_query::<()>(&pool, redis::cmd("SET").arg(key).arg("x".repeat(400)).arg("EX").arg(300)).await
+                    approval_requests::Entity::insert(row)
+                        .exec_without_returning(&raw)
+                        .await?;
+                    raw_query::<()>(
+                        &pool,
+                        redis::cmd("SET")
+                            .arg(key)
+                            .arg("x".repeat(400))
+                            .arg("EX")
+                            .arg(300),
+                    )
+                    .await
                 }
             })),
             None,
@@ -321,14 +411,32 @@ async fn approvals(b: &Bench, r: &mut Runner) -> anyhow::Result<()> {
         .await?;
         // approve: needs fresh PENDING approvals for every call of every round.
         let total = slow * (r.params().rounds as u64 + 1) + slow / 10 + 10;
-        let tokens = Arc::new(issue_many(&m, &format!("approve-{c}-{}", uuid::Uuid::now_v7().simple()), total).await?);
+        let tokens = Arc::new(
+            issue_many(
+                &m,
+                &format!("approve-{c}-{}", uuid::Uuid::now_v7().simple()),
+                total,
+            )
+            .await?,
+        );
         let raw_hashes: Arc<Vec<String>> = Arc::new(
-            (0..total).map(|_| format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())).collect(),
+            (0..total)
+                .map(|_| {
+                    format!(
+                        "{}{}",
+                        uuid::Uuid::new_v4().simple(),
+                        uuid::Uuid::new_v4().simple()
+                    )
+                })
+                .collect(),
         );
         for (n, h) in raw_hashes.iter().enumerate() {
-            approval_requests::Entity::insert(raw_approval_row(format!("raw-approve-{c}-{n}"), h.clone()))
-                .exec_without_returning(&b.raw_db)
-                .await?;
+            approval_requests::Entity::insert(raw_approval_row(
+                format!("raw-approve-{c}-{n}"),
+                h.clone(),
+            ))
+            .exec_without_returning(&b.raw_db)
+            .await?;
         }
         let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let next2 = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -417,7 +525,8 @@ async fn audit_writes(b: &Bench, r: &mut Runner) -> anyhow::Result<()> {
     let batch = b.storage.settings.audit_batch_size;
     let mut raw_seq: i64 = 0;
     for c in CONCURRENCY {
-        let (mut warden_rounds, mut multi_rounds, mut single_rounds, mut log_latencies) = (vec![], vec![], vec![], vec![]);
+        let (mut warden_rounds, mut multi_rounds, mut single_rounds, mut log_latencies) =
+            (vec![], vec![], vec![], vec![]);
         for round in 0..r.params().rounds {
             // Warden: record (hash + redact) and log() from c tasks; flush makes it durable.
             let logger = Arc::new(b.storage.audit_logger());
@@ -445,15 +554,27 @@ async fn audit_writes(b: &Bench, r: &mut Runner) -> anyhow::Result<()> {
                 lat.extend(t.await??);
             }
             let report = logger.flush().await?;
-            anyhow::ensure!(report.spilled_pending == 0, "the logger spilled during the benchmark");
+            anyhow::ensure!(
+                report.spilled_pending == 0,
+                "the logger spilled during the benchmark"
+            );
             warden_rounds.push(summarize(started.elapsed(), events, &mut lat.clone()));
             log_latencies.push(summarize(started.elapsed(), events, &mut lat));
             logger.shutdown().await?;
-            anyhow::ensure!(logger.stats().stored == events, "not every event was stored: {:?}", logger.stats());
+            anyhow::ensure!(
+                logger.stats().stored == events,
+                "not every event was stored: {:?}",
+                logger.stats()
+            );
 
             // Raw multi-row INSERT of the same rows, same batch size, c writers.
             let template = tool_call_event(&redactor, 0, "raw")?;
-            let rows: Vec<_> = (0..events).map(|_| { raw_seq += 1; raw_row(&template, raw_seq) }).collect();
+            let rows: Vec<_> = (0..events)
+                .map(|_| {
+                    raw_seq += 1;
+                    raw_row(&template, raw_seq)
+                })
+                .collect();
             let chunks: Vec<Vec<_>> = rows.chunks(batch).map(<[_]>::to_vec).collect();
             let chunks = Arc::new(std::sync::Mutex::new(chunks));
             let started = Instant::now();
@@ -463,10 +584,15 @@ async fn audit_writes(b: &Bench, r: &mut Runner) -> anyhow::Result<()> {
                 tasks.push(tokio::spawn(async move {
                     let mut lat = Vec::new();
                     loop {
-                        let next = chunks.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.pop();
+                        let next = chunks
+                            .lock()
+                            .map_err(|_| anyhow::anyhow!("poisoned"))?
+                            .pop();
                         let Some(chunk) = next else { break };
                         let s = Instant::now();
-                        audit_events::Entity::insert_many(chunk).exec_without_returning(&db).await?;
+                        audit_events::Entity::insert_many(chunk)
+                            .exec_without_returning(&db)
+                            .await?;
                         lat.push(s.elapsed());
                     }
                     anyhow::Ok(lat)
@@ -480,7 +606,12 @@ async fn audit_writes(b: &Bench, r: &mut Runner) -> anyhow::Result<()> {
 
             // Naive: one INSERT + COMMIT per event (a tenth as many events).
             let n_single = (events / 20).max(100);
-            let singles: Vec<_> = (0..n_single).map(|_| { raw_seq += 1; raw_row(&template, raw_seq) }).collect();
+            let singles: Vec<_> = (0..n_single)
+                .map(|_| {
+                    raw_seq += 1;
+                    raw_row(&template, raw_seq)
+                })
+                .collect();
             let singles = Arc::new(std::sync::Mutex::new(singles));
             let started = Instant::now();
             let mut tasks = Vec::new();
@@ -489,10 +620,15 @@ async fn audit_writes(b: &Bench, r: &mut Runner) -> anyhow::Result<()> {
                 tasks.push(tokio::spawn(async move {
                     let mut lat = Vec::new();
                     loop {
-                        let next = singles.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.pop();
+                        let next = singles
+                            .lock()
+                            .map_err(|_| anyhow::anyhow!("poisoned"))?
+                            .pop();
                         let Some(row) = next else { break };
                         let s = Instant::now();
-                        audit_events::Entity::insert(row).exec_without_returning(&db).await?;
+                        audit_events::Entity::insert(row)
+                            .exec_without_returning(&db)
+                            .await?;
                         lat.push(s.elapsed());
                     }
                     anyhow::Ok(lat)
@@ -532,7 +668,10 @@ async fn audit_writes(b: &Bench, r: &mut Runner) -> anyhow::Result<()> {
             met: Some(lat.p99_us < 50.0),
         });
         if let Some(last) = r.rows.last() {
-            eprintln!("    log() p50 {:.1}µs p99 {:.1}µs max {:.0}µs", last.warden.p50_us, last.warden.p99_us, last.warden.max_us);
+            eprintln!(
+                "    log() p50 {:.1}µs p99 {:.1}µs max {:.0}µs",
+                last.warden.p50_us, last.warden.p99_us, last.warden.max_us
+            );
         }
     }
     Ok(())
@@ -541,7 +680,11 @@ async fn audit_writes(b: &Bench, r: &mut Runner) -> anyhow::Result<()> {
 fn peak_rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0)
 }
 
@@ -559,7 +702,13 @@ async fn audit_at_scale(b: &Bench, r: &mut Runner) -> anyhow::Result<()> {
             .map(|i| tool_call_event(&redactor, i, &format!("caller-{}", i % callers)))
             .collect::<Result<_, _>>()?;
         n += chunk.len() as u64;
-        append(&db, chunk, b.storage.settings.audit_chain_key.clone(), Duration::from_secs(120)).await?;
+        append(
+            &db,
+            chunk,
+            b.storage.settings.audit_chain_key.clone(),
+            Duration::from_secs(120),
+        )
+        .await?;
     }
     eprintln!("  loaded in {:.1}s", started.elapsed().as_secs_f64());
     let total = before as u64 + rows;
@@ -572,13 +721,21 @@ async fn audit_at_scale(b: &Bench, r: &mut Runner) -> anyhow::Result<()> {
         let _ = std::fs::write("/proc/self/clear_refs", "5");
         let base = peak_rss_kib();
         let t = Instant::now();
-        let v = verify(&db, b.storage.settings.audit_chain_key.as_ref(), &VerifyOptions::default()).await?;
+        let v = verify(
+            &db,
+            b.storage.settings.audit_chain_key.as_ref(),
+            &VerifyOptions::default(),
+        )
+        .await?;
         anyhow::ensure!(v.is_valid(), "chain did not verify: {v:?}");
         verify_rounds.push(summarize(t.elapsed(), total, &mut [t.elapsed()]));
         peak_delta = peak_delta.max(peak_rss_kib().saturating_sub(base));
         // Raw: one sequential scan streaming every row in seq order.
         let t = Instant::now();
-        let mut stream = audit_events::Entity::find().order_by_asc(audit_events::Column::Seq).stream(&db).await?;
+        let mut stream = audit_events::Entity::find()
+            .order_by_asc(audit_events::Column::Seq)
+            .stream(&db)
+            .await?;
         let mut count = 0u64;
         while let Some(row) = stream.next().await {
             row?;
@@ -590,7 +747,10 @@ async fn audit_at_scale(b: &Bench, r: &mut Runner) -> anyhow::Result<()> {
     }
     let (scan, _) = median(&scan_rounds);
     r.push(
-        &format!("audit verify, {total} rows (rows/s; peak RSS +{} MiB)", peak_delta / 1024),
+        &format!(
+            "audit verify, {total} rows (rows/s; peak RSS +{} MiB)",
+            peak_delta / 1024
+        ),
         1,
         &verify_rounds,
         Some(("raw sequential scan (ORDER BY seq)".into(), scan)),
@@ -640,7 +800,10 @@ async fn audit_at_scale(b: &Bench, r: &mut Runner) -> anyhow::Result<()> {
                 crate::harness::sample(c, ops, 1, move |i| {
                     let q = q.clone();
                     async move {
-                        let filter = AuditFilter { caller_id: Some(format!("caller-{}", i % callers)), ..AuditFilter::default() };
+                        let filter = AuditFilter {
+                            caller_id: Some(format!("caller-{}", i % callers)),
+                            ..AuditFilter::default()
+                        };
                         let first = q.page(&filter, None, 50).await?;
                         let second = q.page(&filter, first.next, 50).await?;
                         anyhow::ensure!(second.events.len() == 50, "short page");
@@ -661,12 +824,22 @@ async fn audit_at_scale(b: &Bench, r: &mut Runner) -> anyhow::Result<()> {
             target: Some("p99 < 10ms".into()),
             met: Some(s.p99_us < 10_000.0),
         });
-        let last_cmp = r.rows.iter().rev().find(|row| row.operation.starts_with("list_by_caller") && row.concurrency == c).map(|row| row.warden.p99_us);
+        let last_cmp = r
+            .rows
+            .iter()
+            .rev()
+            .find(|row| row.operation.starts_with("list_by_caller") && row.concurrency == c)
+            .map(|row| row.warden.p99_us);
         if let Some(p99) = last_cmp {
             let row = Row {
                 operation: format!("list_by_caller p99 at {total} rows"),
                 concurrency: c,
-                warden: Summary { per_sec: 0.0, p50_us: 0.0, p99_us: p99, max_us: 0.0 },
+                warden: Summary {
+                    per_sec: 0.0,
+                    p50_us: 0.0,
+                    p99_us: p99,
+                    max_us: 0.0,
+                },
                 noise_pct: 0.0,
                 baseline: None,
                 ratio: None,

@@ -45,12 +45,21 @@ impl Bench {
             "the benchmark runs on real services: set DATABASE_URL to PostgreSQL and REDIS_URL (scripts/services.sh starts both)"
         );
         let admin_url = env.database_url.expose().to_owned();
-        let admin = connect(&admin_url, 1).await.context("connecting to DATABASE_URL")?;
+        let admin = connect(&admin_url, 1)
+            .await
+            .context("connecting to DATABASE_URL")?;
         let id = std::process::id();
-        let names = [format!("warden_bench_{id}"), format!("warden_bench_raw_{id}")];
+        let names = [
+            format!("warden_bench_{id}"),
+            format!("warden_bench_raw_{id}"),
+        ];
         for name in &names {
-            admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).await?;
-            admin.execute_unprepared(&format!("CREATE DATABASE \"{name}\"")).await?;
+            admin
+                .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                .await?;
+            admin
+                .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+                .await?;
         }
         admin.close().await?;
         let bench_url = with_db(&admin_url, &names[0])?;
@@ -82,9 +91,15 @@ impl Bench {
         if let Some(pool) = self.storage.cache.redis_pool() {
             let mut conn = pool.get().await?;
             let pattern = format!("{}*", self.storage.cache.prefix());
-            let keys: Vec<String> = deadpool_redis::redis::cmd("KEYS").arg(&pattern).query_async(&mut *conn).await?;
+            let keys: Vec<String> = deadpool_redis::redis::cmd("KEYS")
+                .arg(&pattern)
+                .query_async(&mut *conn)
+                .await?;
             for chunk in keys.chunks(1000) {
-                let _: () = deadpool_redis::redis::cmd("DEL").arg(chunk).query_async(&mut *conn).await?;
+                let _: () = deadpool_redis::redis::cmd("DEL")
+                    .arg(chunk)
+                    .query_async(&mut *conn)
+                    .await?;
             }
         }
         let _ = std::fs::remove_file(&self.storage.settings.audit_spill_path);
@@ -92,7 +107,9 @@ impl Bench {
         self.raw_db.close().await?;
         let admin = connect(&self.admin_url, 1).await?;
         for name in &self.names {
-            admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).await?;
+            admin
+                .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                .await?;
         }
         Ok(())
     }

@@ -1,8 +1,9 @@
 use std::fmt;
 use std::time::Duration;
 
-use deadpool_redis::redis::{self, AsyncConnectionConfig};
-use deadpool_redis::{Manager, Pool, PoolError, Runtime, Timeouts};
+use deadpool::Runtime;
+use deadpool::managed::{self, Metrics, Object, Pool, PoolError, RecycleResult, Timeouts};
+use deadpool_redis::redis::{self, AsyncConnectionConfig, aio::MultiplexedConnection};
 use tracing::Instrument;
 
 use crate::{CacheError, LuaScript};
@@ -38,6 +39,53 @@ impl fmt::Debug for RedisPoolConfig {
     }
 }
 
+/// How long a connection may sit unused before it is PINGed on checkout. A
+/// connection used moments ago is known to work; one whose last command failed
+/// at the connection level never returns to the pool.
+const IDLE_BEFORE_PING: Duration = Duration::from_secs(2);
+
+/// Creates and health-checks pooled Redis connections (for [`RedisPool`]).
+pub struct RedisManager {
+    client: redis::Client,
+    connection: AsyncConnectionConfig,
+}
+
+impl fmt::Debug for RedisManager {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RedisManager")
+    }
+}
+
+impl managed::Manager for RedisManager {
+    type Type = MultiplexedConnection;
+    type Error = redis::RedisError;
+
+    async fn create(&self) -> Result<MultiplexedConnection, redis::RedisError> {
+        self.client
+            .get_multiplexed_async_connection_with_config(&self.connection)
+            .await
+    }
+
+    async fn recycle(
+        &self,
+        conn: &mut MultiplexedConnection,
+        metrics: &Metrics,
+    ) -> RecycleResult<redis::RedisError> {
+        if metrics.last_used() < IDLE_BEFORE_PING {
+            return Ok(());
+        }
+        let pong: String = redis::cmd("PING").query_async(conn).await?;
+        if pong == "PONG" {
+            Ok(())
+        } else {
+            Err(managed::RecycleError::message("unexpected PING reply"))
+        }
+    }
+}
+
+/// A connection checked out of a [`RedisPool`]; it returns to the pool when dropped.
+pub type PooledConnection = Object<RedisManager>;
+
 /// A bounded pool of multiplexed Redis connections.
 ///
 /// Guarantees:
@@ -47,11 +95,13 @@ impl fmt::Debug for RedisPoolConfig {
 /// - A connection whose command future was dropped mid-flight stays usable:
 ///   connections are multiplexed, so a late reply is matched to the request
 ///   that sent it, never to the next command.
-/// - The pool recovers by itself: broken connections fail their recycle check
-///   and are replaced when Redis is back.
+/// - The pool recovers by itself: a connection whose command fails at the
+///   connection level is discarded, idle ones are PINGed before reuse, and new
+///   ones are opened when Redis is back. A connection used in the last two
+///   seconds is reused without a PING, so a command costs one round trip.
 #[derive(Clone)]
 pub struct RedisPool {
-    pool: Pool,
+    pool: Pool<RedisManager>,
     config: RedisPoolConfig,
 }
 
@@ -90,13 +140,13 @@ impl RedisPool {
         let connection = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(config.create_timeout))
             .set_response_timeout(Some(config.command_timeout));
-        let manager = Manager::new_with_config(config.url.as_str(), connection).map_err(|e| {
-            CacheError::InvalidConfig {
+        let client =
+            redis::Client::open(config.url.as_str()).map_err(|e| CacheError::InvalidConfig {
                 what: "REDIS_URL",
                 // The driver's parse errors describe the problem without echoing the URL.
                 reason: e.to_string(),
-            }
-        })?;
+            })?;
+        let manager = RedisManager { client, connection };
         let pool = Pool::builder(manager)
             .max_size(config.max_size)
             .timeouts(Timeouts {
@@ -119,7 +169,7 @@ impl RedisPool {
     }
 
     /// A pooled connection, within the wait and create timeouts.
-    pub async fn get(&self) -> Result<deadpool_redis::Connection, CacheError> {
+    pub async fn get(&self) -> Result<PooledConnection, CacheError> {
         self.pool.get().await.map_err(|e| self.pool_error(e))
     }
 
@@ -130,9 +180,8 @@ impl RedisPool {
         let span = tracing::debug_span!("redis.query", command = command_name(cmd));
         async {
             let mut conn = self.get().await?;
-            cmd.query_async(&mut *conn)
-                .await
-                .map_err(|e| self.redis_error(&e))
+            let result = cmd.query_async(&mut *conn).await;
+            self.settle(conn, result)
         }
         .instrument(span)
         .await
@@ -156,10 +205,8 @@ impl RedisPool {
                 invocation.arg(*arg);
             }
             let mut conn = self.get().await?;
-            invocation
-                .invoke_async(&mut *conn)
-                .await
-                .map_err(|e| self.redis_error(&e))
+            let result = invocation.invoke_async(&mut *conn).await;
+            self.settle(conn, result)
         }
         .instrument(span)
         .await
@@ -198,16 +245,38 @@ impl RedisPool {
         }
     }
 
-    fn pool_error(&self, error: PoolError) -> CacheError {
+    /// Maps a command's result; a connection-level failure takes the connection
+    /// out of the pool instead of returning it.
+    fn settle<T>(
+        &self,
+        conn: PooledConnection,
+        result: redis::RedisResult<T>,
+    ) -> Result<T, CacheError> {
+        match result {
+            Ok(value) => Ok(value),
+            Err(e) => {
+                if e.is_io_error()
+                    || e.is_connection_dropped()
+                    || e.is_timeout()
+                    || e.is_unrecoverable_error()
+                {
+                    drop(Object::take(conn));
+                }
+                Err(self.redis_error(&e))
+            }
+        }
+    }
+
+    fn pool_error(&self, error: PoolError<redis::RedisError>) -> CacheError {
         match error {
-            PoolError::Timeout(deadpool_redis::TimeoutType::Wait) => CacheError::PoolExhausted {
+            PoolError::Timeout(managed::TimeoutType::Wait) => CacheError::PoolExhausted {
                 waited: self.config.wait_timeout,
             },
-            PoolError::Timeout(deadpool_redis::TimeoutType::Create) => CacheError::Timeout {
+            PoolError::Timeout(managed::TimeoutType::Create) => CacheError::Timeout {
                 operation: "connect",
                 after: self.config.create_timeout,
             },
-            PoolError::Timeout(deadpool_redis::TimeoutType::Recycle) => CacheError::Timeout {
+            PoolError::Timeout(managed::TimeoutType::Recycle) => CacheError::Timeout {
                 operation: "recycle",
                 after: self.config.recycle_timeout,
             },

@@ -153,7 +153,7 @@ async fn an_exhausted_pool_is_a_typed_error_after_the_wait_timeout() {
     };
     assert!(matches!(err, CacheError::PoolExhausted { .. }), "{err:?}");
     drop(held_a);
-    bounded(pool.get()).await.unwrap();
+    drop(bounded(pool.get()).await.unwrap());
     drop(held_b);
     // No permit leaked: both connections can be held again.
     let _a = pool.get().await.unwrap();

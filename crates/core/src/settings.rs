@@ -169,7 +169,10 @@ pub struct Settings {
     /// `AUDIT_SPILL_PATH` (default `warden-audit.spill`): where the audit
     /// logger keeps events while the database is unreachable. One per process.
     pub audit_spill_path: std::path::PathBuf,
-    /// `AUDIT_BATCH_SIZE` (default 256): most events per INSERT.
+    /// `AUDIT_BATCH_SIZE` (default 1000, at most 1500 so one INSERT stays
+    /// under the bind-parameter limits of PostgreSQL and SQLite): most events
+    /// per INSERT. The chain appends one batch at a time, so larger batches
+    /// mean fewer commits.
     pub audit_batch_size: usize,
     /// `AUDIT_BUFFER_CAPACITY` (default 65536): events buffered in memory.
     pub audit_buffer_capacity: usize,
@@ -441,7 +444,7 @@ impl Settings {
             || "warden-audit.spill".into(),
             |p| std::path::PathBuf::from(p.trim()),
         );
-        let audit_batch_size = r.number("AUDIT_BATCH_SIZE", 256, (1, 10_000));
+        let audit_batch_size = r.number("AUDIT_BATCH_SIZE", 1_000, (1, 1_500));
         let audit_buffer_capacity = r.number("AUDIT_BUFFER_CAPACITY", 65_536, (1, 10_000_000));
         let bcrypt_cost = r.number("BCRYPT_COST", 12, (4, 31));
         let key_verify_cache_ttl =
