@@ -37,6 +37,7 @@
 
 mod canonical;
 mod chain;
+mod copy_text;
 mod error;
 mod event;
 mod logger;

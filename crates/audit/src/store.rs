@@ -50,7 +50,13 @@ pub async fn append(
         return Ok(AppendOutcome::default());
     }
     let db = db.clone();
-    let task = tokio::spawn(async move { append_in_transaction(&db, &events, key.as_ref()).await });
+    let task = tokio::spawn(async move {
+        if db.get_database_backend() == DbBackend::Postgres {
+            append_postgres(db.get_postgres_connection_pool(), &events, key.as_ref()).await
+        } else {
+            append_in_transaction(&db, &events, key.as_ref()).await
+        }
+    });
     match tokio::time::timeout(timeout, task).await {
         Ok(Ok(result)) => result,
         Ok(Err(join)) => Err(AuditError::Database {
@@ -58,6 +64,112 @@ pub async fn append(
         }),
         Err(_) => Err(AuditError::Timeout { after: timeout }),
     }
+}
+
+fn sqlx_error(e: sea_orm::sqlx::Error) -> AuditError {
+    AuditError::Database {
+        reason: e.to_string(),
+    }
+}
+
+/// Seqs and hashes for the events not stored yet, chained after `head`.
+fn chain_rows(
+    events: &[AuditEvent],
+    stored: &HashSet<String>,
+    head: ChainHead,
+    key: Option<&ChainKey>,
+) -> Result<Vec<audit_events::Model>, AuditError> {
+    let mut seen = HashSet::new();
+    let mut prev_hash = head.hash;
+    let mut rows = Vec::new();
+    for event in events
+        .iter()
+        .filter(|e| !stored.contains(e.request_id()) && seen.insert(e.request_id()))
+    {
+        let seq = head.seq + 1 + rows.len() as i64;
+        let mut row = event.to_model(seq, prev_hash);
+        row.hash = row_hash(key, &row)?;
+        prev_hash = row.hash.clone();
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+/// PostgreSQL: the same transaction as [`append_in_transaction`], but the rows
+/// go in with one `COPY … FROM STDIN` (text format) instead of a multi-row
+/// INSERT with 18 bind parameters per row.
+async fn append_postgres(
+    pool: &sea_orm::sqlx::PgPool,
+    events: &[AuditEvent],
+    key: Option<&ChainKey>,
+) -> Result<AppendOutcome, AuditError> {
+    use sea_orm::sqlx;
+    let mut tx = pool.begin().await.map_err(sqlx_error)?;
+    sqlx::query("SET LOCAL lock_timeout = '10s'")
+        .execute(&mut *tx)
+        .await
+        .map_err(sqlx_error)?;
+    sqlx::query("SET LOCAL statement_timeout = '30s'")
+        .execute(&mut *tx)
+        .await
+        .map_err(sqlx_error)?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(CHAIN_LOCK)
+        .execute(&mut *tx)
+        .await
+        .map_err(sqlx_error)?;
+    let ids: Vec<String> = events.iter().map(|e| e.request_id().to_owned()).collect();
+    let stored: HashSet<String> =
+        sqlx::query_scalar("SELECT request_id FROM audit_events WHERE request_id = ANY($1)")
+            .bind(&ids)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(sqlx_error)?
+            .into_iter()
+            .collect();
+    let last: Option<(i64, String)> =
+        sqlx::query_as("SELECT seq, hash::text FROM audit_events ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(sqlx_error)?;
+    let head = match last {
+        Some((seq, hash)) => ChainHead { seq, hash },
+        None => sqlx::query_as::<_, (i64, String)>(
+            "SELECT seq, hash::text FROM audit_chain_anchors ORDER BY seq DESC LIMIT 1",
+        )
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(sqlx_error)?
+        .map_or_else(ChainHead::genesis, |(seq, hash)| ChainHead { seq, hash }),
+    };
+    let first_seq = head.seq + 1;
+    let rows = chain_rows(events, &stored, head, key)?;
+    let outcome = AppendOutcome {
+        inserted: rows.len() as u64,
+        duplicates: (events.len() - rows.len()) as u64,
+    };
+    if !rows.is_empty() {
+        let mut copy = tx
+            .copy_in_raw(
+                "COPY audit_events (id, seq, request_id, timestamp, caller_id, api_key_id, method, tool_name, \
+                 decision, reason, raw_args_hash, sanitized_args, redaction_flags, risk_labels, status_code, \
+                 latency_ms, prev_hash, hash) FROM STDIN",
+            )
+            .await
+            .map_err(sqlx_error)?;
+        copy.send(crate::copy_text::encode(&rows)?)
+            .await
+            .map_err(sqlx_error)?;
+        copy.finish().await.map_err(sqlx_error)?;
+    }
+    tx.commit().await.map_err(sqlx_error)?;
+    debug!(
+        inserted = outcome.inserted,
+        duplicates = outcome.duplicates,
+        first_seq,
+        "audit batch appended"
+    );
+    Ok(outcome)
 }
 
 async fn append_in_transaction(
@@ -99,45 +211,27 @@ async fn append_in_transaction(
         .await?
         .into_iter()
         .collect();
-    let mut seen = HashSet::new();
-    let fresh: Vec<&AuditEvent> = events
-        .iter()
-        .filter(|e| !stored.contains(e.request_id()) && seen.insert(e.request_id()))
-        .collect();
-    let duplicates = (events.len() - fresh.len()) as u64;
-    if fresh.is_empty() {
-        txn.commit().await?;
-        return Ok(AppendOutcome {
-            inserted: 0,
-            duplicates,
-        });
-    }
-
     let head = head(&txn).await?;
-    let mut prev_hash = head.hash;
-    let mut rows = Vec::with_capacity(fresh.len());
-    for (i, event) in fresh.iter().enumerate() {
-        let seq = head.seq + 1 + i as i64;
-        let mut row = event.to_model(seq, prev_hash);
-        row.hash = row_hash(key, &row)?;
-        prev_hash = row.hash.clone();
-        rows.push(audit_events::ActiveModel::from(row));
+    let first_seq = head.seq + 1;
+    let rows = chain_rows(events, &stored, head, key)?;
+    let outcome = AppendOutcome {
+        inserted: rows.len() as u64,
+        duplicates: (events.len() - rows.len()) as u64,
+    };
+    if !rows.is_empty() {
+        let models: Vec<audit_events::ActiveModel> = rows.into_iter().map(Into::into).collect();
+        audit_events::Entity::insert_many(models)
+            .exec_without_returning(&txn)
+            .await?;
     }
-    let inserted = rows.len() as u64;
-    audit_events::Entity::insert_many(rows)
-        .exec_without_returning(&txn)
-        .await?;
     txn.commit().await?;
     debug!(
-        inserted,
-        duplicates,
-        first_seq = head.seq + 1,
+        inserted = outcome.inserted,
+        duplicates = outcome.duplicates,
+        first_seq,
         "audit batch appended"
     );
-    Ok(AppendOutcome {
-        inserted,
-        duplicates,
-    })
+    Ok(outcome)
 }
 
 /// The chain's head: the last row, else the newest prune anchor, else genesis.
