@@ -32,3 +32,7 @@ seed:
 # The whole flow on the embedded default (or DATABASE_URL/REDIS_URL when set).
 demo:
     cargo run -p warden-cli -- demo
+
+# Benchmarks against raw-driver baselines (needs PostgreSQL + Redis; see BENCHMARKS.md).
+bench *ARGS:
+    cargo run --release -p warden-bench -- {{ARGS}}

@@ -29,6 +29,17 @@ pub enum ApprovalError {
         /// What the driver reported.
         reason: String,
     },
+    /// Every database connection stayed busy for the whole acquire timeout.
+    /// Raise DATABASE_MAX_CONNECTIONS or reduce load.
+    #[error("database pool exhausted: no connection became free in time")]
+    PoolExhausted,
+    /// The database did not answer within the operation timeout (it may be
+    /// paused, overloaded or unreachable); nothing is left half-done.
+    #[error("database did not answer within {after:?}")]
+    Timeout {
+        /// The limit that was reached.
+        after: std::time::Duration,
+    },
     /// A stored row is unreadable.
     #[error("stored approval is unreadable: {reason}")]
     CorruptRow {
@@ -39,8 +50,11 @@ pub enum ApprovalError {
 
 impl From<sea_orm::DbErr> for ApprovalError {
     fn from(e: sea_orm::DbErr) -> Self {
-        Self::Database {
-            reason: e.to_string(),
+        match e {
+            sea_orm::DbErr::ConnectionAcquire(sea_orm::error::ConnAcquireErr::Timeout) => Self::PoolExhausted,
+            other => Self::Database {
+                reason: other.to_string(),
+            },
         }
     }
 }

@@ -48,6 +48,7 @@ pub struct ApprovalManager {
     cache: Cache,
     ttl: Duration,
     poll_interval: Duration,
+    db_timeout: Duration,
     notifiers: Vec<Arc<dyn Notifier>>,
 }
 
@@ -99,6 +100,7 @@ impl ApprovalManager {
             cache,
             ttl,
             poll_interval: Duration::from_millis(250),
+            db_timeout: Duration::from_secs(5),
             notifiers: Vec::new(),
         }
     }
@@ -107,6 +109,20 @@ impl ApprovalManager {
     pub fn with_notifier(mut self, notifier: Arc<dyn Notifier>) -> Self {
         self.notifiers.push(notifier);
         self
+    }
+
+    /// The longest any one database step may take (default 5 s); past it the
+    /// call fails with [`ApprovalError::Timeout`] instead of hanging on a
+    /// paused or blackholed server.
+    pub fn with_db_timeout(mut self, timeout: Duration) -> Self {
+        self.db_timeout = timeout.max(Duration::from_millis(10));
+        self
+    }
+
+    async fn bounded<T>(&self, work: impl std::future::Future<Output = Result<T, ApprovalError>>) -> Result<T, ApprovalError> {
+        tokio::time::timeout(self.db_timeout, work)
+            .await
+            .unwrap_or(Err(ApprovalError::Timeout { after: self.db_timeout }))
     }
 
     /// How often `wait_for_decision` polls the database when no cache message
@@ -152,6 +168,39 @@ impl ApprovalManager {
                 }
             })?;
 
+        let stored = self
+            .bounded(self.insert_pending(&request_id, &token_hash, caller_id, tool_name, request, labels, created_at, expires_at))
+            .await?;
+        let inserted = match stored {
+            Ok(row) => row,
+            Err(existing) => return Ok(existing),
+        };
+        let approval = Approval::from_model(inserted)?;
+        if let Err(e) = self.cache.set_json(&cache_key(&token_hash), &approval, ttl).await {
+            warn!(approval_id = %approval.id, error = %e, "approval cache write failed; the token works through the database");
+        }
+        self.notify_pending(&approval, &token);
+        Ok(IssueOutcome::Issued {
+            id: approval.id,
+            token,
+            expires_at,
+        })
+    }
+
+    /// The database half of `issue`: the new row, or the request's existing
+    /// PENDING approval.
+    #[allow(clippy::too_many_arguments)]
+    async fn insert_pending(
+        &self,
+        request_id: &str,
+        token_hash: &str,
+        caller_id: String,
+        tool_name: String,
+        request: &ApprovalRequest,
+        labels: Vec<String>,
+        created_at: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<Result<approval_requests::Model, IssueOutcome>, ApprovalError> {
         let txn = self.db.begin().await?;
         // A PENDING row past its expiry no longer blocks a new approval.
         approval_requests::Entity::update_many()
@@ -160,19 +209,19 @@ impl ApprovalManager {
                 Expr::value(ApprovalStatus::Expired.as_str()),
             )
             .col_expr(Column::DecidedAt, Expr::value(created_at))
-            .filter(Column::RequestId.eq(request_id.as_str()))
+            .filter(Column::RequestId.eq(request_id))
             .filter(Column::Status.eq(ApprovalStatus::Pending.as_str()))
             .filter(Column::ExpiresAt.lte(created_at))
             .exec(&txn)
             .await?;
-        if let Some(existing) = self.pending_for(&txn, &request_id).await? {
+        if let Some(existing) = self.pending_for(&txn, request_id).await? {
             txn.commit().await?;
-            return Ok(existing);
+            return Ok(Err(existing));
         }
         let model = approval_requests::ActiveModel {
             id: Set(Uuid::now_v7()),
-            token_hash: Set(token_hash.clone()),
-            request_id: Set(request_id.clone()),
+            token_hash: Set(token_hash.to_owned()),
+            request_id: Set(request_id.to_owned()),
             caller_id: Set(caller_id),
             tool_name: Set(tool_name),
             tool_call: Set(request.sanitized_tool_call.clone()),
@@ -185,36 +234,21 @@ impl ApprovalManager {
             approver_id: Set(None),
             note: Set(None),
         };
-        let inserted = match model.insert(&txn).await {
+        match model.insert(&txn).await {
             Ok(row) => {
                 txn.commit().await?;
-                row
+                Ok(Ok(row))
             }
             Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
                 // A concurrent issue for the same request won.
                 drop(txn);
-                return self.pending_for(&self.db, &request_id).await?.ok_or(
-                    ApprovalError::Database {
-                        reason: e.to_string(),
-                    },
-                );
+                self.pending_for(&self.db, request_id)
+                    .await?
+                    .map(Err)
+                    .ok_or(ApprovalError::Database { reason: e.to_string() })
             }
-            Err(e) => return Err(e.into()),
-        };
-        let approval = Approval::from_model(inserted)?;
-        if let Err(e) = self
-            .cache
-            .set_json(&cache_key(&token_hash), &approval, ttl)
-            .await
-        {
-            warn!(approval_id = %approval.id, error = %e, "approval cache write failed; the token works through the database");
+            Err(e) => Err(e.into()),
         }
-        self.notify_pending(&approval, &token);
-        Ok(IssueOutcome::Issued {
-            id: approval.id,
-            token,
-            expires_at,
-        })
     }
 
     async fn pending_for<C: sea_orm::ConnectionTrait>(
@@ -269,9 +303,13 @@ impl ApprovalManager {
     }
 
     async fn read_database(&self, token_hash: &str) -> Result<Approval, ApprovalError> {
-        let row = approval_requests::Entity::find()
-            .filter(Column::TokenHash.eq(token_hash))
-            .one(&self.db)
+        let row = self
+            .bounded(async {
+                Ok(approval_requests::Entity::find()
+                    .filter(Column::TokenHash.eq(token_hash))
+                    .one(&self.db)
+                    .await?)
+            })
             .await?
             .ok_or(ApprovalError::NotFound)?;
         Approval::from_model(row)
@@ -318,17 +356,21 @@ impl ApprovalManager {
         let span = info_span!("approval.decide", status = %status, approver = %approver_id);
         async {
             let decided_at = now();
-            let changed = approval_requests::Entity::update_many()
-                .col_expr(Column::Status, Expr::value(status.as_str()))
-                .col_expr(Column::DecidedAt, Expr::value(decided_at))
-                .col_expr(Column::ApproverId, Expr::value(approver_id.clone()))
-                .col_expr(Column::Note, Expr::value(note.clone()))
-                .filter(Column::TokenHash.eq(token_hash.as_str()))
-                .filter(Column::Status.eq(ApprovalStatus::Pending.as_str()))
-                .filter(Column::ExpiresAt.gt(decided_at))
-                .exec(&self.db)
-                .await?
-                .rows_affected;
+            let changed = self
+                .bounded(async {
+                    Ok(approval_requests::Entity::update_many()
+                        .col_expr(Column::Status, Expr::value(status.as_str()))
+                        .col_expr(Column::DecidedAt, Expr::value(decided_at))
+                        .col_expr(Column::ApproverId, Expr::value(approver_id.clone()))
+                        .col_expr(Column::Note, Expr::value(note.clone()))
+                        .filter(Column::TokenHash.eq(token_hash.as_str()))
+                        .filter(Column::Status.eq(ApprovalStatus::Pending.as_str()))
+                        .filter(Column::ExpiresAt.gt(decided_at))
+                        .exec(&self.db)
+                        .await?
+                        .rows_affected)
+                })
+                .await?;
             let approval = self.read_database(&token_hash).await?;
             if changed == 0 {
                 return Err(match approval.effective_status(decided_at) {

@@ -97,3 +97,27 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod hostile {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 5000, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// Strings of every length and content: parsing never panics, and only
+        /// the exact token shape is accepted.
+        #[test]
+        fn arbitrary_strings_never_parse_unless_well_formed(s in ".{0,120}", raw in prop::collection::vec(any::<u8>(), 0..120)) {
+            for candidate in [s, String::from_utf8_lossy(&raw).into_owned()] {
+                if let Some(t) = ApprovalToken::parse(&candidate) {
+                    prop_assert_eq!(candidate.len(), 43);
+                    prop_assert_eq!(t.expose(), candidate.as_str());
+                }
+            }
+        }
+    }
+}

@@ -590,3 +590,43 @@ async fn in_process_caches_are_separate_and_bounded() {
         "newest write kept"
     );
 }
+
+mod hostile_values {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+
+    use super::*;
+
+    /// Arbitrary bytes under a key are a miss (or, if they happen to be
+    /// valid JSON of the type, a hit) — never an error or a panic.
+    fn check(f: &Fixture, rt: &tokio::runtime::Runtime, cases: u32) {
+        let mut runner = TestRunner::new(Config { cases, failure_persistence: None, ..Config::default() });
+        runner
+            .run(&prop::collection::vec(any::<u8>(), 0..300), |bytes| {
+                rt.block_on(async {
+                    f.plant_raw("hostile", &bytes).await;
+                    let got = f.cache.get_json::<Approval>("hostile").await;
+                    prop_assert!(got.is_ok(), "{:?}", got);
+                    let as_value = f.cache.get_json::<serde_json::Value>("hostile").await;
+                    prop_assert!(as_value.is_ok());
+                    Ok(())
+                })
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn corrupt_values_are_misses_in_process() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let f = rt.block_on(in_process_fixture());
+        check(&f, &rt, 3000);
+    }
+
+    #[test]
+    fn corrupt_values_are_misses_on_redis() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let f = rt.block_on(redis_fixture());
+        check(&f, &rt, 300);
+        drop(f);
+    }
+}

@@ -53,6 +53,15 @@ pub enum KeyError {
         /// What the cache reported.
         reason: String,
     },
+    /// Every database connection stayed busy for the whole acquire timeout.
+    #[error("database pool exhausted: no connection became free in time")]
+    PoolExhausted,
+    /// The database did not answer within the operation timeout.
+    #[error("database did not answer within {after:?}")]
+    Timeout {
+        /// The limit that was reached.
+        after: std::time::Duration,
+    },
     /// Hashing failed.
     #[error("bcrypt failed: {reason}")]
     Hashing {
@@ -63,8 +72,11 @@ pub enum KeyError {
 
 impl From<sea_orm::DbErr> for KeyError {
     fn from(e: sea_orm::DbErr) -> Self {
-        Self::Database {
-            reason: e.to_string(),
+        match e {
+            sea_orm::DbErr::ConnectionAcquire(sea_orm::error::ConnAcquireErr::Timeout) => Self::PoolExhausted,
+            other => Self::Database {
+                reason: other.to_string(),
+            },
         }
     }
 }

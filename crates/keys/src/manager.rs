@@ -131,6 +131,7 @@ pub struct KeyManager {
     bcrypt_cost: u32,
     verify_ttl: Ttl,
     dummy_hash: String,
+    db_timeout: Duration,
 }
 
 fn field(field: &'static str, value: &str, max: usize) -> Result<String, KeyError> {
@@ -186,7 +187,21 @@ impl KeyManager {
             bcrypt_cost,
             verify_ttl,
             dummy_hash,
+            db_timeout: Duration::from_secs(5),
         })
+    }
+
+    /// The longest any one database step may take (default 5 s); past it the
+    /// call fails with [`KeyError::Timeout`] instead of hanging.
+    pub fn with_db_timeout(mut self, timeout: Duration) -> Self {
+        self.db_timeout = timeout.max(Duration::from_millis(10));
+        self
+    }
+
+    async fn bounded<T>(&self, work: impl std::future::Future<Output = Result<T, KeyError>>) -> Result<T, KeyError> {
+        tokio::time::timeout(self.db_timeout, work)
+            .await
+            .unwrap_or(Err(KeyError::Timeout { after: self.db_timeout }))
     }
 
     /// Creates a key for a caller that has none; returns its plaintext once.
@@ -234,7 +249,10 @@ impl KeyManager {
             revoked_at: Set(None),
             expires_at: Set(new.expires_at.map(|t| t.trunc_subsecs(6))),
         };
-        let stored = match row.insert(&self.db).await {
+        let inserted = tokio::time::timeout(self.db_timeout, row.insert(&self.db))
+            .await
+            .map_err(|_| KeyError::Timeout { after: self.db_timeout })?;
+        let stored = match inserted {
             Ok(stored) => stored,
             Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
                 return Err(KeyError::AlreadyExists { caller_id });
@@ -301,9 +319,8 @@ impl KeyManager {
     }
 
     async fn verify_in_database(&self, key: &PlainApiKey) -> Result<VerifiedKey, KeyError> {
-        let row = api_keys::Entity::find()
-            .filter(Column::KeyPrefix.eq(key.prefix()))
-            .one(&self.db)
+        let row = self
+            .bounded(async { Ok(api_keys::Entity::find().filter(Column::KeyPrefix.eq(key.prefix())).one(&self.db).await?) })
             .await?;
         let hash = row
             .as_ref()
@@ -328,7 +345,7 @@ impl KeyManager {
         }
         // Coarse last-use: one conditional write per key per minute at most.
         let stale_before = now - LAST_USED_GRANULARITY;
-        let touched = api_keys::Entity::update_many()
+        let touched = tokio::time::timeout(self.db_timeout, api_keys::Entity::update_many()
             .col_expr(Column::LastUsedAt, Expr::value(now.trunc_subsecs(6)))
             .filter(Column::Id.eq(row.id))
             .filter(

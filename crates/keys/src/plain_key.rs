@@ -131,3 +131,27 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod hostile {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 5000, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// Keys of every length and content: parsing never panics, and whatever
+        /// parses has the exact key shape.
+        #[test]
+        fn arbitrary_strings_never_parse_unless_well_formed(s in ".{0,150}", prefix_env in "[a-z]{1,16}") {
+            for candidate in [s.clone(), format!("wdn_{prefix_env}_{s}"), format!("wdn_{prefix_env}_0123456789ab_{s}")] {
+                if let Some(k) = PlainApiKey::parse(&candidate) {
+                    prop_assert!(k.expose().starts_with("wdn_"));
+                    prop_assert_eq!(k.secret().len(), 43);
+                }
+            }
+        }
+    }
+}

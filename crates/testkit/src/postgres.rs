@@ -107,6 +107,31 @@ impl PrivatePostgres {
         }
     }
 
+    /// Freezes the whole server (SIGSTOP to the postmaster and every backend):
+    /// connections stay open and nothing answers, like a hung host.
+    pub fn pause(&self) {
+        self.signal_all("-STOP");
+    }
+
+    /// Thaws a paused server (SIGCONT).
+    pub fn resume(&self) {
+        self.signal_all("-CONT");
+    }
+
+    fn signal_all(&self, sig: &str) {
+        let pid_file = self.data_dir().join("postmaster.pid");
+        let Some(pid) = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|s| s.lines().next().map(|l| l.trim().to_owned()))
+        else {
+            return;
+        };
+        let children = Command::new("pgrep").args(["-P", &pid]).output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+        let mut pids: Vec<String> = children.split_whitespace().map(str::to_owned).collect();
+        pids.push(pid);
+        let _ = Command::new("kill").arg(sig).args(&pids).status();
+    }
+
     /// Starts the server again on the same port and waits until it accepts
     /// connections.
     pub async fn resume_after_stop(&mut self) {
@@ -142,6 +167,7 @@ impl PrivatePostgres {
 
 impl Drop for PrivatePostgres {
     fn drop(&mut self) {
+        self.resume();
         self.kill();
     }
 }
