@@ -119,10 +119,15 @@ impl ApprovalManager {
         self
     }
 
-    async fn bounded<T>(&self, work: impl std::future::Future<Output = Result<T, ApprovalError>>) -> Result<T, ApprovalError> {
+    async fn bounded<T>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, ApprovalError>>,
+    ) -> Result<T, ApprovalError> {
         tokio::time::timeout(self.db_timeout, work)
             .await
-            .unwrap_or(Err(ApprovalError::Timeout { after: self.db_timeout }))
+            .unwrap_or(Err(ApprovalError::Timeout {
+                after: self.db_timeout,
+            }))
     }
 
     /// How often `wait_for_decision` polls the database when no cache message
@@ -169,14 +174,27 @@ impl ApprovalManager {
             })?;
 
         let stored = self
-            .bounded(self.insert_pending(&request_id, &token_hash, caller_id, tool_name, request, labels, created_at, expires_at))
+            .bounded(self.insert_pending(
+                &request_id,
+                &token_hash,
+                caller_id,
+                tool_name,
+                request,
+                labels,
+                created_at,
+                expires_at,
+            ))
             .await?;
         let inserted = match stored {
             Ok(row) => row,
             Err(existing) => return Ok(existing),
         };
         let approval = Approval::from_model(inserted)?;
-        if let Err(e) = self.cache.set_json(&cache_key(&token_hash), &approval, ttl).await {
+        if let Err(e) = self
+            .cache
+            .set_json(&cache_key(&token_hash), &approval, ttl)
+            .await
+        {
             warn!(approval_id = %approval.id, error = %e, "approval cache write failed; the token works through the database");
         }
         self.notify_pending(&approval, &token);
@@ -245,7 +263,9 @@ impl ApprovalManager {
                 self.pending_for(&self.db, request_id)
                     .await?
                     .map(Err)
-                    .ok_or(ApprovalError::Database { reason: e.to_string() })
+                    .ok_or(ApprovalError::Database {
+                        reason: e.to_string(),
+                    })
             }
             Err(e) => Err(e.into()),
         }

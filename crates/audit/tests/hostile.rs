@@ -5,18 +5,24 @@
 
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
-use warden_audit::{AuditError, AuditEvent, Decision, MAX_DEPTH, Redactor, ToolCall, canonical_hash, canonical_json};
+use warden_audit::{
+    AuditError, AuditEvent, Decision, MAX_DEPTH, Redactor, ToolCall, canonical_hash, canonical_json,
+};
 
 fn arb_json() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
         Just(Value::Null),
         any::<bool>().prop_map(Value::Bool),
         any::<i64>().prop_map(Value::from),
-        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(Value::from),
         any::<String>().prop_map(Value::String),
         "[\\x00-\\x1f\\\\\"']{0,40}".prop_map(Value::String),
         Just(Value::String("Bearer abcdefghijklmnop".into())),
-        Just(Value::String("' OR 1=1; DROP TABLE audit_events; --".into())),
+        Just(Value::String(
+            "' OR 1=1; DROP TABLE audit_events; --".into()
+        )),
     ];
     leaf.prop_recursive(8, 256, 10, |inner| {
         prop_oneof![
@@ -87,8 +93,16 @@ fn multi_megabyte_arguments_are_hashed_in_full_and_stored_truncated() {
     let event = record(&args, &Redactor::default()).unwrap();
     assert_eq!(event.raw_args_hash(), canonical_hash(&args).unwrap());
     assert!(canonical_json(event.sanitized_args()).unwrap().len() < 70 * 1024);
-    assert!(event.redaction_flags().iter().any(|f| f.reason == "truncated"));
-    assert!(!event.sanitized_args().to_string().contains("\"x\""), "the password never reaches the preview");
+    assert!(
+        event
+            .redaction_flags()
+            .iter()
+            .any(|f| f.reason == "truncated")
+    );
+    assert!(
+        !event.sanitized_args().to_string().contains("\"x\""),
+        "the password never reaches the preview"
+    );
 }
 
 #[test]
@@ -96,10 +110,24 @@ fn nesting_far_past_the_limit_is_a_typed_error_not_a_stack_overflow() {
     for depth in [MAX_DEPTH + 1, 1_000, 10_000] {
         let mut v = json!("leaf");
         for i in 0..depth {
-            v = if i % 2 == 0 { json!([v]) } else { json!({"k": v}) };
+            // Built by moving, not with json!(…), which would re-serialize (recursively) each level.
+            v = if i % 2 == 0 {
+                Value::Array(vec![v])
+            } else {
+                Value::Object(Map::from_iter([("k".to_owned(), v)]))
+            };
         }
-        assert!(matches!(canonical_json(&v), Err(AuditError::TooDeep { .. })), "{depth}");
-        assert!(matches!(record(&v, &Redactor::default()), Err(AuditError::TooDeep { .. })), "{depth}");
+        assert!(
+            matches!(canonical_json(&v), Err(AuditError::TooDeep { .. })),
+            "{depth}"
+        );
+        assert!(
+            matches!(
+                record(&v, &Redactor::default()),
+                Err(AuditError::TooDeep { .. })
+            ),
+            "{depth}"
+        );
         // Dropping the deep value iteratively keeps this test itself stack-safe.
         let mut cur = v;
         loop {

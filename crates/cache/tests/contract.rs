@@ -600,7 +600,11 @@ mod hostile_values {
     /// Arbitrary bytes under a key are a miss (or, if they happen to be
     /// valid JSON of the type, a hit) — never an error or a panic.
     fn check(f: &Fixture, rt: &tokio::runtime::Runtime, cases: u32) {
-        let mut runner = TestRunner::new(Config { cases, failure_persistence: None, ..Config::default() });
+        let mut runner = TestRunner::new(Config {
+            cases,
+            failure_persistence: None,
+            ..Config::default()
+        });
         runner
             .run(&prop::collection::vec(any::<u8>(), 0..300), |bytes| {
                 rt.block_on(async {

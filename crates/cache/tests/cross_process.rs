@@ -12,18 +12,41 @@ async fn processes_sharing_a_limit_allow_exactly_the_limit() {
     let children: Vec<_> = (0..3)
         .map(|_| {
             Command::new(env!("CARGO_BIN_EXE_warden-rate-limit-probe"))
-                .args(["--redis-url", &redis.url, "--prefix", &redis.prefix, "--subject", "agent-42"])
-                .args(["--limit", "250", "--period-secs", "3600", "--attempts", "400", "--concurrency", "8"])
+                .args([
+                    "--redis-url",
+                    &redis.url,
+                    "--prefix",
+                    &redis.prefix,
+                    "--subject",
+                    "agent-42",
+                ])
+                .args([
+                    "--limit",
+                    "250",
+                    "--period-secs",
+                    "3600",
+                    "--attempts",
+                    "400",
+                    "--concurrency",
+                    "8",
+                ])
                 .output()
                 .unwrap()
         })
         .collect();
     let mut allowed = 0;
     for out in children {
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(report["degraded"], 0);
         allowed += report["allowed"].as_u64().unwrap();
     }
-    assert_eq!(allowed, 250, "1200 attempts from 3 processes against a limit of 250");
+    assert_eq!(
+        allowed, 250,
+        "1200 attempts from 3 processes against a limit of 250"
+    );
 }

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use sea_orm::TransactionTrait;
 use serde_json::json;
-use warden_approval::{ApprovalError, ApprovalManager, ApprovalRequest, ApprovalStatus, IssueOutcome};
+use warden_approval::{
+    ApprovalError, ApprovalManager, ApprovalRequest, ApprovalStatus, IssueOutcome,
+};
 use warden_cache::{CacheError, Ttl};
 use warden_core::{Settings, Storage};
 use warden_keys::{KeyError, NewKey};
@@ -58,13 +60,30 @@ async fn bounded<T>(f: impl std::future::Future<Output = T>) -> T {
 #[tokio::test]
 async fn postgres_paused_past_the_timeouts_gives_typed_timeouts_then_recovers() {
     let mut server = PrivatePostgres::start().await;
-    let storage = Storage::connect(&settings(&server.url(), None, &[])).await.unwrap();
-    migration::run(&storage.db, migration::Command::Up(None)).await.unwrap();
-    let approvals = storage.approval_manager().with_db_timeout(Duration::from_secs(1));
-    let keys = storage.key_manager().unwrap().with_db_timeout(Duration::from_secs(1));
-    let IssueOutcome::Issued { token, .. } = approvals.issue(&request("r-1")).await.unwrap() else { panic!() };
+    let storage = Storage::connect(&settings(&server.url(), None, &[]))
+        .await
+        .unwrap();
+    migration::run(&storage.db, migration::Command::Up(None))
+        .await
+        .unwrap();
+    let approvals = storage
+        .approval_manager()
+        .with_db_timeout(Duration::from_secs(1));
+    let keys = storage
+        .key_manager()
+        .unwrap()
+        .with_db_timeout(Duration::from_secs(1));
+    let IssueOutcome::Issued { token, .. } = approvals.issue(&request("r-1")).await.unwrap() else {
+        panic!()
+    };
     let key = keys
-        .create(&NewKey { caller_id: "a", role: "developer", trust_level: 2, environment: "test", expires_at: None })
+        .create(&NewKey {
+            caller_id: "a",
+            role: "developer",
+            trust_level: 2,
+            environment: "test",
+            expires_at: None,
+        })
         .await
         .unwrap();
     // Pending approvals are confirmed with the database when the cache is per-process.
@@ -73,29 +92,65 @@ async fn postgres_paused_past_the_timeouts_gives_typed_timeouts_then_recovers() 
     server.pause();
     let started = Instant::now();
     let check = bounded(approvals.check(token.expose())).await.unwrap_err();
-    assert!(matches!(check, ApprovalError::Timeout { .. } | ApprovalError::PoolExhausted), "{check:?}");
-    let decide = bounded(approvals.approve(token.expose(), "alice", None)).await.unwrap_err();
-    assert!(matches!(decide, ApprovalError::Timeout { .. } | ApprovalError::PoolExhausted), "{decide:?}");
+    assert!(
+        matches!(
+            check,
+            ApprovalError::Timeout { .. } | ApprovalError::PoolExhausted
+        ),
+        "{check:?}"
+    );
+    let decide = bounded(approvals.approve(token.expose(), "alice", None))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            decide,
+            ApprovalError::Timeout { .. } | ApprovalError::PoolExhausted
+        ),
+        "{decide:?}"
+    );
     let issue = bounded(approvals.issue(&request("r-2"))).await.unwrap_err();
-    assert!(matches!(issue, ApprovalError::Timeout { .. } | ApprovalError::PoolExhausted), "{issue:?}");
+    assert!(
+        matches!(
+            issue,
+            ApprovalError::Timeout { .. } | ApprovalError::PoolExhausted
+        ),
+        "{issue:?}"
+    );
     // The key was never verified, so this needs the database.
-    let verify = bounded(keys.verify(key.plaintext.expose())).await.unwrap_err();
-    assert!(matches!(verify, KeyError::Timeout { .. } | KeyError::PoolExhausted), "{verify:?}");
+    let verify = bounded(keys.verify(key.plaintext.expose()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(verify, KeyError::Timeout { .. } | KeyError::PoolExhausted),
+        "{verify:?}"
+    );
     let health = bounded(warden_core::health::check(&storage)).await;
     assert!(!health.is_healthy());
-    assert!(started.elapsed() < Duration::from_secs(15), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
 
     server.resume();
     let mut recovered = false;
     for _ in 0..50 {
-        if approvals.approve(token.expose(), "alice", None).await.is_ok() {
+        if approvals
+            .approve(token.expose(), "alice", None)
+            .await
+            .is_ok()
+        {
             recovered = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(recovered, "no recovery after resume");
-    assert_eq!(approvals.check(token.expose()).await.unwrap().status, ApprovalStatus::Approved);
+    assert_eq!(
+        approvals.check(token.expose()).await.unwrap().status,
+        ApprovalStatus::Approved
+    );
     keys.verify(key.plaintext.expose()).await.unwrap();
     server.kill();
 }
@@ -106,24 +161,39 @@ async fn an_exhausted_database_pool_is_a_typed_error_and_leaks_nothing() {
     let storage = Storage::connect(&settings(
         &db.url,
         None,
-        &[("DATABASE_MAX_CONNECTIONS", "2"), ("DATABASE_MIN_CONNECTIONS", "0"), ("DATABASE_ACQUIRE_TIMEOUT_MS", "500")],
+        &[
+            ("DATABASE_MAX_CONNECTIONS", "2"),
+            ("DATABASE_MIN_CONNECTIONS", "0"),
+            ("DATABASE_ACQUIRE_TIMEOUT_MS", "500"),
+        ],
     ))
     .await
     .unwrap();
     let approvals = storage.approval_manager();
-    let IssueOutcome::Issued { token, .. } = approvals.issue(&request("r-1")).await.unwrap() else { panic!() };
-    let held = [storage.db.begin().await.unwrap(), storage.db.begin().await.unwrap()];
+    let IssueOutcome::Issued { token, .. } = approvals.issue(&request("r-1")).await.unwrap() else {
+        panic!()
+    };
+    let held = [
+        storage.db.begin().await.unwrap(),
+        storage.db.begin().await.unwrap(),
+    ];
     let started = Instant::now();
     let err = bounded(approvals.check(token.expose())).await.unwrap_err();
     assert!(matches!(err, ApprovalError::PoolExhausted), "{err:?}");
     assert!(err.to_string().contains("pool exhausted"));
     assert!(started.elapsed() < Duration::from_secs(5));
     let keys = storage.key_manager().unwrap();
-    let err = bounded(keys.verify("wdn_test_0123456789ab_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")).await.unwrap_err();
+    let err =
+        bounded(keys.verify("wdn_test_0123456789ab_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"))
+            .await
+            .unwrap_err();
     assert!(matches!(err, KeyError::PoolExhausted), "{err:?}");
     drop(held);
     // Both connections come back: two concurrent callers succeed.
-    let (a, b) = tokio::join!(approvals.check(token.expose()), approvals.check(token.expose()));
+    let (a, b) = tokio::join!(
+        approvals.check(token.expose()),
+        approvals.check(token.expose())
+    );
     a.unwrap();
     b.unwrap();
 }
@@ -132,14 +202,24 @@ async fn an_exhausted_database_pool_is_a_typed_error_and_leaks_nothing() {
 async fn a_blackholed_database_times_out_and_leaks_no_permit() {
     let hole = Blackhole::start().await;
     let url = format!("postgres://postgres@127.0.0.1:{}/warden", hole.port());
-    let storage = Storage::connect_lazy(&settings(&url, None, &[("DATABASE_MAX_CONNECTIONS", "2")])).await.unwrap();
-    let approvals = storage.approval_manager().with_db_timeout(Duration::from_millis(800));
+    let storage =
+        Storage::connect_lazy(&settings(&url, None, &[("DATABASE_MAX_CONNECTIONS", "2")]))
+            .await
+            .unwrap();
+    let approvals = storage
+        .approval_manager()
+        .with_db_timeout(Duration::from_millis(800));
     let token = warden_approval::ApprovalToken::generate().unwrap();
     for _ in 0..4 {
         let started = Instant::now();
         let err = bounded(approvals.check(token.expose())).await.unwrap_err();
         assert!(
-            matches!(err, ApprovalError::Timeout { .. } | ApprovalError::PoolExhausted | ApprovalError::Database { .. }),
+            matches!(
+                err,
+                ApprovalError::Timeout { .. }
+                    | ApprovalError::PoolExhausted
+                    | ApprovalError::Database { .. }
+            ),
             "{err:?}"
         );
         assert!(started.elapsed() < Duration::from_secs(5));
@@ -163,10 +243,16 @@ async fn futures_join<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output>
 async fn redis_killed_under_mixed_load_loses_no_approval_operation() {
     let db = TestDatabase::postgres().await;
     let mut redis = PrivateRedis::start().await;
-    let storage = Storage::connect(&settings(&db.url, Some(&redis.url()), &[])).await.unwrap();
+    let storage = Storage::connect(&settings(&db.url, Some(&redis.url()), &[]))
+        .await
+        .unwrap();
     let approvals: ApprovalManager = storage.approval_manager();
     let cache = storage.cache.clone();
-    let (approval_ops, cache_ok, cache_failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let (approval_ops, cache_ok, cache_failed) = (
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+    );
     let deadline = Instant::now() + Duration::from_secs(3);
     let mut tasks = Vec::new();
     for w in 0..6 {
@@ -178,19 +264,38 @@ async fn redis_killed_under_mixed_load_loses_no_approval_operation() {
                 n += 1;
                 if w % 2 == 0 {
                     // Approval flow: must never fail, Redis or not.
-                    let IssueOutcome::Issued { token, .. } = approvals.issue(&request(&format!("w{w}-{n}"))).await.unwrap() else {
+                    let IssueOutcome::Issued { token, .. } = approvals
+                        .issue(&request(&format!("w{w}-{n}")))
+                        .await
+                        .unwrap()
+                    else {
                         panic!("duplicate")
                     };
-                    assert_eq!(approvals.check(token.expose()).await.unwrap().status, ApprovalStatus::Pending);
-                    let decided = approvals.approve(token.expose(), "ops", None).await.unwrap();
-                    assert_eq!(approvals.check(token.expose()).await.unwrap().status, decided.status);
+                    assert_eq!(
+                        approvals.check(token.expose()).await.unwrap().status,
+                        ApprovalStatus::Pending
+                    );
+                    let decided = approvals
+                        .approve(token.expose(), "ops", None)
+                        .await
+                        .unwrap();
+                    assert_eq!(
+                        approvals.check(token.expose()).await.unwrap().status,
+                        decided.status
+                    );
                     ops.fetch_add(4, Ordering::Relaxed);
                 } else {
                     // Cache traffic: typed errors while Redis is down, never a panic or hang.
-                    match cache.set_json(&format!("k{w}-{n}"), &n, Ttl::from_secs(60).unwrap()).await {
+                    match cache
+                        .set_json(&format!("k{w}-{n}"), &n, Ttl::from_secs(60).unwrap())
+                        .await
+                    {
                         Ok(()) => ok.fetch_add(1, Ordering::Relaxed),
                         Err(e) => {
-                            assert!(e.is_unavailable() || matches!(e, CacheError::Command { .. }), "{e:?}");
+                            assert!(
+                                e.is_unavailable() || matches!(e, CacheError::Command { .. }),
+                                "{e:?}"
+                            );
                             failed.fetch_add(1, Ordering::Relaxed)
                         }
                     };
@@ -206,18 +311,31 @@ async fn redis_killed_under_mixed_load_loses_no_approval_operation() {
         bounded(t).await.unwrap();
     }
     assert!(approval_ops.load(Ordering::Relaxed) > 0);
-    assert!(cache_failed.load(Ordering::Relaxed) > 0, "the outage was not observed");
+    assert!(
+        cache_failed.load(Ordering::Relaxed) > 0,
+        "the outage was not observed"
+    );
     // The fast path is back.
     let mut back = false;
     for _ in 0..50 {
-        if cache.set_json("after", &1, Ttl::from_secs(60).unwrap()).await.is_ok() {
+        if cache
+            .set_json("after", &1, Ttl::from_secs(60).unwrap())
+            .await
+            .is_ok()
+        {
             back = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(back);
-    let IssueOutcome::Issued { token, .. } = approvals.issue(&request("after")).await.unwrap() else { panic!() };
-    let cached: Option<serde_json::Value> = cache.get_json(&format!("approval:{}", token.hash())).await.unwrap();
+    let IssueOutcome::Issued { token, .. } = approvals.issue(&request("after")).await.unwrap()
+    else {
+        panic!()
+    };
+    let cached: Option<serde_json::Value> = cache
+        .get_json(&format!("approval:{}", token.hash()))
+        .await
+        .unwrap();
     assert!(cached.is_some(), "approvals write through to Redis again");
 }

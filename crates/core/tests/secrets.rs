@@ -25,7 +25,12 @@ const SECRETS: [&str; 6] = [
 ];
 
 async fn stored_text(db: &TestDatabase) -> String {
-    let tables = ["api_keys", "audit_events", "approval_requests", "audit_chain_anchors"];
+    let tables = [
+        "api_keys",
+        "audit_events",
+        "approval_requests",
+        "audit_chain_anchors",
+    ];
     let mut all = String::new();
     for table in tables {
         let sql = match db.backend {
@@ -36,8 +41,14 @@ async fn stored_text(db: &TestDatabase) -> String {
         let rows = match db.backend {
             Backend::Postgres => db.strings(&sql).await,
             Backend::Sqlite => {
-                let cols = db.strings(&format!("SELECT name FROM pragma_table_info('{table}')")).await;
-                let expr = cols.iter().map(|c| format!("quote(\"{c}\")")).collect::<Vec<_>>().join(" || ' ' || ");
+                let cols = db
+                    .strings(&format!("SELECT name FROM pragma_table_info('{table}')"))
+                    .await;
+                let expr = cols
+                    .iter()
+                    .map(|c| format!("quote(\"{c}\")"))
+                    .collect::<Vec<_>>()
+                    .join(" || ' ' || ");
                 db.strings(&format!("SELECT {expr} FROM {table}")).await
             }
         };
@@ -57,7 +68,10 @@ async fn the_demo_flow_leaks_no_secret_anywhere() {
             ("DATABASE_URL", db.url.clone()),
             ("BCRYPT_COST", "4".into()),
             ("AUDIT_SPILL_PATH", spill.clone()),
-            ("AUDIT_CHAIN_KEY", "chain-key-for-the-secret-leak-test-000000".into()),
+            (
+                "AUDIT_CHAIN_KEY",
+                "chain-key-for-the-secret-leak-test-000000".into(),
+            ),
         ]);
         if backend == Backend::Postgres {
             vars.insert("REDIS_URL", redis.url.clone());
@@ -69,7 +83,13 @@ async fn the_demo_flow_leaks_no_secret_anywhere() {
         // Keys.
         let keys = storage.key_manager().unwrap();
         let created = keys
-            .create(&NewKey { caller_id: "agent", role: "developer", trust_level: 2, environment: "test", expires_at: None })
+            .create(&NewKey {
+                caller_id: "agent",
+                role: "developer",
+                trust_level: 2,
+                environment: "test",
+                expires_at: None,
+            })
             .await
             .unwrap();
         let plain = created.plaintext.expose().to_owned();
@@ -109,7 +129,16 @@ async fn the_demo_flow_leaks_no_secret_anywhere() {
             logger.log(e);
         }
         logger.shutdown().await.unwrap();
-        assert!(verify(&storage.db, settings.audit_chain_key.as_ref(), &VerifyOptions::default()).await.unwrap().is_valid());
+        assert!(
+            verify(
+                &storage.db,
+                settings.audit_chain_key.as_ref(),
+                &VerifyOptions::default()
+            )
+            .await
+            .unwrap()
+            .is_valid()
+        );
 
         // An approval.
         let approvals = storage.approval_manager();
@@ -129,8 +158,14 @@ async fn the_demo_flow_leaks_no_secret_anywhere() {
             panic!()
         };
         approvals.check(token.expose()).await.unwrap();
-        approvals.approve(token.expose(), "ops", Some("ok")).await.unwrap();
-        approvals.wait_for_decision(token.expose(), Duration::from_millis(100)).await.unwrap();
+        approvals
+            .approve(token.expose(), "ops", Some("ok"))
+            .await
+            .unwrap();
+        approvals
+            .wait_for_decision(token.expose(), Duration::from_millis(100))
+            .await
+            .unwrap();
         let _ = approvals.deny(token.expose(), "mallory", None).await;
         let _ = approvals.check("not-a-token").await;
         let _ = keys.verify(&format!("{plain}x")).await;
@@ -142,7 +177,11 @@ async fn the_demo_flow_leaks_no_secret_anywhere() {
             let client = redis::Client::open(redis.url.as_str()).unwrap();
             let mut conn = client.get_multiplexed_async_connection().await.unwrap();
             for key in redis.keys().await {
-                let v: Option<Vec<u8>> = redis::cmd("GET").arg(&key).query_async(&mut conn).await.unwrap_or(None);
+                let v: Option<Vec<u8>> = redis::cmd("GET")
+                    .arg(&key)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap_or(None);
                 cached.push_str(&key);
                 cached.push_str(&String::from_utf8_lossy(&v.unwrap_or_default()));
             }
@@ -151,23 +190,40 @@ async fn the_demo_flow_leaks_no_secret_anywhere() {
         let stored = stored_text(&db).await;
         let spilled = std::fs::read_to_string(&spill).unwrap_or_default();
         let logged = logs.contents();
-        assert!(logged.contains("TRACE") || logged.contains("DEBUG"), "capture works");
+        assert!(
+            logged.contains("TRACE") || logged.contains("DEBUG"),
+            "capture works"
+        );
         let key_secret = &plain[created.plaintext.prefix().len() + 1..];
         let mut forbidden: Vec<&str> = SECRETS.to_vec();
         forbidden.extend([plain.as_str(), key_secret, token.expose()]);
         for secret in forbidden {
-            for (place, text) in [("logs", &logged), ("stored columns", &stored), ("cache", &cached), ("spill file", &spilled)] {
-                assert!(!text.contains(secret), "{backend:?}: {secret:.12}… found in {place}");
+            for (place, text) in [
+                ("logs", &logged),
+                ("stored columns", &stored),
+                ("cache", &cached),
+                ("spill file", &spilled),
+            ] {
+                assert!(
+                    !text.contains(secret),
+                    "{backend:?}: {secret:.12}… found in {place}"
+                );
             }
         }
-        assert!(stored.contains("[REDACTED"), "{backend:?}: the redacted copy is stored");
+        assert!(
+            stored.contains("[REDACTED"),
+            "{backend:?}: the redacted copy is stored"
+        );
         storage.close().await.unwrap();
     }
 }
 
 fn tempfile_path(backend: Backend) -> String {
     std::env::temp_dir()
-        .join(format!("warden-secrets-{}-{backend:?}.spill", std::process::id()))
+        .join(format!(
+            "warden-secrets-{}-{backend:?}.spill",
+            std::process::id()
+        ))
         .display()
         .to_string()
 }

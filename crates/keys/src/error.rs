@@ -73,7 +73,9 @@ pub enum KeyError {
 impl From<sea_orm::DbErr> for KeyError {
     fn from(e: sea_orm::DbErr) -> Self {
         match e {
-            sea_orm::DbErr::ConnectionAcquire(sea_orm::error::ConnAcquireErr::Timeout) => Self::PoolExhausted,
+            sea_orm::DbErr::ConnectionAcquire(sea_orm::error::ConnAcquireErr::Timeout) => {
+                Self::PoolExhausted
+            }
             other => Self::Database {
                 reason: other.to_string(),
             },

@@ -198,10 +198,15 @@ impl KeyManager {
         self
     }
 
-    async fn bounded<T>(&self, work: impl std::future::Future<Output = Result<T, KeyError>>) -> Result<T, KeyError> {
+    async fn bounded<T>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, KeyError>>,
+    ) -> Result<T, KeyError> {
         tokio::time::timeout(self.db_timeout, work)
             .await
-            .unwrap_or(Err(KeyError::Timeout { after: self.db_timeout }))
+            .unwrap_or(Err(KeyError::Timeout {
+                after: self.db_timeout,
+            }))
     }
 
     /// Creates a key for a caller that has none; returns its plaintext once.
@@ -251,7 +256,9 @@ impl KeyManager {
         };
         let inserted = tokio::time::timeout(self.db_timeout, row.insert(&self.db))
             .await
-            .map_err(|_| KeyError::Timeout { after: self.db_timeout })?;
+            .map_err(|_| KeyError::Timeout {
+                after: self.db_timeout,
+            })?;
         let stored = match inserted {
             Ok(stored) => stored,
             Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
@@ -320,7 +327,12 @@ impl KeyManager {
 
     async fn verify_in_database(&self, key: &PlainApiKey) -> Result<VerifiedKey, KeyError> {
         let row = self
-            .bounded(async { Ok(api_keys::Entity::find().filter(Column::KeyPrefix.eq(key.prefix())).one(&self.db).await?) })
+            .bounded(async {
+                Ok(api_keys::Entity::find()
+                    .filter(Column::KeyPrefix.eq(key.prefix()))
+                    .one(&self.db)
+                    .await?)
+            })
             .await?;
         let hash = row
             .as_ref()
@@ -345,18 +357,23 @@ impl KeyManager {
         }
         // Coarse last-use: one conditional write per key per minute at most.
         let stale_before = now - LAST_USED_GRANULARITY;
-        let touched = tokio::time::timeout(self.db_timeout, api_keys::Entity::update_many()
-            .col_expr(Column::LastUsedAt, Expr::value(now.trunc_subsecs(6)))
-            .filter(Column::Id.eq(row.id))
-            .filter(
-                Condition::any()
-                    .add(Column::LastUsedAt.is_null())
-                    .add(Column::LastUsedAt.lt(stale_before)),
-            )
-            .exec(&self.db)
-            .await;
-        if let Err(e) = touched {
-            warn!(error = %e, "last_used_at not updated");
+        let touched = tokio::time::timeout(
+            self.db_timeout,
+            api_keys::Entity::update_many()
+                .col_expr(Column::LastUsedAt, Expr::value(now.trunc_subsecs(6)))
+                .filter(Column::Id.eq(row.id))
+                .filter(
+                    Condition::any()
+                        .add(Column::LastUsedAt.is_null())
+                        .add(Column::LastUsedAt.lt(stale_before)),
+                )
+                .exec(&self.db),
+        )
+        .await;
+        match touched {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => warn!(error = %e, "last_used_at not updated"),
+            Err(_) => warn!("last_used_at not updated: the database did not answer in time"),
         }
         Ok(VerifiedKey {
             key_id: row.id,

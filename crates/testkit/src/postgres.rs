@@ -126,7 +126,11 @@ impl PrivatePostgres {
         else {
             return;
         };
-        let children = Command::new("pgrep").args(["-P", &pid]).output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+        let children = Command::new("pgrep")
+            .args(["-P", &pid])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
         let mut pids: Vec<String> = children.split_whitespace().map(str::to_owned).collect();
         pids.push(pid);
         let _ = Command::new("kill").arg(sig).args(&pids).status();

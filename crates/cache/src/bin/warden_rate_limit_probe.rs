@@ -9,7 +9,9 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use warden_cache::{Cache, FailMode, KeyPrefix, RateLimit, RateLimiter, RedisPool, RedisPoolConfig};
+use warden_cache::{
+    Cache, FailMode, KeyPrefix, RateLimit, RateLimiter, RedisPool, RedisPoolConfig,
+};
 
 fn arg(name: &str) -> Option<String> {
     let mut args = std::env::args();
@@ -44,7 +46,10 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         command_timeout: Duration::from_secs(2),
     })?;
     let cache = Cache::redis(pool, KeyPrefix::new(&get("--prefix")?)?);
-    let limit = RateLimit::new(get("--limit")?.parse()?, Duration::from_secs(get("--period-secs")?.parse()?))?;
+    let limit = RateLimit::new(
+        get("--limit")?.parse()?,
+        Duration::from_secs(get("--period-secs")?.parse()?),
+    )?;
     let limiter = RateLimiter::new(cache, "probe", limit, FailMode::Closed);
     let subject = get("--subject")?;
     let attempts: usize = get("--attempts")?.parse()?;
