@@ -3,8 +3,8 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 /// A PostgreSQL server this test owns (initdb into a temporary directory, on a
-/// free loopback port, trust auth, fsync off). It can be crashed (`kill`),
-/// stopped cleanly and restarted on the same port; it is killed on drop.
+/// free loopback port, trust auth, fsync off). It can be crashed (`kill`,
+/// SIGKILL), paused (SIGSTOP) and restarted on the same port; it is killed on drop.
 ///
 /// Needs the server binaries (`/usr/lib/postgresql/<version>/bin`); as root it
 /// runs them as the `postgres` user, since PostgreSQL refuses to run as root.
@@ -99,10 +99,18 @@ impl PrivatePostgres {
         self.as_postgres(&pg_ctl, &all)
     }
 
-    /// Crashes the server (`pg_ctl stop -m immediate`): no clean shutdown.
+    /// Crashes the server: SIGKILL (`kill -9`) to the postmaster and every
+    /// backend at once, like the OOM killer. The next start runs crash recovery.
     pub fn kill(&mut self) {
         if self.running {
-            let _ = self.pg_ctl(&["-m", "immediate", "-w", "stop"]);
+            self.signal_all("-KILL");
+            // Wait until the port is free again so a restart can bind it.
+            for _ in 0..100 {
+                if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
             self.running = false;
         }
     }
