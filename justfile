@@ -36,3 +36,7 @@ demo:
 # Benchmarks against raw-driver baselines (needs PostgreSQL + Redis; see BENCHMARKS.md).
 bench *ARGS:
     cargo run --release -p warden-bench -- {{ARGS}}
+
+# Fuzz the canonical hasher + redactor for N seconds (default 120).
+fuzz SECONDS="120":
+    scripts/fuzz.sh {{SECONDS}}
