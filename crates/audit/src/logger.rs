@@ -342,23 +342,8 @@ impl Worker {
         }
         let mut delay = self.config.retry_backoff;
         for attempt in 0..=self.config.max_retries {
-            match append(
-                &self.db,
-                batch.clone(),
-                self.config.chain_key.clone(),
-                self.config.write_timeout,
-            )
-            .await
-            {
-                Ok(outcome) => {
-                    self.counters
-                        .stored
-                        .fetch_add(outcome.inserted, Ordering::Relaxed);
-                    self.counters
-                        .duplicates
-                        .fetch_add(outcome.duplicates, Ordering::Relaxed);
-                    return;
-                }
+            match self.append_counted(batch.clone()).await {
+                Ok(_) => return,
                 Err(e) => {
                     warn!(attempt, events = batch.len(), error = %e, "audit write failed");
                     if attempt < self.config.max_retries {
@@ -373,6 +358,25 @@ impl Worker {
         self.degraded = true;
         self.backoff = self.config.retry_backoff;
         self.next_probe = Instant::now() + self.backoff;
+    }
+
+    /// Appends `batch` to the chain and counts what was stored; returns the
+    /// number of rows inserted.
+    async fn append_counted(&self, batch: Vec<AuditEvent>) -> Result<u64, AuditError> {
+        let outcome = append(
+            &self.db,
+            batch,
+            self.config.chain_key.clone(),
+            self.config.write_timeout,
+        )
+        .await?;
+        self.counters
+            .stored
+            .fetch_add(outcome.inserted, Ordering::Relaxed);
+        self.counters
+            .duplicates
+            .fetch_add(outcome.duplicates, Ordering::Relaxed);
+        Ok(outcome.inserted)
     }
 
     async fn spill_batch(&self, batch: Vec<AuditEvent>) {
@@ -410,24 +414,11 @@ impl Worker {
             }
         };
         for chunk in events.chunks(self.config.batch_size.max(1)) {
-            match append(
-                &self.db,
-                chunk.to_vec(),
-                self.config.chain_key.clone(),
-                self.config.write_timeout,
-            )
-            .await
-            {
-                Ok(outcome) => {
-                    self.counters
-                        .stored
-                        .fetch_add(outcome.inserted, Ordering::Relaxed);
+            match self.append_counted(chunk.to_vec()).await {
+                Ok(inserted) => {
                     self.counters
                         .replayed
-                        .fetch_add(outcome.inserted, Ordering::Relaxed);
-                    self.counters
-                        .duplicates
-                        .fetch_add(outcome.duplicates, Ordering::Relaxed);
+                        .fetch_add(inserted, Ordering::Relaxed);
                 }
                 Err(e) => {
                     self.degraded = true;

@@ -576,35 +576,17 @@ async fn audit_writes(b: &Bench, r: &mut Runner) -> anyhow::Result<()> {
                 })
                 .collect();
             let chunks: Vec<Vec<_>> = rows.chunks(batch).map(<[_]>::to_vec).collect();
-            let chunks = Arc::new(std::sync::Mutex::new(chunks));
-            let started = Instant::now();
-            let mut tasks = Vec::new();
-            for _ in 0..c {
-                let (db, chunks) = (b.raw_db.clone(), chunks.clone());
-                tasks.push(tokio::spawn(async move {
-                    let mut lat = Vec::new();
-                    loop {
-                        let next = chunks
-                            .lock()
-                            .map_err(|_| anyhow::anyhow!("poisoned"))?
-                            .pop();
-                        let Some(chunk) = next else { break };
-                        let s = Instant::now();
-                        audit_events::Entity::insert_many(chunk)
-                            .exec_without_returning(&db)
-                            .await?;
-                        lat.push(s.elapsed());
-                    }
-                    anyhow::Ok(lat)
-                }));
-            }
-            let mut lat = Vec::new();
-            for t in tasks {
-                lat.extend(t.await??);
-            }
-            multi_rounds.push(summarize(started.elapsed(), events, &mut lat));
+            let (wall, mut lat) =
+                drain_in_parallel(c, chunks, b.raw_db.clone(), |db, chunk| async move {
+                    audit_events::Entity::insert_many(chunk)
+                        .exec_without_returning(&db)
+                        .await?;
+                    Ok(())
+                })
+                .await?;
+            multi_rounds.push(summarize(wall, events, &mut lat));
 
-            // Naive: one INSERT + COMMIT per event (a tenth as many events).
+            // Naive: one INSERT + COMMIT per event (a twentieth as many events).
             let n_single = (events / 20).max(100);
             let singles: Vec<_> = (0..n_single)
                 .map(|_| {
@@ -612,33 +594,15 @@ async fn audit_writes(b: &Bench, r: &mut Runner) -> anyhow::Result<()> {
                     raw_row(&template, raw_seq)
                 })
                 .collect();
-            let singles = Arc::new(std::sync::Mutex::new(singles));
-            let started = Instant::now();
-            let mut tasks = Vec::new();
-            for _ in 0..c {
-                let (db, singles) = (b.raw_db.clone(), singles.clone());
-                tasks.push(tokio::spawn(async move {
-                    let mut lat = Vec::new();
-                    loop {
-                        let next = singles
-                            .lock()
-                            .map_err(|_| anyhow::anyhow!("poisoned"))?
-                            .pop();
-                        let Some(row) = next else { break };
-                        let s = Instant::now();
-                        audit_events::Entity::insert(row)
-                            .exec_without_returning(&db)
-                            .await?;
-                        lat.push(s.elapsed());
-                    }
-                    anyhow::Ok(lat)
-                }));
-            }
-            let mut lat = Vec::new();
-            for t in tasks {
-                lat.extend(t.await??);
-            }
-            single_rounds.push(summarize(started.elapsed(), n_single, &mut lat));
+            let (wall, mut lat) =
+                drain_in_parallel(c, singles, b.raw_db.clone(), |db, row| async move {
+                    audit_events::Entity::insert(row)
+                        .exec_without_returning(&db)
+                        .await?;
+                    Ok(())
+                })
+                .await?;
+            single_rounds.push(summarize(wall, n_single, &mut lat));
         }
         let (multi, _) = median(&multi_rounds);
         let (single, _) = median(&single_rounds);
@@ -675,6 +639,43 @@ async fn audit_writes(b: &Bench, r: &mut Runner) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Runs `work` over `items` with `concurrency` workers pulling from one queue;
+/// returns the wall time and each call's latency.
+async fn drain_in_parallel<T, F, Fut>(
+    concurrency: usize,
+    items: Vec<T>,
+    db: sea_orm::DatabaseConnection,
+    work: F,
+) -> anyhow::Result<(Duration, Vec<Duration>)>
+where
+    T: Send + 'static,
+    F: Fn(sea_orm::DatabaseConnection, T) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
+    let queue = Arc::new(std::sync::Mutex::new(items));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (db, queue, work) = (db.clone(), queue.clone(), work.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            loop {
+                let next = queue.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.pop();
+                let Some(item) = next else { break };
+                let s = Instant::now();
+                work(db.clone(), item).await?;
+                lat.push(s.elapsed());
+            }
+            anyhow::Ok(lat)
+        }));
+    }
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await??);
+    }
+    Ok((started.elapsed(), lat))
 }
 
 fn peak_rss_kib() -> u64 {
