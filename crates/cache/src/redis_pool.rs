@@ -26,6 +26,21 @@ pub struct RedisPoolConfig {
     pub command_timeout: Duration,
 }
 
+impl RedisPoolConfig {
+    /// A configuration for `url` where every timeout is `timeout` and at most
+    /// `max_size` connections are opened.
+    pub fn new(url: impl Into<String>, max_size: usize, timeout: Duration) -> Self {
+        Self {
+            url: url.into(),
+            max_size,
+            wait_timeout: timeout,
+            create_timeout: timeout,
+            recycle_timeout: timeout,
+            command_timeout: timeout,
+        }
+    }
+}
+
 impl fmt::Debug for RedisPoolConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisPoolConfig")

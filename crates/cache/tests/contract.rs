@@ -39,12 +39,8 @@ impl Fixture {
 
 fn pool_config(url: &str, max_size: usize) -> RedisPoolConfig {
     RedisPoolConfig {
-        url: url.to_owned(),
-        max_size,
         wait_timeout: Duration::from_secs(5),
-        create_timeout: Duration::from_secs(2),
-        recycle_timeout: Duration::from_secs(2),
-        command_timeout: Duration::from_secs(2),
+        ..RedisPoolConfig::new(url, max_size, Duration::from_secs(2))
     }
 }
 

@@ -15,14 +15,7 @@ use warden_testkit::{Blackhole, PrivateRedis, TestRedis};
 const NO_HANG: Duration = Duration::from_secs(10);
 
 fn config(url: &str, max_size: usize) -> RedisPoolConfig {
-    RedisPoolConfig {
-        url: url.to_owned(),
-        max_size,
-        wait_timeout: Duration::from_millis(300),
-        create_timeout: Duration::from_millis(300),
-        recycle_timeout: Duration::from_millis(300),
-        command_timeout: Duration::from_millis(300),
-    }
+    RedisPoolConfig::new(url, max_size, Duration::from_millis(300))
 }
 
 fn cache(url: &str, max_size: usize) -> Cache {

@@ -232,14 +232,11 @@ async fn demo_audit_and_approvals_end_to_end() {
         // Approvals: issued by a gateway (the library), decided by an operator (the CLI).
         let cache = match &env.redis {
             Some(r) => warden_cache::Cache::redis(
-                warden_cache::RedisPool::new(warden_cache::RedisPoolConfig {
-                    url: r.url.clone(),
-                    max_size: 4,
-                    wait_timeout: Duration::from_secs(2),
-                    create_timeout: Duration::from_secs(2),
-                    recycle_timeout: Duration::from_secs(2),
-                    command_timeout: Duration::from_secs(2),
-                })
+                warden_cache::RedisPool::new(warden_cache::RedisPoolConfig::new(
+                    r.url.clone(),
+                    4,
+                    Duration::from_secs(2),
+                ))
                 .unwrap(),
                 warden_cache::KeyPrefix::new(&r.prefix).unwrap(),
             ),

@@ -18,14 +18,11 @@ struct Fixture {
 
 fn redis_cache(redis: &TestRedis) -> Cache {
     Cache::redis(
-        RedisPool::new(RedisPoolConfig {
-            url: redis.url.clone(),
-            max_size: 8,
-            wait_timeout: Duration::from_secs(2),
-            create_timeout: Duration::from_secs(2),
-            recycle_timeout: Duration::from_secs(2),
-            command_timeout: Duration::from_secs(2),
-        })
+        RedisPool::new(RedisPoolConfig::new(
+            redis.url.clone(),
+            8,
+            Duration::from_secs(2),
+        ))
         .unwrap(),
         KeyPrefix::new(&redis.prefix).unwrap(),
     )

@@ -66,12 +66,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let cache = match &args.redis_url {
         Some(url) => Cache::redis(
             RedisPool::new(RedisPoolConfig {
-                url: url.clone(),
-                max_size: 20,
                 wait_timeout: Duration::from_secs(5),
-                create_timeout: Duration::from_secs(2),
-                recycle_timeout: Duration::from_secs(2),
-                command_timeout: Duration::from_secs(2),
+                ..RedisPoolConfig::new(url.clone(), 20, Duration::from_secs(2))
             })?,
             prefix,
         ),

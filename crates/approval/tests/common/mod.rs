@@ -18,15 +18,7 @@ pub struct Fixture {
 
 pub fn redis_cache(url: &str, prefix: &str) -> Cache {
     Cache::redis(
-        RedisPool::new(RedisPoolConfig {
-            url: url.to_owned(),
-            max_size: 16,
-            wait_timeout: Duration::from_millis(500),
-            create_timeout: Duration::from_millis(500),
-            recycle_timeout: Duration::from_millis(500),
-            command_timeout: Duration::from_millis(500),
-        })
-        .unwrap(),
+        RedisPool::new(RedisPoolConfig::new(url, 16, Duration::from_millis(500))).unwrap(),
         KeyPrefix::new(prefix).unwrap(),
     )
 }

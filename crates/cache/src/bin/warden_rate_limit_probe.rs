@@ -37,14 +37,11 @@ async fn main() -> ExitCode {
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let usage = "usage: --redis-url URL --prefix P --subject S --limit N --period-secs S --attempts N --concurrency C";
     let get = |name: &str| arg(name).ok_or_else(|| format!("missing {name}; {usage}"));
-    let pool = RedisPool::new(RedisPoolConfig {
-        url: get("--redis-url")?,
-        max_size: 32,
-        wait_timeout: Duration::from_secs(5),
-        create_timeout: Duration::from_secs(2),
-        recycle_timeout: Duration::from_secs(2),
-        command_timeout: Duration::from_secs(2),
-    })?;
+    let pool = RedisPool::new(RedisPoolConfig::new(
+        get("--redis-url")?,
+        32,
+        Duration::from_secs(2),
+    ))?;
     let cache = Cache::redis(pool, KeyPrefix::new(&get("--prefix")?)?);
     let limit = RateLimit::new(
         get("--limit")?.parse()?,
