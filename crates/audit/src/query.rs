@@ -62,6 +62,7 @@ pub struct AuditPage {
 #[derive(Debug, Clone)]
 pub struct AuditQuery {
     db: DatabaseConnection,
+    timeout: std::time::Duration,
 }
 
 fn clamp(limit: u64) -> u64 {
@@ -71,15 +72,36 @@ fn clamp(limit: u64) -> u64 {
 impl AuditQuery {
     /// Queries over `db`.
     pub fn new(db: DatabaseConnection) -> Self {
-        Self { db }
+        Self {
+            db,
+            timeout: std::time::Duration::from_secs(5),
+        }
+    }
+
+    /// The longest one query may take (default 5 s); past it the call fails
+    /// with [`AuditError::Timeout`] instead of hanging on a stalled database.
+    pub fn with_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.timeout = timeout.max(std::time::Duration::from_millis(10));
+        self
+    }
+
+    async fn bounded<T>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, sea_orm::DbErr>>,
+    ) -> Result<T, AuditError> {
+        match tokio::time::timeout(self.timeout, work).await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(AuditError::Timeout {
+                after: self.timeout,
+            }),
+        }
     }
 
     async fn run(
         &self,
         select: Select<audit_events::Entity>,
     ) -> Result<Vec<AuditEvent>, AuditError> {
-        select
-            .all(&self.db)
+        self.bounded(select.all(&self.db))
             .await?
             .into_iter()
             .map(AuditEvent::from_model)
@@ -92,9 +114,12 @@ impl AuditQuery {
         &self,
         request_id: &str,
     ) -> Result<Option<AuditEvent>, AuditError> {
-        let row = audit_events::Entity::find()
-            .filter(audit_events::Column::RequestId.eq(request_id))
-            .one(&self.db)
+        let row = self
+            .bounded(
+                audit_events::Entity::find()
+                    .filter(audit_events::Column::RequestId.eq(request_id))
+                    .one(&self.db),
+            )
             .await?;
         row.map(AuditEvent::from_model).transpose()
     }

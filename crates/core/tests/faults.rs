@@ -14,6 +14,7 @@ use serde_json::json;
 use warden_approval::{
     ApprovalError, ApprovalManager, ApprovalRequest, ApprovalStatus, IssueOutcome,
 };
+use warden_audit::AuditError;
 use warden_cache::{CacheError, Ttl};
 use warden_core::{Settings, Storage};
 use warden_keys::{KeyError, NewKey};
@@ -125,6 +126,15 @@ async fn postgres_paused_past_the_timeouts_gives_typed_timeouts_then_recovers() 
         matches!(verify, KeyError::Timeout { .. } | KeyError::PoolExhausted),
         "{verify:?}"
     );
+    let query = storage.audit_query().with_timeout(Duration::from_secs(1));
+    let recent = bounded(query.list_recent(10)).await.unwrap_err();
+    assert!(
+        matches!(
+            recent,
+            AuditError::Timeout { .. } | AuditError::Database { .. }
+        ),
+        "{recent:?}"
+    );
     let health = bounded(warden_core::health::check(&storage)).await;
     assert!(!health.is_healthy());
     assert!(
@@ -152,6 +162,7 @@ async fn postgres_paused_past_the_timeouts_gives_typed_timeouts_then_recovers() 
         ApprovalStatus::Approved
     );
     keys.verify(key.plaintext.expose()).await.unwrap();
+    assert!(query.list_recent(10).await.unwrap().is_empty());
     server.kill();
 }
 
