@@ -16,8 +16,8 @@ use warden_entity::approval_requests::{self, Column};
 
 use crate::notify::Notifier;
 use crate::{
-    Approval, ApprovalError, ApprovalRequest, ApprovalResult, ApprovalStatus, ApprovalToken,
-    IssueOutcome, WaitOutcome,
+    Approval, ApprovalError, ApprovalRequest, ApprovalStatus, ApprovalToken, IssueOutcome,
+    WaitOutcome,
 };
 
 const MAX_ID_LEN: usize = 255;
@@ -400,15 +400,7 @@ impl ApprovalManager {
                     decided => ApprovalError::AlreadyDecided { status: decided },
                 });
             }
-            let approval = Approval {
-                result: Some(ApprovalResult {
-                    status,
-                    approver_id: Some(approver_id.clone()),
-                    note: note.clone(),
-                    decided_at,
-                }),
-                ..approval
-            };
+            // Read back after the commit, the row already carries the decision.
             self.publish_decision(&token_hash, &approval).await;
             self.notify_decision(&approval);
             Ok(approval)

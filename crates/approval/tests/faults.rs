@@ -100,6 +100,36 @@ async fn a_stopped_redis_falls_back_to_the_database_and_is_used_again_after_rest
     );
 }
 
+/// The backend pair's cache: Redis on PostgreSQL runs, in-process on SQLite.
+fn backend_cache(backend: Backend, redis: &TestRedis, tag: &str) -> warden_cache::Cache {
+    if backend == Backend::Postgres {
+        redis_cache(&redis.url, &redis.prefix)
+    } else {
+        warden_cache::Cache::in_process(warden_cache::KeyPrefix::new(tag).unwrap(), 100)
+    }
+}
+
+/// A `warden-approval-decide` process on the same storage, reading tokens from stdin.
+fn decide_command(
+    db: &TestDatabase,
+    redis: &TestRedis,
+    backend: Backend,
+    approver: &str,
+) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_warden-approval-decide"));
+    cmd.args(["--approver", approver, "--prefix", &redis.prefix])
+        .arg("--database-url")
+        .arg(&db.url)
+        .env_remove("REDIS_URL")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if backend == Backend::Postgres {
+        cmd.arg("--redis-url").arg(&redis.url);
+    }
+    cmd
+}
+
 fn uuid_like() -> u128 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -113,11 +143,7 @@ async fn deciders_in_two_processes_have_exactly_one_winner_per_approval() {
         let db = TestDatabase::new(backend).await;
         let redis = TestRedis::new().await;
         let use_redis = backend == Backend::Postgres;
-        let cache = if use_redis {
-            redis_cache(&redis.url, &redis.prefix)
-        } else {
-            warden_cache::Cache::in_process(warden_cache::KeyPrefix::new("p").unwrap(), 100)
-        };
+        let cache = backend_cache(backend, &redis, "p");
         let manager = ApprovalManager::new(db.db.clone(), cache, Duration::from_secs(120));
         let tokens: Vec<_> = (0..4)
             .map(|i| request(&format!("race-{i}")))
@@ -131,24 +157,8 @@ async fn deciders_in_two_processes_have_exactly_one_winner_per_approval() {
             .map(|t| format!("{}\n", t.expose()))
             .collect();
         let spawn = |name: &str, deny: bool| {
-            let mut cmd = Command::new(env!("CARGO_BIN_EXE_warden-approval-decide"));
-            cmd.args([
-                "--attempts",
-                "50",
-                "--approver",
-                name,
-                "--prefix",
-                &redis.prefix,
-            ])
-            .arg("--database-url")
-            .arg(&db.url)
-            .env_remove("REDIS_URL")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-            if use_redis {
-                cmd.arg("--redis-url").arg(&redis.url);
-            }
+            let mut cmd = decide_command(&db, &redis, backend, name);
+            cmd.args(["--attempts", "50"]);
             if deny {
                 cmd.arg("--deny");
             }
@@ -213,12 +223,7 @@ async fn a_waiter_sees_a_decision_made_by_another_process() {
     for backend in Backend::ALL {
         let db = TestDatabase::new(backend).await;
         let redis = TestRedis::new().await;
-        let use_redis = backend == Backend::Postgres;
-        let cache = if use_redis {
-            redis_cache(&redis.url, &redis.prefix)
-        } else {
-            warden_cache::Cache::in_process(warden_cache::KeyPrefix::new("w").unwrap(), 100)
-        };
+        let cache = backend_cache(backend, &redis, "w");
         let manager = ApprovalManager::new(db.db.clone(), cache, Duration::from_secs(120))
             .with_poll_interval(Duration::from_millis(100));
         let token = issued(manager.issue(&request("held")).await.unwrap());
@@ -227,16 +232,7 @@ async fn a_waiter_sees_a_decision_made_by_another_process() {
             tokio::spawn(async move { m.wait_for_decision(&t, Duration::from_secs(30)).await });
         tokio::time::sleep(Duration::from_millis(200)).await;
 
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_warden-approval-decide"));
-        cmd.args(["--approver", "remote", "--prefix", &redis.prefix])
-            .arg("--database-url")
-            .arg(&db.url)
-            .env_remove("REDIS_URL")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped());
-        if use_redis {
-            cmd.arg("--redis-url").arg(&redis.url);
-        }
+        let mut cmd = decide_command(&db, &redis, backend, "remote");
         let mut child = cmd.spawn().unwrap();
         child
             .stdin
