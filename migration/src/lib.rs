@@ -25,6 +25,7 @@ mod m20261124_000002_create_audit_events;
 mod m20261124_000003_create_approval_requests;
 mod m20261124_000004_audit_append_only;
 mod m20261124_000005_one_pending_approval_per_request;
+mod m20261125_000006_audit_transparency_log;
 
 /// Warden's migrations, oldest first.
 pub struct Migrator;
@@ -38,6 +39,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000003_create_approval_requests::Migration),
             Box::new(m20261124_000004_audit_append_only::Migration),
             Box::new(m20261124_000005_one_pending_approval_per_request::Migration),
+            Box::new(m20261125_000006_audit_transparency_log::Migration),
         ]
     }
 }

@@ -38,7 +38,7 @@ fn json(out: &mut String, value: &serde_json::Value) -> Result<(), AuditError> {
 pub(crate) fn encode(rows: &[audit_events::Model]) -> Result<Vec<u8>, AuditError> {
     let mut out = String::with_capacity(rows.len() * 600);
     for r in rows {
-        let _ = write!(out, "{}\t{}\t", r.id, r.seq);
+        let _ = write!(out, "{}\t", r.id);
         text(&mut out, &r.request_id);
         out.push('\t');
         out.push_str(&r.timestamp.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string());
@@ -67,9 +67,9 @@ pub(crate) fn encode(rows: &[audit_events::Model]) -> Result<Vec<u8>, AuditError
         out.push('\t');
         opt_text(&mut out, r.latency_ms.map(|v| v.to_string()).as_deref());
         out.push('\t');
-        text(&mut out, &r.prev_hash);
+        text(&mut out, &r.kind);
         out.push('\t');
-        text(&mut out, &r.hash);
+        opt_text(&mut out, r.leaf_hash.as_deref());
         out.push('\n');
     }
     Ok(out.into_bytes())

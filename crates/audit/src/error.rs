@@ -31,10 +31,10 @@ pub enum AuditError {
     },
     /// A stored row cannot be turned back into an event (unknown decision,
     /// malformed JSON column). `verify` reports tampering; this is for reads.
-    #[error("stored audit row seq {seq} is unreadable: {reason}")]
+    #[error("stored audit row {request_id} is unreadable: {reason}")]
     CorruptRow {
-        /// The row's seq.
-        seq: i64,
+        /// The row's request_id.
+        request_id: String,
         /// What could not be read.
         reason: String,
     },
@@ -46,11 +46,32 @@ pub enum AuditError {
         /// The I/O error.
         reason: String,
     },
-    /// The chain key is unusable (too short).
-    #[error("invalid audit chain key: {reason}")]
-    InvalidChainKey {
-        /// Why it was refused.
+    /// The checkpoint signing key is unusable or unreadable; generate one
+    /// with `warden audit keygen`.
+    #[error("audit signing key: {reason}")]
+    SigningKey {
+        /// Why it was refused (never the key itself).
         reason: String,
+    },
+    /// The stored Merkle tree cannot be read as a tree (missing or malformed
+    /// hashes); run `warden audit verify` to locate the damage.
+    #[error("audit tree is unreadable: {reason}")]
+    CorruptTree {
+        /// What is wrong.
+        reason: String,
+    },
+    /// The log has no checkpoint covering what was asked for yet; wait for
+    /// the integrator (or run `warden audit integrate`).
+    #[error("not yet in a checkpoint: {what}")]
+    NotCheckpointed {
+        /// What is not covered.
+        what: String,
+    },
+    /// No event has this request_id.
+    #[error("no audit event with request_id {request_id}")]
+    NotFound {
+        /// The request_id asked for.
+        request_id: String,
     },
     /// A pagination cursor that this build did not produce.
     #[error("invalid audit cursor")]

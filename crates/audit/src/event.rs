@@ -9,6 +9,7 @@ use serde_json::Value;
 use uuid::Uuid;
 use warden_entity::audit_events;
 
+use crate::leaf::{EventKind, hash_hex, leaf_hash_of};
 use crate::redact::{RedactionFlag, Redactor};
 use crate::{AuditError, canonical};
 
@@ -121,15 +122,13 @@ impl fmt::Debug for ToolCall<'_> {
     }
 }
 
-/// Where a stored event sits in the hash chain.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ChainLink {
-    /// Position in the chain (1, 2, 3, … without gaps).
-    pub seq: i64,
-    /// The previous row's hash.
-    pub prev_hash: String,
-    /// This row's hash.
-    pub hash: String,
+/// Where a stored event sits in the transparency log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Inclusion {
+    /// Its leaf index, once the integrator has added it to the tree.
+    pub leaf_index: Option<u64>,
+    /// The size of the newest checkpoint that covers it, if one does.
+    pub checkpoint_size: Option<u64>,
 }
 
 /// One audited tool call.
@@ -157,8 +156,9 @@ pub struct AuditEvent {
     risk_labels: Vec<String>,
     status_code: Option<i32>,
     latency_ms: Option<i64>,
+    kind: EventKind,
     #[serde(skip_serializing_if = "Option::is_none")]
-    chain: Option<ChainLink>,
+    inclusion: Option<Inclusion>,
 }
 
 const MAX_ID_LEN: usize = 255;
@@ -222,7 +222,8 @@ impl AuditEvent {
             risk_labels,
             status_code: call.status_code,
             latency_ms: call.latency_ms,
-            chain: None,
+            kind: EventKind::ToolCall,
+            inclusion: None,
         })
     }
 
@@ -286,16 +287,59 @@ impl AuditEvent {
     pub fn latency_ms(&self) -> Option<i64> {
         self.latency_ms
     }
-    /// The event's place in the chain, once stored.
-    pub fn chain(&self) -> Option<&ChainLink> {
-        self.chain.as_ref()
+    /// What the event records (a tool call, or a prune).
+    pub fn kind(&self) -> EventKind {
+        self.kind
+    }
+    /// Where the event sits in the transparency log, when it was read back
+    /// by [`crate::AuditQuery`].
+    pub fn inclusion(&self) -> Option<Inclusion> {
+        self.inclusion
+    }
+    pub(crate) fn set_inclusion(&mut self, inclusion: Inclusion) {
+        self.inclusion = Some(inclusion);
     }
 
-    /// The row to insert at `seq` after `prev_hash` (the hash is filled by the chain).
-    pub(crate) fn to_model(&self, seq: i64, prev_hash: String) -> audit_events::Model {
-        audit_events::Model {
+    /// A prune record: the act of deleting the event rows of leaves
+    /// `first..=last` whose events happened before `before`, by `actor`.
+    pub(crate) fn prune_record(
+        actor: &str,
+        first: u64,
+        last: u64,
+        before: DateTime<Utc>,
+    ) -> Result<Self, AuditError> {
+        let details = serde_json::json!({
+            "first_leaf": first,
+            "last_leaf": last,
+            "before": before.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        });
+        Ok(Self {
+            id: Uuid::now_v7(),
+            request_id: format!("prune-{}", Uuid::now_v7()),
+            timestamp: Utc::now().trunc_subsecs(6),
+            caller_id: identifier("actor", actor)?,
+            api_key_id: None,
+            method: "audit.prune".into(),
+            tool_name: None,
+            decision: Decision::Allow,
+            reason: Some(format!(
+                "pruned the event rows of leaves {first}..={last} (events before {before})"
+            )),
+            raw_args_hash: canonical::canonical_hash(&details)?,
+            sanitized_args: details,
+            redaction_flags: Vec::new(),
+            risk_labels: Vec::new(),
+            status_code: None,
+            latency_ms: None,
+            kind: EventKind::Prune,
+            inclusion: None,
+        })
+    }
+
+    /// The row to insert, with its leaf hash.
+    pub(crate) fn to_model(&self) -> Result<audit_events::Model, AuditError> {
+        let mut row = audit_events::Model {
             id: self.id,
-            seq,
             request_id: self.request_id.clone(),
             timestamp: self.timestamp,
             caller_id: self.caller_id.clone(),
@@ -311,14 +355,21 @@ impl AuditEvent {
             risk_labels: Value::from(self.risk_labels.clone()),
             status_code: self.status_code,
             latency_ms: self.latency_ms,
-            prev_hash,
-            hash: String::new(),
-        }
+            kind: self.kind.as_str().to_owned(),
+            leaf_hash: None,
+        };
+        row.leaf_hash = Some(hash_hex(&leaf_hash_of(&row)?));
+        Ok(row)
     }
 
     /// The event a stored row holds (its chain link included).
     pub(crate) fn from_model(m: audit_events::Model) -> Result<Self, AuditError> {
-        let corrupt = |reason: String| AuditError::CorruptRow { seq: m.seq, reason };
+        let corrupt = |reason: String| AuditError::CorruptRow {
+            request_id: m.request_id.clone(),
+            reason,
+        };
+        let kind = EventKind::parse(&m.kind)
+            .ok_or_else(|| corrupt(format!("unknown kind {:?}", m.kind)))?;
         let decision = m
             .decision
             .parse()
@@ -343,11 +394,8 @@ impl AuditEvent {
             risk_labels,
             status_code: m.status_code,
             latency_ms: m.latency_ms,
-            chain: Some(ChainLink {
-                seq: m.seq,
-                prev_hash: m.prev_hash,
-                hash: m.hash,
-            }),
+            kind,
+            inclusion: None,
         })
     }
 
@@ -370,6 +418,7 @@ impl AuditEvent {
             risk_labels: self.risk_labels.clone(),
             status_code: self.status_code,
             latency_ms: self.latency_ms,
+            kind: Some(self.kind.as_str().to_owned()),
         }
     }
 
@@ -391,7 +440,14 @@ impl AuditEvent {
             risk_labels: r.risk_labels,
             status_code: r.status_code,
             latency_ms: r.latency_ms,
-            chain: None,
+            kind: match r.kind.as_deref() {
+                None => EventKind::ToolCall,
+                Some(k) => EventKind::parse(k).ok_or_else(|| AuditError::InvalidField {
+                    field: "kind",
+                    reason: format!("unknown kind {k:?}"),
+                })?,
+            },
+            inclusion: None,
         })
     }
 }

@@ -1,16 +1,24 @@
-//! Warden's audit trail: every tool call, redacted, chained, queryable.
+//! Warden's audit trail: every tool call, redacted, in a transparency log.
 //!
 //! - [`AuditEvent::record`] builds an event from a [`ToolCall`]: it keeps the
 //!   SHA-256 of the canonical JSON of the raw arguments and a redacted copy
 //!   ([`Redactor`]: secrets by key name and by value pattern, each recorded as
 //!   a [`RedactionFlag`]). No type in this crate can hold raw arguments.
-//! - [`AuditLogger`] writes events in batches off the request path; it never
-//!   fails the caller, and a database outage loses nothing (spill file + replay).
-//! - The chain: each row's hash covers the previous hash and the row
-//!   ([`ChainKey`] makes it an HMAC). [`append`] serializes writers across
-//!   processes; [`verify`] names the first break; [`checkpoint`] exports the head.
-//! - [`AuditQuery`] reads events back, newest first, with keyset pages.
-//! - [`prune`] and [`export`] handle retention.
+//! - Writers ([`append`], driven by [`AuditLogger`]) store events in batches
+//!   with their RFC 6962 leaf hashes, in parallel from any number of
+//!   processes, with no global lock; the logger never fails the caller, and a
+//!   database outage loses nothing (spill file + replay).
+//! - The [`Integrator`] (one at a time across processes) gives queued events
+//!   leaf indexes, extends the Merkle tree append-only and writes C2SP
+//!   checkpoints, signed with Ed25519 ([`CheckpointSigner`]) and published
+//!   ([`CheckpointPublisher`]).
+//! - Anyone with the public key checks an [`InclusionBundle`] or a
+//!   [`ConsistencyBundle`] without the database; [`verify`] recomputes the
+//!   whole log and names the first problem.
+//! - [`AuditQuery`] reads events back, newest first, with keyset pages, each
+//!   saying where it sits in the log.
+//! - [`prune`] deletes old rows under a signed prune leaf; [`export`] writes
+//!   JSON lines.
 //!
 //! ```no_run
 //! # async fn example(db: sea_orm::DatabaseConnection) -> Result<(), warden_audit::AuditError> {
@@ -24,43 +32,53 @@
 //!     risk_labels: &[], status_code: Some(200), latency_ms: Some(12), timestamp: None,
 //! }, &Redactor::default())?;
 //! logger.log(event);
-//! logger.shutdown().await?;
-//! assert!(verify(&db, None, &VerifyOptions::default()).await?.is_valid());
+//! logger.shutdown().await?; // drains, integrates and checkpoints
+//! assert!(verify(&db, &VerifyOptions::default()).await?.is_valid());
 //! # Ok(()) }
 //! ```
 //!
-//! The database role the gateway runs as needs only `SELECT, INSERT` on
-//! `audit_events` and `SELECT` on `audit_chain_anchors`; `prune` runs as a
+//! The database role the gateway runs as needs `SELECT, INSERT` on
+//! `audit_events`, `audit_leaves`, `audit_tree_hashes`, `audit_checkpoints`
+//! and `SELECT, INSERT, DELETE` on `audit_pending`; `prune` runs as a
 //! maintenance role that also has `DELETE` on `audit_events` and `INSERT,
-//! DELETE` on `audit_prune_permits` and `INSERT` on `audit_chain_anchors`.
-//! Triggers refuse UPDATE, TRUNCATE and (outside `prune`) DELETE for everyone.
+//! DELETE` on `audit_prune_permits`. Triggers refuse UPDATE, TRUNCATE and
+//! DELETE on the log tables (event rows only inside `prune`).
 
 mod canonical;
-mod chain;
+mod checkpoint;
 mod copy_text;
 mod error;
 mod event;
+mod integrator;
+mod leaf;
 mod logger;
+mod proof;
 mod query;
 mod redact;
 mod retention;
 mod spill;
 mod store;
+mod tree;
 mod verify;
 
 pub use canonical::{MAX_DEPTH, canonical_hash, canonical_json};
-pub use chain::{ChainHead, ChainKey, GENESIS_HASH, row_hash};
+pub use checkpoint::{
+    CheckpointPublisher, CheckpointSigner, CheckpointVerifier, DEFAULT_ORIGIN, ProofFailure,
+    SignedCheckpoint,
+};
 pub use error::AuditError;
-pub use event::{AuditEvent, ChainLink, Decision, ToolCall};
+pub use event::{AuditEvent, Decision, Inclusion, ToolCall};
+pub use integrator::{IntegrationReport, Integrator, IntegratorConfig, backlog};
+pub use leaf::{EventKind, StoredEvent, TreeHash, hash_hex, parse_hash_hex};
 pub use logger::{AuditLogger, AuditLoggerConfig, AuditLoggerStats, FlushReport};
+pub use proof::{
+    CONSISTENCY_FORMAT, ConsistencyBundle, INCLUSION_FORMAT, InclusionBundle, consistency_proof_hashes,
+    latest_checkpoint_note,
+    prove_consistency, prove_inclusion, verify_consistency,
+};
 pub use query::{AuditFilter, AuditPage, AuditQuery, Cursor, MAX_LIMIT};
 pub use redact::{REDACTED, Redacted, RedactionFlag, Redactor};
-pub use retention::{export, prune};
+pub use retention::{PruneReport, export, prune};
 pub use store::{AppendOutcome, append};
+pub use tree::MAX_TREE_SIZE;
 pub use verify::{BreakKind, ChainBreak, Verification, VerifyOptions, verify};
-
-/// The chain's current head, to export outside the database and pass back to
-/// [`verify`] later as a checkpoint.
-pub async fn checkpoint(db: &sea_orm::DatabaseConnection) -> Result<ChainHead, AuditError> {
-    store::head(db).await
-}

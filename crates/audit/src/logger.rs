@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
-use crate::chain::ChainKey;
+use crate::integrator::{Integrator, IntegratorConfig};
 use crate::spill::Spill;
 use crate::store::append;
 use crate::{AuditError, AuditEvent};
@@ -22,8 +22,7 @@ pub struct AuditLoggerConfig {
     /// The local spill file (JSON lines). One per logger instance: two loggers
     /// must never share a path.
     pub spill_path: PathBuf,
-    /// Most events per INSERT (default 1000; keep it at most 1500, the bind
-    /// parameter limit of one INSERT).
+    /// Most events per write transaction (default 1000).
     pub batch_size: usize,
     /// Events buffered in memory before `log` spills to the file (default 65536).
     pub buffer_capacity: usize,
@@ -35,8 +34,12 @@ pub struct AuditLoggerConfig {
     pub max_backoff: Duration,
     /// Longest one batch write may take before it counts as failed (default 10 s).
     pub write_timeout: Duration,
-    /// The chain key, when the chain is keyed (HMAC-SHA256).
-    pub chain_key: Option<ChainKey>,
+    /// The integrator this logger runs beside its writer (default: on, with
+    /// defaults). Every logger may run one: at most one integrates at a time
+    /// across processes, and another takes over within one interval when it
+    /// dies. `None` leaves integration to another process (`warden audit
+    /// integrate --follow`).
+    pub integrator: Option<IntegratorConfig>,
 }
 
 impl AuditLoggerConfig {
@@ -50,7 +53,7 @@ impl AuditLoggerConfig {
             retry_backoff: Duration::from_millis(50),
             max_backoff: Duration::from_secs(5),
             write_timeout: Duration::from_secs(10),
-            chain_key: None,
+            integrator: Some(IntegratorConfig::default()),
         }
     }
 }
@@ -109,8 +112,9 @@ enum Msg {
 ///   database: it queues the event in a bounded buffer. Only when that buffer
 ///   is full does it append the event to the local spill file itself (a
 ///   bounded, fsync'd write).
-/// - A background task inserts queued events in multi-row batches (one chain
-///   lock per batch). A failed write is retried with exponential backoff; if it
+/// - A background task writes queued events in batches (no lock shared with
+///   other writers), and an integrator task adds them to the Merkle tree and
+///   signs checkpoints (see [`IntegratorConfig`]). A failed write is retried with exponential backoff; if it
 ///   keeps failing, the batch goes to the spill file and later events follow
 ///   it there until the database answers again, when the file is replayed.
 /// - No event is lost to a database outage: every event is in the database or
@@ -140,12 +144,20 @@ impl std::fmt::Debug for AuditLogger {
 impl AuditLogger {
     /// Starts the background writer on the current tokio runtime.
     pub fn start(db: DatabaseConnection, mut config: AuditLoggerConfig) -> Self {
-        // One INSERT must stay under the bind-parameter limits (18 per row).
-        config.batch_size = config.batch_size.clamp(1, 1_500);
+        config.batch_size = config.batch_size.clamp(1, 10_000);
         let (tx, rx) = mpsc::channel(config.buffer_capacity.max(1));
         let spill = Arc::new(Spill::new(config.spill_path.clone()));
         let counters = Arc::new(Counters::default());
+        let integrator = config
+            .integrator
+            .clone()
+            .map(|c| Integrator::new(db.clone(), c));
+        let (stop_integrator, stop_rx) = tokio::sync::watch::channel(false);
+        let integrator_task = integrator.clone().map(|i| tokio::spawn(i.run(stop_rx)));
         let worker = Worker {
+            integrator,
+            stop_integrator,
+            integrator_task,
             db,
             rx,
             spill: spill.clone(),
@@ -230,6 +242,9 @@ impl AuditLogger {
 }
 
 struct Worker {
+    integrator: Option<Integrator>,
+    stop_integrator: tokio::sync::watch::Sender<bool>,
+    integrator_task: Option<JoinHandle<()>>,
     db: DatabaseConnection,
     rx: mpsc::Receiver<Msg>,
     spill: Arc<Spill>,
@@ -284,6 +299,7 @@ impl Worker {
                 }
                 Some(Msg::Shutdown(reply)) => {
                     self.drain().await;
+                    self.stop_integrating().await;
                     let _ = reply.send(self.report().await);
                     return;
                 }
@@ -291,6 +307,22 @@ impl Worker {
             }
         }
         self.drain().await;
+        self.stop_integrating().await;
+    }
+
+    /// Stops the background integrator, then integrates (and checkpoints)
+    /// what this logger stored, so a clean shutdown leaves nothing queued.
+    async fn stop_integrating(&mut self) {
+        let _ = self.stop_integrator.send(true);
+        if let Some(task) = self.integrator_task.take() {
+            let _ = task.await;
+        }
+        if let Some(integrator) = &self.integrator
+            && !self.degraded
+            && let Err(e) = integrator.integrate_all().await
+        {
+            warn!(error = %e, "final audit integration failed; another integrator will finish it");
+        }
     }
 
     /// Before answering a flush: replay what overflowed or was spilled.
@@ -363,13 +395,7 @@ impl Worker {
     /// Appends `batch` to the chain and counts what was stored; returns the
     /// number of rows inserted.
     async fn append_counted(&self, batch: Vec<AuditEvent>) -> Result<u64, AuditError> {
-        let outcome = append(
-            &self.db,
-            batch,
-            self.config.chain_key.clone(),
-            self.config.write_timeout,
-        )
-        .await?;
+        let outcome = append(&self.db, batch, self.config.write_timeout).await?;
         self.counters
             .stored
             .fetch_add(outcome.inserted, Ordering::Relaxed);

@@ -1,12 +1,17 @@
 //! [`AuditQuery`]: reading the trail back as domain events, newest first.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Select,
 };
 use tracing::instrument;
-use warden_entity::audit_events;
+use uuid::Uuid;
+use warden_entity::{audit_events, audit_leaves};
 
+use crate::event::Inclusion;
+use crate::integrator::latest_checkpoint;
 use crate::{AuditError, AuditEvent, Decision};
 
 /// The most rows one query returns.
@@ -28,19 +33,19 @@ pub struct AuditFilter {
 /// An opaque position in a newest-first listing; pass it back to get the
 /// next (older) page. Stable under concurrent appends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cursor(i64);
+pub struct Cursor(Uuid);
 
 impl Cursor {
     /// The cursor as a string for an API response.
     pub fn encode(self) -> String {
-        format!("s{}", self.0)
+        format!("e{}", self.0.simple())
     }
 
     /// Parses a string made by [`Cursor::encode`].
     pub fn decode(s: &str) -> Result<Self, AuditError> {
-        s.strip_prefix('s')
-            .and_then(|n| n.parse::<i64>().ok())
-            .filter(|n| *n > 0)
+        s.strip_prefix('e')
+            .filter(|n| n.len() == 32)
+            .and_then(|n| Uuid::try_parse(n).ok())
             .map(Cursor)
             .ok_or(AuditError::InvalidCursor)
     }
@@ -56,9 +61,10 @@ pub struct AuditPage {
     pub next: Option<Cursor>,
 }
 
-/// Read access to the audit trail. Every listing is newest first (highest seq
-/// first) and uses an index: (caller_id, seq), (decision, seq), timestamp, or
-/// seq.
+/// Read access to the audit trail. Every listing is newest first (by event
+/// id, a UUID v7: time of recording) and uses an index: (caller_id, id),
+/// (decision, id), timestamp, or id. Every returned event carries its
+/// [`Inclusion`]: its leaf index and the newest checkpoint covering it.
 #[derive(Debug, Clone)]
 pub struct AuditQuery {
     db: DatabaseConnection,
@@ -101,10 +107,50 @@ impl AuditQuery {
         &self,
         select: Select<audit_events::Entity>,
     ) -> Result<Vec<AuditEvent>, AuditError> {
-        self.bounded(select.all(&self.db))
+        let rows = self.bounded(select.all(&self.db)).await?;
+        self.with_inclusion(rows).await
+    }
+
+    async fn with_inclusion(
+        &self,
+        rows: Vec<audit_events::Model>,
+    ) -> Result<Vec<AuditEvent>, AuditError> {
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+        let leaves: HashMap<Uuid, u64> = self
+            .bounded(
+                audit_leaves::Entity::find()
+                    .select_only()
+                    .column(audit_leaves::Column::EventId)
+                    .column(audit_leaves::Column::LeafIndex)
+                    .filter(audit_leaves::Column::EventId.is_in(ids))
+                    .into_tuple::<(Uuid, i64)>()
+                    .all(&self.db),
+            )
             .await?
             .into_iter()
-            .map(AuditEvent::from_model)
+            .map(|(id, index)| (id, index as u64))
+            .collect();
+        let covered = match tokio::time::timeout(self.timeout, latest_checkpoint(&self.db)).await {
+            Ok(cp) => cp?.map_or(0, |c| c.tree_size as u64),
+            Err(_) => {
+                return Err(AuditError::Timeout {
+                    after: self.timeout,
+                });
+            }
+        };
+        rows.into_iter()
+            .map(|row| {
+                let leaf_index = leaves.get(&row.id).copied();
+                let mut event = AuditEvent::from_model(row)?;
+                event.set_inclusion(Inclusion {
+                    leaf_index,
+                    checkpoint_size: leaf_index.filter(|i| *i < covered).map(|_| covered),
+                });
+                Ok(event)
+            })
             .collect()
     }
 
@@ -121,7 +167,7 @@ impl AuditQuery {
                     .one(&self.db),
             )
             .await?;
-        row.map(AuditEvent::from_model).transpose()
+        Ok(self.with_inclusion(row.into_iter().collect()).await?.pop())
     }
 
     /// A caller's events, newest first (`limit` is capped at 1000). Prefer
@@ -136,7 +182,7 @@ impl AuditQuery {
         self.run(
             audit_events::Entity::find()
                 .filter(audit_events::Column::CallerId.eq(caller_id))
-                .order_by_desc(audit_events::Column::Seq)
+                .order_by_desc(audit_events::Column::Id)
                 .limit(clamp(limit))
                 .offset(offset),
         )
@@ -153,7 +199,7 @@ impl AuditQuery {
         self.run(
             audit_events::Entity::find()
                 .filter(audit_events::Column::Decision.eq(decision.as_str()))
-                .order_by_desc(audit_events::Column::Seq)
+                .order_by_desc(audit_events::Column::Id)
                 .limit(clamp(limit)),
         )
         .await
@@ -164,7 +210,7 @@ impl AuditQuery {
     pub async fn list_recent(&self, limit: u64) -> Result<Vec<AuditEvent>, AuditError> {
         self.run(
             audit_events::Entity::find()
-                .order_by_desc(audit_events::Column::Seq)
+                .order_by_desc(audit_events::Column::Id)
                 .limit(clamp(limit)),
         )
         .await
@@ -193,20 +239,20 @@ impl AuditQuery {
         if let Some(until) = filter.until {
             select = select.filter(audit_events::Column::Timestamp.lt(until));
         }
-        if let Some(Cursor(seq)) = after {
-            select = select.filter(audit_events::Column::Seq.lt(seq));
+        if let Some(Cursor(id)) = after {
+            select = select.filter(audit_events::Column::Id.lt(id));
         }
         let events = self
             .run(
                 select
-                    .order_by_desc(audit_events::Column::Seq)
+                    .order_by_desc(audit_events::Column::Id)
                     .limit(limit + 1),
             )
             .await?;
         let mut events = events;
         let next = if events.len() as u64 > limit {
             events.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-            events.last().and_then(|e| e.chain()).map(|c| Cursor(c.seq))
+            events.last().map(|e| Cursor(e.id()))
         } else {
             None
         };

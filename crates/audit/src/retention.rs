@@ -1,123 +1,198 @@
-//! Retention: pruning old rows (keeping the chain verifiable) and exporting
-//! events as JSON lines.
+//! Retention: pruning old event rows while keeping the tree (and every
+//! proof) intact, and exporting events as JSON lines.
 
+use std::collections::HashMap;
 use std::io::Write;
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, EntityTrait,
+    QueryFilter, QueryOrder, QuerySelect, Statement,
 };
 use tracing::{info, instrument};
-use warden_entity::{audit_chain_anchors, audit_events};
+use uuid::Uuid;
+use warden_entity::{audit_events, audit_leaves};
 
+use crate::integrator::{Integrator, latest_checkpoint};
+use crate::leaf::EventKind;
 use crate::{AuditError, AuditEvent};
 
-/// Deletes the oldest rows whose timestamp is before `before`, at most
-/// `batch_size` per transaction, and returns how many were deleted.
+/// What a prune did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PruneReport {
+    /// Event rows deleted.
+    pub deleted: u64,
+    /// Prune leaves written (one per batch).
+    pub prune_leaves: u64,
+    /// The checkpoint written after the last batch.
+    pub checkpoint: Option<String>,
+}
+
+/// Deletes the event rows (the payload) of the oldest leaves whose events
+/// happened before `before`, at most `batch_size` leaves per transaction.
 ///
-/// Only a contiguous prefix of the chain is removed (it stops at the first row
-/// that is new enough), and each batch records the last deleted row's (seq,
-/// hash) as the chain's anchor in the same transaction, so [`crate::verify`]
-/// of what remains still succeeds. Deletion passes the append-only trigger
-/// only inside this transaction (through a permit row).
-#[instrument(skip(db))]
+/// Only leaves already covered by a checkpoint are pruned, from the oldest
+/// unpruned one up to the first that is too new. The tree is kept, and each
+/// batch is recorded as a `prune` leaf (range, time, `actor`) written in the
+/// same transaction, under the integrator lock, followed by a checkpoint that
+/// covers it: [`crate::verify`] then accepts exactly those missing rows, and
+/// proofs for the remaining events still work.
+#[instrument(skip(integrator))]
 pub async fn prune(
-    db: &DatabaseConnection,
+    integrator: &Integrator,
     before: DateTime<Utc>,
+    actor: &str,
     batch_size: u64,
-) -> Result<u64, AuditError> {
+) -> Result<PruneReport, AuditError> {
     let batch_size = batch_size.clamp(1, 10_000);
-    let mut total = 0u64;
-    loop {
-        let txn = db.begin().await?;
-        if txn.get_database_backend() == DbBackend::Postgres {
-            txn.execute_unprepared(&format!(
-                "SELECT pg_advisory_xact_lock({})",
-                crate::store::CHAIN_LOCK
-            ))
+    let mut report = PruneReport::default();
+    for _attempt in 0..1_000_000u32 {
+        let actor = actor.to_owned();
+        let outcome = integrator
+            .with_lock(async move |txn: &DatabaseTransaction, _size: u64| {
+                prune_batch(txn, before, &actor, batch_size).await
+            })
             .await?;
-        }
-        let oldest: Vec<(i64, String, DateTime<Utc>)> = audit_events::Entity::find()
-            .select_only()
-            .column(audit_events::Column::Seq)
-            .column(audit_events::Column::Hash)
-            .column(audit_events::Column::Timestamp)
-            .order_by_asc(audit_events::Column::Seq)
-            .limit(batch_size)
-            .into_tuple()
-            .all(&txn)
-            .await?;
-        let Some((last_seq, last_hash)) = oldest
-            .iter()
-            .take_while(|(_, _, ts)| *ts < before)
-            .last()
-            .map(|(seq, hash, _)| (*seq, hash.clone()))
-        else {
-            txn.commit().await?;
-            break;
+        let Some((deleted, checkpoint)) = outcome else {
+            // Another process is integrating: try again shortly.
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            continue;
         };
-        txn.execute_unprepared("INSERT INTO audit_prune_permits (id) VALUES (1)")
-            .await?;
-        let deleted = audit_events::Entity::delete_many()
-            .filter(audit_events::Column::Seq.lte(last_seq))
-            .exec(&txn)
-            .await?
-            .rows_affected;
-        audit_chain_anchors::ActiveModel {
-            seq: Set(last_seq),
-            hash: Set(last_hash),
-            created_at: Set(Utc::now()),
+        if deleted == 0 {
+            break;
         }
-        .insert(&txn)
-        .await?;
-        txn.execute_unprepared("DELETE FROM audit_prune_permits")
-            .await?;
-        txn.commit().await?;
-        total += deleted;
-        info!(deleted, up_to_seq = last_seq, "pruned audit rows");
+        report.deleted += deleted;
+        report.prune_leaves += 1;
+        report.checkpoint = checkpoint.or(report.checkpoint);
+        info!(deleted, "pruned audit rows");
         if deleted < batch_size {
             break;
         }
     }
-    Ok(total)
+    Ok(report)
 }
 
-/// Writes the events with seq in `from_seq..=to_seq` (either bound optional)
-/// to `out` as JSON lines, oldest first, reading in pages. Returns the count.
+async fn prune_batch(
+    txn: &DatabaseTransaction,
+    before: DateTime<Utc>,
+    actor: &str,
+    batch_size: u64,
+) -> Result<(u64, Option<AuditEvent>), AuditError> {
+    let covered = latest_checkpoint(txn).await?.map_or(0, |c| c.tree_size);
+    let start = txn
+        .query_one_raw(Statement::from_string(
+            txn.get_database_backend(),
+            "SELECT MIN(l.leaf_index) AS start FROM audit_leaves l JOIN audit_events e ON e.id = l.event_id \
+             WHERE e.kind = 'tool_call'",
+        ))
+        .await?
+        .map(|r| r.try_get::<Option<i64>>("", "start"))
+        .transpose()?
+        .flatten();
+    let Some(start) = start else {
+        return Ok((0, None));
+    };
+    let leaves: Vec<(i64, Uuid)> = audit_leaves::Entity::find()
+        .select_only()
+        .column(audit_leaves::Column::LeafIndex)
+        .column(audit_leaves::Column::EventId)
+        .filter(audit_leaves::Column::LeafIndex.gte(start))
+        .filter(audit_leaves::Column::LeafIndex.lt(covered))
+        .order_by_asc(audit_leaves::Column::LeafIndex)
+        .limit(batch_size)
+        .into_tuple()
+        .all(txn)
+        .await?;
+    let ids: Vec<Uuid> = leaves.iter().map(|(_, id)| *id).collect();
+    let rows: HashMap<Uuid, (String, DateTime<Utc>)> = audit_events::Entity::find()
+        .select_only()
+        .column(audit_events::Column::Id)
+        .column(audit_events::Column::Kind)
+        .column(audit_events::Column::Timestamp)
+        .filter(audit_events::Column::Id.is_in(ids))
+        .into_tuple::<(Uuid, String, DateTime<Utc>)>()
+        .all(txn)
+        .await?
+        .into_iter()
+        .map(|(id, kind, ts)| (id, (kind, ts)))
+        .collect();
+    let mut doomed = Vec::new();
+    let mut last = None;
+    for (index, id) in &leaves {
+        match rows.get(id) {
+            // Already pruned, or a prune record (kept forever): pass over it.
+            None => {}
+            Some((kind, _)) if kind != EventKind::ToolCall.as_str() => {}
+            Some((_, ts)) if *ts < before => doomed.push(*id),
+            Some(_) => break,
+        }
+        last = Some(*index);
+    }
+    let (Some(last), false) = (last, doomed.is_empty()) else {
+        return Ok((0, None));
+    };
+    txn.execute_unprepared("INSERT INTO audit_prune_permits (id) VALUES (1)")
+        .await?;
+    let mut deleted = 0;
+    for chunk in doomed.chunks(1_000) {
+        deleted += audit_events::Entity::delete_many()
+            .filter(audit_events::Column::Id.is_in(chunk.iter().copied()))
+            .exec(txn)
+            .await?
+            .rows_affected;
+    }
+    txn.execute_unprepared("DELETE FROM audit_prune_permits")
+        .await?;
+    let record = AuditEvent::prune_record(actor, start as u64, last as u64, before)?;
+    Ok((deleted, Some(record)))
+}
+
+/// Writes the events at leaf indexes `from..=to` (either bound optional),
+/// oldest first, to `out` as JSON lines, reading in pages; pruned leaves are
+/// skipped. Returns the count.
 #[instrument(skip(db, out))]
 pub async fn export(
     db: &DatabaseConnection,
-    from_seq: Option<i64>,
-    to_seq: Option<i64>,
+    from_leaf: Option<u64>,
+    to_leaf: Option<u64>,
     out: &mut (dyn Write + Send),
 ) -> Result<u64, AuditError> {
-    let mut cursor = from_seq.unwrap_or(1) - 1;
+    let mut cursor = from_leaf.unwrap_or(0) as i64;
     let mut count = 0u64;
+    let io = |e: std::io::Error| AuditError::Export {
+        reason: e.to_string(),
+    };
     loop {
-        let mut select = audit_events::Entity::find()
-            .filter(audit_events::Column::Seq.gt(cursor))
-            .order_by_asc(audit_events::Column::Seq)
+        let mut select = audit_leaves::Entity::find()
+            .filter(audit_leaves::Column::LeafIndex.gte(cursor))
+            .order_by_asc(audit_leaves::Column::LeafIndex)
             .limit(1_000);
-        if let Some(to) = to_seq {
-            select = select.filter(audit_events::Column::Seq.lte(to));
+        if let Some(to) = to_leaf {
+            select = select.filter(audit_leaves::Column::LeafIndex.lte(to as i64));
         }
-        let rows = select.all(db).await?;
-        let Some(last) = rows.last() else { break };
-        cursor = last.seq;
-        for row in rows {
+        let leaves = select.all(db).await?;
+        let Some(last) = leaves.last() else { break };
+        cursor = last.leaf_index + 1;
+        let ids: Vec<Uuid> = leaves.iter().map(|l| l.event_id).collect();
+        let mut rows: HashMap<Uuid, audit_events::Model> = audit_events::Entity::find()
+            .filter(audit_events::Column::Id.is_in(ids))
+            .all(db)
+            .await?
+            .into_iter()
+            .map(|r| (r.id, r))
+            .collect();
+        for leaf in &leaves {
+            let Some(row) = rows.remove(&leaf.event_id) else {
+                continue;
+            };
             let event = AuditEvent::from_model(row)?;
             serde_json::to_writer(&mut *out, &event).map_err(|e| AuditError::Export {
                 reason: e.to_string(),
             })?;
-            out.write_all(b"\n").map_err(|e| AuditError::Export {
-                reason: e.to_string(),
-            })?;
+            out.write_all(b"\n").map_err(io)?;
             count += 1;
         }
     }
-    out.flush().map_err(|e| AuditError::Export {
-        reason: e.to_string(),
-    })?;
+    out.flush().map_err(io)?;
     Ok(count)
 }

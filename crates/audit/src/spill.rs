@@ -34,6 +34,9 @@ pub(crate) struct SpillRecord {
     pub(crate) risk_labels: Vec<String>,
     pub(crate) status_code: Option<i32>,
     pub(crate) latency_ms: Option<i64>,
+    /// `tool_call` or `prune`; absent in files written before the transparency log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) kind: Option<String>,
 }
 
 /// The spill file and the file being replayed (`<path>.replaying`). Appends

@@ -1,78 +1,119 @@
-//! Chain verification: recompute every hash in seq order, in pages (bounded
-//! memory), and name the first place the chain breaks and how.
+//! Full verification: recompute every leaf from the stored rows and the tree
+//! from the leaves, check every stored checkpoint (signature, and root
+//! against the recomputed tree), and name the first problem with its leaf
+//! index and request_id. Streams in pages: memory stays bounded.
+//!
+//! Nothing stored in the database tells the verifier to skip or trust
+//! anything unless a signed checkpoint covers it: a missing row is accepted
+//! only inside the range of a prune leaf that is itself in the tree under a
+//! checkpoint.
 
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
+use std::time::Duration;
 
-use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use chrono::Utc;
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, Statement,
+};
 use serde::Serialize;
 use tracing::{instrument, warn};
-use warden_entity::audit_events;
+use uuid::Uuid;
+use warden_entity::{audit_checkpoints, audit_events, audit_leaves, audit_tree_hashes};
 
-use crate::chain::{ChainHead, ChainKey, row_hash};
-use crate::{AuditError, store};
+use crate::checkpoint::{CheckpointVerifier, ProofFailure, SignedCheckpoint};
+use crate::leaf::{EventKind, hash_hex, leaf_hash_of, parse_hash_hex};
+use crate::tree::Frontier;
+use crate::AuditError;
 
-/// Rows read per query while verifying.
+/// Leaves read per query while verifying.
 const PAGE: u64 = 1_000;
-/// How far a renumbered row's original seq is searched for.
-const RENUMBER_SEARCH: i64 = 64;
+/// Missing-row ranges remembered before verify gives up waiting for a prune
+/// leaf to explain them.
+const MAX_GAPS: usize = 100_000;
 
-/// What part of the chain to verify.
-#[derive(Debug, Clone, Default)]
+/// What to verify against.
+#[derive(Debug, Default)]
 pub struct VerifyOptions {
-    /// First seq to check (default: the start of the chain). The row before it
-    /// is trusted as the anchor.
-    pub from_seq: Option<i64>,
-    /// Last seq to check (default: the head).
-    pub to_seq: Option<i64>,
-    /// A head recorded earlier outside the database: the chain must still
-    /// contain it unchanged, and not end before it.
-    pub checkpoint: Option<ChainHead>,
+    /// The public key checkpoints must be signed with. Without it,
+    /// signatures are not checked (roots still are).
+    pub verifier: Option<CheckpointVerifier>,
+    /// A checkpoint note kept outside the database: the log must still
+    /// contain that tree (needs `verifier`).
+    pub external_checkpoint: Option<String>,
+    /// How long an event may wait to be integrated, and a leaf to be
+    /// covered by a checkpoint, before that is a problem (default 5 min).
+    pub integration_window: Option<Duration>,
 }
 
-/// The kind of damage found.
+/// The kind of problem found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BreakKind {
-    /// A row's contents no longer match its hash, or its hash was rewritten.
+    /// A row's contents no longer match its leaf.
     Modified,
-    /// One or more rows are missing at this seq.
+    /// A row is missing and no signed prune leaf covers it.
     Deleted,
-    /// A row that was never appended sits at this seq.
+    /// A row exists that is neither in the tree nor queued for it.
     Inserted,
-    /// Rows are out of their appended order at this seq.
+    /// A row sits at another row's leaf.
     Reordered,
-    /// The chain ends before the checkpoint's seq.
-    Truncated,
+    /// A stored tree hash or leaf entry is missing, extra or wrong.
+    TreeTampered,
+    /// A checkpoint's signature does not verify under the public key.
+    CheckpointForged,
+    /// A validly shaped checkpoint does not match the tree it claims.
+    CheckpointInconsistent,
+    /// The log is smaller than a checkpoint says it was.
+    Rollback,
+    /// Events waited longer than the integration window.
+    Unintegrated,
 }
 
-/// The first break found.
+/// The first problem found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ChainBreak {
-    /// The seq where the chain stops verifying.
-    pub seq: i64,
-    /// What kind of damage it looks like.
+    /// What kind of damage it is.
     pub kind: BreakKind,
+    /// The leaf index concerned, if one is.
+    pub leaf_index: Option<u64>,
+    /// The request_id concerned, if known.
+    pub request_id: Option<String>,
     /// A sentence for the operator.
     pub detail: String,
 }
 
 impl fmt::Display for ChainBreak {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?} at seq {}: {}", self.kind, self.seq, self.detail)
+        write!(f, "{:?}", self.kind)?;
+        if let Some(i) = self.leaf_index {
+            write!(f, " at leaf {i}")?;
+        }
+        if let Some(r) = &self.request_id {
+            write!(f, " (request_id {r})")?;
+        }
+        write!(f, ": {}", self.detail)
     }
 }
 
 /// The verdict.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub enum Verification {
-    /// Every checked row verified.
+    /// Everything verified.
     Valid {
-        /// Rows checked.
-        checked: u64,
-        /// The last row checked (or the anchor when none were).
-        head: ChainHead,
+        /// Leaves in the tree.
+        tree_size: u64,
+        /// Rows whose leaf was recomputed.
+        rows_checked: u64,
+        /// Leaves whose rows were pruned (each covered by a prune leaf).
+        pruned: u64,
+        /// Stored checkpoints checked.
+        checkpoints: u64,
+        /// Whether signatures were checked (a public key was given).
+        signatures_checked: bool,
     },
-    /// The first break.
+    /// The first problem.
     Broken(ChainBreak),
 }
 
@@ -83,183 +124,336 @@ impl Verification {
     }
 }
 
-struct Seen {
-    seq: i64,
-    hash: String,
-}
-
-fn broken(seq: i64, kind: BreakKind, detail: impl Into<String>) -> Verification {
+fn broken(kind: BreakKind, leaf: Option<u64>, request_id: Option<String>, detail: impl Into<String>) -> Verification {
     let b = ChainBreak {
-        seq,
         kind,
+        leaf_index: leaf,
+        request_id,
         detail: detail.into(),
     };
-    warn!(seq, kind = ?kind, detail = %b.detail, "audit chain broken");
+    warn!(kind = ?kind, leaf = ?leaf, detail = %b.detail, "audit log verification failed");
     Verification::Broken(b)
 }
 
-/// Verifies the chain (or the part `options` selects) against `key` (the
-/// chain key it was written with, if any).
-#[instrument(skip_all, fields(from = ?options.from_seq, to = ?options.to_seq))]
-pub async fn verify(
-    db: &DatabaseConnection,
-    key: Option<&ChainKey>,
-    options: &VerifyOptions,
-) -> Result<Verification, AuditError> {
-    // The anchor: the row before `from_seq`, else the prune anchor, else genesis.
-    let start = match options.from_seq {
-        Some(from) if from > 1 => {
-            let row: Option<(i64, String)> = audit_events::Entity::find()
-                .select_only()
-                .column(audit_events::Column::Seq)
-                .column(audit_events::Column::Hash)
-                .filter(audit_events::Column::Seq.eq(from - 1))
-                .into_tuple()
-                .one(db)
-                .await?;
-            match row {
-                Some((seq, hash)) => ChainHead { seq, hash },
-                None => store::anchor(db).await?.unwrap_or_else(ChainHead::genesis),
-            }
-        }
-        _ => store::anchor(db).await?.unwrap_or_else(ChainHead::genesis),
-    };
-    let mut prev = Seen {
-        seq: start.seq,
-        hash: start.hash.clone(),
-    };
-    let mut prev_prev_hash: Option<String> = None;
-    let mut checked = 0u64;
-    let mut checkpoint_seen = false;
-
-    loop {
-        let mut query = audit_events::Entity::find()
-            .filter(audit_events::Column::Seq.gt(prev.seq))
-            .order_by_asc(audit_events::Column::Seq)
-            .limit(PAGE);
-        if let Some(to) = options.to_seq {
-            query = query.filter(audit_events::Column::Seq.lte(to));
-        }
-        let page = query.all(db).await?;
-        if page.is_empty() {
-            break;
-        }
-        for (i, row) in page.iter().enumerate() {
-            let expected = prev.seq + 1;
-            if row.seq != expected {
-                return Ok(broken(
-                    expected,
-                    BreakKind::Deleted,
-                    format!("seq {expected}..{} missing", row.seq - 1),
-                ));
-            }
-            let self_ok = row_hash(key, row)? == row.hash;
-            if row.prev_hash != prev.hash {
-                if prev_prev_hash.as_deref() == Some(row.prev_hash.as_str()) {
-                    return Ok(broken(
-                        prev.seq,
-                        BreakKind::Inserted,
-                        format!("seq {} links past the row at seq {}", row.seq, prev.seq),
-                    ));
-                }
-                if page[i + 1..]
-                    .iter()
-                    .any(|later| later.hash == row.prev_hash)
-                {
-                    return Ok(broken(
-                        row.seq,
-                        BreakKind::Reordered,
-                        "this row links to a row stored after it",
-                    ));
-                }
-                if !self_ok {
-                    if let Some(shift) = original_seq_shift(key, row)? {
-                        return Ok(broken(
-                            row.seq,
-                            BreakKind::Deleted,
-                            format!(
-                                "{shift} row(s) missing before this one; later rows were renumbered"
-                            ),
-                        ));
-                    }
-                    return Ok(broken(
-                        row.seq,
-                        BreakKind::Modified,
-                        "contents do not match the hash",
-                    ));
-                }
-                return Ok(broken(
-                    prev.seq,
-                    BreakKind::Modified,
-                    "hash was rewritten: the next row still links to the original",
-                ));
-            }
-            if !self_ok {
-                return Ok(broken(
-                    row.seq,
-                    BreakKind::Modified,
-                    "contents do not match the hash",
-                ));
-            }
-            if let Some(cp) = &options.checkpoint
-                && cp.seq == row.seq
-            {
-                checkpoint_seen = true;
-                if cp.hash != row.hash {
-                    return Ok(broken(
-                        row.seq,
-                        BreakKind::Modified,
-                        "differs from the exported checkpoint: history was rewritten",
-                    ));
-                }
-            }
-            prev_prev_hash = Some(std::mem::replace(&mut prev.hash, row.hash.clone()));
-            prev.seq = row.seq;
-            checked += 1;
-        }
-    }
-
-    if let Some(cp) = &options.checkpoint {
-        let in_range = options.to_seq.is_none_or(|to| cp.seq <= to);
-        if in_range && !checkpoint_seen && cp.seq > start.seq {
-            return Ok(broken(
-                prev.seq + 1,
-                BreakKind::Truncated,
-                format!(
-                    "chain ends at seq {} but the checkpoint recorded seq {}",
-                    prev.seq, cp.seq
-                ),
-            ));
-        }
-        if cp.seq == start.seq && cp.hash != start.hash {
-            return Ok(broken(
-                cp.seq,
-                BreakKind::Modified,
-                "differs from the exported checkpoint",
-            ));
-        }
-    }
-    Ok(Verification::Valid {
-        checked,
-        head: ChainHead {
-            seq: prev.seq,
-            hash: prev.hash,
-        },
-    })
+/// A checkpoint to compare against the recomputed tree.
+struct Expect {
+    size: u64,
+    root: String,
+    external: bool,
 }
 
-/// If `row`'s stored hash matches its contents under a higher seq, the row
-/// was renumbered down by that many: rows before it were deleted.
-fn original_seq_shift(
-    key: Option<&ChainKey>,
-    row: &audit_events::Model,
-) -> Result<Option<i64>, AuditError> {
-    let mut probe = row.clone();
-    for shift in 1..=RENUMBER_SEARCH {
-        probe.seq = row.seq + shift;
-        if row_hash(key, &probe)? == row.hash {
-            return Ok(Some(shift));
+fn open_note(note: &str, verifier: Option<&CheckpointVerifier>) -> Result<SignedCheckpoint, ProofFailure> {
+    match verifier {
+        Some(v) => SignedCheckpoint::open(note, v),
+        None => SignedCheckpoint::open_unverified(note),
+    }
+}
+
+/// Verifies the whole log. See the module docs for what is checked.
+#[instrument(skip_all)]
+pub async fn verify(db: &DatabaseConnection, options: &VerifyOptions) -> Result<Verification, AuditError> {
+    let verifier = options.verifier.as_ref();
+    let window = options.integration_window.unwrap_or(Duration::from_secs(300));
+    let window = chrono::Duration::from_std(window).unwrap_or(chrono::Duration::minutes(5));
+
+    // Stored checkpoints, in size order, each checked against its own note.
+    let mut expects: VecDeque<Expect> = VecDeque::new();
+    let mut checkpoints = 0u64;
+    let mut newest_signed = 0u64;
+    let mut after: i64 = -1;
+    loop {
+        let page = audit_checkpoints::Entity::find()
+            .filter(audit_checkpoints::Column::TreeSize.gt(after))
+            .order_by_asc(audit_checkpoints::Column::TreeSize)
+            .limit(PAGE)
+            .all(db)
+            .await?;
+        let Some(last) = page.last() else { break };
+        after = last.tree_size;
+        for row in page {
+            checkpoints += 1;
+            let cp = match open_note(&row.note, verifier) {
+                Ok(cp) => cp,
+                Err(e) => {
+                    return Ok(broken(
+                        BreakKind::CheckpointForged,
+                        None,
+                        None,
+                        format!("stored checkpoint of size {}: {e}", row.tree_size),
+                    ));
+                }
+            };
+            if cp.size != row.tree_size as u64 || cp.root != row.root_hash {
+                return Ok(broken(
+                    BreakKind::CheckpointForged,
+                    None,
+                    None,
+                    format!("stored checkpoint of size {}: the row does not match its note", row.tree_size),
+                ));
+            }
+            newest_signed = newest_signed.max(cp.size);
+            expects.push_back(Expect {
+                size: cp.size,
+                root: cp.root,
+                external: false,
+            });
+        }
+        // Memory: one entry per checkpoint, 80 bytes each.
+    }
+    if let Some(note) = &options.external_checkpoint {
+        let Some(v) = verifier else {
+            return Err(AuditError::InvalidField {
+                field: "checkpoint",
+                reason: "an external checkpoint needs the public key to check it".into(),
+            });
+        };
+        match SignedCheckpoint::open(note, v) {
+            Ok(cp) => {
+                let at = expects.iter().position(|e| e.size > cp.size).unwrap_or(expects.len());
+                expects.insert(
+                    at,
+                    Expect {
+                        size: cp.size,
+                        root: cp.root,
+                        external: true,
+                    },
+                );
+            }
+            Err(e) => {
+                return Ok(broken(
+                    BreakKind::CheckpointForged,
+                    None,
+                    None,
+                    format!("the external checkpoint: {e}"),
+                ));
+            }
         }
     }
-    Ok(None)
+
+    let mut frontier = Frontier::empty();
+    let mut rows_checked = 0u64;
+    let mut gaps: Vec<(u64, u64)> = Vec::new();
+    let mut prunes: Vec<(u64, u64, u64)> = Vec::new(); // (prune leaf, first, last)
+    let mut last_integrated: Option<chrono::DateTime<Utc>> = None;
+    let mut uncovered_since: Option<(u64, chrono::DateTime<Utc>)> = None;
+    let mut next_index: i64 = 0;
+    loop {
+        let leaves = audit_leaves::Entity::find()
+            .filter(audit_leaves::Column::LeafIndex.gte(next_index))
+            .order_by_asc(audit_leaves::Column::LeafIndex)
+            .limit(PAGE)
+            .all(db)
+            .await?;
+        if leaves.is_empty() {
+            break;
+        }
+        let ids: Vec<Uuid> = leaves.iter().map(|l| l.event_id).collect();
+        let rows: HashMap<Uuid, audit_events::Model> = audit_events::Entity::find()
+            .filter(audit_events::Column::Id.is_in(ids))
+            .all(db)
+            .await?
+            .into_iter()
+            .map(|r| (r.id, r))
+            .collect();
+        let first = leaves[0].leaf_index;
+        let last = leaves[leaves.len() - 1].leaf_index;
+        let lo = tlog_tiles::stored_hash_index(0, first.max(0) as u64) as i64;
+        let hi = tlog_tiles::stored_hash_index(0, last.max(0) as u64 + 1) as i64;
+        let mut stored: HashMap<u64, String> = audit_tree_hashes::Entity::find()
+            .filter(audit_tree_hashes::Column::Idx.gte(lo))
+            .filter(audit_tree_hashes::Column::Idx.lt(hi))
+            .all(db)
+            .await?
+            .into_iter()
+            .map(|h| (h.idx as u64, h.hash))
+            .collect();
+
+        for (i, leaf) in leaves.iter().enumerate() {
+            let index = leaf.leaf_index as u64;
+            if leaf.leaf_index != next_index {
+                return Ok(broken(
+                    BreakKind::TreeTampered,
+                    Some(next_index as u64),
+                    None,
+                    format!("leaf {next_index} is missing from the tree (next stored is {})", leaf.leaf_index),
+                ));
+            }
+            next_index += 1;
+            let Some(stored_leaf) = parse_hash_hex(&leaf.leaf_hash) else {
+                return Ok(broken(BreakKind::TreeTampered, Some(index), None, "the leaf hash is malformed"));
+            };
+            match rows.get(&leaf.event_id) {
+                Some(row) => {
+                    rows_checked += 1;
+                    let rid = Some(row.request_id.clone());
+                    let recomputed = leaf_hash_of(row)?;
+                    if recomputed != stored_leaf {
+                        let neighbour = |j: usize| leaves.get(j).and_then(|l| parse_hash_hex(&l.leaf_hash));
+                        let moved = (i > 0 && neighbour(i - 1) == Some(recomputed))
+                            || neighbour(i + 1) == Some(recomputed);
+                        return Ok(if moved {
+                            broken(BreakKind::Reordered, Some(index), rid, "this row belongs at a neighbouring leaf: rows were swapped")
+                        } else {
+                            broken(BreakKind::Modified, Some(index), rid, "the row's contents do not match its leaf hash")
+                        });
+                    }
+                    if row.leaf_hash.as_deref().is_some_and(|h| h != leaf.leaf_hash) {
+                        return Ok(broken(BreakKind::Modified, Some(index), rid, "the row's stored leaf_hash differs from the tree"));
+                    }
+                    if row.kind == EventKind::Prune.as_str() {
+                        let range = |k: &str| row.sanitized_args.get(k).and_then(serde_json::Value::as_u64);
+                        if let (Some(a), Some(b)) = (range("first_leaf"), range("last_leaf")) {
+                            prunes.push((index, a, b));
+                        }
+                    }
+                }
+                None => match gaps.last_mut() {
+                    Some((_, end)) if *end + 1 == index => *end = index,
+                    _ => {
+                        if gaps.len() >= MAX_GAPS {
+                            return Ok(broken(BreakKind::Deleted, Some(gaps[0].0), None, "too many missing rows to explain"));
+                        }
+                        gaps.push((index, index));
+                    }
+                },
+            }
+            for (idx, hash) in frontier.push(stored_leaf) {
+                if idx == tlog_tiles::stored_hash_index(0, index) {
+                    continue;
+                }
+                match stored.remove(&idx) {
+                    Some(h) if h == hash_hex(&hash) => {}
+                    Some(_) => {
+                        return Ok(broken(BreakKind::TreeTampered, Some(index), None, format!("stored tree hash {idx} is wrong")));
+                    }
+                    None => {
+                        return Ok(broken(BreakKind::TreeTampered, Some(index), None, format!("stored tree hash {idx} is missing")));
+                    }
+                }
+            }
+            while let Some(e) = expects.front() {
+                if e.size > frontier.size() {
+                    break;
+                }
+                if e.size == frontier.size() && e.root != hash_hex(&frontier.root()) {
+                    let whose = if e.external { "the external checkpoint" } else { "a stored checkpoint" };
+                    return Ok(broken(
+                        BreakKind::CheckpointInconsistent,
+                        Some(index),
+                        None,
+                        format!("{whose} of size {} has another root: the tree it signed was rewritten", e.size),
+                    ));
+                }
+                expects.pop_front();
+            }
+            if frontier.size() > newest_signed && uncovered_since.is_none() {
+                uncovered_since = Some((index, leaf.integrated_at));
+            }
+            last_integrated = Some(leaf.integrated_at);
+        }
+        if let Some((&idx, _)) = stored.iter().next() {
+            return Ok(broken(BreakKind::TreeTampered, None, None, format!("stored tree hash {idx} is not part of the tree")));
+        }
+    }
+    let tree_size = frontier.size();
+
+    // Checkpoints beyond the tree: rolled back (or tree rows deleted).
+    if let Some(e) = expects.front() {
+        let whose = if e.external { "the external checkpoint" } else { "a stored checkpoint" };
+        return Ok(broken(
+            BreakKind::Rollback,
+            Some(tree_size),
+            None,
+            format!("{whose} records {} leaves but the tree has only {tree_size}", e.size),
+        ));
+    }
+    let extra: Option<i64> = audit_tree_hashes::Entity::find()
+        .select_only()
+        .column(audit_tree_hashes::Column::Idx)
+        .filter(audit_tree_hashes::Column::Idx.gte(tlog_tiles::stored_hash_index(0, tree_size) as i64))
+        .limit(1)
+        .into_tuple()
+        .one(db)
+        .await?;
+    if let Some(idx) = extra {
+        return Ok(broken(BreakKind::TreeTampered, None, None, format!("stored tree hash {idx} lies beyond the tree")));
+    }
+
+    // Missing rows must lie inside a prune leaf's declared range, and that
+    // prune leaf must be covered by a (signed) checkpoint.
+    let mut pruned = 0u64;
+    for (start, end) in &gaps {
+        let mut at = *start;
+        while at <= *end {
+            let cover = prunes
+                .iter()
+                .filter(|(p, a, b)| *p < newest_signed && *p > at && *a <= at && at <= *b)
+                .map(|(_, _, b)| *b)
+                .max();
+            match cover {
+                Some(b) => {
+                    let upto = b.min(*end);
+                    pruned += upto - at + 1;
+                    at = upto + 1;
+                }
+                None => {
+                    return Ok(broken(
+                        BreakKind::Deleted,
+                        Some(at),
+                        None,
+                        "the row of this leaf is missing and no checkpointed prune leaf covers it",
+                    ));
+                }
+            }
+        }
+    }
+
+    // Rows that are neither in the tree nor queued.
+    let outside = db
+        .query_one_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT e.request_id FROM audit_events e WHERE NOT EXISTS \
+             (SELECT 1 FROM audit_leaves l WHERE l.event_id = e.id) AND NOT EXISTS \
+             (SELECT 1 FROM audit_pending p WHERE p.event_id = e.id) LIMIT 1",
+        ))
+        .await?;
+    if let Some(row) = outside {
+        let rid: String = row.try_get("", "request_id")?;
+        return Ok(broken(BreakKind::Inserted, None, Some(rid), "this row is neither in the tree nor queued for it"));
+    }
+
+    // Events waiting too long to be integrated or checkpointed.
+    let now = Utc::now();
+    let stale = db
+        .query_one_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT e.request_id, e.timestamp FROM audit_pending p JOIN audit_events e ON e.id = p.event_id \
+             ORDER BY p.pos LIMIT 1",
+        ))
+        .await?;
+    if let Some(row) = stale {
+        let rid: String = row.try_get("", "request_id")?;
+        let at: chrono::DateTime<Utc> = row.try_get("", "timestamp")?;
+        if now.signed_duration_since(at) > window {
+            return Ok(broken(BreakKind::Unintegrated, None, Some(rid), "this event has waited longer than the integration window"));
+        }
+    }
+    if let Some((index, at)) = uncovered_since
+        && now.signed_duration_since(at) > window
+    {
+        return Ok(broken(
+            BreakKind::Unintegrated,
+            Some(index),
+            None,
+            "leaves from here on are in no checkpoint, and were integrated longer ago than the window",
+        ));
+    }
+    let _ = last_integrated;
+    Ok(Verification::Valid {
+        tree_size,
+        rows_checked,
+        pruned,
+        checkpoints,
+        signatures_checked: verifier.is_some(),
+    })
 }

@@ -69,6 +69,21 @@ pub(crate) enum Outcome {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     output::init_tracing();
+    if let Command::Audit(cmd) = &cli.command
+        && cmd.is_offline()
+    {
+        let Command::Audit(cmd) = cli.command else {
+            return ExitCode::from(2);
+        };
+        return match commands::audit::run_offline(cmd) {
+            Ok(Outcome::Success) => ExitCode::SUCCESS,
+            Ok(Outcome::Failed) => ExitCode::FAILURE,
+            Err(e) => {
+                output::error(&*e);
+                ExitCode::from(2)
+            }
+        };
+    }
     let settings = match &cli.command {
         Command::Demo(args) => commands::demo::settings(args),
         _ => warden_core::Settings::from_env(),

@@ -56,6 +56,8 @@ pub struct HealthReport {
     pub cache: Check,
     /// Every migration this build knows is applied, and no unknown one is.
     pub migrations: Check,
+    /// Audit checkpoints are signed (a warning when no signing key is set).
+    pub audit: Check,
 }
 
 impl HealthReport {
@@ -74,11 +76,12 @@ impl HealthReport {
     }
 
     /// The checks with their names, in display order.
-    pub fn checks(&self) -> [(&'static str, &Check); 3] {
+    pub fn checks(&self) -> [(&'static str, &Check); 4] {
         [
             ("database", &self.database),
             ("cache", &self.cache),
             ("migrations", &self.migrations),
+            ("audit", &self.audit),
         ]
     }
 }
@@ -101,6 +104,7 @@ pub async fn probe(settings: &Settings) -> HealthReport {
                 database: fail(e.to_string()),
                 cache: fail("not checked: storage could not be configured".into()),
                 migrations: fail("not checked: storage could not be configured".into()),
+                audit: fail("not checked: storage could not be configured".into()),
             }
         }
     }
@@ -115,10 +119,12 @@ pub async fn check(storage: &Storage) -> HealthReport {
         bounded(limit, check_cache(storage)),
         bounded(limit, check_migrations(storage)),
     );
+    let audit = check_audit(storage);
     let report = HealthReport {
         database,
         cache,
         migrations,
+        audit,
     };
     for (name, c) in report.checks() {
         if c.status != CheckStatus::Pass {
@@ -165,6 +171,25 @@ async fn check_cache(storage: &Storage) -> Check {
             started,
         ),
         Err(e) => Check::new(CheckStatus::Fail, e.to_string(), started),
+    }
+}
+
+/// Whether audit checkpoints are signed: without a key the log still
+/// detects tampering by someone without database access, but its
+/// checkpoints prove nothing to anyone else.
+fn check_audit(storage: &Storage) -> Check {
+    let started = Instant::now();
+    match &storage.settings.audit_signing_key {
+        Some(key) => Check::new(
+            CheckStatus::Pass,
+            format!("checkpoints signed for {}", key.origin()),
+            started,
+        ),
+        None => Check::new(
+            CheckStatus::Warn,
+            "checkpoints are unsigned: set AUDIT_SIGNING_KEY_FILE (warden audit keygen)",
+            started,
+        ),
     }
 }
 

@@ -10,7 +10,10 @@ use std::time::Duration;
 
 use serde::Serialize;
 use url::Url;
-use warden_audit::{AuditLoggerConfig, ChainKey, Redactor};
+use warden_audit::{
+    AuditLoggerConfig, CheckpointPublisher, CheckpointSigner, DEFAULT_ORIGIN, IntegratorConfig,
+    Redactor,
+};
 use warden_cache::{FailMode, KeyPrefix, RedisPoolConfig};
 
 /// Which database engine `DATABASE_URL` points at.
@@ -163,16 +166,26 @@ pub struct Settings {
     pub environment: Environment,
     /// `HEALTH_TIMEOUT_MS` (default 3000): bound on each health check.
     pub health_timeout: Duration,
-    /// `AUDIT_CHAIN_KEY` (optional, at least 32 bytes): makes the audit chain
-    /// an HMAC so database access alone cannot rewrite history. Never printed.
-    pub audit_chain_key: Option<ChainKey>,
+    /// `AUDIT_SIGNING_KEY_FILE` (optional): the Ed25519 key file (from
+    /// `warden audit keygen`) that signs audit checkpoints. Without it
+    /// checkpoints are unsigned and `health` warns. The key is never printed.
+    pub audit_signing_key: Option<CheckpointSigner>,
+    /// `AUDIT_LOG_ORIGIN` (default `warden.local/audit`): the checkpoint
+    /// origin line when no signing key names it.
+    pub audit_log_origin: String,
+    /// `AUDIT_CHECKPOINT_INTERVAL_MS` (default 1000): how often the
+    /// integrator runs, and the least time between two checkpoints.
+    pub audit_checkpoint_interval: Duration,
+    /// `AUDIT_CHECKPOINT_PUBLISH` (optional, comma-separated): a file path
+    /// that always holds the latest checkpoint, and/or an http(s) URL that
+    /// gets each checkpoint POSTed.
+    pub audit_checkpoint_publisher: CheckpointPublisher,
     /// `AUDIT_SPILL_PATH` (default `warden-audit.spill`): where the audit
     /// logger keeps events while the database is unreachable. One per process.
     pub audit_spill_path: std::path::PathBuf,
-    /// `AUDIT_BATCH_SIZE` (default 1000, at most 1500 so one INSERT stays
-    /// under the bind-parameter limits of PostgreSQL and SQLite): most events
-    /// per INSERT. The chain appends one batch at a time, so larger batches
-    /// mean fewer commits.
+    /// `AUDIT_BATCH_SIZE` (default 1000, at most 10000): most events per
+    /// write transaction. Writers never wait on each other, so larger batches
+    /// only mean fewer commits.
     pub audit_batch_size: usize,
     /// `AUDIT_BUFFER_CAPACITY` (default 65536): events buffered in memory.
     pub audit_buffer_capacity: usize,
@@ -427,24 +440,41 @@ impl Settings {
             }),
         };
         let health_timeout = r.millis("HEALTH_TIMEOUT_MS", 3_000);
-        let audit_chain_key = match (r.lookup)("AUDIT_CHAIN_KEY").filter(|v| !v.is_empty()) {
+        let audit_signing_key = match r.get("AUDIT_SIGNING_KEY_FILE").filter(|v| !v.trim().is_empty()) {
             None => None,
-            Some(raw) => match ChainKey::new(raw.into_bytes()) {
+            Some(path) => match CheckpointSigner::load(std::path::Path::new(path.trim())) {
                 Ok(key) => Some(key),
-                Err(_) => {
-                    r.problem(
-                        "AUDIT_CHAIN_KEY",
-                        "must be at least 32 bytes (value not shown)",
-                    );
+                Err(e) => {
+                    r.problem("AUDIT_SIGNING_KEY_FILE", e.to_string());
                     None
                 }
             },
+        };
+        let audit_log_origin = r
+            .get("AUDIT_LOG_ORIGIN")
+            .map(|o| o.trim().to_owned())
+            .filter(|o| !o.is_empty())
+            .unwrap_or_else(|| DEFAULT_ORIGIN.to_owned());
+        if audit_log_origin.chars().any(|c| c.is_whitespace() || c == '+') {
+            r.problem("AUDIT_LOG_ORIGIN", "must not contain spaces or '+'");
+        }
+        let audit_checkpoint_interval = r.millis("AUDIT_CHECKPOINT_INTERVAL_MS", 1_000);
+        let targets: Vec<String> = r
+            .get("AUDIT_CHECKPOINT_PUBLISH")
+            .map(|v| v.split(',').map(|t| t.trim().to_owned()).collect())
+            .unwrap_or_default();
+        let audit_checkpoint_publisher = match CheckpointPublisher::new(&targets) {
+            Ok(p) => p,
+            Err(e) => {
+                r.problem("AUDIT_CHECKPOINT_PUBLISH", e.to_string());
+                CheckpointPublisher::default()
+            }
         };
         let audit_spill_path = r.get("AUDIT_SPILL_PATH").map_or_else(
             || "warden-audit.spill".into(),
             |p| std::path::PathBuf::from(p.trim()),
         );
-        let audit_batch_size = r.number("AUDIT_BATCH_SIZE", 1_000, (1, 1_500));
+        let audit_batch_size = r.number("AUDIT_BATCH_SIZE", 1_000, (1, 10_000));
         let audit_buffer_capacity = r.number("AUDIT_BUFFER_CAPACITY", 65_536, (1, 10_000_000));
         let bcrypt_cost = r.number("BCRYPT_COST", 12, (4, 31));
         let key_verify_cache_ttl =
@@ -469,7 +499,10 @@ impl Settings {
                 approval_token_ttl,
                 environment,
                 health_timeout,
-                audit_chain_key,
+                audit_signing_key,
+                audit_log_origin,
+                audit_checkpoint_interval,
+                audit_checkpoint_publisher,
                 audit_spill_path,
                 audit_batch_size,
                 audit_buffer_capacity,
@@ -487,8 +520,20 @@ impl Settings {
         let mut config = AuditLoggerConfig::new(self.audit_spill_path.clone());
         config.batch_size = self.audit_batch_size;
         config.buffer_capacity = self.audit_buffer_capacity;
-        config.chain_key = self.audit_chain_key.clone();
+        config.integrator = Some(self.integrator_config());
         config
+    }
+
+    /// The audit integrator's configuration (signing key, origin, interval,
+    /// publishing).
+    pub fn integrator_config(&self) -> IntegratorConfig {
+        IntegratorConfig {
+            origin: self.audit_log_origin.clone(),
+            signer: self.audit_signing_key.clone(),
+            publisher: self.audit_checkpoint_publisher.clone(),
+            checkpoint_interval: self.audit_checkpoint_interval,
+            ..IntegratorConfig::default()
+        }
     }
 
     /// The redactor audit events are built with.
@@ -631,22 +676,28 @@ mod tests {
     }
 
     #[test]
-    fn chain_key_is_checked_and_never_shown() {
-        let short = load(&[
+    fn signing_key_is_checked_and_never_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        let bad = dir.path().join("bad.key");
+        std::fs::write(&bad, "PRIVATE+KEY+not-a-key").unwrap();
+        let err = load(&[
             ("DATABASE_URL", "postgres://u@h/db"),
-            ("AUDIT_CHAIN_KEY", "tooshort-secret"),
+            ("AUDIT_SIGNING_KEY_FILE", bad.to_str().unwrap()),
         ])
         .unwrap_err();
-        assert_eq!(variables(&short), ["AUDIT_CHAIN_KEY"]);
-        assert!(!short.to_string().contains("tooshort-secret"));
-        let key = "k".repeat(40);
+        assert_eq!(variables(&err), ["AUDIT_SIGNING_KEY_FILE"]);
+        let (secret, _) = CheckpointSigner::generate("example.org/audit").unwrap();
+        let good = dir.path().join("good.key");
+        std::fs::write(&good, &secret).unwrap();
         let s = load(&[
             ("DATABASE_URL", "postgres://u@h/db"),
-            ("AUDIT_CHAIN_KEY", &key),
+            ("AUDIT_SIGNING_KEY_FILE", good.to_str().unwrap()),
         ])
         .unwrap();
-        assert!(s.audit_logger_config().chain_key.is_some());
-        assert!(!format!("{s:?}").contains(&key));
+        let config = s.audit_logger_config().integrator.unwrap();
+        assert_eq!(config.effective_origin(), "example.org/audit");
+        let secret_part = secret.splitn(5, '+').nth(4).unwrap();
+        assert!(!format!("{s:?}").contains(secret_part));
     }
 
     #[test]

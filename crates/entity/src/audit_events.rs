@@ -3,16 +3,14 @@
 
 use sea_orm::entity::prelude::*;
 
-/// One audit row as stored, chained to its predecessor by `prev_hash`.
+/// One audit row as stored. Its place in the transparency log is in
+/// `audit_leaves`; the row itself is never updated.
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "audit_events")]
 pub struct Model {
     /// Row id (UUID v7, assigned by the application).
     #[sea_orm(primary_key, auto_increment = false)]
     pub id: Uuid,
-    /// Position in the hash chain; unique, gap-free, assigned under the chain lock.
-    #[sea_orm(unique)]
-    pub seq: i64,
     /// The gateway's id for the tool call; unique, so a replayed event is stored once.
     #[sea_orm(unique)]
     pub request_id: String,
@@ -45,11 +43,11 @@ pub struct Model {
     pub status_code: Option<i32>,
     /// End-to-end latency of the call in milliseconds, if it completed.
     pub latency_ms: Option<i64>,
-    /// Hash of the previous row in the chain (unique: two rows can never share a parent).
-    #[sea_orm(unique)]
-    pub prev_hash: String,
-    /// This row's chain hash.
-    pub hash: String,
+    /// What the row records: `tool_call`, or `prune` (a retention act, itself a leaf).
+    pub kind: String,
+    /// The RFC 6962 leaf hash of this row (lowercase hex) as its writer computed
+    /// it; `None` only for rows carried over from the hash chain.
+    pub leaf_hash: Option<String>,
 }
 
 /// `audit_events` has no relations (see `api_keys`).

@@ -12,13 +12,19 @@
 
 pub mod api_keys;
 pub mod approval_requests;
-pub mod audit_chain_anchors;
+pub mod audit_checkpoints;
 pub mod audit_events;
+pub mod audit_leaves;
+pub mod audit_pending;
+pub mod audit_tree_hashes;
 
 /// The entities, re-exported under their table names for `use warden_entity::prelude::*`.
 pub mod prelude {
     pub use crate::api_keys::Entity as ApiKeys;
     pub use crate::approval_requests::Entity as ApprovalRequests;
-    pub use crate::audit_chain_anchors::Entity as AuditChainAnchors;
+    pub use crate::audit_checkpoints::Entity as AuditCheckpoints;
     pub use crate::audit_events::Entity as AuditEvents;
+    pub use crate::audit_leaves::Entity as AuditLeaves;
+    pub use crate::audit_pending::Entity as AuditPending;
+    pub use crate::audit_tree_hashes::Entity as AuditTreeHashes;
 }

@@ -35,7 +35,6 @@ fn api_key() -> api_keys::Model {
 fn audit_event() -> audit_events::Model {
     audit_events::Model {
         id: Uuid::now_v7(),
-        seq: 0,
         request_id: "req-1".into(),
         timestamp: at(123_456),
         caller_id: "agent-7".into(),
@@ -50,8 +49,8 @@ fn audit_event() -> audit_events::Model {
         risk_labels: json!(["shell"]),
         status_code: Some(200),
         latency_ms: Some(42),
-        prev_hash: "0".repeat(64),
-        hash: "c".repeat(64),
+        kind: "tool_call".into(),
+        leaf_hash: Some("c".repeat(64)),
     }
 }
 
@@ -149,28 +148,20 @@ async fn unique_columns_refuse_duplicates_on_both_backends() {
             .await
             .unwrap();
         for duplicate in [
+            // Same request_id under a new id: a replay must not be stored twice.
             audit_events::Model {
                 id: Uuid::now_v7(),
-                request_id: "req-x".into(),
-                prev_hash: "1".repeat(64),
                 ..event.clone()
             },
+            // Same id.
             audit_events::Model {
-                id: Uuid::now_v7(),
-                seq: 1,
-                prev_hash: "1".repeat(64),
-                ..event.clone()
-            },
-            audit_events::Model {
-                id: Uuid::now_v7(),
-                seq: 1,
                 request_id: "req-x".into(),
                 ..event.clone()
             },
         ] {
             assert!(
                 duplicate.into_active_model().insert(&t.db).await.is_err(),
-                "{backend:?}: a duplicate seq, request_id or prev_hash was accepted"
+                "{backend:?}: a duplicate id or request_id was accepted"
             );
         }
         assert_eq!(

@@ -1,5 +1,10 @@
+use std::path::{Path, PathBuf};
+
 use clap::Subcommand;
-use warden_audit::{AuditEvent, ChainHead, Verification, VerifyOptions, verify};
+use warden_audit::{
+    AuditEvent, CheckpointSigner, CheckpointVerifier, ConsistencyBundle, InclusionBundle,
+    Integrator, Verification, VerifyOptions, verify, verify_consistency,
+};
 use warden_core::Settings;
 
 use crate::{Outcome, output};
@@ -23,31 +28,111 @@ pub(crate) enum Audit {
         #[arg(long)]
         json: bool,
     },
-    /// Recompute the hash chain; exit 1 and name the first break if broken.
+    /// Recompute every leaf, the tree and every checkpoint; exit 1 and name
+    /// the first problem.
     Verify {
-        /// First seq to check.
+        /// A checkpoint note kept outside the database: the log must still
+        /// contain that tree.
         #[arg(long)]
-        from: Option<i64>,
-        /// Last seq to check.
+        checkpoint: Option<PathBuf>,
+        /// The log's public key (text or a file holding it); default: the
+        /// public half of AUDIT_SIGNING_KEY_FILE.
         #[arg(long)]
-        to: Option<i64>,
-        /// A head exported earlier, as SEQ:HASH (from `warden audit checkpoint`).
-        #[arg(long)]
-        checkpoint: Option<String>,
+        public_key: Option<String>,
         /// Print machine-readable JSON.
         #[arg(long)]
         json: bool,
     },
-    /// Print the chain head as SEQ:HASH, to keep outside the database.
-    Checkpoint,
+    /// Print the latest signed checkpoint.
+    Checkpoint {
+        /// Print machine-readable JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write an inclusion proof bundle for one event (JSON).
+    Prove {
+        /// The event's request id.
+        request_id: String,
+        /// Write to this file instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Check an inclusion proof bundle without a database: exit 0 valid, 1 invalid.
+    VerifyProof {
+        /// The bundle (from `warden audit prove`).
+        file: PathBuf,
+        /// The log's public key (text or a file holding it).
+        #[arg(long)]
+        public_key: String,
+    },
+    /// Check that a newer checkpoint extends an older one: exit 1 on a fork
+    /// or a rollback.
+    Consistency {
+        /// The older checkpoint note.
+        #[arg(long)]
+        old: PathBuf,
+        /// The newer checkpoint note.
+        #[arg(long)]
+        new: PathBuf,
+        /// The log's public key (text or a file holding it).
+        #[arg(long)]
+        public_key: String,
+        /// A consistency bundle with the proof; without it the proof is
+        /// read from the database (which is not trusted: the proof is checked).
+        #[arg(long)]
+        proof: Option<PathBuf>,
+    },
+    /// Write a new checkpoint signing key file and print its public key.
+    Keygen {
+        /// The key file to create (refuses to overwrite).
+        #[arg(long)]
+        out: PathBuf,
+        /// The log's origin (its name in checkpoints).
+        #[arg(long, default_value = warden_audit::DEFAULT_ORIGIN)]
+        origin: String,
+    },
+    /// Integrate queued events into the tree and checkpoint them.
+    Integrate {
+        /// Keep running (one round per AUDIT_CHECKPOINT_INTERVAL_MS) until Ctrl-C.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Delete the event rows of old leaves; the tree stays, and the act is a leaf.
+    Prune {
+        /// Prune events that happened before this time (RFC 3339).
+        #[arg(long)]
+        before: chrono::DateTime<chrono::Utc>,
+        /// Who prunes (recorded in the prune leaf).
+        #[arg(long, default_value = "operator")]
+        actor: String,
+    },
+    /// Write the stored events as JSON lines, in leaf order.
+    Export {
+        /// Write to this file instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+impl Audit {
+    /// Commands that need no settings and no database.
+    pub(crate) fn is_offline(&self) -> bool {
+        matches!(
+            self,
+            Self::VerifyProof { .. } | Self::Keygen { .. } | Self::Consistency { proof: Some(_), .. }
+        )
+    }
 }
 
 fn rows(events: &[AuditEvent]) -> Vec<Vec<String>> {
     events
         .iter()
         .map(|e| {
+            let inclusion = e.inclusion();
             vec![
-                e.chain().map_or_else(|| "-".into(), |c| c.seq.to_string()),
+                inclusion
+                    .and_then(|i| i.leaf_index)
+                    .map_or_else(|| "queued".into(), |l| l.to_string()),
                 output::time(e.timestamp()),
                 e.request_id().to_owned(),
                 e.caller_id().to_owned(),
@@ -59,23 +144,111 @@ fn rows(events: &[AuditEvent]) -> Vec<Vec<String>> {
         .collect()
 }
 
-fn parse_checkpoint(text: &str) -> anyhow::Result<ChainHead> {
-    let (seq, hash) = text
-        .split_once(':')
-        .ok_or_else(|| anyhow::anyhow!("--checkpoint must be SEQ:HASH"))?;
-    let seq = seq
-        .parse()
-        .map_err(|_| anyhow::anyhow!("--checkpoint: {seq:?} is not a seq number"))?;
-    if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
-        anyhow::bail!("--checkpoint: the hash must be 64 hex characters");
+const HEADERS: [&str; 7] = [
+    "LEAF", "TIME", "REQUEST", "CALLER", "TOOL", "DECISION", "REDACTED",
+];
+
+fn read(path: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))
+}
+
+/// A public key given as text, or as the path of a file holding it.
+fn public_key(arg: &str) -> anyhow::Result<CheckpointVerifier> {
+    let text = if Path::new(arg).is_file() {
+        read(Path::new(arg))?
+    } else {
+        arg.to_owned()
+    };
+    CheckpointVerifier::parse(&text).map_err(|e| anyhow::anyhow!("--public-key: {e}"))
+}
+
+fn write_out(out: Option<&Path>, text: &str) -> anyhow::Result<()> {
+    match out {
+        Some(path) => std::fs::write(path, text)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display())),
+        None => {
+            output::line(text.trim_end());
+            Ok(())
+        }
     }
-    Ok(ChainHead {
-        seq,
-        hash: hash.to_ascii_lowercase(),
-    })
+}
+
+/// Runs a command that needs no database.
+pub(crate) fn run_offline(cmd: Audit) -> anyhow::Result<Outcome> {
+    match cmd {
+        Audit::VerifyProof { file, public_key: key } => {
+            let verifier = public_key(&key)?;
+            match InclusionBundle::verify_json(&read(&file)?, &verifier) {
+                Ok((bundle, cp)) => {
+                    output::line(&format!(
+                        "PASS  request {} is leaf {} of the {}-leaf tree signed by {}",
+                        bundle.event.request_id, bundle.leaf_index, cp.size, cp.origin
+                    ));
+                    Ok(Outcome::Success)
+                }
+                Err(e) => {
+                    output::line(&format!("FAIL  {e}"));
+                    Ok(Outcome::Failed)
+                }
+            }
+        }
+        Audit::Keygen { out, origin } => {
+            let (secret, signer) = CheckpointSigner::generate(&origin)?;
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                options.mode(0o600);
+            }
+            let mut file = options
+                .open(&out)
+                .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", out.display()))?;
+            std::io::Write::write_all(&mut file, format!("{secret}\n").as_bytes())?;
+            file.sync_all()?;
+            output::line(signer.verifier_key());
+            Ok(Outcome::Success)
+        }
+        Audit::Consistency {
+            old,
+            new,
+            public_key: key,
+            proof: Some(proof),
+        } => {
+            let verifier = public_key(&key)?;
+            let bundle: ConsistencyBundle = serde_json::from_str(&read(&proof)?)
+                .map_err(|e| anyhow::anyhow!("--proof: not a consistency bundle: {e}"))?;
+            consistency_verdict(&read(&old)?, &read(&new)?, &bundle.proof, &verifier)
+        }
+        _ => anyhow::bail!("this command needs the database"),
+    }
+}
+
+fn consistency_verdict(
+    old: &str,
+    new: &str,
+    proof: &[String],
+    verifier: &CheckpointVerifier,
+) -> anyhow::Result<Outcome> {
+    match verify_consistency(old, new, proof, verifier) {
+        Ok((o, n)) => {
+            output::line(&format!(
+                "PASS  the {}-leaf tree extends the {}-leaf tree",
+                n.size, o.size
+            ));
+            Ok(Outcome::Success)
+        }
+        Err(e) => {
+            output::line(&format!("FAIL  {e}"));
+            Ok(Outcome::Failed)
+        }
+    }
 }
 
 pub(crate) async fn run(settings: &Settings, cmd: Audit) -> anyhow::Result<Outcome> {
+    if cmd.is_offline() {
+        return run_offline(cmd);
+    }
     let storage = super::connect_migrated(settings).await?;
     let query = storage.audit_query();
     let outcome = match cmd {
@@ -84,12 +257,7 @@ pub(crate) async fn run(settings: &Settings, cmd: Audit) -> anyhow::Result<Outco
             if json {
                 output::json(&events);
             } else {
-                output::table(
-                    &[
-                        "SEQ", "TIME", "REQUEST", "CALLER", "TOOL", "DECISION", "REDACTED",
-                    ],
-                    &rows(&events),
-                );
+                output::table(&HEADERS, &rows(&events));
             }
             Outcome::Success
         }
@@ -98,12 +266,7 @@ pub(crate) async fn run(settings: &Settings, cmd: Audit) -> anyhow::Result<Outco
                 if json {
                     output::json(&event);
                 } else {
-                    output::table(
-                        &[
-                            "SEQ", "TIME", "REQUEST", "CALLER", "TOOL", "DECISION", "REDACTED",
-                        ],
-                        &rows(std::slice::from_ref(&event)),
-                    );
+                    output::table(&HEADERS, &rows(std::slice::from_ref(&event)));
                     output::line(&format!(
                         "reason:          {}",
                         event.reason().unwrap_or("-")
@@ -113,6 +276,11 @@ pub(crate) async fn run(settings: &Settings, cmd: Audit) -> anyhow::Result<Outco
                     for flag in event.redaction_flags() {
                         output::line(&format!("redacted:        {} ({})", flag.path, flag.reason));
                     }
+                    let covered = event.inclusion().and_then(|i| i.checkpoint_size);
+                    output::line(&format!(
+                        "checkpoint:      {}",
+                        covered.map_or_else(|| "not yet".into(), |s| format!("tree of {s} leaves"))
+                    ));
                 }
                 Outcome::Success
             }
@@ -122,26 +290,40 @@ pub(crate) async fn run(settings: &Settings, cmd: Audit) -> anyhow::Result<Outco
             }
         },
         Audit::Verify {
-            from,
-            to,
             checkpoint,
+            public_key: key,
             json,
         } => {
-            let options = VerifyOptions {
-                from_seq: from,
-                to_seq: to,
-                checkpoint: checkpoint.as_deref().map(parse_checkpoint).transpose()?,
+            let verifier = match key {
+                Some(k) => Some(public_key(&k)?),
+                None => settings
+                    .audit_signing_key
+                    .as_ref()
+                    .map(CheckpointSigner::verifier)
+                    .transpose()?,
             };
-            let verdict = verify(&storage.db, settings.audit_chain_key.as_ref(), &options).await?;
+            let options = VerifyOptions {
+                verifier,
+                external_checkpoint: checkpoint.as_deref().map(read).transpose()?,
+                integration_window: None,
+            };
+            let verdict = verify(&storage.db, &options).await?;
             if json {
                 output::json(&verdict);
             }
             match verdict {
-                Verification::Valid { checked, head } => {
+                Verification::Valid {
+                    tree_size,
+                    rows_checked,
+                    pruned,
+                    checkpoints,
+                    signatures_checked,
+                } => {
                     if !json {
                         output::line(&format!(
-                            "PASS  {checked} rows verified; head {}:{}",
-                            head.seq, head.hash
+                            "PASS  {tree_size} leaves ({rows_checked} rows recomputed, {pruned} pruned), \
+                             {checkpoints} checkpoints{}",
+                            if signatures_checked { ", signatures checked" } else { " (no public key: signatures not checked)" }
                         ));
                     }
                     Outcome::Success
@@ -154,12 +336,95 @@ pub(crate) async fn run(settings: &Settings, cmd: Audit) -> anyhow::Result<Outco
                 }
             }
         }
-        Audit::Checkpoint => {
-            let head = warden_audit::checkpoint(&storage.db).await?;
-            output::line(&format!("{}:{}", head.seq, head.hash));
+        Audit::Checkpoint { json } => match warden_audit::latest_checkpoint_note(&storage.db).await? {
+            Some(note) => {
+                if json {
+                    let cp = warden_audit::SignedCheckpoint::open_unverified(&note)
+                        .map_err(|e| anyhow::anyhow!("stored checkpoint: {e}"))?;
+                    output::json(&serde_json::json!({
+                        "origin": cp.origin, "tree_size": cp.size, "root_hash": cp.root, "note": note,
+                    }));
+                } else {
+                    output::line(note.trim_end());
+                }
+                Outcome::Success
+            }
+            None => {
+                output::error(&"no checkpoint yet: nothing has been integrated (warden audit integrate)");
+                Outcome::Failed
+            }
+        },
+        Audit::Prove { request_id, out } => {
+            let bundle = warden_audit::prove_inclusion(&storage.db, &request_id).await?;
+            write_out(out.as_deref(), &serde_json::to_string_pretty(&bundle)?)?;
             Outcome::Success
+        }
+        Audit::Consistency {
+            old,
+            new,
+            public_key: key,
+            proof: None,
+        } => {
+            let verifier = public_key(&key)?;
+            let (old_text, new_text) = (read(&old)?, read(&new)?);
+            let sizes = (
+                warden_audit::SignedCheckpoint::open(&old_text, &verifier),
+                warden_audit::SignedCheckpoint::open(&new_text, &verifier),
+            );
+            let proof = match sizes {
+                (Ok(o), Ok(n)) if o.size > 0 && n.size > o.size => {
+                    warden_audit::consistency_proof_hashes(&storage.db, o.size, n.size).await?
+                }
+                _ => Vec::new(),
+            };
+            consistency_verdict(&old_text, &new_text, &proof, &verifier)?
+        }
+        Audit::Integrate { follow } => {
+            let integrator = Integrator::new(storage.db.clone(), settings.integrator_config());
+            if follow {
+                let (stop, rx) = tokio::sync::watch::channel(false);
+                let task = tokio::spawn(integrator.clone().run(rx));
+                let _ = tokio::signal::ctrl_c().await;
+                let _ = stop.send(true);
+                let _ = task.await;
+            }
+            let report = integrator.integrate_all().await?;
+            output::line(&format!(
+                "integrated {} leaves; tree size {}{}",
+                report.integrated,
+                report.tree_size,
+                if report.leader { "" } else { " (another process holds the integrator lock)" }
+            ));
+            Outcome::Success
+        }
+        Audit::Prune { before, actor } => {
+            let integrator = Integrator::new(storage.db.clone(), settings.integrator_config());
+            let report = warden_audit::prune(&integrator, before, &actor, 1_000).await?;
+            output::line(&format!(
+                "pruned {} rows under {} prune leaves",
+                report.deleted, report.prune_leaves
+            ));
+            Outcome::Success
+        }
+        Audit::Export { out } => {
+            let mut sink: Box<dyn std::io::Write + Send> = match &out {
+                Some(path) => Box::new(std::io::BufWriter::new(std::fs::File::create(path)?)),
+                None => Box::new(std::io::stdout()),
+            };
+            let n = warden_audit::export(&storage.db, None, None, &mut *sink).await?;
+            if out.is_some() {
+                output::line(&format!("exported {n} events"));
+            }
+            Outcome::Success
+        }
+        Audit::VerifyProof { .. } | Audit::Keygen { .. } | Audit::Consistency { .. } => {
+            unreachable_offline()?
         }
     };
     storage.close().await?;
     Ok(outcome)
+}
+
+fn unreachable_offline() -> anyhow::Result<Outcome> {
+    anyhow::bail!("this command runs without the database")
 }

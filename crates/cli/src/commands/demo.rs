@@ -6,7 +6,10 @@ use std::time::Instant;
 
 use serde_json::json;
 use warden_approval::{ApprovalRequest, IssueOutcome};
-use warden_audit::{AuditEvent, Decision, ToolCall, Verification, VerifyOptions, verify};
+use warden_audit::{
+    AuditEvent, AuditLogger, CheckpointSigner, Decision, InclusionBundle, ToolCall, Verification,
+    VerifyOptions, verify,
+};
 use warden_core::{Settings, SettingsError, Storage};
 use warden_keys::NewKey;
 
@@ -28,13 +31,17 @@ pub(crate) fn settings(args: &Args) -> Result<Settings, SettingsError> {
     let database = format!("sqlite://{}?mode=rwc", args.sqlite_file);
     let spill = std::env::temp_dir().join(format!("warden-demo-{}.spill", std::process::id()));
     Settings::from_lookup(|name| {
+        // The demo's spill file is its own: never a path from the
+        // environment, where a running gateway may keep unreplayed events.
+        if name == "AUDIT_SPILL_PATH" {
+            return Some(spill.display().to_string());
+        }
         let from_env = std::env::var_os(name)
             .map(|v| v.to_string_lossy().into_owned())
             .filter(|v| !v.is_empty());
         from_env.or_else(|| match name {
             "DATABASE_URL" => Some(database.clone()),
             "BCRYPT_COST" => Some("10".into()),
-            "AUDIT_SPILL_PATH" => Some(spill.display().to_string()),
             _ => None,
         })
     })
@@ -103,7 +110,17 @@ pub(crate) async fn run(settings: &Settings, _args: Args) -> anyhow::Result<Outc
     ));
 
     step(3, "log audited tool calls (one carries secrets)");
-    let logger = storage.audit_logger();
+    // Checkpoints are signed with the configured key, or with a key made for
+    // this run only, so that the proof below can be checked.
+    let signer = match &settings.audit_signing_key {
+        Some(key) => key.clone(),
+        None => CheckpointSigner::generate(&settings.audit_log_origin)?.1,
+    };
+    let mut logger_config = settings.audit_logger_config();
+    if let Some(integrator) = logger_config.integrator.as_mut() {
+        integrator.signer = Some(signer.clone());
+    }
+    let logger = AuditLogger::start(storage.db.clone(), logger_config);
     let redactor = settings.redactor();
     let run_id = uuid::Uuid::now_v7().simple().to_string();
     let calls = [
@@ -245,19 +262,28 @@ pub(crate) async fn run(settings: &Settings, _args: Args) -> anyhow::Result<Outc
     logger.log(approved_event);
     let report = logger.shutdown().await?;
 
-    step(5, "verify the tamper-evident audit chain");
+    step(
+        5,
+        "verify the transparency log, then prove one event to someone without the database",
+    );
+    let verifier = signer.verifier()?;
     let verdict = verify(
         &storage.db,
-        settings.audit_chain_key.as_ref(),
-        &VerifyOptions::default(),
+        &VerifyOptions {
+            verifier: Some(signer.verifier()?),
+            ..VerifyOptions::default()
+        },
     )
     .await?;
-    let ok = match &verdict {
-        Verification::Valid { checked, head } => {
+    let mut ok = match &verdict {
+        Verification::Valid {
+            tree_size,
+            rows_checked,
+            checkpoints,
+            ..
+        } => {
             output::line(&format!(
-                "    PASS: {checked} rows verified; head {}:{}…",
-                head.seq,
-                &head.hash[..16]
+                "    PASS: {tree_size} leaves, {rows_checked} rows recomputed, {checkpoints} signed checkpoints"
             ));
             true
         }
@@ -266,7 +292,27 @@ pub(crate) async fn run(settings: &Settings, _args: Args) -> anyhow::Result<Outc
             false
         }
     };
-    let _ = std::fs::remove_file(&settings.audit_spill_path);
+    let bundle = warden_audit::prove_inclusion(&storage.db, &secret_request).await?;
+    let bundle_json = serde_json::to_string(&bundle)?;
+    match InclusionBundle::verify_json(&bundle_json, &verifier) {
+        Ok((b, cp)) => output::line(&format!(
+            "    proof: request {} is leaf {} of the {}-leaf tree signed by {} ({} hashes, {} bytes)",
+            b.event.request_id,
+            b.leaf_index,
+            cp.size,
+            verifier.as_str(),
+            b.proof.len(),
+            bundle_json.len()
+        )),
+        Err(e) => {
+            output::line(&format!("    proof FAILED: {e}"));
+            ok = false;
+        }
+    }
+    if report.spilled_pending == 0 {
+        // Only the demo's own, empty spill file; one holding events stays.
+        let _ = std::fs::remove_file(&settings.audit_spill_path);
+    }
 
     output::line("\nSummary");
     output::table(
@@ -294,8 +340,12 @@ pub(crate) async fn run(settings: &Settings, _args: Args) -> anyhow::Result<Outc
                 format!("{} {}", decided.status, decided.id),
             ],
             vec![
-                "chain".into(),
-                if ok { "valid".into() } else { "BROKEN".into() },
+                "log".into(),
+                if ok {
+                    "verified, proof checked offline".into()
+                } else {
+                    "BROKEN".into()
+                },
             ],
             vec![
                 "time".into(),

@@ -1,0 +1,459 @@
+//! The integrator (sequencer): takes queued events in arrival order, gives
+//! them leaf indexes, extends the Merkle tree append-only, and signs a
+//! checkpoint — all in one transaction, so a killed integrator leaves
+//! nothing half-done: no leaf lost, duplicated or reordered.
+//!
+//! At most one integrator works at a time across all processes: on
+//! PostgreSQL each integration transaction first takes a transaction-scoped
+//! advisory lock with `pg_try_advisory_xact_lock` (a process that does not
+//! get it skips the round); on SQLite `BEGIN IMMEDIATE` serializes. Because
+//! the lock lives only as long as one transaction, any process takes over
+//! at its next tick when the previous leader dies.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::Utc;
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, EntityTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set, SqliteTransactionMode, Statement,
+    TransactionOptions, TransactionTrait,
+};
+use tokio::sync::watch;
+use tracing::{debug, info, instrument, warn};
+use uuid::Uuid;
+use warden_entity::{audit_checkpoints, audit_events, audit_leaves, audit_pending, audit_tree_hashes};
+
+use crate::checkpoint::{CheckpointPublisher, CheckpointSigner, DEFAULT_ORIGIN, checkpoint_text};
+use crate::leaf::{EventKind, TreeHash, hash_hex, leaf_hash_of, parse_hash_hex};
+use crate::tree::{Frontier, load_frontier};
+use crate::{AuditError, AuditEvent};
+
+/// The advisory lock integrators take for one transaction ("WARDTL").
+pub(crate) const INTEGRATOR_LOCK: i64 = 0x5741_5244_544c;
+
+/// How the integrator batches, signs and publishes.
+#[derive(Debug, Clone)]
+pub struct IntegratorConfig {
+    /// The log's origin line (the signing key's name wins when a key is set).
+    pub origin: String,
+    /// Signs checkpoints; `None` stores unsigned checkpoints (health warns).
+    pub signer: Option<CheckpointSigner>,
+    /// Where checkpoints are published besides the database.
+    pub publisher: CheckpointPublisher,
+    /// The most leaves one transaction integrates (default 20 000).
+    pub batch_size: usize,
+    /// How often the integrator runs, and the least time between two
+    /// checkpoints (default 1 s).
+    pub checkpoint_interval: Duration,
+    /// Longest one integration transaction may take (default 30 s).
+    pub timeout: Duration,
+}
+
+impl Default for IntegratorConfig {
+    fn default() -> Self {
+        Self {
+            origin: DEFAULT_ORIGIN.to_owned(),
+            signer: None,
+            publisher: CheckpointPublisher::default(),
+            batch_size: 20_000,
+            checkpoint_interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl IntegratorConfig {
+    /// The origin checkpoints carry: the key's name when signing.
+    pub fn effective_origin(&self) -> &str {
+        self.signer.as_ref().map_or(&self.origin, |s| s.origin())
+    }
+}
+
+/// What one integration round did.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct IntegrationReport {
+    /// False when another process held the integrator lock (nothing done).
+    pub leader: bool,
+    /// Leaves added in this round.
+    pub integrated: u64,
+    /// Tree size after the round.
+    pub tree_size: u64,
+    /// The checkpoint written in this round, as a note.
+    pub checkpoint: Option<String>,
+}
+
+/// Integrates queued events into the tree. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Integrator {
+    db: DatabaseConnection,
+    config: IntegratorConfig,
+}
+
+fn raw(backend: DbBackend, sql: impl Into<String>) -> Statement {
+    Statement::from_string(backend, sql.into())
+}
+
+/// Number of leaves in the stored tree.
+pub(crate) async fn tree_size<C: ConnectionTrait>(db: &C) -> Result<u64, AuditError> {
+    let last: Option<i64> = audit_leaves::Entity::find()
+        .select_only()
+        .column(audit_leaves::Column::LeafIndex)
+        .order_by_desc(audit_leaves::Column::LeafIndex)
+        .limit(1)
+        .into_tuple()
+        .one(db)
+        .await?;
+    Ok(last.map_or(0, |l| l as u64 + 1))
+}
+
+/// The newest stored checkpoint.
+pub(crate) async fn latest_checkpoint<C: ConnectionTrait>(
+    db: &C,
+) -> Result<Option<audit_checkpoints::Model>, AuditError> {
+    Ok(audit_checkpoints::Entity::find()
+        .order_by_desc(audit_checkpoints::Column::TreeSize)
+        .one(db)
+        .await?)
+}
+
+impl Integrator {
+    /// An integrator over `db`.
+    pub fn new(db: DatabaseConnection, config: IntegratorConfig) -> Self {
+        Self { db, config }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &IntegratorConfig {
+        &self.config
+    }
+
+    /// One round: if this process gets the lock, integrates up to
+    /// `batch_size` queued events and writes a checkpoint when one is due
+    /// (or when `force_checkpoint` and the tree grew past the last one).
+    /// Runs in its own task, bounded by the configured timeout.
+    #[instrument(skip(self), fields(db.system = ?self.db.get_database_backend()))]
+    pub async fn integrate_once(&self, force_checkpoint: bool) -> Result<IntegrationReport, AuditError> {
+        let this = self.clone();
+        let timeout = self.config.timeout;
+        let task = tokio::spawn(async move { this.round(force_checkpoint).await });
+        let report = match tokio::time::timeout(timeout, task).await {
+            Ok(Ok(result)) => result?,
+            Ok(Err(join)) => {
+                return Err(AuditError::Database {
+                    reason: format!("integration task failed: {join}"),
+                });
+            }
+            Err(_) => return Err(AuditError::Timeout { after: timeout }),
+        };
+        if let Some(note) = &report.checkpoint {
+            self.config.publisher.publish(note.clone());
+        }
+        Ok(report)
+    }
+
+    /// Rounds until the queue is empty (as far as this process can see),
+    /// then a checkpoint if the tree grew. Returns the leaves added and the
+    /// final report.
+    pub async fn integrate_all(&self) -> Result<IntegrationReport, AuditError> {
+        let mut total = 0;
+        loop {
+            let mut report = self.integrate_once(true).await?;
+            total += report.integrated;
+            if !report.leader || report.integrated == 0 {
+                report.integrated = total;
+                return Ok(report);
+            }
+        }
+    }
+
+    /// Runs rounds every checkpoint interval until `stop` turns true. Errors
+    /// are logged and the next round tries again: the integrator never stops
+    /// on its own.
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let period = self.config.checkpoint_interval.max(Duration::from_millis(10));
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            match self.integrate_once(false).await {
+                Ok(r) if r.integrated > 0 => {
+                    debug!(integrated = r.integrated, tree_size = r.tree_size, "audit leaves integrated");
+                    // More may be queued: go again at once.
+                    if r.integrated as usize >= self.config.batch_size {
+                        continue;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => warn!(error = %e, "audit integration failed; retrying"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(period) => {}
+                _ = stop.changed() => {}
+            }
+        }
+    }
+
+    async fn begin(&self) -> Result<Option<DatabaseTransaction>, AuditError> {
+        let backend = self.db.get_database_backend();
+        if backend == DbBackend::Postgres {
+            let txn = self.db.begin().await?;
+            txn.execute_unprepared("SET LOCAL statement_timeout = '60s'").await?;
+            let row = txn
+                .query_one_raw(raw(
+                    backend,
+                    format!("SELECT pg_try_advisory_xact_lock({INTEGRATOR_LOCK}) AS locked"),
+                ))
+                .await?;
+            let locked = row.map(|r| r.try_get::<bool>("", "locked")).transpose()?;
+            if locked != Some(true) {
+                txn.rollback().await?;
+                return Ok(None);
+            }
+            Ok(Some(txn))
+        } else {
+            Ok(Some(
+                self.db
+                    .begin_with_options(TransactionOptions {
+                        isolation_level: None,
+                        access_mode: None,
+                        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                    })
+                    .await?,
+            ))
+        }
+    }
+
+    async fn round(&self, force_checkpoint: bool) -> Result<IntegrationReport, AuditError> {
+        let Some(txn) = self.begin().await? else {
+            return Ok(IntegrationReport::default());
+        };
+        let size = tree_size(&txn).await?;
+        let mut frontier = load_frontier(&txn, size).await?;
+        let integrated = self.extend(&txn, &mut frontier, None).await?;
+        let checkpoint = self
+            .maybe_checkpoint(&txn, &frontier, force_checkpoint)
+            .await?;
+        txn.commit().await?;
+        if integrated > 0 {
+            info!(integrated, tree_size = frontier.size(), "audit tree extended");
+        }
+        Ok(IntegrationReport {
+            leader: true,
+            integrated,
+            tree_size: frontier.size(),
+            checkpoint,
+        })
+    }
+
+    /// Takes up to `batch_size` queued events, oldest first, and appends them.
+    ///
+    /// A queued row of kind `prune` is refused (left out of the tree and
+    /// dropped from the queue) unless it is `own_prune`, the record this
+    /// integrator is writing under its own lock: a database writer cannot
+    /// get a forged prune declaration signed.
+    async fn extend(
+        &self,
+        txn: &DatabaseTransaction,
+        frontier: &mut Frontier,
+        own_prune: Option<Uuid>,
+    ) -> Result<u64, AuditError> {
+        let queued: Vec<(i64, Uuid)> = audit_pending::Entity::find()
+            .select_only()
+            .column(audit_pending::Column::Pos)
+            .column(audit_pending::Column::EventId)
+            .order_by_asc(audit_pending::Column::Pos)
+            .limit(self.config.batch_size.max(1) as u64)
+            .into_tuple()
+            .all(txn)
+            .await?;
+        if queued.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<Uuid> = queued.iter().map(|(_, id)| *id).collect();
+        let mut hashes: HashMap<Uuid, Option<String>> = HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(1000) {
+            let rows: Vec<(Uuid, Option<String>, String)> = audit_events::Entity::find()
+                .select_only()
+                .column(audit_events::Column::Id)
+                .column(audit_events::Column::LeafHash)
+                .column(audit_events::Column::Kind)
+                .filter(audit_events::Column::Id.is_in(chunk.iter().copied()))
+                .into_tuple()
+                .all(txn)
+                .await?;
+            for (id, hash, kind) in rows {
+                if kind != EventKind::ToolCall.as_str() && Some(id) != own_prune {
+                    warn!(event_id = %id, kind, "queued event of a reserved kind refused; left out of the tree");
+                    continue;
+                }
+                hashes.insert(id, hash);
+            }
+        }
+        // Rows carried over from the hash chain have no stored leaf hash.
+        let legacy: Vec<Uuid> = hashes
+            .iter()
+            .filter(|(_, h)| h.is_none())
+            .map(|(id, _)| *id)
+            .collect();
+        let mut computed: HashMap<Uuid, TreeHash> = HashMap::new();
+        for chunk in legacy.chunks(500) {
+            for row in audit_events::Entity::find()
+                .filter(audit_events::Column::Id.is_in(chunk.iter().copied()))
+                .all(txn)
+                .await?
+            {
+                computed.insert(row.id, leaf_hash_of(&row)?);
+            }
+        }
+
+        let mut done = Vec::with_capacity(queued.len());
+        let mut new_leaves = Vec::with_capacity(queued.len());
+        for (pos, id) in &queued {
+            done.push(*pos);
+            let hash = match hashes.get(id) {
+                Some(Some(text)) => match parse_hash_hex(text) {
+                    Some(h) => h,
+                    None => {
+                        warn!(event_id = %id, "queued event has a malformed leaf hash; left out of the tree");
+                        continue;
+                    }
+                },
+                Some(None) => match computed.get(id) {
+                    Some(h) => *h,
+                    None => continue,
+                },
+                None => continue,
+            };
+            new_leaves.push((*id, hash));
+        }
+        let added = write_leaves(txn, frontier, &new_leaves).await?;
+        for chunk in done.chunks(10_000) {
+            audit_pending::Entity::delete_many()
+                .filter(audit_pending::Column::Pos.is_in(chunk.iter().copied()))
+                .exec(txn)
+                .await?;
+        }
+        Ok(added)
+    }
+
+    async fn maybe_checkpoint(
+        &self,
+        txn: &DatabaseTransaction,
+        frontier: &Frontier,
+        force: bool,
+    ) -> Result<Option<String>, AuditError> {
+        let size = frontier.size();
+        if size == 0 {
+            return Ok(None);
+        }
+        let latest = latest_checkpoint(txn).await?;
+        let now = Utc::now();
+        if let Some(cp) = &latest {
+            if cp.tree_size as u64 >= size {
+                return Ok(None);
+            }
+            let age = now.signed_duration_since(cp.created_at);
+            let interval = chrono::Duration::from_std(self.config.checkpoint_interval)
+                .unwrap_or(chrono::Duration::seconds(1));
+            if !force && age < interval {
+                return Ok(None);
+            }
+        }
+        let root = frontier.root();
+        let note = match &self.config.signer {
+            Some(signer) => signer.sign(size, &root)?,
+            None => checkpoint_text(&self.config.origin, size, &root)?,
+        };
+        audit_checkpoints::Entity::insert(audit_checkpoints::ActiveModel {
+            tree_size: Set(size as i64),
+            root_hash: Set(hash_hex(&root)),
+            note: Set(note.clone()),
+            created_at: Set(now),
+        })
+        .exec_without_returning(txn)
+        .await?;
+        Ok(Some(note))
+    }
+
+    /// Runs `work` under the integrator lock, then appends the record it
+    /// returns as a leaf and writes a checkpoint, all in one transaction (used
+    /// by prune, so the act and its record commit together). `None` when
+    /// another process holds the lock.
+    pub(crate) async fn with_lock<T>(
+        &self,
+        work: impl AsyncFnOnce(&DatabaseTransaction, u64) -> Result<(T, Option<AuditEvent>), AuditError>,
+    ) -> Result<Option<(T, Option<String>)>, AuditError> {
+        let Some(txn) = self.begin().await? else {
+            return Ok(None);
+        };
+        let size = tree_size(&txn).await?;
+        let mut frontier = load_frontier(&txn, size).await?;
+        self.extend(&txn, &mut frontier, None).await?;
+        let (out, record) = work(&txn, frontier.size()).await?;
+        if let Some(event) = record {
+            // The record goes straight into the tree, never through the queue.
+            let row = event.to_model()?;
+            let hash = leaf_hash_of(&row)?;
+            audit_events::Entity::insert(audit_events::ActiveModel::from(row))
+                .exec_without_returning(&txn)
+                .await?;
+            write_leaves(&txn, &mut frontier, &[(event.id(), hash)]).await?;
+        }
+        let checkpoint = self.maybe_checkpoint(&txn, &frontier, true).await?;
+        txn.commit().await?;
+        if let Some(note) = &checkpoint {
+            self.config.publisher.publish(note.clone());
+        }
+        Ok(Some((out, checkpoint)))
+    }
+}
+
+/// Appends leaves (event id, leaf hash) at the end of the tree: the leaf
+/// rows and every interior hash they complete.
+async fn write_leaves(
+    txn: &DatabaseTransaction,
+    frontier: &mut Frontier,
+    new_leaves: &[(Uuid, TreeHash)],
+) -> Result<u64, AuditError> {
+    let now = Utc::now();
+    let mut leaves = Vec::with_capacity(new_leaves.len());
+    let mut nodes = Vec::with_capacity(new_leaves.len());
+    for (id, hash) in new_leaves {
+        let index = frontier.size();
+        for (idx, h) in frontier.push(*hash) {
+            if idx == tlog_tiles::stored_hash_index(0, index) {
+                continue; // level 0 is the leaf row itself
+            }
+            nodes.push(audit_tree_hashes::ActiveModel {
+                idx: Set(idx as i64),
+                hash: Set(hash_hex(&h)),
+            });
+        }
+        leaves.push(audit_leaves::ActiveModel {
+            leaf_index: Set(index as i64),
+            event_id: Set(*id),
+            leaf_hash: Set(hash_hex(hash)),
+            integrated_at: Set(now),
+        });
+    }
+    let added = leaves.len() as u64;
+    while !leaves.is_empty() {
+        let rest = leaves.split_off(leaves.len().min(5_000));
+        audit_leaves::Entity::insert_many(std::mem::replace(&mut leaves, rest))
+            .exec_without_returning(txn)
+            .await?;
+    }
+    while !nodes.is_empty() {
+        let rest = nodes.split_off(nodes.len().min(10_000));
+        audit_tree_hashes::Entity::insert_many(std::mem::replace(&mut nodes, rest))
+            .exec_without_returning(txn)
+            .await?;
+    }
+    Ok(added)
+}
+
+/// Events queued but not yet integrated, and the age of the oldest.
+pub async fn backlog(db: &DatabaseConnection) -> Result<u64, AuditError> {
+    Ok(audit_pending::Entity::find().count(db).await?)
+}
