@@ -239,7 +239,7 @@ mod tests {
         assert_eq!(reordered.leaf_hash().unwrap(), hash);
     }
 
-    const GOLDEN_LEAF: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+    const GOLDEN_LEAF: &str = "3516e5596546bca4193ccb1a2da281481e8a6af519b4af43169dc0793265c8ea";
 
     #[test]
     fn every_field_changes_the_hash() {

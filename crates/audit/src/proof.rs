@@ -30,6 +30,8 @@ pub struct InclusionBundle {
     pub format: String,
     /// The event exactly as stored.
     pub event: StoredEvent,
+    /// The event's RFC 6962 leaf hash, lowercase hex (what the path starts from).
+    pub leaf_hash: String,
     /// Its leaf index.
     pub leaf_index: u64,
     /// The size of the tree the proof is for (the checkpoint's).
@@ -87,6 +89,12 @@ impl InclusionBundle {
             .event
             .leaf_hash()
             .map_err(|e| ProofFailure::LeafContent(e.to_string()))?;
+        if parse_hash_hex(&self.leaf_hash) != Some(leaf) {
+            return Err(ProofFailure::LeafContent(format!(
+                "the event (request_id {}) does not hash to the bundle's leaf hash: it was altered",
+                self.event.request_id
+            )));
+        }
         let root = parse_hash_hex(&cp.root).ok_or_else(|| ProofFailure::Malformed("root".into()))?;
         let proof = hashes(&self.proof)?;
         tlog_tiles::check_record(&proof, cp.size, root, self.leaf_index, leaf).map_err(|_| {
@@ -181,9 +189,11 @@ pub async fn prove_inclusion(db: &DatabaseConnection, request_id: &str) -> Resul
     };
     let size = cp.tree_size as u64;
     let proof = tree::inclusion_proof(db, size, leaf.leaf_index as u64).await?;
+    let event = StoredEvent::from_model(&row);
     Ok(InclusionBundle {
         format: INCLUSION_FORMAT.to_owned(),
-        event: StoredEvent::from_model(&row),
+        leaf_hash: hash_hex(&event.leaf_hash()?),
+        event,
         leaf_index: leaf.leaf_index as u64,
         tree_size: size,
         proof: proof.iter().map(hash_hex).collect(),
@@ -238,4 +248,142 @@ pub async fn consistency_proof_hashes(
         .iter()
         .map(hash_hex)
         .collect())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod properties {
+    use std::collections::HashMap;
+
+    use proptest::prelude::*;
+    use serde_json::json;
+    use tlog_tiles::HashReader;
+
+    use super::*;
+    use crate::checkpoint::CheckpointSigner;
+    use crate::tree::Frontier;
+
+    struct Mem(HashMap<u64, TreeHash>);
+    impl HashReader for Mem {
+        fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<TreeHash>, tlog_tiles::Error> {
+            Ok(indexes.iter().map(|i| self.0[i]).collect())
+        }
+    }
+
+    fn event(i: usize, salt: u8) -> StoredEvent {
+        StoredEvent {
+            id: uuid::Uuid::from_u128(i as u128),
+            request_id: format!("req-{i}-{salt}"),
+            kind: "tool_call".into(),
+            timestamp: chrono::DateTime::from_timestamp_micros(1_790_000_000_000_000 + i as i64).unwrap(),
+            caller_id: "agent".into(),
+            api_key_id: None,
+            method: "tools/call".into(),
+            tool_name: None,
+            decision: "ALLOW".into(),
+            reason: None,
+            raw_args_hash: format!("{i:064x}"),
+            sanitized_args: json!({"i": i, "salt": salt}),
+            redaction_flags: json!([]),
+            risk_labels: json!([]),
+            status_code: None,
+            latency_ms: None,
+        }
+    }
+
+    fn flip(hex: &str, bit: usize) -> String {
+        let mut h = parse_hash_hex(hex).unwrap();
+        h.0[(bit / 8) % 32] ^= 1 << (bit % 8);
+        hash_hex(&h)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 32, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// Random appends with checkpoints at random points: every inclusion
+        /// proof verifies against every later checkpoint, every consistency
+        /// proof between two checkpoints verifies, and a flipped bit in a
+        /// proof hash, a root or the event fails.
+        #[test]
+        fn proofs_verify_and_flipped_bits_fail(
+            batches in prop::collection::vec(1usize..12, 1..5),
+            salt in any::<u8>(),
+            bit in 0usize..256,
+        ) {
+            let signer = CheckpointSigner::generate("prop.warden/audit").unwrap().1;
+            let verifier = signer.verifier().unwrap();
+            let mut frontier = Frontier::empty();
+            let mut stored = HashMap::new();
+            let mut events = Vec::new();
+            let mut notes = Vec::new();
+            for batch in batches {
+                for _ in 0..batch {
+                    let e = event(events.len(), salt);
+                    stored.extend(frontier.push(e.leaf_hash().unwrap()));
+                    events.push(e);
+                }
+                notes.push((frontier.size(), signer.sign(frontier.size(), &frontier.root()).unwrap()));
+            }
+            let mem = Mem(stored);
+            for (size, note) in &notes {
+                for i in 0..*size {
+                    let event = events[i as usize].clone();
+                    let bundle = InclusionBundle {
+                        format: INCLUSION_FORMAT.into(),
+                        leaf_hash: hash_hex(&event.leaf_hash().unwrap()),
+                        event,
+                        leaf_index: i,
+                        tree_size: *size,
+                        proof: tlog_tiles::prove_record(*size, i, &mem).unwrap().iter().map(hash_hex).collect(),
+                        checkpoint: note.clone(),
+                    };
+                    prop_assert!(bundle.verify(&verifier).is_ok());
+                    if !bundle.proof.is_empty() {
+                        let mut bad = bundle.clone();
+                        let k = bit % bad.proof.len();
+                        bad.proof[k] = flip(&bad.proof[k], bit);
+                        prop_assert!(bad.verify(&verifier).is_err());
+                    }
+                    let mut bad = bundle.clone();
+                    bad.event.sanitized_args = json!({"i": i, "salt": salt.wrapping_add(1)});
+                    prop_assert!(bad.verify(&verifier).is_err());
+                }
+            }
+            for (m, old) in &notes {
+                for (n, new) in notes.iter().filter(|(n, _)| n > m) {
+                    let proof: Vec<String> = tlog_tiles::prove_tree(*n, *m, &mem).unwrap().iter().map(hash_hex).collect();
+                    prop_assert!(verify_consistency(old, new, &proof, &verifier).is_ok());
+                    prop_assert!(matches!(verify_consistency(new, old, &proof, &verifier), Err(ProofFailure::Rollback(_))));
+                    if !proof.is_empty() {
+                        let mut bad = proof.clone();
+                        let k = bit % bad.len();
+                        bad[k] = flip(&bad[k], bit);
+                        prop_assert!(verify_consistency(old, new, &bad, &verifier).is_err());
+                    }
+                    // A checkpoint whose root has a flipped bit is refused (signature).
+                    let cp = SignedCheckpoint::open(new, &verifier).unwrap();
+                    let forged = new.replacen(&base64_root(&cp.root), &base64_root(&flip(&cp.root, bit)), 1);
+                    prop_assert!(verify_consistency(old, &forged, &proof, &verifier).is_err());
+                }
+            }
+        }
+
+        /// Arbitrary text never panics the bundle, note or key parsers.
+        #[test]
+        fn hostile_text_never_panics(text in ".{0,400}") {
+            let signer = CheckpointSigner::generate("prop.warden/audit").unwrap().1;
+            let verifier = signer.verifier().unwrap();
+            let _ = InclusionBundle::verify_json(&text, &verifier);
+            let _ = SignedCheckpoint::open(&text, &verifier);
+            let _ = SignedCheckpoint::open_unverified(&text);
+            let _ = CheckpointVerifier::parse(&text);
+            let _ = CheckpointSigner::from_key_text(&text);
+            let _ = verify_consistency(&text, &text, &[text.clone()], &verifier);
+        }
+    }
+
+    fn base64_root(hex: &str) -> String {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(parse_hash_hex(hex).unwrap().0)
+    }
 }

@@ -328,3 +328,90 @@ mod tests {
         }
     }
 }
+
+/// Cross-checks against `tests/data/rfc6962.py`, an independent
+/// implementation written from RFC 6962 (needs `python3`).
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod independent {
+    use std::collections::HashMap;
+    use std::io::Write;
+
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::leaf::{StoredEvent, hash_hex};
+
+    struct Mem(HashMap<u64, TreeHash>);
+    impl HashReader for Mem {
+        fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<TreeHash>, tlog_tiles::Error> {
+            Ok(indexes.iter().map(|i| self.0[i]).collect())
+        }
+    }
+
+    fn events(n: usize) -> Vec<StoredEvent> {
+        (0..n)
+            .map(|i| StoredEvent {
+                id: uuid::Uuid::from_u128(0x0191_f6c2_0000_7000_8000_0000_0000_0000 + i as u128),
+                request_id: format!("req-{i}"),
+                kind: if i % 7 == 3 { "prune" } else { "tool_call" }.into(),
+                timestamp: chrono::DateTime::from_timestamp_micros(1_790_000_000_000_000 + i as i64 * 1_234_567)
+                    .unwrap(),
+                caller_id: format!("agent-{}", i % 3),
+                api_key_id: (i % 2 == 0).then(|| uuid::Uuid::from_u128(i as u128 + 7)),
+                method: "tools/call".into(),
+                tool_name: (i % 4 != 0).then(|| "db.query".into()),
+                decision: "ALLOW".into(),
+                reason: (i % 3 == 0).then(|| format!("reason é {i}")),
+                raw_args_hash: format!("{i:064x}"),
+                sanitized_args: json!({"b": [1, 2.5, null], "a": {"z": "x", "y": i}, "ünï": true}),
+                redaction_flags: json!([{"path": "$.a", "reason": "key:password"}]),
+                risk_labels: json!(["read"]),
+                status_code: (i % 5 != 0).then_some(200),
+                latency_ms: Some(i as i64 - 3),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn leaves_roots_and_proofs_match_an_independent_implementation() {
+        let events = events(37);
+        let sizes: Vec<u64> = vec![1, 2, 3, 4, 5, 7, 8, 9, 16, 17, 31, 37];
+        let input = json!({"events": events, "sizes": sizes}).to_string();
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/rfc6962.py");
+        let mut child = std::process::Command::new("python3")
+            .arg(script)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 runs the independent implementation");
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+        let theirs: Value = serde_json::from_slice(&out.stdout).unwrap();
+
+        let mut frontier = Frontier::empty();
+        let mut stored = HashMap::new();
+        let mut roots = HashMap::new();
+        for (i, e) in events.iter().enumerate() {
+            let leaf = e.leaf_hash().unwrap();
+            assert_eq!(theirs["leaves"][i], hash_hex(&leaf), "leaf {i}");
+            stored.extend(frontier.push(leaf));
+            roots.insert(frontier.size(), frontier.root());
+        }
+        let mem = Mem(stored);
+        for &n in &sizes {
+            assert_eq!(theirs["roots"][n.to_string()], hash_hex(&roots[&n]), "root {n}");
+            for i in 0..n {
+                let proof = tlog_tiles::prove_record(n, i, &mem).unwrap();
+                let hex: Vec<String> = proof.iter().map(hash_hex).collect();
+                assert_eq!(theirs["inclusion"][format!("{i}/{n}")], json!(hex), "inclusion {i}/{n}");
+            }
+            for &m in sizes.iter().filter(|m| **m < n) {
+                let proof = tlog_tiles::prove_tree(n, m, &mem).unwrap();
+                let hex: Vec<String> = proof.iter().map(hash_hex).collect();
+                assert_eq!(theirs["consistency"][format!("{m}/{n}")], json!(hex), "consistency {m}/{n}");
+            }
+        }
+    }
+}

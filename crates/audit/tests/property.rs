@@ -10,7 +10,9 @@ use std::time::Duration;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use serde_json::{Map, Value};
-use warden_audit::{AuditQuery, Decision, VerifyOptions, append, verify};
+use warden_audit::{
+    AuditQuery, Decision, Integrator, IntegratorConfig, VerifyOptions, append, verify,
+};
 use warden_testkit::{Backend, TestDatabase};
 
 fn arb_string() -> impl Strategy<Value = String> {
@@ -91,10 +93,14 @@ fn hash_at_write_equals_hash_recomputed_from_the_stored_row() {
                             )
                         })
                         .collect();
-                    append(&t.db, events.clone(), None, Duration::from_secs(30))
+                    append(&t.db, events.clone(), Duration::from_secs(30))
                         .await
                         .map_err(|e| TestCaseError::fail(e.to_string()))?;
-                    let v = verify(&t.db, None, &VerifyOptions::default())
+                    Integrator::new(t.db.clone(), IntegratorConfig::default())
+                        .integrate_all()
+                        .await
+                        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                    let v = verify(&t.db, &VerifyOptions::default())
                         .await
                         .unwrap();
                     prop_assert!(v.is_valid(), "{backend:?}: {v:?} for {batch:?}");

@@ -8,7 +8,10 @@ use std::time::Duration;
 use chrono::{TimeZone, Utc};
 use common::event_with;
 use serde_json::json;
-use warden_audit::{AuditError, AuditEvent, AuditFilter, AuditQuery, Cursor, Decision, append};
+use warden_audit::{
+    AuditError, AuditEvent, AuditFilter, AuditQuery, Cursor, Decision, Inclusion, Integrator,
+    IntegratorConfig, append,
+};
 use warden_testkit::{Backend, TestDatabase};
 
 fn ids(events: &[AuditEvent]) -> Vec<String> {
@@ -36,7 +39,7 @@ async fn seeded(backend: Backend) -> (TestDatabase, AuditQuery) {
         })
         .collect();
     for chunk in events.chunks(7) {
-        append(&t.db, chunk.to_vec(), None, Duration::from_secs(30))
+        append(&t.db, chunk.to_vec(), Duration::from_secs(30))
             .await
             .unwrap();
     }
@@ -55,11 +58,31 @@ fn expected(filter: impl Fn(usize) -> bool) -> Vec<String> {
 #[tokio::test]
 async fn get_by_request_id() {
     for backend in Backend::ALL {
-        let (_t, q) = seeded(backend).await;
+        let (t, q) = seeded(backend).await;
+        let q_db = |_: &AuditQuery| t.db.clone();
         let e = q.get_by_request_id("r-7").await.unwrap().unwrap();
         assert_eq!(e.caller_id(), "b");
-        assert_eq!(e.chain().unwrap().seq, 8);
+        // Appended, not integrated yet: queued, in no checkpoint.
+        assert_eq!(
+            e.inclusion(),
+            Some(Inclusion {
+                leaf_index: None,
+                checkpoint_size: None
+            })
+        );
         assert_eq!(e.sanitized_args(), &json!({"i": 7}));
+        Integrator::new(q_db(&q), IntegratorConfig::default())
+            .integrate_all()
+            .await
+            .unwrap();
+        let e = q.get_by_request_id("r-7").await.unwrap().unwrap();
+        assert_eq!(
+            e.inclusion(),
+            Some(Inclusion {
+                leaf_index: Some(7),
+                checkpoint_size: Some(30)
+            })
+        );
         assert!(q.get_by_request_id("nope").await.unwrap().is_none());
         assert!(q.get_by_request_id("' OR 1=1 --").await.unwrap().is_none());
     }

@@ -6,12 +6,14 @@ use std::time::{Duration, Instant};
 use deadpool_redis::redis;
 use futures_util::StreamExt;
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, Statement,
+    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect, Statement,
 };
 use serde_json::{Value, json};
 use warden_approval::{ApprovalManager, ApprovalRequest, ApprovalToken, IssueOutcome};
 use warden_audit::{
-    AuditEvent, AuditFilter, Decision, Redactor, ToolCall, VerifyOptions, append, verify,
+    AuditEvent, AuditFilter, AuditLogger, Decision, Integrator, Redactor,
+    ToolCall, VerifyOptions, append, verify,
 };
 use warden_cache::{Cache, FailMode, RateLimit, RateLimiter, RedisPool, Ttl};
 use warden_entity::{approval_requests, audit_events};
@@ -495,11 +497,11 @@ fn tool_call_event(redactor: &Redactor, n: u64, caller: &str) -> anyhow::Result<
     )?)
 }
 
-/// A row for the raw baselines: the same shape and size, unique keys, no chain work.
+/// A row for the raw baselines: the same shape and size, unique keys, no
+/// leaf hashing, no queue, no tree.
 fn raw_row(e: &AuditEvent, seq: i64) -> audit_events::ActiveModel {
     audit_events::ActiveModel::from(audit_events::Model {
         id: uuid::Uuid::now_v7(),
-        seq,
         request_id: format!("{}-raw-{seq}", e.request_id()),
         timestamp: e.timestamp(),
         caller_id: e.caller_id().to_owned(),
@@ -514,8 +516,8 @@ fn raw_row(e: &AuditEvent, seq: i64) -> audit_events::ActiveModel {
         risk_labels: json!(e.risk_labels()),
         status_code: e.status_code(),
         latency_ms: e.latency_ms(),
-        prev_hash: format!("{seq:064x}"),
-        hash: format!("{:064x}", seq + 1),
+        kind: "tool_call".into(),
+        leaf_hash: Some(format!("{seq:064x}")),
     })
 }
 
@@ -527,17 +529,29 @@ async fn audit_writes(b: &Bench, r: &mut Runner) -> anyhow::Result<()> {
     for c in CONCURRENCY {
         let (mut warden_rounds, mut multi_rounds, mut single_rounds, mut log_latencies) =
             (vec![], vec![], vec![], vec![]);
+        let mut lag_rounds = Vec::new();
         for round in 0..r.params().rounds {
-            // Warden: record (hash + redact) and log() from c tasks; flush makes it durable.
-            let logger = Arc::new(b.storage.audit_logger());
+            // Warden: c loggers (as c gateway processes would run), each fed by
+            // one task that records (hash + redact) and logs; each logger runs
+            // its integrator too (one integrates at a time). Flush makes the
+            // events durable.
+            let mut loggers = Vec::new();
+            for t in 0..c {
+                let mut config = b.storage.settings.audit_logger_config();
+                config.spill_path = std::env::temp_dir().join(format!(
+                    "warden-bench-{}-{c}-{round}-{t}.spill",
+                    std::process::id()
+                ));
+                loggers.push(Arc::new(AuditLogger::start(b.storage.db.clone(), config)));
+            }
             let started = Instant::now();
             let mut tasks = Vec::new();
-            for t in 0..c as u64 {
+            for (t, logger) in loggers.iter().enumerate() {
                 let (logger, redactor) = (logger.clone(), redactor.clone());
                 let caller = format!("w{c}r{round}t{t}");
                 tasks.push(tokio::spawn(async move {
                     let mut lat = Vec::new();
-                    for n in (t..events).step_by(c) {
+                    for n in (t as u64..events).step_by(c) {
                         let e = tool_call_event(&redactor, n, &caller)?;
                         let s = Instant::now();
                         logger.log(e);
@@ -546,6 +560,11 @@ async fn audit_writes(b: &Bench, r: &mut Runner) -> anyhow::Result<()> {
                             tokio::task::yield_now().await;
                         }
                     }
+                    let report = logger.flush().await?;
+                    anyhow::ensure!(
+                        report.spilled_pending == 0,
+                        "the logger spilled during the benchmark"
+                    );
                     anyhow::Ok(lat)
                 }));
             }
@@ -553,19 +572,15 @@ async fn audit_writes(b: &Bench, r: &mut Runner) -> anyhow::Result<()> {
             for t in tasks {
                 lat.extend(t.await??);
             }
-            let report = logger.flush().await?;
-            anyhow::ensure!(
-                report.spilled_pending == 0,
-                "the logger spilled during the benchmark"
-            );
             warden_rounds.push(summarize(started.elapsed(), events, &mut lat.clone()));
             log_latencies.push(summarize(started.elapsed(), events, &mut lat));
-            logger.shutdown().await?;
-            anyhow::ensure!(
-                logger.stats().stored == events,
-                "not every event was stored: {:?}",
-                logger.stats()
-            );
+            let mut stored = 0;
+            for logger in &loggers {
+                logger.shutdown().await?;
+                stored += logger.stats().stored;
+            }
+            anyhow::ensure!(stored == events, "not every event was stored: {stored}");
+            lag_rounds.push(integration_lag(b, &format!("w{c}r{round}t%")).await?);
 
             // Raw multi-row INSERT of the same rows, same batch size, c writers.
             let template = tool_call_event(&redactor, 0, "raw")?;
@@ -607,12 +622,23 @@ async fn audit_writes(b: &Bench, r: &mut Runner) -> anyhow::Result<()> {
         let (multi, _) = median(&multi_rounds);
         let (single, _) = median(&single_rounds);
         r.push(
-            "audit sustained write (batched, chained, redacted) rows/s",
+            "audit sustained write (c loggers: redacted, leaf-hashed, queued) rows/s",
             c,
             &warden_rounds,
             Some((format!("raw multi-row INSERT ({batch}/stmt)"), multi)),
-            Some(0.5),
+            Some(if c == 1 { 0.9 } else { 0.7 }),
         );
+        let (lag, lag_noise) = median(&lag_rounds);
+        r.push_custom(Row {
+            operation: "audit integration lag, logged → in a signed checkpoint (ms as µs columns)".into(),
+            concurrency: c,
+            warden: lag,
+            noise_pct: lag_noise,
+            baseline: None,
+            ratio: None,
+            target: Some("p99 ≤ 2 s".into()),
+            met: Some(lag.p99_us <= 2_000_000.0),
+        });
         r.push(
             "audit sustained write vs one-commit-per-event",
             c,
@@ -639,6 +665,28 @@ async fn audit_writes(b: &Bench, r: &mut Runner) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Integration lag of the events whose caller matches `pattern`: from the
+/// event's timestamp to the creation of the first checkpoint covering its leaf.
+async fn integration_lag(b: &Bench, pattern: &str) -> anyhow::Result<Summary> {
+    let rows = b
+        .raw_db
+        .query_all_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT (EXTRACT(EPOCH FROM ((SELECT MIN(c.created_at) FROM audit_checkpoints c              WHERE c.tree_size > l.leaf_index) - e.timestamp)) * 1e6)::float8 AS lag_us              FROM audit_leaves l JOIN audit_events e ON e.id = l.event_id WHERE e.caller_id LIKE $1",
+            [pattern.into()],
+        ))
+        .await?;
+    let mut lat: Vec<Duration> = rows
+        .iter()
+        .filter_map(|r| r.try_get::<Option<f64>>("", "lag_us").ok().flatten())
+        .map(|us| Duration::from_micros(us.max(0.0) as u64))
+        .collect();
+    anyhow::ensure!(!lat.is_empty(), "no integrated events matched {pattern}");
+    let n = lat.len() as u64;
+    let wall = lat.iter().copied().max().unwrap_or_default();
+    Ok(summarize(wall, n, &mut lat))
 }
 
 /// Runs `work` over `items` with `concurrency` workers pulling from one queue;
@@ -693,8 +741,10 @@ async fn audit_at_scale(b: &Bench, r: &mut Runner) -> anyhow::Result<()> {
     let rows = r.params().big_rows;
     let redactor = b.storage.settings.redactor();
     let db = b.storage.db.clone();
-    let before = warden_audit::checkpoint(&db).await?.seq;
-    eprintln!("  loading {rows} chained rows…");
+    let integrator = Integrator::new(db.clone(), b.storage.settings.integrator_config());
+    integrator.integrate_all().await?;
+    let before = audit_leaves_count(&db).await?;
+    eprintln!("  loading {rows} rows…");
     let started = Instant::now();
     let callers = 1_000u64;
     let mut n = 0;
@@ -703,16 +753,14 @@ async fn audit_at_scale(b: &Bench, r: &mut Runner) -> anyhow::Result<()> {
             .map(|i| tool_call_event(&redactor, i, &format!("caller-{}", i % callers)))
             .collect::<Result<_, _>>()?;
         n += chunk.len() as u64;
-        append(
-            &db,
-            chunk,
-            b.storage.settings.audit_chain_key.clone(),
-            Duration::from_secs(120),
-        )
-        .await?;
+        append(&db, chunk, Duration::from_secs(120)).await?;
+        integrator.integrate_once(false).await?;
     }
-    eprintln!("  loaded in {:.1}s", started.elapsed().as_secs_f64());
-    let total = before as u64 + rows;
+    integrator.integrate_all().await?;
+    eprintln!("  loaded and integrated in {:.1}s", started.elapsed().as_secs_f64());
+    let total = audit_leaves_count(&db).await?;
+    anyhow::ensure!(total >= before + rows, "not every row was integrated");
+    let total_rows = audit_events::Entity::find().count(&db).await?;
 
     // verify: rows/s and peak memory (reset the high-water mark first).
     let mut verify_rounds = Vec::new();
@@ -724,17 +772,25 @@ async fn audit_at_scale(b: &Bench, r: &mut Runner) -> anyhow::Result<()> {
         let t = Instant::now();
         let v = verify(
             &db,
-            b.storage.settings.audit_chain_key.as_ref(),
-            &VerifyOptions::default(),
+            &VerifyOptions {
+                verifier: b
+                    .storage
+                    .settings
+                    .audit_signing_key
+                    .as_ref()
+                    .map(|k| k.verifier())
+                    .transpose()?,
+                ..VerifyOptions::default()
+            },
         )
         .await?;
-        anyhow::ensure!(v.is_valid(), "chain did not verify: {v:?}");
+        anyhow::ensure!(v.is_valid(), "the log did not verify: {v:?}");
         verify_rounds.push(summarize(t.elapsed(), total, &mut [t.elapsed()]));
         peak_delta = peak_delta.max(peak_rss_kib().saturating_sub(base));
-        // Raw: one sequential scan streaming every row in seq order.
+        // Raw: one sequential scan streaming every row in id order.
         let t = Instant::now();
         let mut stream = audit_events::Entity::find()
-            .order_by_asc(audit_events::Column::Seq)
+            .order_by_asc(audit_events::Column::Id)
             .stream(&db)
             .await?;
         let mut count = 0u64;
@@ -743,7 +799,7 @@ async fn audit_at_scale(b: &Bench, r: &mut Runner) -> anyhow::Result<()> {
             count += 1;
         }
         drop(stream);
-        anyhow::ensure!(count == total, "scan saw {count} rows");
+        anyhow::ensure!(count == total_rows, "scan saw {count} rows");
         scan_rounds.push(summarize(t.elapsed(), total, &mut [t.elapsed()]));
     }
     let (scan, _) = median(&scan_rounds);
@@ -754,9 +810,74 @@ async fn audit_at_scale(b: &Bench, r: &mut Runner) -> anyhow::Result<()> {
         ),
         1,
         &verify_rounds,
-        Some(("raw sequential scan (ORDER BY seq)".into(), scan)),
+        Some(("raw sequential scan (ORDER BY id)".into(), scan)),
         Some(0.3),
     );
+
+    // Inclusion proofs at this size: generation (p99) and offline checks/s.
+    let ops = r.params().db_ops;
+    let sample: Vec<String> = audit_events::Entity::find()
+        .select_only()
+        .column(audit_events::Column::RequestId)
+        .filter(audit_events::Column::CallerId.like("caller-%"))
+        .limit(ops)
+        .into_tuple()
+        .all(&db)
+        .await?;
+    anyhow::ensure!(!sample.is_empty(), "no events to prove");
+    let sample = Arc::new(sample);
+    let mut prove_rounds = Vec::new();
+    for _ in 0..r.params().rounds {
+        let (db, sample) = (db.clone(), sample.clone());
+        prove_rounds.push(
+            crate::harness::sample(1, ops, 1, move |i| {
+                let (db, id) = (db.clone(), sample[i as usize % sample.len()].clone());
+                async move {
+                    warden_audit::prove_inclusion(&db, &id).await?;
+                    Ok(())
+                }
+            })
+            .await?,
+        );
+    }
+    let (s, noise) = median(&prove_rounds);
+    r.push_custom(Row {
+        operation: format!("inclusion proof generation at {total} leaves"),
+        concurrency: 1,
+        warden: s,
+        noise_pct: noise,
+        baseline: None,
+        ratio: None,
+        target: Some("p99 ≤ 5 ms".into()),
+        met: Some(s.p99_us <= 5_000.0),
+    });
+    if let Some(key) = &b.storage.settings.audit_signing_key {
+        let verifier = key.verifier()?;
+        let bundle = warden_audit::prove_inclusion(&db, &sample[0]).await?;
+        let checks = 20_000u64;
+        let mut rounds = Vec::new();
+        for _ in 0..r.params().rounds {
+            let t = Instant::now();
+            let mut lat = Vec::with_capacity(checks as usize);
+            for _ in 0..checks {
+                let s = Instant::now();
+                bundle.verify(&verifier).map_err(|e| anyhow::anyhow!("{e}"))?;
+                lat.push(s.elapsed());
+            }
+            rounds.push(summarize(t.elapsed(), checks, &mut lat));
+        }
+        let (s, noise) = median(&rounds);
+        r.push_custom(Row {
+            operation: "verify-proof (signature + leaf + path, offline) proofs/s".into(),
+            concurrency: 1,
+            warden: s,
+            noise_pct: noise,
+            baseline: None,
+            ratio: None,
+            target: Some("≥ 10k/s".into()),
+            met: Some(s.per_sec >= 10_000.0),
+        });
+    }
 
     // Queries at scale: p99 of a caller's newest page, offset and keyset.
     let query = b.storage.audit_query();
@@ -782,7 +903,7 @@ async fn audit_at_scale(b: &Bench, r: &mut Runner) -> anyhow::Result<()> {
                     let rows = db
                         .query_all_raw(Statement::from_sql_and_values(
                             DbBackend::Postgres,
-                            "SELECT * FROM audit_events WHERE caller_id = $1 ORDER BY seq DESC LIMIT 50",
+                            "SELECT * FROM audit_events WHERE caller_id = $1 ORDER BY id DESC LIMIT 50",
                             [format!("caller-{}", i % callers).into()],
                         ))
                         .await?;
@@ -851,4 +972,8 @@ async fn audit_at_scale(b: &Bench, r: &mut Runner) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+async fn audit_leaves_count(db: &sea_orm::DatabaseConnection) -> anyhow::Result<u64> {
+    Ok(warden_entity::audit_leaves::Entity::find().count(db).await?)
 }

@@ -66,12 +66,17 @@ impl Bench {
         let raw_url = with_db(&admin_url, &names[1])?;
         let prefix = format!("bench:{id}:");
         let spill = std::env::temp_dir().join(format!("warden-bench-{id}.spill"));
+        // Checkpoints are signed, as in production: a key made for this run.
+        let key_file = std::env::temp_dir().join(format!("warden-bench-{id}.key"));
+        let (secret, _) = warden_audit::CheckpointSigner::generate("bench.warden.local/audit")?;
+        std::fs::write(&key_file, secret)?;
         let settings = Settings::from_lookup(|name| match name {
             "DATABASE_URL" => Some(bench_url.clone()),
             "CACHE_KEY_PREFIX" => Some(prefix.clone()),
             "DATABASE_MAX_CONNECTIONS" => Some("40".into()),
             "AUDIT_SPILL_PATH" => Some(spill.display().to_string()),
             "AUDIT_BUFFER_CAPACITY" => Some("1000000".into()),
+            "AUDIT_SIGNING_KEY_FILE" => Some(key_file.display().to_string()),
             _ => std::env::var(name).ok(),
         })?;
         let storage = Storage::connect(&settings).await?;

@@ -29,7 +29,10 @@ async fn stored_text(db: &TestDatabase) -> String {
         "api_keys",
         "audit_events",
         "approval_requests",
-        "audit_chain_anchors",
+        "audit_leaves",
+        "audit_tree_hashes",
+        "audit_checkpoints",
+        "audit_pending",
     ];
     let mut all = String::new();
     for table in tables {
@@ -130,11 +133,7 @@ async fn the_demo_flow_leaks_no_secret_anywhere() {
         }
         logger.shutdown().await.unwrap();
         assert!(
-            verify(
-                &storage.db,
-                settings.audit_chain_key.as_ref(),
-                &VerifyOptions::default()
-            )
+            verify(&storage.db, &VerifyOptions::default())
             .await
             .unwrap()
             .is_valid()

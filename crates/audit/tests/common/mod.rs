@@ -46,7 +46,7 @@ pub fn event(i: usize) -> AuditEvent {
 }
 
 /// Runs tampering SQL the way a database superuser would: with the
-/// append-only triggers and the prev_hash backstop out of the way.
+/// append-only triggers out of the way.
 pub async fn tamper(t: &TestDatabase, sql: &str) {
     match t.backend {
         Backend::Postgres => {
@@ -58,7 +58,13 @@ pub async fn tamper(t: &TestDatabase, sql: &str) {
         Backend::Sqlite => {
             t.execute(&format!(
                 "DROP TRIGGER IF EXISTS audit_events_no_update; \
-                 DROP TRIGGER IF EXISTS audit_events_no_delete; {sql};"
+                 DROP TRIGGER IF EXISTS audit_events_no_delete; \
+                 DROP TRIGGER IF EXISTS audit_leaves_no_update; \
+                 DROP TRIGGER IF EXISTS audit_leaves_no_delete; \
+                 DROP TRIGGER IF EXISTS audit_tree_hashes_no_update; \
+                 DROP TRIGGER IF EXISTS audit_tree_hashes_no_delete; \
+                 DROP TRIGGER IF EXISTS audit_checkpoints_no_update; \
+                 DROP TRIGGER IF EXISTS audit_checkpoints_no_delete; {sql};"
             ))
             .await
         }
