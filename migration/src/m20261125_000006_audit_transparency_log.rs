@@ -215,7 +215,11 @@ impl MigrationTrait for Migration {
                             .check(Expr::col(AuditLeaves::LeafIndex).gte(0)),
                     )
                     .col(ColumnDef::new(AuditLeaves::EventId).uuid().not_null())
-                    .col(ColumnDef::new(AuditLeaves::LeafHash).char_len(64).not_null())
+                    .col(
+                        ColumnDef::new(AuditLeaves::LeafHash)
+                            .char_len(64)
+                            .not_null(),
+                    )
                     .col(
                         ColumnDef::new(AuditLeaves::IntegratedAt)
                             .timestamp_with_time_zone()
@@ -236,7 +240,11 @@ impl MigrationTrait for Migration {
                             .primary_key()
                             .check(Expr::col(AuditTreeHashes::Idx).gte(0)),
                     )
-                    .col(ColumnDef::new(AuditTreeHashes::Hash).char_len(64).not_null())
+                    .col(
+                        ColumnDef::new(AuditTreeHashes::Hash)
+                            .char_len(64)
+                            .not_null(),
+                    )
                     .to_owned(),
             )
             .await?;

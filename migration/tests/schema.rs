@@ -6,7 +6,19 @@ use migration::{Command, Migrator, MigratorTrait};
 use sea_orm_migration::sea_orm::ConnectionTrait;
 use warden_testkit::{Backend, TestDatabase};
 
-const TABLES: [&str; 5] = [
+const TABLES: [&str; 8] = [
+    "api_keys",
+    "approval_requests",
+    "audit_checkpoints",
+    "audit_events",
+    "audit_leaves",
+    "audit_pending",
+    "audit_prune_permits",
+    "audit_tree_hashes",
+];
+
+/// The tables before the transparency log (migrations 1–5).
+const CHAIN_TABLES: [&str; 5] = [
     "api_keys",
     "approval_requests",
     "audit_chain_anchors",
@@ -14,20 +26,21 @@ const TABLES: [&str; 5] = [
     "audit_prune_permits",
 ];
 
-const INDEXES: [&str; 14] = [
+const INDEXES: [&str; 15] = [
     "ux_approval_requests_pending_request",
     "ix_approval_requests_request_id",
     "ix_approval_requests_status",
     "ix_approval_requests_status_expires_at",
-    "ix_audit_events_caller_seq",
-    "ix_audit_events_decision_seq",
+    "ix_audit_events_caller_id_id",
+    "ix_audit_events_decision_id",
+    "ix_audit_events_kind",
     "ix_audit_events_timestamp",
     "ux_api_keys_caller_id",
     "ux_api_keys_key_prefix",
     "ux_approval_requests_token_hash",
-    "ux_audit_events_prev_hash",
     "ux_audit_events_request_id",
-    "ux_audit_events_seq",
+    "ux_audit_leaves_event_id",
+    "ux_audit_pending_event_id",
     "ux_api_keys_caller_id",
 ];
 
@@ -154,9 +167,9 @@ async fn up_creates_every_table_and_named_index() {
                 "ux_api_keys_key_prefix",
                 "ux_approval_requests_pending_request",
                 "ux_approval_requests_token_hash",
-                "ux_audit_events_prev_hash",
                 "ux_audit_events_request_id",
-                "ux_audit_events_seq",
+                "ux_audit_leaves_event_id",
+                "ux_audit_pending_event_id",
             ],
             "{:?}",
             t.backend
@@ -228,10 +241,22 @@ async fn down_then_up_restores_the_identical_schema() {
 async fn down_one_step_reverts_only_the_newest_migration() {
     for_each_backend(|t| async move {
         migration::run(&t.db, Command::Up(None)).await.unwrap();
+        // Back from the transparency log (empty): the chain schema returns.
         let states = migration::run(&t.db, Command::Down(Some(1))).await.unwrap();
         let applied: Vec<bool> = states.iter().map(|m| m.applied).collect();
-        assert_eq!(applied, [true, true, true, true, false]);
-        assert_eq!(tables(&t).await, TABLES, "{:?}", t.backend);
+        assert_eq!(applied, [true, true, true, true, true, false]);
+        assert_eq!(tables(&t).await, CHAIN_TABLES, "{:?}", t.backend);
+        assert!(
+            indexes(&t)
+                .await
+                .contains(&"ux_audit_events_seq".to_owned()),
+            "{:?}",
+            t.backend
+        );
+        let states = migration::run(&t.db, Command::Down(Some(1))).await.unwrap();
+        let applied: Vec<bool> = states.iter().map(|m| m.applied).collect();
+        assert_eq!(applied, [true, true, true, true, false, false]);
+        assert_eq!(tables(&t).await, CHAIN_TABLES, "{:?}", t.backend);
         let after_one = indexes(&t).await;
         assert!(
             !after_one.contains(&"ux_approval_requests_pending_request".to_owned()),
@@ -262,7 +287,7 @@ async fn down_one_step_reverts_only_the_newest_migration() {
 async fn status_on_an_empty_database_writes_nothing() {
     for_each_backend(|t| async move {
         let states = migration::status(&t.db).await.unwrap();
-        assert_eq!(states.len(), 5);
+        assert_eq!(states.len(), 6);
         assert!(states.iter().all(|m| !m.applied));
         let all_tables = t
             .strings(match t.backend {
@@ -298,6 +323,34 @@ async fn approval_status_outside_the_enum_is_refused() {
             t.backend
         );
         t.db.execute_unprepared(&insert("PENDING")).await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_transparency_log_refuses_to_roll_back_over_entries() {
+    for_each_backend(|t| async move {
+        migration::run(&t.db, Command::Up(None)).await.unwrap();
+        t.execute(
+            "INSERT INTO audit_pending (event_id) VALUES ('00000000-0000-0000-0000-000000000001')",
+        )
+        .await;
+        t.execute(match t.backend {
+            Backend::Postgres => {
+                "INSERT INTO audit_leaves (leaf_index, event_id, leaf_hash, integrated_at) \
+                 VALUES (0, '00000000-0000-0000-0000-000000000001', repeat('a', 64), now())"
+            }
+            Backend::Sqlite => {
+                "INSERT INTO audit_leaves (leaf_index, event_id, leaf_hash, integrated_at) \
+                 VALUES (0, X'00000000000000000000000000000001', 'aa', '2026-01-01T00:00:00+00:00')"
+            }
+        })
+        .await;
+        let err = migration::run(&t.db, Command::Down(Some(1)))
+            .await
+            .expect_err("rolled back over a non-empty log");
+        assert!(err.to_string().contains("export"), "{err}");
+        assert_eq!(tables(&t).await, TABLES, "{:?}: nothing dropped", t.backend);
     })
     .await;
 }

@@ -55,7 +55,9 @@ pub struct CheckpointVerifier {
 
 impl fmt::Debug for CheckpointVerifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("CheckpointVerifier").field(&self.text).finish()
+        f.debug_tuple("CheckpointVerifier")
+            .field(&self.text)
+            .finish()
     }
 }
 
@@ -204,7 +206,11 @@ impl CheckpointSigner {
 }
 
 /// The checkpoint body: origin, size, base64 root, each on its own line.
-pub(crate) fn checkpoint_text(origin: &str, size: u64, root: &TreeHash) -> Result<String, AuditError> {
+pub(crate) fn checkpoint_text(
+    origin: &str,
+    size: u64,
+    root: &TreeHash,
+) -> Result<String, AuditError> {
     let cp = tlog_tiles::Checkpoint::new(origin, size, *root, "")
         .map_err(|e| key_error(format!("checkpoint: {e}")))?;
     String::from_utf8(cp.to_bytes()).map_err(|e| key_error(e.to_string()))
@@ -233,7 +239,9 @@ impl SignedCheckpoint {
             .map_err(|e| ProofFailure::Malformed(format!("public key: {e}")))?;
         parsed
             .verify(&VerifierList::new(vec![Box::new(v)]))
-            .map_err(|e| ProofFailure::Signature(format!("not signed by {}: {e}", verifier.name())))?;
+            .map_err(|e| {
+                ProofFailure::Signature(format!("not signed by {}: {e}", verifier.name()))
+            })?;
         let cp = Self::body(parsed.text(), note)?;
         if cp.origin != verifier.name() {
             return Err(ProofFailure::Signature(format!(
@@ -339,7 +347,8 @@ impl CheckpointPublisher {
         tokio::spawn(async move {
             if let Some(path) = this.file.clone() {
                 let text = note.clone();
-                let written = tokio::task::spawn_blocking(move || write_atomically(&path, &text)).await;
+                let written =
+                    tokio::task::spawn_blocking(move || write_atomically(&path, &text)).await;
                 match written {
                     Ok(Ok(())) => debug!("checkpoint written to the publish file"),
                     Ok(Err(e)) => warn!(error = %e, "checkpoint publish file not written"),

@@ -22,7 +22,9 @@ use sea_orm::{
 use tokio::sync::watch;
 use tracing::{debug, info, instrument, warn};
 use uuid::Uuid;
-use warden_entity::{audit_checkpoints, audit_events, audit_leaves, audit_pending, audit_tree_hashes};
+use warden_entity::{
+    audit_checkpoints, audit_events, audit_leaves, audit_pending, audit_tree_hashes,
+};
 
 use crate::checkpoint::{CheckpointPublisher, CheckpointSigner, DEFAULT_ORIGIN, checkpoint_text};
 use crate::leaf::{EventKind, TreeHash, hash_hex, leaf_hash_of, parse_hash_hex};
@@ -133,7 +135,10 @@ impl Integrator {
     /// (or when `force_checkpoint` and the tree grew past the last one).
     /// Runs in its own task, bounded by the configured timeout.
     #[instrument(skip(self), fields(db.system = ?self.db.get_database_backend()))]
-    pub async fn integrate_once(&self, force_checkpoint: bool) -> Result<IntegrationReport, AuditError> {
+    pub async fn integrate_once(
+        &self,
+        force_checkpoint: bool,
+    ) -> Result<IntegrationReport, AuditError> {
         let this = self.clone();
         let timeout = self.config.timeout;
         let task = tokio::spawn(async move { this.round(force_checkpoint).await });
@@ -171,14 +176,21 @@ impl Integrator {
     /// are logged and the next round tries again: the integrator never stops
     /// on its own.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
-        let period = self.config.checkpoint_interval.max(Duration::from_millis(10));
+        let period = self
+            .config
+            .checkpoint_interval
+            .max(Duration::from_millis(10));
         loop {
             if *stop.borrow() {
                 return;
             }
             match self.integrate_once(false).await {
                 Ok(r) if r.integrated > 0 => {
-                    debug!(integrated = r.integrated, tree_size = r.tree_size, "audit leaves integrated");
+                    debug!(
+                        integrated = r.integrated,
+                        tree_size = r.tree_size,
+                        "audit leaves integrated"
+                    );
                     // More may be queued: go again at once.
                     if r.integrated as usize >= self.config.batch_size {
                         continue;
@@ -198,7 +210,8 @@ impl Integrator {
         let backend = self.db.get_database_backend();
         if backend == DbBackend::Postgres {
             let txn = self.db.begin().await?;
-            txn.execute_unprepared("SET LOCAL statement_timeout = '60s'").await?;
+            txn.execute_unprepared("SET LOCAL statement_timeout = '60s'")
+                .await?;
             let row = txn
                 .query_one_raw(raw(
                     backend,
@@ -236,7 +249,11 @@ impl Integrator {
             .await?;
         txn.commit().await?;
         if integrated > 0 {
-            info!(integrated, tree_size = frontier.size(), "audit tree extended");
+            info!(
+                integrated,
+                tree_size = frontier.size(),
+                "audit tree extended"
+            );
         }
         Ok(IntegrationReport {
             leader: true,

@@ -72,9 +72,9 @@ pub use integrator::{IntegrationReport, Integrator, IntegratorConfig, backlog};
 pub use leaf::{EventKind, StoredEvent, TreeHash, hash_hex, parse_hash_hex};
 pub use logger::{AuditLogger, AuditLoggerConfig, AuditLoggerStats, FlushReport};
 pub use proof::{
-    CONSISTENCY_FORMAT, ConsistencyBundle, INCLUSION_FORMAT, InclusionBundle, consistency_proof_hashes,
-    latest_checkpoint_note,
-    prove_consistency, prove_inclusion, verify_consistency,
+    CONSISTENCY_FORMAT, ConsistencyBundle, INCLUSION_FORMAT, InclusionBundle,
+    consistency_proof_hashes, latest_checkpoint_note, prove_consistency, prove_inclusion,
+    verify_consistency,
 };
 pub use query::{AuditFilter, AuditPage, AuditQuery, Cursor, MAX_LIMIT};
 pub use redact::{REDACTED, Redacted, RedactionFlag, Redactor};

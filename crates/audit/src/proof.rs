@@ -58,10 +58,15 @@ pub struct ConsistencyBundle {
 
 fn hashes(hex: &[String]) -> Result<Vec<TreeHash>, ProofFailure> {
     if hex.len() > MAX_PROOF_HASHES {
-        return Err(ProofFailure::Malformed(format!("{} proof hashes is too many", hex.len())));
+        return Err(ProofFailure::Malformed(format!(
+            "{} proof hashes is too many",
+            hex.len()
+        )));
     }
     hex.iter()
-        .map(|h| parse_hash_hex(h).ok_or_else(|| ProofFailure::Malformed(format!("{h:?} is not a hash"))))
+        .map(|h| {
+            parse_hash_hex(h).ok_or_else(|| ProofFailure::Malformed(format!("{h:?} is not a hash")))
+        })
         .collect()
 }
 
@@ -70,7 +75,10 @@ impl InclusionBundle {
     /// hashes to a leaf, and the path leads from that leaf to the signed root.
     pub fn verify(&self, verifier: &CheckpointVerifier) -> Result<SignedCheckpoint, ProofFailure> {
         if self.format != INCLUSION_FORMAT {
-            return Err(ProofFailure::Malformed(format!("unknown format {:?}", self.format)));
+            return Err(ProofFailure::Malformed(format!(
+                "unknown format {:?}",
+                self.format
+            )));
         }
         let cp = SignedCheckpoint::open(&self.checkpoint, verifier)?;
         if cp.size != self.tree_size {
@@ -95,7 +103,8 @@ impl InclusionBundle {
                 self.event.request_id
             )));
         }
-        let root = parse_hash_hex(&cp.root).ok_or_else(|| ProofFailure::Malformed("root".into()))?;
+        let root =
+            parse_hash_hex(&cp.root).ok_or_else(|| ProofFailure::Malformed("root".into()))?;
         let proof = hashes(&self.proof)?;
         tlog_tiles::check_record(&proof, cp.size, root, self.leaf_index, leaf).map_err(|_| {
             ProofFailure::Path(format!(
@@ -108,8 +117,12 @@ impl InclusionBundle {
     }
 
     /// Parses and checks a bundle from its JSON text.
-    pub fn verify_json(text: &str, verifier: &CheckpointVerifier) -> Result<(Self, SignedCheckpoint), ProofFailure> {
-        let bundle: Self = serde_json::from_str(text).map_err(|e| ProofFailure::Malformed(format!("bundle: {e}")))?;
+    pub fn verify_json(
+        text: &str,
+        verifier: &CheckpointVerifier,
+    ) -> Result<(Self, SignedCheckpoint), ProofFailure> {
+        let bundle: Self = serde_json::from_str(text)
+            .map_err(|e| ProofFailure::Malformed(format!("bundle: {e}")))?;
         let cp = bundle.verify(verifier)?;
         Ok((bundle, cp))
     }
@@ -133,27 +146,42 @@ pub fn verify_consistency(
     }
     if new_cp.size == old_cp.size || old_cp.size == 0 {
         if new_cp.size == old_cp.size && new_cp.root != old_cp.root {
-            return Err(ProofFailure::Fork(format!("two different roots for {} leaves", old_cp.size)));
+            return Err(ProofFailure::Fork(format!(
+                "two different roots for {} leaves",
+                old_cp.size
+            )));
         }
         return Ok((old_cp, new_cp));
     }
     let parse = |h: &str| parse_hash_hex(h).ok_or_else(|| ProofFailure::Malformed("root".into()));
     let proof = hashes(proof)?;
-    tlog_tiles::check_tree(&proof, new_cp.size, parse(&new_cp.root)?, old_cp.size, parse(&old_cp.root)?)
-        .map_err(|_| {
-            ProofFailure::Fork(format!(
-                "the tree of {} leaves does not extend the tree of {}: the log forked or was rewritten",
-                new_cp.size, old_cp.size
-            ))
-        })?;
+    tlog_tiles::check_tree(
+        &proof,
+        new_cp.size,
+        parse(&new_cp.root)?,
+        old_cp.size,
+        parse(&old_cp.root)?,
+    )
+    .map_err(|_| {
+        ProofFailure::Fork(format!(
+            "the tree of {} leaves does not extend the tree of {}: the log forked or was rewritten",
+            new_cp.size, old_cp.size
+        ))
+    })?;
     Ok((old_cp, new_cp))
 }
 
 impl ConsistencyBundle {
     /// Checks the bundle; see [`verify_consistency`].
-    pub fn verify(&self, verifier: &CheckpointVerifier) -> Result<(SignedCheckpoint, SignedCheckpoint), ProofFailure> {
+    pub fn verify(
+        &self,
+        verifier: &CheckpointVerifier,
+    ) -> Result<(SignedCheckpoint, SignedCheckpoint), ProofFailure> {
         if self.format != CONSISTENCY_FORMAT {
-            return Err(ProofFailure::Malformed(format!("unknown format {:?}", self.format)));
+            return Err(ProofFailure::Malformed(format!(
+                "unknown format {:?}",
+                self.format
+            )));
         }
         verify_consistency(&self.old, &self.new, &self.proof, verifier)
     }
@@ -166,7 +194,10 @@ pub async fn latest_checkpoint_note(db: &DatabaseConnection) -> Result<Option<St
 
 /// The inclusion proof bundle for the event with `request_id`, against the
 /// latest checkpoint.
-pub async fn prove_inclusion(db: &DatabaseConnection, request_id: &str) -> Result<InclusionBundle, AuditError> {
+pub async fn prove_inclusion(
+    db: &DatabaseConnection,
+    request_id: &str,
+) -> Result<InclusionBundle, AuditError> {
     let row = audit_events::Entity::find()
         .filter(audit_events::Column::RequestId.eq(request_id))
         .one(db)
@@ -219,9 +250,11 @@ pub async fn prove_consistency(
     let old = find(old_size).await?;
     let new = match new_size {
         Some(n) => find(n).await?,
-        None => latest_checkpoint(db).await?.ok_or_else(|| AuditError::NotCheckpointed {
-            what: "no checkpoint yet".into(),
-        })?,
+        None => latest_checkpoint(db)
+            .await?
+            .ok_or_else(|| AuditError::NotCheckpointed {
+                what: "no checkpoint yet".into(),
+            })?,
     };
     let proof = if old.tree_size > 0 && new.tree_size > old.tree_size {
         tree::consistency_proof(db, old.tree_size as u64, new.tree_size as u64).await?
@@ -275,7 +308,8 @@ mod properties {
             id: uuid::Uuid::from_u128(i as u128),
             request_id: format!("req-{i}-{salt}"),
             kind: "tool_call".into(),
-            timestamp: chrono::DateTime::from_timestamp_micros(1_790_000_000_000_000 + i as i64).unwrap(),
+            timestamp: chrono::DateTime::from_timestamp_micros(1_790_000_000_000_000 + i as i64)
+                .unwrap(),
             caller_id: "agent".into(),
             api_key_id: None,
             method: "tools/call".into(),
@@ -378,7 +412,7 @@ mod properties {
             let _ = SignedCheckpoint::open_unverified(&text);
             let _ = CheckpointVerifier::parse(&text);
             let _ = CheckpointSigner::from_key_text(&text);
-            let _ = verify_consistency(&text, &text, &[text.clone()], &verifier);
+            let _ = verify_consistency(&text, &text, std::slice::from_ref(&text), &verifier);
         }
     }
 

@@ -153,7 +153,10 @@ pub(crate) async fn load_frontier<C: ConnectionTrait>(
     db: &C,
     size: u64,
 ) -> Result<Frontier, AuditError> {
-    let idx: Vec<u64> = Frontier::indexes(size).into_iter().map(|(_, i)| i).collect();
+    let idx: Vec<u64> = Frontier::indexes(size)
+        .into_iter()
+        .map(|(_, i)| i)
+        .collect();
     let stored = read_hashes(db, &idx).await?;
     Frontier::from_stored(size, &stored).ok_or_else(|| AuditError::CorruptTree {
         reason: format!("stored hashes of the tree of size {size} are missing"),
@@ -179,7 +182,12 @@ impl HashReader for MapReader {
     fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<TreeHash>, tlog_tiles::Error> {
         indexes
             .iter()
-            .map(|i| self.0.get(i).copied().ok_or(tlog_tiles::Error::IndexesNotInTree))
+            .map(|i| {
+                self.0
+                    .get(i)
+                    .copied()
+                    .ok_or(tlog_tiles::Error::IndexesNotInTree)
+            })
             .collect()
     }
 }
@@ -192,7 +200,9 @@ fn tree_error(e: tlog_tiles::Error) -> AuditError {
 
 async fn two_pass<C, T>(
     db: &C,
-    compute: impl Fn(&dyn Fn(&[u64]) -> Result<Vec<TreeHash>, tlog_tiles::Error>) -> Result<T, tlog_tiles::Error>,
+    compute: impl Fn(
+        &dyn Fn(&[u64]) -> Result<Vec<TreeHash>, tlog_tiles::Error>,
+    ) -> Result<T, tlog_tiles::Error>,
 ) -> Result<T, AuditError>
 where
     C: ConnectionTrait,
@@ -204,8 +214,11 @@ where
     compute(&|idx| reader.read_hashes(idx)).map_err(tree_error)
 }
 
+/// A hash-reading function, as the two passes of a proof supply it.
+type ReadFn<'a> = &'a dyn Fn(&[u64]) -> Result<Vec<TreeHash>, tlog_tiles::Error>;
+
 /// Adapts a closure to `tlog_tiles`' reader trait.
-struct FnReader<'a>(&'a dyn Fn(&[u64]) -> Result<Vec<TreeHash>, tlog_tiles::Error>);
+struct FnReader<'a>(ReadFn<'a>);
 
 impl HashReader for FnReader<'_> {
     fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<TreeHash>, tlog_tiles::Error> {
@@ -284,8 +297,12 @@ mod tests {
             }
             mem.0.extend(expected);
             assert_eq!(f.root(), tlog_tiles::tree_hash(n + 1, &mem).unwrap());
-            let map: HashMap<u64, TreeHash> =
-                mem.0.iter().enumerate().map(|(i, h)| (i as u64, *h)).collect();
+            let map: HashMap<u64, TreeHash> = mem
+                .0
+                .iter()
+                .enumerate()
+                .map(|(i, h)| (i as u64, *h))
+                .collect();
             assert_eq!(Frontier::from_stored(n + 1, &map).unwrap(), f);
         }
     }
@@ -355,8 +372,10 @@ mod independent {
                 id: uuid::Uuid::from_u128(0x0191_f6c2_0000_7000_8000_0000_0000_0000 + i as u128),
                 request_id: format!("req-{i}"),
                 kind: if i % 7 == 3 { "prune" } else { "tool_call" }.into(),
-                timestamp: chrono::DateTime::from_timestamp_micros(1_790_000_000_000_000 + i as i64 * 1_234_567)
-                    .unwrap(),
+                timestamp: chrono::DateTime::from_timestamp_micros(
+                    1_790_000_000_000_000 + i as i64 * 1_234_567,
+                )
+                .unwrap(),
                 caller_id: format!("agent-{}", i % 3),
                 api_key_id: (i % 2 == 0).then(|| uuid::Uuid::from_u128(i as u128 + 7)),
                 method: "tools/call".into(),
@@ -385,7 +404,12 @@ mod independent {
             .stdout(std::process::Stdio::piped())
             .spawn()
             .expect("python3 runs the independent implementation");
-        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
         let out = child.wait_with_output().unwrap();
         assert!(out.status.success());
         let theirs: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -401,16 +425,28 @@ mod independent {
         }
         let mem = Mem(stored);
         for &n in &sizes {
-            assert_eq!(theirs["roots"][n.to_string()], hash_hex(&roots[&n]), "root {n}");
+            assert_eq!(
+                theirs["roots"][n.to_string()],
+                hash_hex(&roots[&n]),
+                "root {n}"
+            );
             for i in 0..n {
                 let proof = tlog_tiles::prove_record(n, i, &mem).unwrap();
                 let hex: Vec<String> = proof.iter().map(hash_hex).collect();
-                assert_eq!(theirs["inclusion"][format!("{i}/{n}")], json!(hex), "inclusion {i}/{n}");
+                assert_eq!(
+                    theirs["inclusion"][format!("{i}/{n}")],
+                    json!(hex),
+                    "inclusion {i}/{n}"
+                );
             }
             for &m in sizes.iter().filter(|m| **m < n) {
                 let proof = tlog_tiles::prove_tree(n, m, &mem).unwrap();
                 let hex: Vec<String> = proof.iter().map(hash_hex).collect();
-                assert_eq!(theirs["consistency"][format!("{m}/{n}")], json!(hex), "consistency {m}/{n}");
+                assert_eq!(
+                    theirs["consistency"][format!("{m}/{n}")],
+                    json!(hex),
+                    "consistency {m}/{n}"
+                );
             }
         }
     }

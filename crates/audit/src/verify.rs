@@ -22,10 +22,10 @@ use tracing::{instrument, warn};
 use uuid::Uuid;
 use warden_entity::{audit_checkpoints, audit_events, audit_leaves, audit_tree_hashes};
 
+use crate::AuditError;
 use crate::checkpoint::{CheckpointVerifier, ProofFailure, SignedCheckpoint};
 use crate::leaf::{EventKind, hash_hex, leaf_hash_of, parse_hash_hex};
 use crate::tree::Frontier;
-use crate::AuditError;
 
 /// Leaves read per query while verifying.
 const PAGE: u64 = 1_000;
@@ -124,7 +124,12 @@ impl Verification {
     }
 }
 
-fn broken(kind: BreakKind, leaf: Option<u64>, request_id: Option<String>, detail: impl Into<String>) -> Verification {
+fn broken(
+    kind: BreakKind,
+    leaf: Option<u64>,
+    request_id: Option<String>,
+    detail: impl Into<String>,
+) -> Verification {
     let b = ChainBreak {
         kind,
         leaf_index: leaf,
@@ -142,7 +147,10 @@ struct Expect {
     external: bool,
 }
 
-fn open_note(note: &str, verifier: Option<&CheckpointVerifier>) -> Result<SignedCheckpoint, ProofFailure> {
+fn open_note(
+    note: &str,
+    verifier: Option<&CheckpointVerifier>,
+) -> Result<SignedCheckpoint, ProofFailure> {
     match verifier {
         Some(v) => SignedCheckpoint::open(note, v),
         None => SignedCheckpoint::open_unverified(note),
@@ -151,9 +159,14 @@ fn open_note(note: &str, verifier: Option<&CheckpointVerifier>) -> Result<Signed
 
 /// Verifies the whole log. See the module docs for what is checked.
 #[instrument(skip_all)]
-pub async fn verify(db: &DatabaseConnection, options: &VerifyOptions) -> Result<Verification, AuditError> {
+pub async fn verify(
+    db: &DatabaseConnection,
+    options: &VerifyOptions,
+) -> Result<Verification, AuditError> {
     let verifier = options.verifier.as_ref();
-    let window = options.integration_window.unwrap_or(Duration::from_secs(300));
+    let window = options
+        .integration_window
+        .unwrap_or(Duration::from_secs(300));
     let window = chrono::Duration::from_std(window).unwrap_or(chrono::Duration::minutes(5));
 
     // Stored checkpoints, in size order, each checked against its own note.
@@ -188,7 +201,10 @@ pub async fn verify(db: &DatabaseConnection, options: &VerifyOptions) -> Result<
                     BreakKind::CheckpointForged,
                     None,
                     None,
-                    format!("stored checkpoint of size {}: the row does not match its note", row.tree_size),
+                    format!(
+                        "stored checkpoint of size {}: the row does not match its note",
+                        row.tree_size
+                    ),
                 ));
             }
             newest_signed = newest_signed.max(cp.size);
@@ -209,7 +225,10 @@ pub async fn verify(db: &DatabaseConnection, options: &VerifyOptions) -> Result<
         };
         match SignedCheckpoint::open(note, v) {
             Ok(cp) => {
-                let at = expects.iter().position(|e| e.size > cp.size).unwrap_or(expects.len());
+                let at = expects
+                    .iter()
+                    .position(|e| e.size > cp.size)
+                    .unwrap_or(expects.len());
                 expects.insert(
                     at,
                     Expect {
@@ -275,12 +294,20 @@ pub async fn verify(db: &DatabaseConnection, options: &VerifyOptions) -> Result<
                     BreakKind::TreeTampered,
                     Some(next_index as u64),
                     None,
-                    format!("leaf {next_index} is missing from the tree (next stored is {})", leaf.leaf_index),
+                    format!(
+                        "leaf {next_index} is missing from the tree (next stored is {})",
+                        leaf.leaf_index
+                    ),
                 ));
             }
             next_index += 1;
             let Some(stored_leaf) = parse_hash_hex(&leaf.leaf_hash) else {
-                return Ok(broken(BreakKind::TreeTampered, Some(index), None, "the leaf hash is malformed"));
+                return Ok(broken(
+                    BreakKind::TreeTampered,
+                    Some(index),
+                    None,
+                    "the leaf hash is malformed",
+                ));
             };
             match rows.get(&leaf.event_id) {
                 Some(row) => {
@@ -288,20 +315,44 @@ pub async fn verify(db: &DatabaseConnection, options: &VerifyOptions) -> Result<
                     let rid = Some(row.request_id.clone());
                     let recomputed = leaf_hash_of(row)?;
                     if recomputed != stored_leaf {
-                        let neighbour = |j: usize| leaves.get(j).and_then(|l| parse_hash_hex(&l.leaf_hash));
+                        let neighbour =
+                            |j: usize| leaves.get(j).and_then(|l| parse_hash_hex(&l.leaf_hash));
                         let moved = (i > 0 && neighbour(i - 1) == Some(recomputed))
                             || neighbour(i + 1) == Some(recomputed);
                         return Ok(if moved {
-                            broken(BreakKind::Reordered, Some(index), rid, "this row belongs at a neighbouring leaf: rows were swapped")
+                            broken(
+                                BreakKind::Reordered,
+                                Some(index),
+                                rid,
+                                "this row belongs at a neighbouring leaf: rows were swapped",
+                            )
                         } else {
-                            broken(BreakKind::Modified, Some(index), rid, "the row's contents do not match its leaf hash")
+                            broken(
+                                BreakKind::Modified,
+                                Some(index),
+                                rid,
+                                "the row's contents do not match its leaf hash",
+                            )
                         });
                     }
-                    if row.leaf_hash.as_deref().is_some_and(|h| h != leaf.leaf_hash) {
-                        return Ok(broken(BreakKind::Modified, Some(index), rid, "the row's stored leaf_hash differs from the tree"));
+                    if row
+                        .leaf_hash
+                        .as_deref()
+                        .is_some_and(|h| h != leaf.leaf_hash)
+                    {
+                        return Ok(broken(
+                            BreakKind::Modified,
+                            Some(index),
+                            rid,
+                            "the row's stored leaf_hash differs from the tree",
+                        ));
                     }
                     if row.kind == EventKind::Prune.as_str() {
-                        let range = |k: &str| row.sanitized_args.get(k).and_then(serde_json::Value::as_u64);
+                        let range = |k: &str| {
+                            row.sanitized_args
+                                .get(k)
+                                .and_then(serde_json::Value::as_u64)
+                        };
                         if let (Some(a), Some(b)) = (range("first_leaf"), range("last_leaf")) {
                             prunes.push((index, a, b));
                         }
@@ -311,7 +362,12 @@ pub async fn verify(db: &DatabaseConnection, options: &VerifyOptions) -> Result<
                     Some((_, end)) if *end + 1 == index => *end = index,
                     _ => {
                         if gaps.len() >= MAX_GAPS {
-                            return Ok(broken(BreakKind::Deleted, Some(gaps[0].0), None, "too many missing rows to explain"));
+                            return Ok(broken(
+                                BreakKind::Deleted,
+                                Some(gaps[0].0),
+                                None,
+                                "too many missing rows to explain",
+                            ));
                         }
                         gaps.push((index, index));
                     }
@@ -324,10 +380,20 @@ pub async fn verify(db: &DatabaseConnection, options: &VerifyOptions) -> Result<
                 match stored.remove(&idx) {
                     Some(h) if h == hash_hex(&hash) => {}
                     Some(_) => {
-                        return Ok(broken(BreakKind::TreeTampered, Some(index), None, format!("stored tree hash {idx} is wrong")));
+                        return Ok(broken(
+                            BreakKind::TreeTampered,
+                            Some(index),
+                            None,
+                            format!("stored tree hash {idx} is wrong"),
+                        ));
                     }
                     None => {
-                        return Ok(broken(BreakKind::TreeTampered, Some(index), None, format!("stored tree hash {idx} is missing")));
+                        return Ok(broken(
+                            BreakKind::TreeTampered,
+                            Some(index),
+                            None,
+                            format!("stored tree hash {idx} is missing"),
+                        ));
                     }
                 }
             }
@@ -336,12 +402,19 @@ pub async fn verify(db: &DatabaseConnection, options: &VerifyOptions) -> Result<
                     break;
                 }
                 if e.size == frontier.size() && e.root != hash_hex(&frontier.root()) {
-                    let whose = if e.external { "the external checkpoint" } else { "a stored checkpoint" };
+                    let whose = if e.external {
+                        "the external checkpoint"
+                    } else {
+                        "a stored checkpoint"
+                    };
                     return Ok(broken(
                         BreakKind::CheckpointInconsistent,
                         Some(index),
                         None,
-                        format!("{whose} of size {} has another root: the tree it signed was rewritten", e.size),
+                        format!(
+                            "{whose} of size {} has another root: the tree it signed was rewritten",
+                            e.size
+                        ),
                     ));
                 }
                 expects.pop_front();
@@ -352,31 +425,50 @@ pub async fn verify(db: &DatabaseConnection, options: &VerifyOptions) -> Result<
             last_integrated = Some(leaf.integrated_at);
         }
         if let Some((&idx, _)) = stored.iter().next() {
-            return Ok(broken(BreakKind::TreeTampered, None, None, format!("stored tree hash {idx} is not part of the tree")));
+            return Ok(broken(
+                BreakKind::TreeTampered,
+                None,
+                None,
+                format!("stored tree hash {idx} is not part of the tree"),
+            ));
         }
     }
     let tree_size = frontier.size();
 
     // Checkpoints beyond the tree: rolled back (or tree rows deleted).
     if let Some(e) = expects.front() {
-        let whose = if e.external { "the external checkpoint" } else { "a stored checkpoint" };
+        let whose = if e.external {
+            "the external checkpoint"
+        } else {
+            "a stored checkpoint"
+        };
         return Ok(broken(
             BreakKind::Rollback,
             Some(tree_size),
             None,
-            format!("{whose} records {} leaves but the tree has only {tree_size}", e.size),
+            format!(
+                "{whose} records {} leaves but the tree has only {tree_size}",
+                e.size
+            ),
         ));
     }
     let extra: Option<i64> = audit_tree_hashes::Entity::find()
         .select_only()
         .column(audit_tree_hashes::Column::Idx)
-        .filter(audit_tree_hashes::Column::Idx.gte(tlog_tiles::stored_hash_index(0, tree_size) as i64))
+        .filter(
+            audit_tree_hashes::Column::Idx.gte(tlog_tiles::stored_hash_index(0, tree_size) as i64),
+        )
         .limit(1)
         .into_tuple()
         .one(db)
         .await?;
     if let Some(idx) = extra {
-        return Ok(broken(BreakKind::TreeTampered, None, None, format!("stored tree hash {idx} lies beyond the tree")));
+        return Ok(broken(
+            BreakKind::TreeTampered,
+            None,
+            None,
+            format!("stored tree hash {idx} lies beyond the tree"),
+        ));
     }
 
     // Missing rows must lie inside a prune leaf's declared range, and that
@@ -419,7 +511,12 @@ pub async fn verify(db: &DatabaseConnection, options: &VerifyOptions) -> Result<
         .await?;
     if let Some(row) = outside {
         let rid: String = row.try_get("", "request_id")?;
-        return Ok(broken(BreakKind::Inserted, None, Some(rid), "this row is neither in the tree nor queued for it"));
+        return Ok(broken(
+            BreakKind::Inserted,
+            None,
+            Some(rid),
+            "this row is neither in the tree nor queued for it",
+        ));
     }
 
     // Events waiting too long to be integrated or checkpointed.
@@ -435,7 +532,12 @@ pub async fn verify(db: &DatabaseConnection, options: &VerifyOptions) -> Result<
         let rid: String = row.try_get("", "request_id")?;
         let at: chrono::DateTime<Utc> = row.try_get("", "timestamp")?;
         if now.signed_duration_since(at) > window {
-            return Ok(broken(BreakKind::Unintegrated, None, Some(rid), "this event has waited longer than the integration window"));
+            return Ok(broken(
+                BreakKind::Unintegrated,
+                None,
+                Some(rid),
+                "this event has waited longer than the integration window",
+            ));
         }
     }
     if let Some((index, at)) = uncovered_since

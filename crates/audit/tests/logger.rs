@@ -218,7 +218,7 @@ async fn shutdown_during_an_outage_spills_and_the_next_start_replays() {
 }
 
 #[tokio::test]
-async fn two_processes_logging_at_once_leave_one_gap_free_chain() {
+async fn two_processes_logging_at_once_leave_one_gap_free_log() {
     for backend in Backend::ALL {
         let t = TestDatabase::new(backend).await;
         let dir = tempfile::tempdir().unwrap();
@@ -246,7 +246,7 @@ async fn two_processes_logging_at_once_leave_one_gap_free_chain() {
             );
         }
         assert_exactly_once(&t.db, 3_000).await;
-        // Both processes' events are in the one chain.
+        // Both processes' events are in the one log.
         let ids = stored_request_ids(&t.db).await;
         for prefix in ["proc-a-", "proc-b-"] {
             assert_eq!(
@@ -255,5 +255,108 @@ async fn two_processes_logging_at_once_leave_one_gap_free_chain() {
                 "{backend:?}"
             );
         }
+    }
+}
+
+/// Several processes log at once, each running an integrator; one is killed
+/// with SIGKILL mid-run (writing, and quite possibly integrating). Another
+/// takes over: every stored event is integrated exactly once, the leaves are
+/// gap-free, and proofs check against the final signed checkpoint.
+#[tokio::test]
+async fn an_integrator_killed_mid_run_loses_duplicates_or_reorders_nothing() {
+    let t = TestDatabase::postgres().await;
+    let dir = tempfile::tempdir().unwrap();
+    let key_path = dir.path().join("audit.key");
+    let (secret, signer) = warden_audit::CheckpointSigner::generate("kill.test/audit").unwrap();
+    std::fs::write(&key_path, secret).unwrap();
+    let spawn = |name: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_warden-audit-load"))
+            .args(["--count", "4000", "--batch-size", "16", "--prefix", name])
+            .args([
+                "--checkpoint-interval-ms",
+                "5",
+                "--pause-ms",
+                "2",
+                "--pause-every",
+                "20",
+            ])
+            .arg("--signing-key-file")
+            .arg(&key_path)
+            .arg("--database-url")
+            .arg(&t.url)
+            .arg("--spill")
+            .arg(dir.path().join(format!("{name}.spill")))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut victim = spawn("victim");
+    let survivors = [spawn("proc-a"), spawn("proc-b")];
+    // Let all three write and integrate for a while, then kill one outright.
+    let started = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let leaves = t.strings("SELECT count(*)::text FROM audit_leaves").await;
+        if leaves[0].parse::<u64>().unwrap() > 500 || started.elapsed() > Duration::from_secs(20) {
+            break;
+        }
+    }
+    victim.kill().unwrap();
+    let _ = victim.wait();
+    for child in survivors {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // The survivors integrated everything they could see at shutdown; one
+    // more round picks up anything the victim committed last.
+    let integrator = Integrator::new(
+        t.db.clone(),
+        IntegratorConfig {
+            signer: Some(signer.clone()),
+            ..IntegratorConfig::default()
+        },
+    );
+    integrator.integrate_all().await.unwrap();
+    let rows = t.strings("SELECT count(*)::text FROM audit_events").await;
+    let leaves = t
+        .strings(
+            "SELECT count(*)::text || ' ' || coalesce(max(leaf_index), -1)::text FROM audit_leaves",
+        )
+        .await;
+    let rows: u64 = rows[0].parse().unwrap();
+    assert!(rows >= 8_000, "both survivors stored everything: {rows}");
+    assert_eq!(
+        leaves[0],
+        format!("{rows} {}", rows - 1),
+        "one gap-free leaf per row"
+    );
+    assert_eq!(
+        t.strings("SELECT count(*)::text FROM audit_pending").await,
+        ["0"]
+    );
+    let v = verify(
+        &t.db,
+        &VerifyOptions {
+            verifier: Some(signer.verifier().unwrap()),
+            ..VerifyOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        matches!(v, Verification::Valid { tree_size, .. } if tree_size == rows),
+        "{v:?}"
+    );
+    let verifier = signer.verifier().unwrap();
+    for id in ["proc-a-0", "proc-b-3999", "victim-0"] {
+        let bundle = warden_audit::prove_inclusion(&t.db, id).await.unwrap();
+        bundle.verify(&verifier).unwrap();
+        assert_eq!(bundle.tree_size, rows);
     }
 }

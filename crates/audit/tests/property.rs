@@ -100,9 +100,7 @@ fn hash_at_write_equals_hash_recomputed_from_the_stored_row() {
                         .integrate_all()
                         .await
                         .map_err(|e| TestCaseError::fail(e.to_string()))?;
-                    let v = verify(&t.db, &VerifyOptions::default())
-                        .await
-                        .unwrap();
+                    let v = verify(&t.db, &VerifyOptions::default()).await.unwrap();
                     prop_assert!(v.is_valid(), "{backend:?}: {v:?} for {batch:?}");
                     for e in &events {
                         let stored = query

@@ -127,9 +127,8 @@ async fn replayed_events_are_stored_and_integrated_once() {
 
 /// One UPDATE per stored column of the row at leaf 5 (req-6).
 fn column_edits() -> Vec<(&'static str, String)> {
-    let copy = |col: &str| {
-        format!("{col} = (SELECT {col} FROM audit_events WHERE request_id = 'req-2')")
-    };
+    let copy =
+        |col: &str| format!("{col} = (SELECT {col} FROM audit_events WHERE request_id = 'req-2')");
     vec![
         ("request_id", "request_id = 'forged'".to_owned()),
         ("kind", "kind = 'prune'".to_owned()),
@@ -140,7 +139,10 @@ fn column_edits() -> Vec<(&'static str, String)> {
         ("tool_name", "tool_name = 'shell.exec'".to_owned()),
         ("decision", "decision = 'DENY'".to_owned()),
         ("reason", "reason = 'edited'".to_owned()),
-        ("raw_args_hash", format!("raw_args_hash = '{}'", "0".repeat(64))),
+        (
+            "raw_args_hash",
+            format!("raw_args_hash = '{}'", "0".repeat(64)),
+        ),
         ("sanitized_args", copy("sanitized_args")),
         (
             "redaction_flags",
@@ -184,7 +186,11 @@ async fn deleted_inserted_and_swapped_rows_are_found() {
         let t = TestDatabase::new(backend).await;
         log_of(&t, 10, &key).await;
         tamper(&t, "DELETE FROM audit_events WHERE request_id = 'req-6'").await;
-        assert_break(&verdict(&t, &options(&key)).await, BreakKind::Deleted, Some(5));
+        assert_break(
+            &verdict(&t, &options(&key)).await,
+            BreakKind::Deleted,
+            Some(5),
+        );
 
         // Inserted: a row that is neither a leaf nor queued.
         let t = TestDatabase::new(backend).await;
@@ -194,7 +200,9 @@ async fn deleted_inserted_and_swapped_rows_are_found() {
         tamper(&t, "DELETE FROM audit_pending").await;
         let v = verdict(&t, &options(&key)).await;
         assert_break(&v, BreakKind::Inserted, None);
-        let Verification::Broken(b) = v else { unreachable!() };
+        let Verification::Broken(b) = v else {
+            unreachable!()
+        };
         assert_eq!(b.request_id.as_deref(), Some("req-77"));
 
         // Two rows' positions swapped.
@@ -211,7 +219,11 @@ async fn deleted_inserted_and_swapped_rows_are_found() {
             .await;
         // Unique(event_id) would refuse the swap in one step: go through a placeholder.
         tamper(&t, &swap_via_placeholder(backend, &ids)).await;
-        assert_break(&verdict(&t, &options(&key)).await, BreakKind::Reordered, Some(5));
+        assert_break(
+            &verdict(&t, &options(&key)).await,
+            BreakKind::Reordered,
+            Some(5),
+        );
     }
 }
 
@@ -239,9 +251,15 @@ async fn tampered_tree_hashes_are_found() {
     for backend in Backend::ALL {
         let key = signer();
         for sql in [
-            format!("UPDATE audit_tree_hashes SET hash = '{}' WHERE idx = 2", "a".repeat(64)),
+            format!(
+                "UPDATE audit_tree_hashes SET hash = '{}' WHERE idx = 2",
+                "a".repeat(64)
+            ),
             "DELETE FROM audit_tree_hashes WHERE idx = 2".to_owned(),
-            format!("INSERT INTO audit_tree_hashes (idx, hash) VALUES (100000, '{}')", "b".repeat(64)),
+            format!(
+                "INSERT INTO audit_tree_hashes (idx, hash) VALUES (100000, '{}')",
+                "b".repeat(64)
+            ),
             "DELETE FROM audit_leaves WHERE leaf_index = 3".to_owned(),
         ] {
             let t = TestDatabase::new(backend).await;
@@ -249,7 +267,9 @@ async fn tampered_tree_hashes_are_found() {
             tamper(&t, &sql).await;
             let v = verdict(&t, &options(&key)).await;
             match &v {
-                Verification::Broken(b) => assert_eq!(b.kind, BreakKind::TreeTampered, "{sql}: {b}"),
+                Verification::Broken(b) => {
+                    assert_eq!(b.kind, BreakKind::TreeTampered, "{sql}: {b}")
+                }
                 other => panic!("{sql}: {other:?}"),
             }
         }
@@ -312,14 +332,20 @@ async fn rollbacks_are_found() {
              DELETE FROM audit_events WHERE request_id IN ('req-9', 'req-10')",
         )
         .await;
-        assert_break(&verdict(&t, &options(&key)).await, BreakKind::Rollback, Some(8));
+        assert_break(
+            &verdict(&t, &options(&key)).await,
+            BreakKind::Rollback,
+            Some(8),
+        );
 
         // Everything rolled back to an older, self-consistent state (the
         // checkpoint table too): only a checkpoint kept outside notices.
         let t = TestDatabase::new(backend).await;
         let integrator = log_of(&t, 8, &key).await;
         let older = newest_note(&t).await;
-        append(&t.db, (9..=12).map(event).collect(), TIMEOUT).await.unwrap();
+        append(&t.db, (9..=12).map(event).collect(), TIMEOUT)
+            .await
+            .unwrap();
         integrator.integrate_once(true).await.unwrap();
         let newer = newest_note(&t).await;
         tamper(
@@ -358,28 +384,50 @@ async fn a_forked_log_fails_the_consistency_check() {
     ib.integrate_all().await.unwrap();
     let common_note = newest_note(&a).await;
     let root = |note: &str| SignedCheckpoint::open(note, &verifier).unwrap().root;
-    assert_eq!(root(&common_note), root(&newest_note(&b).await), "same events, same root");
+    assert_eq!(
+        root(&common_note),
+        root(&newest_note(&b).await),
+        "same events, same root"
+    );
     // Then they diverge.
-    append(&a.db, (7..=9).map(event).collect(), TIMEOUT).await.unwrap();
-    append(&b.db, vec![event(70), event(80), event(90)], TIMEOUT).await.unwrap();
+    append(&a.db, (7..=9).map(event).collect(), TIMEOUT)
+        .await
+        .unwrap();
+    append(&b.db, vec![event(70), event(80), event(90)], TIMEOUT)
+        .await
+        .unwrap();
     ia.integrate_all().await.unwrap();
     ib.integrate_all().await.unwrap();
     let (na, nb) = (newest_note(&a).await, newest_note(&b).await);
     // Same size, different roots: a fork, even without a proof.
-    assert!(matches!(verify_consistency(&na, &nb, &[], &verifier), Err(ProofFailure::Fork(_))));
+    assert!(matches!(
+        verify_consistency(&na, &nb, &[], &verifier),
+        Err(ProofFailure::Fork(_))
+    ));
     // Each extends the shared checkpoint…
     let pa = prove_consistency(&a.db, 6, None).await.unwrap();
     pa.verify(&verifier).unwrap();
-    prove_consistency(&b.db, 6, None).await.unwrap().verify(&verifier).unwrap();
+    prove_consistency(&b.db, 6, None)
+        .await
+        .unwrap()
+        .verify(&verifier)
+        .unwrap();
     // …but a's proof does not make b's checkpoint an extension of it.
     let mismatched = ConsistencyBundle {
         new: nb.clone(),
         ..pa.clone()
     };
-    assert!(matches!(mismatched.verify(&verifier), Err(ProofFailure::Fork(_))));
+    assert!(matches!(
+        mismatched.verify(&verifier),
+        Err(ProofFailure::Fork(_))
+    ));
     // A flipped bit in the proof fails.
     let mut flipped = pa.clone();
-    let first = if flipped.proof[0].starts_with('0') { "1" } else { "0" };
+    let first = if flipped.proof[0].starts_with('0') {
+        "1"
+    } else {
+        "0"
+    };
     flipped.proof[0].replace_range(0..1, first);
     assert!(flipped.verify(&verifier).is_err());
 }
@@ -391,18 +439,24 @@ async fn nothing_in_the_database_can_excuse_a_deleted_row() {
         // A forged permit: the trigger lets the DELETE through, verify does not.
         let t = TestDatabase::new(backend).await;
         log_of(&t, 10, &key).await;
-        t.execute("INSERT INTO audit_prune_permits (id) VALUES (1)").await;
+        t.execute("INSERT INTO audit_prune_permits (id) VALUES (1)")
+            .await;
         t.execute("DELETE FROM audit_events WHERE request_id IN ('req-1', 'req-2')")
             .await;
         t.execute("DELETE FROM audit_prune_permits").await;
-        assert_break(&verdict(&t, &options(&key)).await, BreakKind::Deleted, Some(0));
+        assert_break(
+            &verdict(&t, &options(&key)).await,
+            BreakKind::Deleted,
+            Some(0),
+        );
 
         // A forged prune record queued by a database writer: the integrator
         // refuses to put it in the tree, so it excuses nothing.
         let t = TestDatabase::new(backend).await;
         let integrator = log_of(&t, 10, &key).await;
-        let fake = serde_json::json!({"first_leaf": 0, "last_leaf": 4, "before": "2030-01-01T00:00:00Z"})
-            .to_string();
+        let fake =
+            serde_json::json!({"first_leaf": 0, "last_leaf": 4, "before": "2030-01-01T00:00:00Z"})
+                .to_string();
         let id = uuid::Uuid::now_v7();
         tamper(
             &t,
@@ -433,7 +487,11 @@ async fn nothing_in_the_database_can_excuse_a_deleted_row() {
             ..options(&key)
         };
         tokio::time::sleep(Duration::from_millis(5)).await;
-        assert_break(&verdict(&t, &strict).await, BreakKind::Unintegrated, Some(0));
+        assert_break(
+            &verdict(&t, &strict).await,
+            BreakKind::Unintegrated,
+            Some(0),
+        );
     }
 }
 
@@ -487,18 +545,33 @@ async fn inclusion_proofs_check_offline_and_name_what_was_altered() {
         let bundle = prove_inclusion(&t.db, "req-5").await.unwrap();
         let mut edited = bundle.clone();
         edited.event.caller_id = "someone-else".into();
-        assert!(matches!(edited.verify(&verifier), Err(ProofFailure::LeafContent(_))));
+        assert!(matches!(
+            edited.verify(&verifier),
+            Err(ProofFailure::LeafContent(_))
+        ));
         let mut edited = bundle.clone();
         edited.leaf_index += 1;
-        assert!(matches!(edited.verify(&verifier), Err(ProofFailure::Path(_))));
+        assert!(matches!(
+            edited.verify(&verifier),
+            Err(ProofFailure::Path(_))
+        ));
         let mut edited = bundle.clone();
         edited.proof[0] = "0".repeat(64);
-        assert!(matches!(edited.verify(&verifier), Err(ProofFailure::Path(_))));
+        assert!(matches!(
+            edited.verify(&verifier),
+            Err(ProofFailure::Path(_))
+        ));
         let mut edited = bundle.clone();
         edited.checkpoint = edited.checkpoint.replacen("\n13\n", "\n14\n", 1);
-        assert!(matches!(edited.verify(&verifier), Err(ProofFailure::Signature(_))));
+        assert!(matches!(
+            edited.verify(&verifier),
+            Err(ProofFailure::Signature(_))
+        ));
         let other = CheckpointVerifier::parse(signer().verifier_key()).unwrap();
-        assert!(matches!(bundle.verify(&other), Err(ProofFailure::Signature(_))));
+        assert!(matches!(
+            bundle.verify(&other),
+            Err(ProofFailure::Signature(_))
+        ));
         assert!(InclusionBundle::verify_json("{not json", &verifier).is_err());
     }
 }
@@ -514,27 +587,55 @@ async fn prune_keeps_the_tree_and_every_proof_and_is_itself_a_leaf() {
         let events: Vec<_> = (1..=25)
             .map(|i| {
                 let at = (i <= 17).then(|| old + chrono::Duration::seconds(i as i64));
-                event_with(&format!("req-{i}"), "agent-1", Decision::Allow, &json!({"i": i}), at)
+                event_with(
+                    &format!("req-{i}"),
+                    "agent-1",
+                    Decision::Allow,
+                    &json!({"i": i}),
+                    at,
+                )
             })
             .collect();
         append(&t.db, events, TIMEOUT).await.unwrap();
         integrator.integrate_all().await.unwrap();
         let before_prune = newest_note(&t).await;
-        let report = prune(&integrator, chrono::Utc::now() - chrono::Duration::days(30), "ops-alice", 5)
-            .await
-            .unwrap();
-        assert_eq!((report.deleted, report.prune_leaves), (17, 4), "{backend:?}");
+        let report = prune(
+            &integrator,
+            chrono::Utc::now() - chrono::Duration::days(30),
+            "ops-alice",
+            5,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            (report.deleted, report.prune_leaves),
+            (17, 4),
+            "{backend:?}"
+        );
         let v = verdict(&t, &options(&key)).await;
         assert!(
-            matches!(v, Verification::Valid { tree_size: 29, pruned: 17, rows_checked: 12, .. }),
+            matches!(
+                v,
+                Verification::Valid {
+                    tree_size: 29,
+                    pruned: 17,
+                    rows_checked: 12,
+                    ..
+                }
+            ),
             "{backend:?}: {v:?}"
         );
         // Remaining events still prove; the new checkpoint extends the old one.
         let bundle = prove_inclusion(&t.db, "req-20").await.unwrap();
         bundle.verify(&verifier).unwrap();
         let after = newest_note(&t).await;
-        verify_consistency(&before_prune, &after, &prove_consistency(&t.db, 25, None).await.unwrap().proof, &verifier)
-            .unwrap();
+        verify_consistency(
+            &before_prune,
+            &after,
+            &prove_consistency(&t.db, 25, None).await.unwrap().proof,
+            &verifier,
+        )
+        .unwrap();
         // The prune leaves say who pruned what.
         let records = audit_events::Entity::find()
             .all(&t.db)
@@ -546,9 +647,14 @@ async fn prune_keeps_the_tree_and_every_proof_and_is_itself_a_leaf() {
         assert_eq!(records.len(), 4);
         assert!(records.iter().all(|r| r.caller_id == "ops-alice"));
         // Pruning again changes nothing; new events still append and verify.
-        let again = prune(&integrator, chrono::Utc::now() - chrono::Duration::days(30), "ops-alice", 5)
-            .await
-            .unwrap();
+        let again = prune(
+            &integrator,
+            chrono::Utc::now() - chrono::Duration::days(30),
+            "ops-alice",
+            5,
+        )
+        .await
+        .unwrap();
         assert_eq!(again.deleted, 0);
         append(&t.db, vec![event(26)], TIMEOUT).await.unwrap();
         integrator.integrate_all().await.unwrap();
@@ -585,7 +691,11 @@ async fn raw_secrets_never_reach_a_stored_row() {
         let e = event_with("req-secret", "agent-1", Decision::Allow, &args, None);
         append(&t.db, vec![e], TIMEOUT).await.unwrap();
         integrator(&t, &key).integrate_all().await.unwrap();
-        let row = audit_events::Entity::find().one(&t.db).await.unwrap().unwrap();
+        let row = audit_events::Entity::find()
+            .one(&t.db)
+            .await
+            .unwrap()
+            .unwrap();
         let text = format!("{row:?}");
         let db_text = match backend {
             Backend::Postgres => t
@@ -600,10 +710,14 @@ async fn raw_secrets_never_reach_a_stored_row() {
                 .await
                 .join(""),
         };
-        let bundle = serde_json::to_string(&prove_inclusion(&t.db, "req-secret").await.unwrap()).unwrap();
+        let bundle =
+            serde_json::to_string(&prove_inclusion(&t.db, "req-secret").await.unwrap()).unwrap();
         for secret in secrets {
             for (what, haystack) in [("row", &text), ("db", &db_text), ("proof", &bundle)] {
-                assert!(!haystack.contains(secret), "{backend:?}: {secret} in the {what}");
+                assert!(
+                    !haystack.contains(secret),
+                    "{backend:?}: {secret} in the {what}"
+                );
             }
         }
         assert!(db_text.contains("alice"), "non-secret data is kept");
@@ -612,7 +726,10 @@ async fn raw_secrets_never_reach_a_stored_row() {
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(stored.raw_args_hash(), warden_audit::canonical_hash(&args).unwrap());
+        assert_eq!(
+            stored.raw_args_hash(),
+            warden_audit::canonical_hash(&args).unwrap()
+        );
     }
 }
 
@@ -627,7 +744,12 @@ async fn export_writes_json_lines_in_leaf_order() {
         let ids: Vec<String> = String::from_utf8(out)
             .unwrap()
             .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["request_id"].as_str().unwrap().to_owned())
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["request_id"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
             .collect();
         assert_eq!(ids, ["req-3", "req-4", "req-5", "req-6"]);
     }
@@ -640,7 +762,9 @@ async fn a_cancelled_or_timed_out_append_or_integration_leaves_nothing_behind() 
     let integrator = log_of(&t, 3, &key).await;
     let mut all = Vec::new();
     for round in 0..20u64 {
-        let batch: Vec<_> = (0..5).map(|i| event(100 + (round * 5 + i) as usize)).collect();
+        let batch: Vec<_> = (0..5)
+            .map(|i| event(100 + (round * 5 + i) as usize))
+            .collect();
         all.extend(batch.clone());
         if round % 2 == 0 {
             let _ = tokio::time::timeout(
@@ -696,9 +820,11 @@ async fn a_cancelled_or_timed_out_append_or_integration_leaves_nothing_behind() 
         matches!(v, Verification::Valid { tree_size, .. } if tree_size == 3 + all.len() as u64),
         "{v:?}"
     );
-    let _ = t
-        .db
-        .query_one_raw(Statement::from_string(t.db.get_database_backend(), "SELECT 1"))
+    let _ =
+        t.db.query_one_raw(Statement::from_string(
+            t.db.get_database_backend(),
+            "SELECT 1",
+        ))
         .await
         .unwrap();
 }

@@ -6,14 +6,14 @@ use std::time::{Duration, Instant};
 use deadpool_redis::redis;
 use futures_util::StreamExt;
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect, Statement,
+    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect, Statement,
 };
 use serde_json::{Value, json};
 use warden_approval::{ApprovalManager, ApprovalRequest, ApprovalToken, IssueOutcome};
 use warden_audit::{
-    AuditEvent, AuditFilter, AuditLogger, Decision, Integrator, Redactor,
-    ToolCall, VerifyOptions, append, verify,
+    AuditEvent, AuditFilter, AuditLogger, Decision, Integrator, Redactor, ToolCall, VerifyOptions,
+    append, verify,
 };
 use warden_cache::{Cache, FailMode, RateLimit, RateLimiter, RedisPool, Ttl};
 use warden_entity::{approval_requests, audit_events};
@@ -630,7 +630,8 @@ async fn audit_writes(b: &Bench, r: &mut Runner) -> anyhow::Result<()> {
         );
         let (lag, lag_noise) = median(&lag_rounds);
         r.push_custom(Row {
-            operation: "audit integration lag, logged → in a signed checkpoint (ms as µs columns)".into(),
+            operation: "audit integration lag, logged → in a signed checkpoint (ms as µs columns)"
+                .into(),
             concurrency: c,
             warden: lag,
             noise_pct: lag_noise,
@@ -757,7 +758,10 @@ async fn audit_at_scale(b: &Bench, r: &mut Runner) -> anyhow::Result<()> {
         integrator.integrate_once(false).await?;
     }
     integrator.integrate_all().await?;
-    eprintln!("  loaded and integrated in {:.1}s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "  loaded and integrated in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
     let total = audit_leaves_count(&db).await?;
     anyhow::ensure!(total >= before + rows, "not every row was integrated");
     let total_rows = audit_events::Entity::find().count(&db).await?;
@@ -861,7 +865,9 @@ async fn audit_at_scale(b: &Bench, r: &mut Runner) -> anyhow::Result<()> {
             let mut lat = Vec::with_capacity(checks as usize);
             for _ in 0..checks {
                 let s = Instant::now();
-                bundle.verify(&verifier).map_err(|e| anyhow::anyhow!("{e}"))?;
+                bundle
+                    .verify(&verifier)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
                 lat.push(s.elapsed());
             }
             rounds.push(summarize(t.elapsed(), checks, &mut lat));
@@ -975,5 +981,7 @@ async fn audit_at_scale(b: &Bench, r: &mut Runner) -> anyhow::Result<()> {
 }
 
 async fn audit_leaves_count(db: &sea_orm::DatabaseConnection) -> anyhow::Result<u64> {
-    Ok(warden_entity::audit_leaves::Entity::find().count(db).await?)
+    Ok(warden_entity::audit_leaves::Entity::find()
+        .count(db)
+        .await?)
 }

@@ -17,6 +17,8 @@ struct Env {
     db: TestDatabase,
     redis: Option<TestRedis>,
     dir: tempfile::TempDir,
+    /// The checkpoint public key `warden audit keygen` printed.
+    public_key: String,
 }
 
 impl Env {
@@ -26,10 +28,28 @@ impl Env {
             Backend::Postgres => Some(TestRedis::new().await),
             Backend::Sqlite => None,
         };
+        let dir = tempfile::tempdir().unwrap();
+        // The operator's first step: a checkpoint signing key (no database needed).
+        let out = Command::new(env!("CARGO_BIN_EXE_warden"))
+            .args([
+                "audit",
+                "keygen",
+                "--out",
+                "audit.key",
+                "--origin",
+                "cli.test/audit",
+            ])
+            .current_dir(dir.path())
+            .env_clear()
+            .output()
+            .unwrap();
+        let public_key = ok(&out).trim().to_owned();
+        assert!(public_key.starts_with("cli.test/audit+"), "{public_key}");
         Self {
             db,
             redis,
-            dir: tempfile::tempdir().unwrap(),
+            dir,
+            public_key,
         }
     }
 
@@ -42,7 +62,8 @@ impl Env {
             .env("DATABASE_URL", &self.db.url)
             .env("BCRYPT_COST", "4")
             .env("POLICY_PATH", POLICY)
-            .env("AUDIT_SPILL_PATH", self.dir.path().join("audit.spill"));
+            .env("AUDIT_SPILL_PATH", self.dir.path().join("audit.spill"))
+            .env("AUDIT_SIGNING_KEY_FILE", self.dir.path().join("audit.key"));
         if let Some(redis) = &self.redis {
             cmd.env("REDIS_URL", &redis.url)
                 .env("CACHE_KEY_PREFIX", &redis.prefix);
@@ -106,7 +127,7 @@ fn failed(o: &Output, code: i32) -> String {
 async fn keys_seed_and_revocation_end_to_end() {
     for backend in Backend::ALL {
         let env = Env::new(backend).await;
-        assert!(ok(&env.run(&["migrate", "status"])).contains("5 applied, 0 pending"));
+        assert!(ok(&env.run(&["migrate", "status"])).contains("6 applied, 0 pending"));
 
         let seeded = ok(&env.run(&["seed"]));
         let dev_key = seeded
@@ -192,7 +213,14 @@ async fn demo_audit_and_approvals_end_to_end() {
     for backend in Backend::ALL {
         let env = Env::new(backend).await;
         let demo = ok(&env.run(&["demo"]));
-        assert!(demo.contains("chain     valid"), "{demo}");
+        assert!(
+            demo.contains("log       verified, proof checked offline"),
+            "{demo}"
+        );
+        assert!(
+            demo.contains(&env.public_key),
+            "the demo signs with the configured key: {demo}"
+        );
         assert!(
             demo.contains("\"password\":\"[REDACTED]\""),
             "secrets shown redacted: {demo}"
@@ -214,16 +242,117 @@ async fn demo_audit_and_approvals_end_to_end() {
         failed(&env.run(&["audit", "show", "no-such-request"]), 1);
 
         let verified = ok(&env.run(&["audit", "verify"]));
-        assert!(verified.starts_with("PASS  6 rows verified"), "{verified}");
-        let checkpoint = ok(&env.run(&["audit", "checkpoint"])).trim().to_owned();
         assert!(
-            ok(&env.run(&["audit", "verify", "--checkpoint", &checkpoint])).starts_with("PASS")
+            verified.starts_with("PASS  6 leaves (6 rows recomputed, 0 pruned)")
+                && verified.contains("signatures checked"),
+            "{verified}"
         );
-        let ahead = format!("99:{}", "0".repeat(64));
+        // A checkpoint kept outside, a proof handed to an auditor.
+        let old_note = ok(&env.run(&["audit", "checkpoint"]));
+        assert!(old_note.starts_with("cli.test/audit\n6\n"), "{old_note}");
+        let file = |name: &str| env.dir.path().join(name).display().to_string();
+        std::fs::write(file("old.cp"), &old_note).unwrap();
+        let verified = ok(&env.run(&["audit", "verify", "--checkpoint", &file("old.cp")]));
+        assert!(verified.starts_with("PASS"), "{verified}");
+        ok(&env.run(&["audit", "prove", &request_id, "--out", &file("proof.json")]));
+        // The auditor has no database and no settings: only the bundle and the key.
+        let auditor = |args: &[&str]| {
+            Command::new(env!("CARGO_BIN_EXE_warden"))
+                .args(args)
+                .env_clear()
+                .output()
+                .unwrap()
+        };
+        let pass = ok(&auditor(&[
+            "audit",
+            "verify-proof",
+            &file("proof.json"),
+            "--public-key",
+            &env.public_key,
+        ]));
         assert!(
-            stdout(&env.run(&["audit", "verify", "--checkpoint", &ahead]))
-                .contains("FAIL  Truncated")
+            pass.starts_with(&format!("PASS  request {request_id} is leaf")),
+            "{pass}"
         );
+        let tampered = std::fs::read_to_string(file("proof.json"))
+            .unwrap()
+            .replacen("\"decision\": \"APPROVED\"", "\"decision\": \"DENY\"", 1);
+        std::fs::write(file("tampered.json"), tampered).unwrap();
+        let out = auditor(&[
+            "audit",
+            "verify-proof",
+            &file("tampered.json"),
+            "--public-key",
+            &env.public_key,
+        ]);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(
+            stdout(&out).contains("FAIL  leaf content"),
+            "{}",
+            stdout(&out)
+        );
+        let stranger = ok(&auditor(&["audit", "keygen", "--out", &file("other.key")]))
+            .trim()
+            .to_owned();
+        let out = auditor(&[
+            "audit",
+            "verify-proof",
+            &file("proof.json"),
+            "--public-key",
+            &stranger,
+        ]);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(stdout(&out).contains("FAIL  signature"), "{}", stdout(&out));
+        failed(
+            &auditor(&[
+                "audit",
+                "verify-proof",
+                &file("nope.json"),
+                "--public-key",
+                &env.public_key,
+            ]),
+            2,
+        );
+
+        // More events (a second demo run), a newer checkpoint that extends the old one.
+        ok(&env.run(&["demo"]));
+        std::fs::write(file("new.cp"), ok(&env.run(&["audit", "checkpoint"]))).unwrap();
+        let pass = ok(&env.run(&[
+            "audit",
+            "consistency",
+            "--old",
+            &file("old.cp"),
+            "--new",
+            &file("new.cp"),
+            "--public-key",
+            &env.public_key,
+        ]));
+        assert!(
+            pass.contains("PASS  the 12-leaf tree extends the 6-leaf tree"),
+            "{pass}"
+        );
+        let rollback = env.run(&[
+            "audit",
+            "consistency",
+            "--old",
+            &file("new.cp"),
+            "--new",
+            &file("old.cp"),
+            "--public-key",
+            &env.public_key,
+        ]);
+        assert_eq!(rollback.status.code(), Some(1));
+        assert!(
+            stdout(&rollback).contains("FAIL  rollback"),
+            "{}",
+            stdout(&rollback)
+        );
+        let integrated = ok(&env.run(&["audit", "integrate"]));
+        assert!(integrated.contains("tree size 12"), "{integrated}");
+        let pruned = ok(&env.run(&["audit", "prune", "--before", "2000-01-01T00:00:00Z"]));
+        assert!(pruned.contains("pruned 0 rows"), "{pruned}");
+        let exported = ok(&env.run(&["audit", "export"]));
+        assert_eq!(exported.lines().count(), 12, "{exported}");
         failed(
             &env.run(&["audit", "verify", "--checkpoint", "nonsense"]),
             1,
@@ -301,7 +430,7 @@ async fn health_and_exit_codes() {
     let healthy = ok(&env.run(&["health", "--strict"]));
     assert_eq!(
         healthy.lines().filter(|l| l.starts_with("PASS")).count(),
-        3,
+        4,
         "{healthy}"
     );
     let json: serde_json::Value =
@@ -360,7 +489,10 @@ fn demo_runs_with_no_services_at_all() {
         .unwrap();
     let text = ok(&out);
     assert!(text.contains("in-process (embedded default)"), "{text}");
-    assert!(text.contains("chain     valid"), "{text}");
+    assert!(
+        text.contains("log       verified, proof checked offline"),
+        "{text}"
+    );
     assert!(dir.path().join("warden-demo.db").exists());
     // A second run on the same file works too.
     let again = Command::new(env!("CARGO_BIN_EXE_warden"))
@@ -370,5 +502,5 @@ fn demo_runs_with_no_services_at_all() {
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .output()
         .unwrap();
-    assert!(ok(&again).contains("chain     valid"));
+    assert!(ok(&again).contains("log       verified, proof checked offline"));
 }

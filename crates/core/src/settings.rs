@@ -440,7 +440,10 @@ impl Settings {
             }),
         };
         let health_timeout = r.millis("HEALTH_TIMEOUT_MS", 3_000);
-        let audit_signing_key = match r.get("AUDIT_SIGNING_KEY_FILE").filter(|v| !v.trim().is_empty()) {
+        let audit_signing_key = match r
+            .get("AUDIT_SIGNING_KEY_FILE")
+            .filter(|v| !v.trim().is_empty())
+        {
             None => None,
             Some(path) => match CheckpointSigner::load(std::path::Path::new(path.trim())) {
                 Ok(key) => Some(key),
@@ -455,7 +458,10 @@ impl Settings {
             .map(|o| o.trim().to_owned())
             .filter(|o| !o.is_empty())
             .unwrap_or_else(|| DEFAULT_ORIGIN.to_owned());
-        if audit_log_origin.chars().any(|c| c.is_whitespace() || c == '+') {
+        if audit_log_origin
+            .chars()
+            .any(|c| c.is_whitespace() || c == '+')
+        {
             r.problem("AUDIT_LOG_ORIGIN", "must not contain spaces or '+'");
         }
         let audit_checkpoint_interval = r.millis("AUDIT_CHECKPOINT_INTERVAL_MS", 1_000);

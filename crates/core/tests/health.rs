@@ -14,8 +14,21 @@ use warden_testkit::{Backend, Blackhole, PrivateRedis, TestDatabase, TestRedis, 
 /// A bound no health call may exceed (its own timeout is 1 s per check).
 const NO_HANG: Duration = Duration::from_secs(15);
 
+/// A checkpoint signing key file for these tests (one per process).
+fn key_file() -> String {
+    static KEY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| {
+        let path = std::env::temp_dir().join(format!("warden-health-{}.key", std::process::id()));
+        let (secret, _) = warden_audit::CheckpointSigner::generate("health.test/audit").unwrap();
+        std::fs::write(&path, secret).unwrap();
+        path.display().to_string()
+    })
+    .clone()
+}
+
 fn settings(database_url: &str, redis_url: Option<&str>) -> Settings {
     let mut vars: HashMap<&str, String> = HashMap::from([
+        ("AUDIT_SIGNING_KEY_FILE", key_file()),
         ("DATABASE_URL", database_url.to_owned()),
         ("HEALTH_TIMEOUT_MS", "1000".into()),
         ("DATABASE_CONNECT_TIMEOUT_MS", "1000".into()),
@@ -52,7 +65,25 @@ async fn healthy_on_postgres_and_redis() {
         .unwrap();
     let report = check(&storage).await;
     assert!(report.is_strictly_healthy(), "{report:#?}");
-    assert_eq!(report.migrations.detail, "5 applied, none pending");
+    assert_eq!(report.migrations.detail, "6 applied, none pending");
+    assert_eq!(
+        report.audit.detail,
+        "checkpoints signed for health.test/audit"
+    );
+}
+
+#[tokio::test]
+async fn unsigned_checkpoints_are_a_warning() {
+    let db = TestDatabase::sqlite().await;
+    let unsigned = Settings::from_lookup(|name| match name {
+        "DATABASE_URL" => Some(db.url.clone()),
+        _ => None,
+    })
+    .unwrap();
+    let report = probe(&unsigned).await;
+    assert_eq!(report.audit.status, CheckStatus::Warn, "{report:#?}");
+    assert!(report.audit.detail.contains("AUDIT_SIGNING_KEY_FILE"));
+    assert!(report.is_healthy() && !report.is_strictly_healthy());
 }
 
 #[tokio::test]
@@ -71,7 +102,7 @@ async fn unmigrated_database_fails_the_migrations_check() {
         assert_eq!(report.database.status, CheckStatus::Pass, "{report:#?}");
         assert_eq!(report.migrations.status, CheckStatus::Fail, "{report:#?}");
         assert!(
-            report.migrations.detail.starts_with("5 pending"),
+            report.migrations.detail.starts_with("6 pending"),
             "{report:#?}"
         );
         assert!(!report.is_healthy());

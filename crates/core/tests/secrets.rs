@@ -134,9 +134,9 @@ async fn the_demo_flow_leaks_no_secret_anywhere() {
         logger.shutdown().await.unwrap();
         assert!(
             verify(&storage.db, &VerifyOptions::default())
-            .await
-            .unwrap()
-            .is_valid()
+                .await
+                .unwrap()
+                .is_valid()
         );
 
         // An approval.

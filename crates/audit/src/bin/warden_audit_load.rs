@@ -1,8 +1,8 @@
 //! `warden-audit-load`: writes synthetic audit events through an
-//! [`AuditLogger`](warden_audit::AuditLogger) and prints its counters as JSON.
+//! [`warden_audit::AuditLogger`] and prints its counters as JSON.
 //!
 //! A load generator for operators, and the second process in the
-//! multi-process chain tests. Exit codes: 0 every event stored; 1 events left
+//! multi-process log tests (writers and integrators in several processes). Exit codes: 0 every event stored; 1 events left
 //! in the spill file or lost; 2 bad arguments.
 #![allow(clippy::print_stdout, clippy::print_stderr, reason = "a CLI's report")]
 
@@ -31,9 +31,22 @@ struct Args {
     /// Spill file for this process.
     #[arg(long)]
     spill: std::path::PathBuf,
-    /// Events per INSERT.
+    /// Events per write transaction.
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
+    /// Checkpoint signing key file (signed-note form, from `warden audit keygen`).
+    #[arg(long)]
+    signing_key_file: Option<std::path::PathBuf>,
+    /// How often this process's integrator runs, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    checkpoint_interval_ms: u64,
+    /// Pause this long after every `pause_every` events (to keep a run going
+    /// while a test kills it).
+    #[arg(long, default_value_t = 0)]
+    pause_ms: u64,
+    /// See `pause_ms`.
+    #[arg(long, default_value_t = 100)]
+    pause_every: u64,
 }
 
 #[tokio::main]
@@ -60,6 +73,12 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         .context("connecting to the database")?;
     let mut config = AuditLoggerConfig::new(&args.spill);
     config.batch_size = args.batch_size;
+    if let Some(integrator) = config.integrator.as_mut() {
+        integrator.checkpoint_interval = Duration::from_millis(args.checkpoint_interval_ms);
+        if let Some(path) = &args.signing_key_file {
+            integrator.signer = Some(warden_audit::CheckpointSigner::load(path)?);
+        }
+    }
     let logger = AuditLogger::start(db, config);
     let redactor = Redactor::default();
     for i in 0..args.count {
@@ -83,7 +102,9 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             &redactor,
         )?;
         logger.log(event);
-        if i % 97 == 0 {
+        if args.pause_ms > 0 && i % args.pause_every.max(1) == 0 {
+            tokio::time::sleep(Duration::from_millis(args.pause_ms)).await;
+        } else if i % 97 == 0 {
             tokio::task::yield_now().await;
         }
     }

@@ -119,7 +119,9 @@ impl Audit {
     pub(crate) fn is_offline(&self) -> bool {
         matches!(
             self,
-            Self::VerifyProof { .. } | Self::Keygen { .. } | Self::Consistency { proof: Some(_), .. }
+            Self::VerifyProof { .. }
+                | Self::Keygen { .. }
+                | Self::Consistency { proof: Some(_), .. }
         )
     }
 }
@@ -149,7 +151,8 @@ const HEADERS: [&str; 7] = [
 ];
 
 fn read(path: &Path) -> anyhow::Result<String> {
-    std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))
+    std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))
 }
 
 /// A public key given as text, or as the path of a file holding it.
@@ -176,7 +179,10 @@ fn write_out(out: Option<&Path>, text: &str) -> anyhow::Result<()> {
 /// Runs a command that needs no database.
 pub(crate) fn run_offline(cmd: Audit) -> anyhow::Result<Outcome> {
     match cmd {
-        Audit::VerifyProof { file, public_key: key } => {
+        Audit::VerifyProof {
+            file,
+            public_key: key,
+        } => {
             let verifier = public_key(&key)?;
             match InclusionBundle::verify_json(&read(&file)?, &verifier) {
                 Ok((bundle, cp)) => {
@@ -323,7 +329,11 @@ pub(crate) async fn run(settings: &Settings, cmd: Audit) -> anyhow::Result<Outco
                         output::line(&format!(
                             "PASS  {tree_size} leaves ({rows_checked} rows recomputed, {pruned} pruned), \
                              {checkpoints} checkpoints{}",
-                            if signatures_checked { ", signatures checked" } else { " (no public key: signatures not checked)" }
+                            if signatures_checked {
+                                ", signatures checked"
+                            } else {
+                                " (no public key: signatures not checked)"
+                            }
                         ));
                     }
                     Outcome::Success
@@ -336,24 +346,28 @@ pub(crate) async fn run(settings: &Settings, cmd: Audit) -> anyhow::Result<Outco
                 }
             }
         }
-        Audit::Checkpoint { json } => match warden_audit::latest_checkpoint_note(&storage.db).await? {
-            Some(note) => {
-                if json {
-                    let cp = warden_audit::SignedCheckpoint::open_unverified(&note)
-                        .map_err(|e| anyhow::anyhow!("stored checkpoint: {e}"))?;
-                    output::json(&serde_json::json!({
-                        "origin": cp.origin, "tree_size": cp.size, "root_hash": cp.root, "note": note,
-                    }));
-                } else {
-                    output::line(note.trim_end());
+        Audit::Checkpoint { json } => {
+            match warden_audit::latest_checkpoint_note(&storage.db).await? {
+                Some(note) => {
+                    if json {
+                        let cp = warden_audit::SignedCheckpoint::open_unverified(&note)
+                            .map_err(|e| anyhow::anyhow!("stored checkpoint: {e}"))?;
+                        output::json(&serde_json::json!({
+                            "origin": cp.origin, "tree_size": cp.size, "root_hash": cp.root, "note": note,
+                        }));
+                    } else {
+                        output::line(note.trim_end());
+                    }
+                    Outcome::Success
                 }
-                Outcome::Success
+                None => {
+                    output::error(
+                        &"no checkpoint yet: nothing has been integrated (warden audit integrate)",
+                    );
+                    Outcome::Failed
+                }
             }
-            None => {
-                output::error(&"no checkpoint yet: nothing has been integrated (warden audit integrate)");
-                Outcome::Failed
-            }
-        },
+        }
         Audit::Prove { request_id, out } => {
             let bundle = warden_audit::prove_inclusion(&storage.db, &request_id).await?;
             write_out(out.as_deref(), &serde_json::to_string_pretty(&bundle)?)?;
@@ -393,7 +407,11 @@ pub(crate) async fn run(settings: &Settings, cmd: Audit) -> anyhow::Result<Outco
                 "integrated {} leaves; tree size {}{}",
                 report.integrated,
                 report.tree_size,
-                if report.leader { "" } else { " (another process holds the integrator lock)" }
+                if report.leader {
+                    ""
+                } else {
+                    " (another process holds the integrator lock)"
+                }
             ));
             Outcome::Success
         }

@@ -51,7 +51,31 @@ fn step(n: u32, text: &str) {
     output::line(&format!("\n[{n}] {text}"));
 }
 
-pub(crate) async fn run(settings: &Settings, _args: Args) -> anyhow::Result<Outcome> {
+/// The demo's own checkpoint key when none is configured: kept beside the
+/// demo database, so that later runs on the same file verify earlier
+/// checkpoints too.
+fn demo_signer(settings: &Settings, args: &Args) -> anyhow::Result<CheckpointSigner> {
+    if let Some(key) = &settings.audit_signing_key {
+        return Ok(key.clone());
+    }
+    let path = std::path::PathBuf::from(format!("{}.audit-key", args.sqlite_file));
+    if path.exists() {
+        return Ok(CheckpointSigner::load(&path)?);
+    }
+    let (secret, signer) = CheckpointSigner::generate(&settings.audit_log_origin)?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(&path)?;
+    std::io::Write::write_all(&mut file, secret.as_bytes())?;
+    Ok(signer)
+}
+
+pub(crate) async fn run(settings: &Settings, args: Args) -> anyhow::Result<Outcome> {
     let started = Instant::now();
     output::line("Warden demo");
     output::line(&format!(
@@ -110,12 +134,9 @@ pub(crate) async fn run(settings: &Settings, _args: Args) -> anyhow::Result<Outc
     ));
 
     step(3, "log audited tool calls (one carries secrets)");
-    // Checkpoints are signed with the configured key, or with a key made for
-    // this run only, so that the proof below can be checked.
-    let signer = match &settings.audit_signing_key {
-        Some(key) => key.clone(),
-        None => CheckpointSigner::generate(&settings.audit_log_origin)?.1,
-    };
+    // Checkpoints are signed with the configured key, or with the demo's own
+    // key, so that the proof below can be checked.
+    let signer = demo_signer(settings, &args)?;
     let mut logger_config = settings.audit_logger_config();
     if let Some(integrator) = logger_config.integrator.as_mut() {
         integrator.signer = Some(signer.clone());
