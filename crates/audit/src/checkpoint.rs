@@ -295,9 +295,11 @@ impl Eq for CheckpointPublisher {}
 
 impl fmt::Debug for CheckpointPublisher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Only the origin of the URL: a path or query may carry a token.
+        let origin = self.url.as_ref().map(|(u, _)| url_origin(u));
         f.debug_struct("CheckpointPublisher")
             .field("file", &self.file)
-            .field("url", &self.url.as_ref().map(|(u, _)| u))
+            .field("url", &origin)
             .finish()
     }
 }
@@ -364,12 +366,27 @@ impl CheckpointPublisher {
                     .await
                 {
                     Ok(r) if r.status().is_success() => debug!("checkpoint POSTed"),
-                    Ok(r) => warn!(status = r.status().as_u16(), "checkpoint POST refused"),
-                    Err(e) => warn!(error = %e, "checkpoint POST failed"),
+                    Ok(r) => warn!(
+                        status = r.status().as_u16(),
+                        target = %url_origin(url),
+                        "checkpoint POST refused"
+                    ),
+                    // Without the URL: its path or query may carry a token.
+                    Err(e) => {
+                        warn!(error = %e.without_url(), target = %url_origin(url), "checkpoint POST failed")
+                    }
                 }
             }
         });
     }
+}
+
+/// `scheme://host[:port]` of a URL, for logs.
+fn url_origin(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = host.rsplit('@').next().unwrap_or_default();
+    format!("{scheme}://{host}")
 }
 
 fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
@@ -410,5 +427,17 @@ mod tests {
         // An edited body is refused.
         let edited = note.replacen("\n7\n", "\n8\n", 1);
         assert!(SignedCheckpoint::open(&edited, &verifier).is_err());
+    }
+
+    #[test]
+    fn publish_url_secrets_never_show() {
+        let p =
+            CheckpointPublisher::new(&["https://user:pw@witness.example/add?token=s3cret".into()])
+                .unwrap();
+        let shown = format!("{p:?}");
+        assert!(
+            shown.contains("witness.example") && !shown.contains("s3cret") && !shown.contains("pw"),
+            "{shown}"
+        );
     }
 }

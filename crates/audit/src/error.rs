@@ -67,6 +67,14 @@ pub enum AuditError {
         /// What is not covered.
         what: String,
     },
+    /// The stored log is not the tree of the latest signed checkpoint (rows
+    /// added, removed or changed outside the integrator). Nothing is signed
+    /// on top of it: run `warden audit verify` to locate the damage.
+    #[error("the audit log was changed outside the integrator: {reason}")]
+    Tampered {
+        /// What does not match.
+        reason: String,
+    },
     /// No event has this request_id.
     #[error("no audit event with request_id {request_id}")]
     NotFound {

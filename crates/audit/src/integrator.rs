@@ -26,7 +26,9 @@ use warden_entity::{
     audit_checkpoints, audit_events, audit_leaves, audit_pending, audit_tree_hashes,
 };
 
-use crate::checkpoint::{CheckpointPublisher, CheckpointSigner, DEFAULT_ORIGIN, checkpoint_text};
+use crate::checkpoint::{
+    CheckpointPublisher, CheckpointSigner, DEFAULT_ORIGIN, SignedCheckpoint, checkpoint_text,
+};
 use crate::leaf::{EventKind, TreeHash, hash_hex, leaf_hash_of, parse_hash_hex};
 use crate::tree::{Frontier, load_frontier};
 use crate::{AuditError, AuditEvent};
@@ -184,20 +186,29 @@ impl Integrator {
             if *stop.borrow() {
                 return;
             }
-            match self.integrate_once(false).await {
-                Ok(r) if r.integrated > 0 => {
-                    debug!(
-                        integrated = r.integrated,
-                        tree_size = r.tree_size,
-                        "audit leaves integrated"
-                    );
-                    // More may be queued: go again at once.
-                    if r.integrated as usize >= self.config.batch_size {
-                        continue;
+            // A full batch means a backlog: keep going without waiting.
+            let mut force = false;
+            loop {
+                match self.integrate_once(force).await {
+                    Ok(r) if r.integrated as usize >= self.config.batch_size => force = true,
+                    Ok(r) => {
+                        if r.integrated > 0 {
+                            debug!(
+                                integrated = r.integrated,
+                                tree_size = r.tree_size,
+                                "audit leaves integrated"
+                            );
+                        }
+                        break;
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "audit integration failed; retrying");
+                        break;
                     }
                 }
-                Ok(_) => {}
-                Err(e) => warn!(error = %e, "audit integration failed; retrying"),
+                if *stop.borrow() {
+                    return;
+                }
             }
             tokio::select! {
                 _ = tokio::time::sleep(period) => {}
@@ -237,16 +248,95 @@ impl Integrator {
         }
     }
 
+    /// Where the log stands, authenticated: the stored tree must be exactly
+    /// the tree of the latest checkpoint — same size, same root — and that
+    /// checkpoint must carry this integrator's signature. Anything else means
+    /// someone changed the log outside the integrator, and nothing is signed
+    /// on top of it.
+    async fn authenticate(
+        &self,
+        txn: &DatabaseTransaction,
+    ) -> Result<(Frontier, Option<audit_checkpoints::Model>), AuditError> {
+        let size = tree_size(txn).await?;
+        let latest = latest_checkpoint(txn).await?;
+        let tampered = |reason: String| AuditError::Tampered { reason };
+        let Some(cp) = latest else {
+            if size != 0 {
+                return Err(tampered(format!(
+                    "the tree has {size} leaves but there is no checkpoint"
+                )));
+            }
+            return Ok((Frontier::empty(), None));
+        };
+        let opened = match &self.config.signer {
+            Some(signer) => SignedCheckpoint::open(&cp.note, &signer.verifier()?),
+            None => SignedCheckpoint::open_unverified(&cp.note),
+        }
+        .map_err(|e| {
+            tampered(format!(
+                "the latest checkpoint (size {}): {e}",
+                cp.tree_size
+            ))
+        })?;
+        if opened.size != cp.tree_size as u64 || opened.root != cp.root_hash {
+            return Err(tampered(format!(
+                "the latest checkpoint row (size {}) does not match its note",
+                cp.tree_size
+            )));
+        }
+        if size != opened.size {
+            return Err(tampered(format!(
+                "the tree has {size} leaves but the latest checkpoint has {}: leaves were added or \
+                 removed outside the integrator",
+                opened.size
+            )));
+        }
+        let frontier = load_frontier(txn, size).await?;
+        if hash_hex(&frontier.root()) != opened.root {
+            return Err(tampered(format!(
+                "the stored tree of {size} leaves does not have the signed root"
+            )));
+        }
+        let beyond: Option<i64> = audit_tree_hashes::Entity::find()
+            .select_only()
+            .column(audit_tree_hashes::Column::Idx)
+            .filter(
+                audit_tree_hashes::Column::Idx.gte(tlog_tiles::stored_hash_index(0, size) as i64),
+            )
+            .limit(1)
+            .into_tuple()
+            .one(txn)
+            .await?;
+        if let Some(idx) = beyond {
+            return Err(tampered(format!(
+                "stored tree hash {idx} lies beyond the signed tree of {size} leaves"
+            )));
+        }
+        Ok((frontier, Some(cp)))
+    }
+
     async fn round(&self, force_checkpoint: bool) -> Result<IntegrationReport, AuditError> {
         let Some(txn) = self.begin().await? else {
             return Ok(IntegrationReport::default());
         };
-        let size = tree_size(&txn).await?;
-        let mut frontier = load_frontier(&txn, size).await?;
-        let integrated = self.extend(&txn, &mut frontier, None).await?;
-        let checkpoint = self
-            .maybe_checkpoint(&txn, &frontier, force_checkpoint)
-            .await?;
+        let (mut frontier, latest) = self.authenticate(&txn).await?;
+        // At most one checkpoint per interval across every process.
+        if !force_checkpoint && let Some(cp) = &latest {
+            let age = Utc::now().signed_duration_since(cp.created_at);
+            let interval = chrono::Duration::from_std(self.config.checkpoint_interval)
+                .unwrap_or(chrono::Duration::seconds(1));
+            if age < interval {
+                txn.rollback().await?;
+                return Ok(IntegrationReport {
+                    leader: true,
+                    integrated: 0,
+                    tree_size: frontier.size(),
+                    checkpoint: None,
+                });
+            }
+        }
+        let integrated = self.extend(&txn, &mut frontier).await?;
+        let checkpoint = self.checkpoint(&txn, &frontier, latest.as_ref()).await?;
         txn.commit().await?;
         if integrated > 0 {
             info!(
@@ -265,15 +355,17 @@ impl Integrator {
 
     /// Takes up to `batch_size` queued events, oldest first, and appends them.
     ///
-    /// A queued row of kind `prune` is refused (left out of the tree and
-    /// dropped from the queue) unless it is `own_prune`, the record this
-    /// integrator is writing under its own lock: a database writer cannot
-    /// get a forged prune declaration signed.
+    /// Every leaf hash is recomputed here from the row as stored, so the tree
+    /// commits to exactly what the row holds. A queued row is left out of the
+    /// tree (and dropped from the queue, with a warning) when it is not a
+    /// tool call (only [`crate::prune`] writes prune leaves, under the lock),
+    /// when its stored leaf hash does not match its content, when it cannot
+    /// be hashed, or when it is already a leaf: [`crate::verify`] then names
+    /// such a row.
     async fn extend(
         &self,
         txn: &DatabaseTransaction,
         frontier: &mut Frontier,
-        own_prune: Option<Uuid>,
     ) -> Result<u64, AuditError> {
         let queued: Vec<(i64, Uuid)> = audit_pending::Entity::find()
             .select_only()
@@ -287,64 +379,58 @@ impl Integrator {
         if queued.is_empty() {
             return Ok(0);
         }
-        let ids: Vec<Uuid> = queued.iter().map(|(_, id)| *id).collect();
-        let mut hashes: HashMap<Uuid, Option<String>> = HashMap::with_capacity(ids.len());
-        for chunk in ids.chunks(1000) {
-            let rows: Vec<(Uuid, Option<String>, String)> = audit_events::Entity::find()
+        let mut hashes: HashMap<Uuid, TreeHash> = HashMap::with_capacity(queued.len());
+        for chunk in queued.chunks(1000) {
+            let ids: Vec<Uuid> = chunk.iter().map(|(_, id)| *id).collect();
+            let integrated: std::collections::HashSet<Uuid> = audit_leaves::Entity::find()
                 .select_only()
-                .column(audit_events::Column::Id)
-                .column(audit_events::Column::LeafHash)
-                .column(audit_events::Column::Kind)
-                .filter(audit_events::Column::Id.is_in(chunk.iter().copied()))
-                .into_tuple()
+                .column(audit_leaves::Column::EventId)
+                .filter(audit_leaves::Column::EventId.is_in(ids.iter().copied()))
+                .into_tuple::<Uuid>()
                 .all(txn)
-                .await?;
-            for (id, hash, kind) in rows {
-                if kind != EventKind::ToolCall.as_str() && Some(id) != own_prune {
-                    warn!(event_id = %id, kind, "queued event of a reserved kind refused; left out of the tree");
-                    continue;
-                }
-                hashes.insert(id, hash);
-            }
-        }
-        // Rows carried over from the hash chain have no stored leaf hash.
-        let legacy: Vec<Uuid> = hashes
-            .iter()
-            .filter(|(_, h)| h.is_none())
-            .map(|(id, _)| *id)
-            .collect();
-        let mut computed: HashMap<Uuid, TreeHash> = HashMap::new();
-        for chunk in legacy.chunks(500) {
+                .await?
+                .into_iter()
+                .collect();
             for row in audit_events::Entity::find()
-                .filter(audit_events::Column::Id.is_in(chunk.iter().copied()))
+                .filter(audit_events::Column::Id.is_in(ids))
                 .all(txn)
                 .await?
             {
-                computed.insert(row.id, leaf_hash_of(&row)?);
-            }
-        }
-
-        let mut done = Vec::with_capacity(queued.len());
-        let mut new_leaves = Vec::with_capacity(queued.len());
-        for (pos, id) in &queued {
-            done.push(*pos);
-            let hash = match hashes.get(id) {
-                Some(Some(text)) => match parse_hash_hex(text) {
-                    Some(h) => h,
-                    None => {
-                        warn!(event_id = %id, "queued event has a malformed leaf hash; left out of the tree");
+                let refuse = |why: &str| {
+                    warn!(event_id = %row.id, request_id = %row.request_id, why, "queued audit row left out of the tree");
+                };
+                if integrated.contains(&row.id) {
+                    refuse("already a leaf");
+                    continue;
+                }
+                if row.kind != EventKind::ToolCall.as_str() {
+                    refuse("reserved kind");
+                    continue;
+                }
+                let hash = match leaf_hash_of(&row) {
+                    Ok(h) => h,
+                    Err(_) => {
+                        refuse("unhashable content");
                         continue;
                     }
-                },
-                Some(None) => match computed.get(id) {
-                    Some(h) => *h,
-                    None => continue,
-                },
-                None => continue,
-            };
-            new_leaves.push((*id, hash));
+                };
+                if row
+                    .leaf_hash
+                    .as_deref()
+                    .is_some_and(|h| parse_hash_hex(h) != Some(hash))
+                {
+                    refuse("content does not match the leaf hash its writer stored");
+                    continue;
+                }
+                hashes.insert(row.id, hash);
+            }
         }
+        let new_leaves: Vec<(Uuid, TreeHash)> = queued
+            .iter()
+            .filter_map(|(_, id)| hashes.get(id).map(|h| (*id, *h)))
+            .collect();
         let added = write_leaves(txn, frontier, &new_leaves).await?;
+        let done: Vec<i64> = queued.iter().map(|(pos, _)| *pos).collect();
         for chunk in done.chunks(10_000) {
             audit_pending::Entity::delete_many()
                 .filter(audit_pending::Column::Pos.is_in(chunk.iter().copied()))
@@ -354,28 +440,16 @@ impl Integrator {
         Ok(added)
     }
 
-    async fn maybe_checkpoint(
+    /// Signs and stores the checkpoint of the tree when it grew past `latest`.
+    async fn checkpoint(
         &self,
         txn: &DatabaseTransaction,
         frontier: &Frontier,
-        force: bool,
+        latest: Option<&audit_checkpoints::Model>,
     ) -> Result<Option<String>, AuditError> {
         let size = frontier.size();
-        if size == 0 {
+        if size == 0 || latest.is_some_and(|cp| cp.tree_size as u64 >= size) {
             return Ok(None);
-        }
-        let latest = latest_checkpoint(txn).await?;
-        let now = Utc::now();
-        if let Some(cp) = &latest {
-            if cp.tree_size as u64 >= size {
-                return Ok(None);
-            }
-            let age = now.signed_duration_since(cp.created_at);
-            let interval = chrono::Duration::from_std(self.config.checkpoint_interval)
-                .unwrap_or(chrono::Duration::seconds(1));
-            if !force && age < interval {
-                return Ok(None);
-            }
         }
         let root = frontier.root();
         let note = match &self.config.signer {
@@ -386,7 +460,7 @@ impl Integrator {
             tree_size: Set(size as i64),
             root_hash: Set(hash_hex(&root)),
             note: Set(note.clone()),
-            created_at: Set(now),
+            created_at: Set(Utc::now()),
         })
         .exec_without_returning(txn)
         .await?;
@@ -399,15 +473,18 @@ impl Integrator {
     /// another process holds the lock.
     pub(crate) async fn with_lock<T>(
         &self,
-        work: impl AsyncFnOnce(&DatabaseTransaction, u64) -> Result<(T, Option<AuditEvent>), AuditError>,
+        work: impl AsyncFnOnce(
+            &DatabaseTransaction,
+            u64,
+            TreeHash,
+        ) -> Result<(T, Option<AuditEvent>), AuditError>,
     ) -> Result<Option<(T, Option<String>)>, AuditError> {
         let Some(txn) = self.begin().await? else {
             return Ok(None);
         };
-        let size = tree_size(&txn).await?;
-        let mut frontier = load_frontier(&txn, size).await?;
-        self.extend(&txn, &mut frontier, None).await?;
-        let (out, record) = work(&txn, frontier.size()).await?;
+        let (mut frontier, latest) = self.authenticate(&txn).await?;
+        self.extend(&txn, &mut frontier).await?;
+        let (out, record) = work(&txn, frontier.size(), frontier.root()).await?;
         if let Some(event) = record {
             // The record goes straight into the tree, never through the queue.
             let row = event.to_model()?;
@@ -417,7 +494,7 @@ impl Integrator {
                 .await?;
             write_leaves(&txn, &mut frontier, &[(event.id(), hash)]).await?;
         }
-        let checkpoint = self.maybe_checkpoint(&txn, &frontier, true).await?;
+        let checkpoint = self.checkpoint(&txn, &frontier, latest.as_ref()).await?;
         txn.commit().await?;
         if let Some(note) = &checkpoint {
             self.config.publisher.publish(note.clone());

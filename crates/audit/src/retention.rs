@@ -14,7 +14,7 @@ use uuid::Uuid;
 use warden_entity::{audit_events, audit_leaves};
 
 use crate::integrator::{Integrator, latest_checkpoint};
-use crate::leaf::EventKind;
+use crate::leaf::{EventKind, TreeHash, leaf_hash_of};
 use crate::{AuditError, AuditEvent};
 
 /// What a prune did.
@@ -49,9 +49,11 @@ pub async fn prune(
     for _attempt in 0..1_000_000u32 {
         let actor = actor.to_owned();
         let outcome = integrator
-            .with_lock(async move |txn: &DatabaseTransaction, _size: u64| {
-                prune_batch(txn, before, &actor, batch_size).await
-            })
+            .with_lock(
+                async move |txn: &DatabaseTransaction, size: u64, root: TreeHash| {
+                    prune_batch(txn, size, root, before, &actor, batch_size).await
+                },
+            )
             .await?;
         let Some((deleted, checkpoint)) = outcome else {
             // Another process is integrating: try again shortly.
@@ -74,6 +76,8 @@ pub async fn prune(
 
 async fn prune_batch(
     txn: &DatabaseTransaction,
+    size: u64,
+    root: TreeHash,
     before: DateTime<Utc>,
     actor: &str,
     batch_size: u64,
@@ -116,12 +120,23 @@ async fn prune_batch(
         .into_iter()
         .map(|(id, kind, ts)| (id, (kind, ts)))
         .collect();
+    let earlier = pruned_ranges(txn, size, root).await?;
     let mut doomed = Vec::new();
     let mut last = None;
     for (index, id) in &leaves {
         match rows.get(id) {
-            // Already pruned, or a prune record (kept forever): pass over it.
-            None => {}
+            // A missing row is passed over only when an earlier prune
+            // declared it: a prune never covers a deletion it did not make.
+            None if earlier.iter().any(|(a, b)| (*a..=*b).contains(index)) => {}
+            None => {
+                return Err(AuditError::Tampered {
+                    reason: format!(
+                        "the row of leaf {index} is missing and no earlier prune covers it; \
+                         run `warden audit verify`"
+                    ),
+                });
+            }
+            // A prune record is kept forever: pass over it.
             Some((kind, _)) if kind != EventKind::ToolCall.as_str() => {}
             Some((_, ts)) if *ts < before => doomed.push(*id),
             Some(_) => break,
@@ -145,6 +160,62 @@ async fn prune_batch(
         .await?;
     let record = AuditEvent::prune_record(actor, start as u64, last as u64, before)?;
     Ok((deleted, Some(record)))
+}
+
+/// The leaf ranges that earlier prune records declared, merged — counting
+/// only records proven to be leaves of the authenticated tree (`size`
+/// leaves, root `root`): a prune row that is not in the tree, or whose
+/// content differs from its leaf, excuses nothing.
+pub(crate) async fn pruned_ranges<C: ConnectionTrait>(
+    db: &C,
+    size: u64,
+    root: TreeHash,
+) -> Result<Vec<(i64, i64)>, AuditError> {
+    let records = audit_events::Entity::find()
+        .filter(audit_events::Column::Kind.eq(EventKind::Prune.as_str()))
+        .all(db)
+        .await?;
+    let mut ranges: Vec<(i64, i64)> = Vec::with_capacity(records.len());
+    for row in records {
+        let Some(leaf) = audit_leaves::Entity::find()
+            .filter(audit_leaves::Column::EventId.eq(row.id))
+            .one(db)
+            .await?
+        else {
+            continue;
+        };
+        let index = leaf.leaf_index as u64;
+        let Ok(hash) = leaf_hash_of(&row) else {
+            continue;
+        };
+        if index >= size {
+            continue;
+        }
+        let proof = crate::tree::inclusion_proof(db, size, index).await?;
+        if tlog_tiles::check_record(&proof, size, root, index, hash).is_err() {
+            continue;
+        }
+        let bound = |k: &str| {
+            row.sanitized_args
+                .get(k)
+                .and_then(serde_json::Value::as_i64)
+        };
+        if let (Some(a), Some(b)) = (bound("first_leaf"), bound("last_leaf"))
+            && a <= b
+            && b < leaf.leaf_index
+        {
+            ranges.push((a, b));
+        }
+    }
+    ranges.sort_unstable();
+    let mut merged: Vec<(i64, i64)> = Vec::with_capacity(ranges.len());
+    for (a, b) in ranges {
+        match merged.last_mut() {
+            Some((_, end)) if a <= end.saturating_add(1) => *end = (*end).max(b),
+            _ => merged.push((a, b)),
+        }
+    }
+    Ok(merged)
 }
 
 /// Writes the events at leaf indexes `from..=to` (either bound optional),

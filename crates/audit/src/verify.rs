@@ -1,7 +1,8 @@
 //! Full verification: recompute every leaf from the stored rows and the tree
 //! from the leaves, check every stored checkpoint (signature, and root
 //! against the recomputed tree), and name the first problem with its leaf
-//! index and request_id. Streams in pages: memory stays bounded.
+//! index and request_id. Streams leaves, rows, tree hashes and checkpoints
+//! in pages: memory is bounded by one page plus the merged prune ranges.
 //!
 //! Nothing stored in the database tells the verifier to skip or trust
 //! anything unless a signed checkpoint covers it: a missing row is accepted
@@ -29,9 +30,6 @@ use crate::tree::Frontier;
 
 /// Leaves read per query while verifying.
 const PAGE: u64 = 1_000;
-/// Missing-row ranges remembered before verify gives up waiting for a prune
-/// leaf to explain them.
-const MAX_GAPS: usize = 100_000;
 
 /// What to verify against.
 #[derive(Debug, Default)]
@@ -144,7 +142,6 @@ fn broken(
 struct Expect {
     size: u64,
     root: String,
-    external: bool,
 }
 
 fn open_note(
@@ -155,6 +152,124 @@ fn open_note(
         Some(v) => SignedCheckpoint::open(note, v),
         None => SignedCheckpoint::open_unverified(note),
     }
+}
+
+/// Opens one stored checkpoint row: its note must verify and match the row.
+fn open_row(
+    row: &audit_checkpoints::Model,
+    verifier: Option<&CheckpointVerifier>,
+) -> Result<Expect, Verification> {
+    let forged = |detail: String| broken(BreakKind::CheckpointForged, None, None, detail);
+    let cp = open_note(&row.note, verifier)
+        .map_err(|e| forged(format!("stored checkpoint of size {}: {e}", row.tree_size)))?;
+    if cp.size != row.tree_size as u64 || cp.root != row.root_hash {
+        return Err(forged(format!(
+            "stored checkpoint of size {}: the row does not match its note",
+            row.tree_size
+        )));
+    }
+    Ok(Expect {
+        size: cp.size,
+        root: cp.root,
+    })
+}
+
+/// The stored checkpoints in size order, read a page at a time.
+struct Checkpoints {
+    after: i64,
+    buf: VecDeque<Expect>,
+    done: bool,
+    count: u64,
+}
+
+impl Checkpoints {
+    /// The next checkpoint (without consuming it); `Err` carries a verdict.
+    async fn front(
+        &mut self,
+        db: &DatabaseConnection,
+        verifier: Option<&CheckpointVerifier>,
+    ) -> Result<Result<Option<&Expect>, Verification>, AuditError> {
+        if self.buf.is_empty() && !self.done {
+            let page = audit_checkpoints::Entity::find()
+                .filter(audit_checkpoints::Column::TreeSize.gt(self.after))
+                .order_by_asc(audit_checkpoints::Column::TreeSize)
+                .limit(PAGE)
+                .all(db)
+                .await?;
+            self.done = page.len() < PAGE as usize;
+            for row in &page {
+                self.after = row.tree_size;
+                self.count += 1;
+                match open_row(row, verifier) {
+                    Ok(e) => self.buf.push_back(e),
+                    Err(v) => return Ok(Err(v)),
+                }
+            }
+        }
+        Ok(Ok(self.buf.front()))
+    }
+}
+
+/// Prune declarations, merged: the leaf ranges whose missing rows are
+/// excused. Only prune rows that are leaves before `signed` (the newest
+/// signed checkpoint) and that come after their whole range count; the walk
+/// then recomputes each of those rows against its leaf like any other.
+async fn prune_cover(db: &DatabaseConnection, signed: u64) -> Result<Vec<(u64, u64)>, AuditError> {
+    let mut ranges = Vec::new();
+    let mut after: Option<Uuid> = None;
+    loop {
+        let mut select = audit_events::Entity::find()
+            .filter(audit_events::Column::Kind.eq(EventKind::Prune.as_str()))
+            .order_by_asc(audit_events::Column::Id)
+            .limit(PAGE);
+        if let Some(id) = after {
+            select = select.filter(audit_events::Column::Id.gt(id));
+        }
+        let rows = select.all(db).await?;
+        let Some(last) = rows.last() else { break };
+        after = Some(last.id);
+        let leaves: HashMap<Uuid, i64> = audit_leaves::Entity::find()
+            .select_only()
+            .column(audit_leaves::Column::EventId)
+            .column(audit_leaves::Column::LeafIndex)
+            .filter(audit_leaves::Column::EventId.is_in(rows.iter().map(|r| r.id)))
+            .into_tuple::<(Uuid, i64)>()
+            .all(db)
+            .await?
+            .into_iter()
+            .collect();
+        for row in &rows {
+            let Some(&p) = leaves.get(&row.id) else {
+                continue;
+            };
+            let bound = |k: &str| {
+                row.sanitized_args
+                    .get(k)
+                    .and_then(serde_json::Value::as_u64)
+            };
+            if let (Some(a), Some(b)) = (bound("first_leaf"), bound("last_leaf"))
+                && a <= b
+                && b < p as u64
+                && (p as u64) < signed
+            {
+                ranges.push((a, b));
+            }
+        }
+    }
+    ranges.sort_unstable();
+    let mut merged: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
+    for (a, b) in ranges {
+        match merged.last_mut() {
+            Some((_, end)) if a <= end.saturating_add(1) => *end = (*end).max(b),
+            _ => merged.push((a, b)),
+        }
+    }
+    Ok(merged)
+}
+
+fn covered(cover: &[(u64, u64)], index: u64) -> bool {
+    let at = cover.partition_point(|(a, _)| *a <= index);
+    at > 0 && cover[at - 1].1 >= index
 }
 
 /// Verifies the whole log. See the module docs for what is checked.
@@ -169,53 +284,17 @@ pub async fn verify(
         .unwrap_or(Duration::from_secs(300));
     let window = chrono::Duration::from_std(window).unwrap_or(chrono::Duration::minutes(5));
 
-    // Stored checkpoints, in size order, each checked against its own note.
-    let mut expects: VecDeque<Expect> = VecDeque::new();
-    let mut checkpoints = 0u64;
-    let mut newest_signed = 0u64;
-    let mut after: i64 = -1;
-    loop {
-        let page = audit_checkpoints::Entity::find()
-            .filter(audit_checkpoints::Column::TreeSize.gt(after))
-            .order_by_asc(audit_checkpoints::Column::TreeSize)
-            .limit(PAGE)
-            .all(db)
-            .await?;
-        let Some(last) = page.last() else { break };
-        after = last.tree_size;
-        for row in page {
-            checkpoints += 1;
-            let cp = match open_note(&row.note, verifier) {
-                Ok(cp) => cp,
-                Err(e) => {
-                    return Ok(broken(
-                        BreakKind::CheckpointForged,
-                        None,
-                        None,
-                        format!("stored checkpoint of size {}: {e}", row.tree_size),
-                    ));
-                }
-            };
-            if cp.size != row.tree_size as u64 || cp.root != row.root_hash {
-                return Ok(broken(
-                    BreakKind::CheckpointForged,
-                    None,
-                    None,
-                    format!(
-                        "stored checkpoint of size {}: the row does not match its note",
-                        row.tree_size
-                    ),
-                ));
-            }
-            newest_signed = newest_signed.max(cp.size);
-            expects.push_back(Expect {
-                size: cp.size,
-                root: cp.root,
-                external: false,
-            });
-        }
-        // Memory: one entry per checkpoint, 80 bytes each.
-    }
+    // The newest stored checkpoint, checked first: it bounds what counts as signed.
+    let newest = audit_checkpoints::Entity::find()
+        .order_by_desc(audit_checkpoints::Column::TreeSize)
+        .one(db)
+        .await?;
+    let newest_signed = match newest.as_ref().map(|row| open_row(row, verifier)) {
+        None => 0,
+        Some(Ok(e)) => e.size,
+        Some(Err(v)) => return Ok(v),
+    };
+    let mut external: Option<Expect> = None;
     if let Some(note) = &options.external_checkpoint {
         let Some(v) = verifier else {
             return Err(AuditError::InvalidField {
@@ -225,18 +304,10 @@ pub async fn verify(
         };
         match SignedCheckpoint::open(note, v) {
             Ok(cp) => {
-                let at = expects
-                    .iter()
-                    .position(|e| e.size > cp.size)
-                    .unwrap_or(expects.len());
-                expects.insert(
-                    at,
-                    Expect {
-                        size: cp.size,
-                        root: cp.root,
-                        external: true,
-                    },
-                );
+                external = Some(Expect {
+                    size: cp.size,
+                    root: cp.root,
+                });
             }
             Err(e) => {
                 return Ok(broken(
@@ -248,12 +319,17 @@ pub async fn verify(
             }
         }
     }
+    let cover = prune_cover(db, newest_signed).await?;
+    let mut checkpoints = Checkpoints {
+        after: -1,
+        buf: VecDeque::new(),
+        done: false,
+        count: 0,
+    };
 
     let mut frontier = Frontier::empty();
     let mut rows_checked = 0u64;
-    let mut gaps: Vec<(u64, u64)> = Vec::new();
-    let mut prunes: Vec<(u64, u64, u64)> = Vec::new(); // (prune leaf, first, last)
-    let mut last_integrated: Option<chrono::DateTime<Utc>> = None;
+    let mut pruned = 0u64;
     let mut uncovered_since: Option<(u64, chrono::DateTime<Utc>)> = None;
     let mut next_index: i64 = 0;
     loop {
@@ -313,7 +389,14 @@ pub async fn verify(
                 Some(row) => {
                     rows_checked += 1;
                     let rid = Some(row.request_id.clone());
-                    let recomputed = leaf_hash_of(row)?;
+                    let Ok(recomputed) = leaf_hash_of(row) else {
+                        return Ok(broken(
+                            BreakKind::Modified,
+                            Some(index),
+                            rid,
+                            "the row's contents cannot be hashed (altered JSON)",
+                        ));
+                    };
                     if recomputed != stored_leaf {
                         let neighbour =
                             |j: usize| leaves.get(j).and_then(|l| parse_hash_hex(&l.leaf_hash));
@@ -347,31 +430,16 @@ pub async fn verify(
                             "the row's stored leaf_hash differs from the tree",
                         ));
                     }
-                    if row.kind == EventKind::Prune.as_str() {
-                        let range = |k: &str| {
-                            row.sanitized_args
-                                .get(k)
-                                .and_then(serde_json::Value::as_u64)
-                        };
-                        if let (Some(a), Some(b)) = (range("first_leaf"), range("last_leaf")) {
-                            prunes.push((index, a, b));
-                        }
-                    }
                 }
-                None => match gaps.last_mut() {
-                    Some((_, end)) if *end + 1 == index => *end = index,
-                    _ => {
-                        if gaps.len() >= MAX_GAPS {
-                            return Ok(broken(
-                                BreakKind::Deleted,
-                                Some(gaps[0].0),
-                                None,
-                                "too many missing rows to explain",
-                            ));
-                        }
-                        gaps.push((index, index));
-                    }
-                },
+                None if covered(&cover, index) => pruned += 1,
+                None => {
+                    return Ok(broken(
+                        BreakKind::Deleted,
+                        Some(index),
+                        None,
+                        "the row of this leaf is missing and no checkpointed prune leaf covers it",
+                    ));
+                }
             }
             for (idx, hash) in frontier.push(stored_leaf) {
                 if idx == tlog_tiles::stored_hash_index(0, index) {
@@ -397,32 +465,46 @@ pub async fn verify(
                     }
                 }
             }
-            while let Some(e) = expects.front() {
+            let root = || hash_hex(&frontier.root());
+            loop {
+                let e = match checkpoints.front(db, verifier).await? {
+                    Err(v) => return Ok(v),
+                    Ok(None) => break,
+                    Ok(Some(e)) => e,
+                };
                 if e.size > frontier.size() {
                     break;
                 }
-                if e.size == frontier.size() && e.root != hash_hex(&frontier.root()) {
-                    let whose = if e.external {
-                        "the external checkpoint"
-                    } else {
-                        "a stored checkpoint"
-                    };
+                if e.size == frontier.size() && e.root != root() {
                     return Ok(broken(
                         BreakKind::CheckpointInconsistent,
                         Some(index),
                         None,
                         format!(
-                            "{whose} of size {} has another root: the tree it signed was rewritten",
+                            "a stored checkpoint of size {} has another root: the tree it signed was rewritten",
                             e.size
                         ),
                     ));
                 }
-                expects.pop_front();
+                checkpoints.buf.pop_front();
+            }
+            if let Some(e) = &external
+                && e.size == frontier.size()
+                && e.root != root()
+            {
+                return Ok(broken(
+                    BreakKind::CheckpointInconsistent,
+                    Some(index),
+                    None,
+                    format!(
+                        "the external checkpoint of size {} has another root: the tree it signed was rewritten",
+                        e.size
+                    ),
+                ));
             }
             if frontier.size() > newest_signed && uncovered_since.is_none() {
                 uncovered_since = Some((index, leaf.integrated_at));
             }
-            last_integrated = Some(leaf.integrated_at);
         }
         if let Some((&idx, _)) = stored.iter().next() {
             return Ok(broken(
@@ -436,20 +518,20 @@ pub async fn verify(
     let tree_size = frontier.size();
 
     // Checkpoints beyond the tree: rolled back (or tree rows deleted).
-    if let Some(e) = expects.front() {
-        let whose = if e.external {
-            "the external checkpoint"
-        } else {
-            "a stored checkpoint"
-        };
+    let beyond = match checkpoints.front(db, verifier).await? {
+        Err(v) => return Ok(v),
+        Ok(front) => front.map(|e| (e.size, "a stored checkpoint")),
+    };
+    let beyond = beyond.or(external
+        .as_ref()
+        .filter(|e| e.size > tree_size)
+        .map(|e| (e.size, "the external checkpoint")));
+    if let Some((size, whose)) = beyond {
         return Ok(broken(
             BreakKind::Rollback,
             Some(tree_size),
             None,
-            format!(
-                "{whose} records {} leaves but the tree has only {tree_size}",
-                e.size
-            ),
+            format!("{whose} records {size} leaves but the tree has only {tree_size}"),
         ));
     }
     let extra: Option<i64> = audit_tree_hashes::Entity::find()
@@ -469,35 +551,6 @@ pub async fn verify(
             None,
             format!("stored tree hash {idx} lies beyond the tree"),
         ));
-    }
-
-    // Missing rows must lie inside a prune leaf's declared range, and that
-    // prune leaf must be covered by a (signed) checkpoint.
-    let mut pruned = 0u64;
-    for (start, end) in &gaps {
-        let mut at = *start;
-        while at <= *end {
-            let cover = prunes
-                .iter()
-                .filter(|(p, a, b)| *p < newest_signed && *p > at && *a <= at && at <= *b)
-                .map(|(_, _, b)| *b)
-                .max();
-            match cover {
-                Some(b) => {
-                    let upto = b.min(*end);
-                    pruned += upto - at + 1;
-                    at = upto + 1;
-                }
-                None => {
-                    return Ok(broken(
-                        BreakKind::Deleted,
-                        Some(at),
-                        None,
-                        "the row of this leaf is missing and no checkpointed prune leaf covers it",
-                    ));
-                }
-            }
-        }
     }
 
     // Rows that are neither in the tree nor queued.
@@ -550,12 +603,11 @@ pub async fn verify(
             "leaves from here on are in no checkpoint, and were integrated longer ago than the window",
         ));
     }
-    let _ = last_integrated;
     Ok(Verification::Valid {
         tree_size,
         rows_checked,
         pruned,
-        checkpoints,
+        checkpoints: checkpoints.count,
         signatures_checked: verifier.is_some(),
     })
 }

@@ -277,15 +277,16 @@ async fn tampered_tree_hashes_are_found() {
 }
 
 /// The attack the chain let through: rewrite a row, rebuild everything the
-/// database holds so it is self-consistent. Only the signatures stand in the way.
+/// database holds so it is self-consistent. The integrator refuses to sign on
+/// top of it, and the signatures (stored, or kept outside) expose it.
 #[tokio::test]
 async fn a_rewritten_history_with_a_rebuilt_tree_fails_against_signed_checkpoints() {
     for backend in Backend::ALL {
         let t = TestDatabase::new(backend).await;
         let key = signer();
-        let integrator = log_of(&t, 10, &key).await;
+        let honest = log_of(&t, 10, &key).await;
         let kept_outside = newest_note(&t).await;
-        // Rewrite req-6 and rebuild the whole tree from the (edited) rows.
+        // Rewrite req-6 and queue every row again for a rebuilt tree.
         tamper(
             &t,
             "UPDATE audit_events SET caller_id = 'innocent', leaf_hash = NULL WHERE request_id = 'req-6'; \
@@ -293,13 +294,26 @@ async fn a_rewritten_history_with_a_rebuilt_tree_fails_against_signed_checkpoint
              INSERT INTO audit_pending (event_id) SELECT id FROM audit_events ORDER BY id",
         )
         .await;
-        integrator.integrate_all().await.unwrap();
+        // The honest integrator will not sign a tree that is not its last one.
+        let refused = honest.integrate_all().await;
+        assert!(
+            matches!(refused, Err(warden_audit::AuditError::Tampered { .. })),
+            "{backend:?}: {refused:?}"
+        );
+        // The attacker rebuilds the tree themselves (an integrator without
+        // the key) after deleting the signed checkpoints.
+        tamper(&t, "DELETE FROM audit_checkpoints").await;
+        Integrator::new(t.db.clone(), IntegratorConfig::default())
+            .integrate_all()
+            .await
+            .unwrap();
+        // Its checkpoint is unsigned: forged, for anyone with the public key.
         assert_break(
             &verdict(&t, &options(&key)).await,
-            BreakKind::CheckpointInconsistent,
-            Some(7),
+            BreakKind::CheckpointForged,
+            None,
         );
-        // And with the stored checkpoints deleted too, the one kept outside catches it.
+        // Without any stored checkpoint, the one kept outside names the rewrite.
         tamper(&t, "DELETE FROM audit_checkpoints").await;
         let with_external = VerifyOptions {
             external_checkpoint: Some(kept_outside.clone()),
@@ -316,6 +330,129 @@ async fn a_rewritten_history_with_a_rebuilt_tree_fails_against_signed_checkpoint
         log_of(&forged, 4, &other).await;
         let v = verdict(&forged, &options(&key)).await;
         assert_break(&v, BreakKind::CheckpointForged, None);
+    }
+}
+
+/// A database writer appends a leaf of their own (a prune declaration
+/// covering rows they then delete) directly to the tree: the integrator
+/// refuses to sign anything on top of it, and verify names the damage.
+#[tokio::test]
+async fn a_leaf_appended_outside_the_integrator_is_never_signed() {
+    for backend in Backend::ALL {
+        let t = TestDatabase::new(backend).await;
+        let key = signer();
+        let integrator = log_of(&t, 10, &key).await;
+        let id = uuid::Uuid::now_v7();
+        let uid = sql_uuid(backend, &id.to_string());
+        tamper(
+            &t,
+            &format!(
+                "INSERT INTO audit_events (id, request_id, kind, timestamp, caller_id, method, decision, \
+                 raw_args_hash, sanitized_args, redaction_flags, risk_labels) \
+                 SELECT {uid}, 'prune-fake', 'prune', timestamp, 'operator', 'audit.prune', 'ALLOW', raw_args_hash, \
+                 '{{\"first_leaf\":0,\"last_leaf\":4}}', '[]', '[]' FROM audit_events WHERE request_id = 'req-3'; \
+                 INSERT INTO audit_leaves (leaf_index, event_id, leaf_hash, integrated_at) \
+                 SELECT 10, {uid}, '{}', integrated_at FROM audit_leaves WHERE leaf_index = 9; \
+                 INSERT INTO audit_prune_permits (id) VALUES (1); \
+                 DELETE FROM audit_events WHERE request_id IN ('req-1', 'req-2', 'req-3', 'req-4', 'req-5'); \
+                 DELETE FROM audit_prune_permits",
+                "c".repeat(64)
+            ),
+        )
+        .await;
+        append(&t.db, vec![event(11)], TIMEOUT).await.unwrap();
+        let refused = integrator.integrate_all().await;
+        assert!(
+            matches!(refused, Err(warden_audit::AuditError::Tampered { .. })),
+            "{backend:?}: {refused:?}"
+        );
+        let v = verdict(&t, &options(&key)).await;
+        assert_break(&v, BreakKind::Deleted, Some(0));
+    }
+}
+
+/// A queued row whose stored leaf_hash is not the hash of its content (here:
+/// the hash of a prune record the writer means to swap in later) is left out
+/// of the tree: the integrator hashes what is stored.
+#[tokio::test]
+async fn the_integrator_hashes_what_is_stored_not_what_the_writer_claims() {
+    for backend in Backend::ALL {
+        let t = TestDatabase::new(backend).await;
+        let key = signer();
+        let integrator = log_of(&t, 4, &key).await;
+        append(&t.db, vec![event(5), event(6)], TIMEOUT)
+            .await
+            .unwrap();
+        tamper(
+            &t,
+            &format!(
+                "UPDATE audit_events SET leaf_hash = '{}' WHERE request_id = 'req-5'",
+                "d".repeat(64)
+            ),
+        )
+        .await;
+        integrator.integrate_all().await.unwrap();
+        let leaves = t
+            .strings("SELECT CAST(count(*) AS TEXT) FROM audit_leaves")
+            .await;
+        assert_eq!(
+            leaves,
+            ["5"],
+            "{backend:?}: req-5 left out, req-6 integrated"
+        );
+        let v = verdict(&t, &options(&key)).await;
+        assert!(
+            matches!(&v, Verification::Broken(b) if b.kind == BreakKind::Inserted && b.request_id.as_deref() == Some("req-5")),
+            "{backend:?}: {v:?}"
+        );
+    }
+}
+
+/// A prune never covers a deletion it did not make.
+#[tokio::test]
+async fn prune_refuses_to_launder_an_earlier_deletion() {
+    for backend in Backend::ALL {
+        let t = TestDatabase::new(backend).await;
+        let key = signer();
+        let integrator = integrator(&t, &key);
+        let old = chrono::Utc::now() - chrono::Duration::days(40);
+        let events: Vec<_> = (1..=10)
+            .map(|i| {
+                let at = (i <= 6).then(|| old + chrono::Duration::seconds(i as i64));
+                event_with(
+                    &format!("req-{i}"),
+                    "agent-1",
+                    Decision::Allow,
+                    &json!({"i": i}),
+                    at,
+                )
+            })
+            .collect();
+        append(&t.db, events, TIMEOUT).await.unwrap();
+        integrator.integrate_all().await.unwrap();
+        tamper(&t, "DELETE FROM audit_events WHERE request_id = 'req-4'").await;
+        let refused = prune(
+            &integrator,
+            chrono::Utc::now() - chrono::Duration::days(30),
+            "ops",
+            100,
+        )
+        .await;
+        assert!(
+            matches!(&refused, Err(warden_audit::AuditError::Tampered { reason }) if reason.contains("leaf 3")),
+            "{backend:?}: {refused:?}"
+        );
+        assert_eq!(
+            t.strings("SELECT CAST(count(*) AS TEXT) FROM audit_events")
+                .await,
+            ["9"],
+            "nothing pruned"
+        );
+        assert_break(
+            &verdict(&t, &options(&key)).await,
+            BreakKind::Deleted,
+            Some(3),
+        );
     }
 }
 

@@ -417,7 +417,7 @@ pub(crate) async fn run(settings: &Settings, cmd: Audit) -> anyhow::Result<Outco
         }
         Audit::Prune { before, actor } => {
             let integrator = Integrator::new(storage.db.clone(), settings.integrator_config());
-            let report = warden_audit::prune(&integrator, before, &actor, 1_000).await?;
+            let report = warden_audit::prune(&integrator, before, &actor, 10_000).await?;
             output::line(&format!(
                 "pruned {} rows under {} prune leaves",
                 report.deleted, report.prune_leaves
