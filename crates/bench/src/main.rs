@@ -33,6 +33,10 @@ struct Args {
     /// Also write the results as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Run only the scenario groups whose name starts with this
+    /// (cache, rate, keys, approvals, audit).
+    #[arg(long)]
+    only: Option<String>,
 }
 
 /// Sizes of the run.
@@ -178,7 +182,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         params,
         rows: Vec::new(),
     };
-    let outcome = scenarios::all(&bench, &mut runner).await;
+    let outcome = scenarios::all(&bench, &mut runner, args.only.as_deref()).await;
     bench.destroy().await?;
     outcome?;
     println!(

@@ -33,20 +33,33 @@ fn pool(cache: &Cache) -> anyhow::Result<RedisPool> {
         .ok_or_else(|| anyhow::anyhow!("the benchmark needs Redis"))
 }
 
-/// Runs every scenario.
-pub async fn all(b: &Bench, r: &mut Runner) -> anyhow::Result<()> {
-    eprintln!("cache");
-    cache_ops(b, r).await?;
-    eprintln!("rate limit");
-    rate_limit(b, r).await?;
-    eprintln!("keys");
-    keys(b, r).await?;
-    eprintln!("approvals");
-    approvals(b, r).await?;
-    eprintln!("audit writes");
-    audit_writes(b, r).await?;
-    eprintln!("audit at scale");
-    audit_at_scale(b, r).await?;
+/// Runs every scenario (or the groups whose name starts with `only`).
+pub async fn all(b: &Bench, r: &mut Runner, only: Option<&str>) -> anyhow::Result<()> {
+    let run = |name: &str| {
+        let yes = only.is_none_or(|o| name.starts_with(o));
+        if yes {
+            eprintln!("{name}");
+        }
+        yes
+    };
+    if run("cache") {
+        cache_ops(b, r).await?;
+    }
+    if run("rate limit") {
+        rate_limit(b, r).await?;
+    }
+    if run("keys") {
+        keys(b, r).await?;
+    }
+    if run("approvals") {
+        approvals(b, r).await?;
+    }
+    if run("audit writes") {
+        audit_writes(b, r).await?;
+    }
+    if run("audit at scale") {
+        audit_at_scale(b, r).await?;
+    }
     Ok(())
 }
 
