@@ -186,6 +186,7 @@ impl Integrator {
             if *stop.borrow() {
                 return;
             }
+            let round_started = tokio::time::Instant::now();
             // A full batch means a backlog: keep going without waiting.
             let mut force = false;
             loop {
@@ -210,8 +211,9 @@ impl Integrator {
                     return;
                 }
             }
+            // Rounds start one interval apart, however long a round took.
             tokio::select! {
-                _ = tokio::time::sleep(period) => {}
+                _ = tokio::time::sleep_until(round_started + period) => {}
                 _ = stop.changed() => {}
             }
         }
@@ -325,7 +327,9 @@ impl Integrator {
             let age = Utc::now().signed_duration_since(cp.created_at);
             let interval = chrono::Duration::from_std(self.config.checkpoint_interval)
                 .unwrap_or(chrono::Duration::seconds(1));
-            if age < interval {
+            // A little slack, so that a process whose own round took part
+            // of the interval is not turned away by its own checkpoint.
+            if age < interval * 9 / 10 {
                 txn.rollback().await?;
                 return Ok(IntegrationReport {
                     leader: true,
@@ -367,76 +371,106 @@ impl Integrator {
         txn: &DatabaseTransaction,
         frontier: &mut Frontier,
     ) -> Result<u64, AuditError> {
-        let queued: Vec<(i64, Uuid)> = audit_pending::Entity::find()
-            .select_only()
-            .column(audit_pending::Column::Pos)
-            .column(audit_pending::Column::EventId)
-            .order_by_asc(audit_pending::Column::Pos)
-            .limit(self.config.batch_size.max(1) as u64)
-            .into_tuple()
-            .all(txn)
-            .await?;
+        // Two joins, not id lists: the queue head with its integrated flag,
+        // then the queued rows themselves.
+        let backend = txn.get_database_backend();
+        let limit = self.config.batch_size.max(1) as i64;
+        let ph = if backend == DbBackend::Postgres {
+            "$1"
+        } else {
+            "?"
+        };
+        let queued: Vec<(i64, Uuid, bool)> = txn
+            .query_all_raw(Statement::from_sql_and_values(
+                backend,
+                format!(
+                    "SELECT p.pos, p.event_id, (l.event_id IS NOT NULL) AS integrated FROM audit_pending p \
+                     LEFT JOIN audit_leaves l ON l.event_id = p.event_id ORDER BY p.pos LIMIT {ph}"
+                ),
+                [limit.into()],
+            ))
+            .await?
+            .iter()
+            .map(|r| {
+                Ok((
+                    r.try_get::<i64>("", "pos")?,
+                    r.try_get::<Uuid>("", "event_id")?,
+                    r.try_get::<bool>("", "integrated")?,
+                ))
+            })
+            .collect::<Result<_, sea_orm::DbErr>>()?;
         if queued.is_empty() {
             return Ok(0);
         }
+        let started = std::time::Instant::now();
+        let rows = audit_events::Entity::find()
+            .from_raw_sql(Statement::from_sql_and_values(
+                backend,
+                format!(
+                    "SELECT e.* FROM audit_events e JOIN \
+                     (SELECT event_id FROM audit_pending ORDER BY pos LIMIT {ph}) q ON q.event_id = e.id"
+                ),
+                [limit.into()],
+            ))
+            .all(txn)
+            .await?;
+        let integrated: std::collections::HashSet<Uuid> = queued
+            .iter()
+            .filter(|(_, _, i)| *i)
+            .map(|(_, id, _)| *id)
+            .collect();
         let mut hashes: HashMap<Uuid, TreeHash> = HashMap::with_capacity(queued.len());
-        for chunk in queued.chunks(1000) {
-            let ids: Vec<Uuid> = chunk.iter().map(|(_, id)| *id).collect();
-            let integrated: std::collections::HashSet<Uuid> = audit_leaves::Entity::find()
-                .select_only()
-                .column(audit_leaves::Column::EventId)
-                .filter(audit_leaves::Column::EventId.is_in(ids.iter().copied()))
-                .into_tuple::<Uuid>()
-                .all(txn)
-                .await?
-                .into_iter()
-                .collect();
-            for row in audit_events::Entity::find()
-                .filter(audit_events::Column::Id.is_in(ids))
-                .all(txn)
-                .await?
-            {
-                let refuse = |why: &str| {
-                    warn!(event_id = %row.id, request_id = %row.request_id, why, "queued audit row left out of the tree");
-                };
-                if integrated.contains(&row.id) {
-                    refuse("already a leaf");
-                    continue;
-                }
-                if row.kind != EventKind::ToolCall.as_str() {
-                    refuse("reserved kind");
-                    continue;
-                }
-                let hash = match leaf_hash_of(&row) {
-                    Ok(h) => h,
-                    Err(_) => {
-                        refuse("unhashable content");
-                        continue;
-                    }
-                };
-                if row
-                    .leaf_hash
-                    .as_deref()
-                    .is_some_and(|h| parse_hash_hex(h) != Some(hash))
-                {
-                    refuse("content does not match the leaf hash its writer stored");
-                    continue;
-                }
-                hashes.insert(row.id, hash);
+        for row in rows {
+            let refuse = |why: &str| {
+                warn!(event_id = %row.id, request_id = %row.request_id, why, "queued audit row left out of the tree");
+            };
+            if integrated.contains(&row.id) {
+                refuse("already a leaf");
+                continue;
             }
+            if row.kind != EventKind::ToolCall.as_str() {
+                refuse("reserved kind");
+                continue;
+            }
+            let hash = match leaf_hash_of(&row) {
+                Ok(h) => h,
+                Err(_) => {
+                    refuse("unhashable content");
+                    continue;
+                }
+            };
+            if row
+                .leaf_hash
+                .as_deref()
+                .is_some_and(|h| parse_hash_hex(h) != Some(hash))
+            {
+                refuse("content does not match the leaf hash its writer stored");
+                continue;
+            }
+            hashes.insert(row.id, hash);
         }
         let new_leaves: Vec<(Uuid, TreeHash)> = queued
             .iter()
-            .filter_map(|(_, id)| hashes.get(id).map(|h| (*id, *h)))
+            .filter_map(|(_, id, _)| hashes.get(id).map(|h| (*id, *h)))
             .collect();
+        let hashed_ms = started.elapsed().as_millis() as u64;
         let added = write_leaves(txn, frontier, &new_leaves).await?;
-        let done: Vec<i64> = queued.iter().map(|(pos, _)| *pos).collect();
+        let written_ms = started.elapsed().as_millis() as u64;
+        let done: Vec<i64> = queued.iter().map(|(pos, _, _)| *pos).collect();
         for chunk in done.chunks(10_000) {
             audit_pending::Entity::delete_many()
                 .filter(audit_pending::Column::Pos.is_in(chunk.iter().copied()))
                 .exec(txn)
                 .await?;
         }
+        debug!(
+            queued = queued.len(),
+            added,
+            hashed_ms,
+            written_ms,
+            total_ms = started.elapsed().as_millis() as u64,
+            "audit leaves appended"
+        );
         Ok(added)
     }
 

@@ -29,7 +29,7 @@ use crate::leaf::{EventKind, hash_hex, leaf_hash_of, parse_hash_hex};
 use crate::tree::Frontier;
 
 /// Leaves read per query while verifying.
-const PAGE: u64 = 1_000;
+const PAGE: u64 = 5_000;
 
 /// What to verify against.
 #[derive(Debug, Default)]
@@ -272,6 +272,62 @@ fn covered(cover: &[(u64, u64)], index: u64) -> bool {
     at > 0 && cover[at - 1].1 >= index
 }
 
+/// One page of the walk: leaves, their rows, and the tree hashes they complete.
+struct Page {
+    leaves: Vec<audit_leaves::Model>,
+    rows: HashMap<Uuid, audit_events::Model>,
+    stored: HashMap<u64, String>,
+}
+
+async fn fetch_page(db: DatabaseConnection, from: i64) -> Result<Option<Page>, AuditError> {
+    let leaves = audit_leaves::Entity::find()
+        .filter(audit_leaves::Column::LeafIndex.gte(from))
+        .order_by_asc(audit_leaves::Column::LeafIndex)
+        .limit(PAGE)
+        .all(&db)
+        .await?;
+    let (Some(first), Some(last)) = (leaves.first(), leaves.last()) else {
+        return Ok(None);
+    };
+    let (first, last) = (first.leaf_index, last.leaf_index);
+    // One join per page (an id list would cost the database far more).
+    let backend = db.get_database_backend();
+    let (p1, p2) = if backend == sea_orm::DbBackend::Postgres {
+        ("$1", "$2")
+    } else {
+        ("?", "?")
+    };
+    let rows: HashMap<Uuid, audit_events::Model> = audit_events::Entity::find()
+        .from_raw_sql(Statement::from_sql_and_values(
+            backend,
+            format!(
+                "SELECT e.* FROM audit_leaves l JOIN audit_events e ON e.id = l.event_id \
+                 WHERE l.leaf_index >= {p1} AND l.leaf_index <= {p2}"
+            ),
+            [first.into(), last.into()],
+        ))
+        .all(&db)
+        .await?
+        .into_iter()
+        .map(|r| (r.id, r))
+        .collect();
+    let lo = tlog_tiles::stored_hash_index(0, first.max(0) as u64) as i64;
+    let hi = tlog_tiles::stored_hash_index(0, last.max(0) as u64 + 1) as i64;
+    let stored: HashMap<u64, String> = audit_tree_hashes::Entity::find()
+        .filter(audit_tree_hashes::Column::Idx.gte(lo))
+        .filter(audit_tree_hashes::Column::Idx.lt(hi))
+        .all(&db)
+        .await?
+        .into_iter()
+        .map(|h| (h.idx as u64, h.hash))
+        .collect();
+    Ok(Some(Page {
+        leaves,
+        rows,
+        stored,
+    }))
+}
+
 /// Verifies the whole log. See the module docs for what is checked.
 #[instrument(skip_all)]
 pub async fn verify(
@@ -332,37 +388,22 @@ pub async fn verify(
     let mut pruned = 0u64;
     let mut uncovered_since: Option<(u64, chrono::DateTime<Utc>)> = None;
     let mut next_index: i64 = 0;
-    loop {
-        let leaves = audit_leaves::Entity::find()
-            .filter(audit_leaves::Column::LeafIndex.gte(next_index))
-            .order_by_asc(audit_leaves::Column::LeafIndex)
-            .limit(PAGE)
-            .all(db)
-            .await?;
-        if leaves.is_empty() {
-            break;
+    // The next page is read while this one is checked: the database and the
+    // hashing overlap.
+    let mut prefetch = Some(tokio::spawn(fetch_page(db.clone(), 0)));
+    while let Some(task) = prefetch.take() {
+        let page = task.await.map_err(|e| AuditError::Database {
+            reason: format!("verify page task failed: {e}"),
+        })??;
+        let Some(page) = page else { break };
+        let Page {
+            leaves,
+            rows,
+            mut stored,
+        } = page;
+        if let Some(last) = leaves.last() {
+            prefetch = Some(tokio::spawn(fetch_page(db.clone(), last.leaf_index + 1)));
         }
-        let ids: Vec<Uuid> = leaves.iter().map(|l| l.event_id).collect();
-        let rows: HashMap<Uuid, audit_events::Model> = audit_events::Entity::find()
-            .filter(audit_events::Column::Id.is_in(ids))
-            .all(db)
-            .await?
-            .into_iter()
-            .map(|r| (r.id, r))
-            .collect();
-        let first = leaves[0].leaf_index;
-        let last = leaves[leaves.len() - 1].leaf_index;
-        let lo = tlog_tiles::stored_hash_index(0, first.max(0) as u64) as i64;
-        let hi = tlog_tiles::stored_hash_index(0, last.max(0) as u64 + 1) as i64;
-        let mut stored: HashMap<u64, String> = audit_tree_hashes::Entity::find()
-            .filter(audit_tree_hashes::Column::Idx.gte(lo))
-            .filter(audit_tree_hashes::Column::Idx.lt(hi))
-            .all(db)
-            .await?
-            .into_iter()
-            .map(|h| (h.idx as u64, h.hash))
-            .collect();
-
         for (i, leaf) in leaves.iter().enumerate() {
             let index = leaf.leaf_index as u64;
             if leaf.leaf_index != next_index {

@@ -965,3 +965,127 @@ async fn a_cancelled_or_timed_out_append_or_integration_leaves_nothing_behind() 
         .await
         .unwrap();
 }
+
+/// Rows written under the hash chain (migrations 1–5) become the first
+/// leaves, in chain order, when migration 6 runs.
+#[tokio::test]
+async fn chain_rows_become_the_first_leaves_after_the_migration() {
+    for backend in Backend::ALL {
+        let t = TestDatabase::empty(backend).await;
+        migration::run(&t.db, migration::Command::Up(Some(5)))
+            .await
+            .unwrap();
+        // Three chain rows as the old writer stored them (ids deliberately
+        // out of seq order: chain order wins).
+        for (seq, id) in [
+            (1, "00000000-0000-7000-8000-000000000003"),
+            (2, "00000000-0000-7000-8000-000000000001"),
+            (3, "00000000-0000-7000-8000-000000000002"),
+        ] {
+            let (uuid, now) = match backend {
+                Backend::Postgres => (format!("'{id}'::uuid"), "now()".to_owned()),
+                Backend::Sqlite => (
+                    sql_uuid(backend, id),
+                    "'2026-11-24T10:00:00.000000+00:00'".to_owned(),
+                ),
+            };
+            t.execute(&format!(
+                "INSERT INTO audit_events (id, seq, request_id, timestamp, caller_id, method, decision, \
+                 raw_args_hash, sanitized_args, redaction_flags, risk_labels, prev_hash, hash) VALUES \
+                 ({uuid}, {seq}, 'legacy-{seq}', {now}, 'agent', 'tools/call', 'ALLOW', '{h}', '{{\"n\":{seq}}}', \
+                 '[]', '[]', '{p}', '{q}')",
+                h = "e".repeat(64),
+                p = format!("{:064x}", seq - 1),
+                q = format!("{seq:064x}"),
+            ))
+            .await;
+        }
+        migration::run(&t.db, migration::Command::Up(None))
+            .await
+            .unwrap();
+        let key = signer();
+        let integrator = integrator(&t, &key);
+        append(&t.db, vec![event(4)], TIMEOUT).await.unwrap();
+        integrator.integrate_all().await.unwrap();
+        let order: Vec<String> = {
+            let leaves = audit_leaves::Entity::find()
+                .order_by_asc(audit_leaves::Column::LeafIndex)
+                .all(&t.db)
+                .await
+                .unwrap();
+            let mut out = Vec::new();
+            for l in leaves {
+                let row = audit_events::Entity::find_by_id(l.event_id)
+                    .one(&t.db)
+                    .await
+                    .unwrap()
+                    .unwrap();
+                out.push(row.request_id);
+            }
+            out
+        };
+        assert_eq!(
+            order,
+            ["legacy-1", "legacy-2", "legacy-3", "req-4"],
+            "{backend:?}"
+        );
+        let v = verdict(&t, &options(&key)).await;
+        assert!(
+            matches!(v, Verification::Valid { tree_size: 4, .. }),
+            "{backend:?}: {v:?}"
+        );
+        prove_inclusion(&t.db, "legacy-2")
+            .await
+            .unwrap()
+            .verify(&key.verifier().unwrap())
+            .unwrap();
+    }
+}
+
+/// Each checkpoint reaches the publish file and the publish URL, and a URL
+/// that refuses does not stop integration.
+#[tokio::test]
+async fn checkpoints_are_published_to_a_file_and_a_url() {
+    let t = TestDatabase::new(Backend::Sqlite).await;
+    let key = signer();
+    let mut sink = warden_testkit::HttpSink::start(1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("checkpoint.txt");
+    let integrator = Integrator::new(
+        t.db.clone(),
+        IntegratorConfig {
+            signer: Some(key.clone()),
+            publisher: warden_audit::CheckpointPublisher::new(&[
+                file.display().to_string(),
+                sink.url(),
+            ])
+            .unwrap(),
+            checkpoint_interval: Duration::ZERO,
+            ..IntegratorConfig::default()
+        },
+    );
+    for round in 0..2 {
+        append(
+            &t.db,
+            vec![event(round * 2 + 1), event(round * 2 + 2)],
+            TIMEOUT,
+        )
+        .await
+        .unwrap();
+        integrator.integrate_all().await.unwrap();
+        let got = sink.next(Duration::from_secs(10)).await.expect("a POST");
+        let note = String::from_utf8(got.body.clone()).unwrap();
+        let cp = SignedCheckpoint::open(&note, &key.verifier().unwrap()).unwrap();
+        assert_eq!(cp.size, (round as u64 + 1) * 2);
+    }
+    // The file always holds the latest note.
+    let mut latest = String::new();
+    for _ in 0..100 {
+        latest = std::fs::read_to_string(&file).unwrap_or_default();
+        if latest == newest_note(&t).await {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(latest, newest_note(&t).await);
+}

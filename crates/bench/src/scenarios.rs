@@ -685,7 +685,8 @@ async fn audit_writes(b: &Bench, r: &mut Runner) -> anyhow::Result<()> {
 /// event's timestamp to the creation of the first checkpoint covering its leaf.
 async fn integration_lag(b: &Bench, pattern: &str) -> anyhow::Result<Summary> {
     let rows = b
-        .raw_db
+        .storage
+        .db
         .query_all_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
             "SELECT (EXTRACT(EPOCH FROM ((SELECT MIN(c.created_at) FROM audit_checkpoints c              WHERE c.tree_size > l.leaf_index) - e.timestamp)) * 1e6)::float8 AS lag_us              FROM audit_leaves l JOIN audit_events e ON e.id = l.event_id WHERE e.caller_id LIKE $1",

@@ -47,6 +47,9 @@ struct Args {
     /// See `pause_ms`.
     #[arg(long, default_value_t = 100)]
     pause_every: u64,
+    /// Only write: leave integration to another process.
+    #[arg(long)]
+    no_integrator: bool,
 }
 
 #[tokio::main]
@@ -73,6 +76,9 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         .context("connecting to the database")?;
     let mut config = AuditLoggerConfig::new(&args.spill);
     config.batch_size = args.batch_size;
+    if args.no_integrator {
+        config.integrator = None;
+    }
     if let Some(integrator) = config.integrator.as_mut() {
         integrator.checkpoint_interval = Duration::from_millis(args.checkpoint_interval_ms);
         if let Some(path) = &args.signing_key_file {
