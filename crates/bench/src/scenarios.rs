@@ -593,7 +593,12 @@ async fn audit_writes(b: &Bench, r: &mut Runner) -> anyhow::Result<()> {
                 stored += logger.stats().stored;
             }
             anyhow::ensure!(stored == events, "not every event was stored: {stored}");
-            lag_rounds.push(integration_lag(b, &format!("w{c}r{round}t%")).await?);
+
+            // Integration lag at the sustained rate: the same c loggers'
+            // worth of load, paced at 80% of the rate just measured (an
+            // unpaced burst would measure the writers' queue, not integration).
+            let rate = events as f64 / started.elapsed().as_secs_f64() * 0.8;
+            lag_rounds.push(paced_lag(b, c, round, rate, &redactor).await?);
 
             // Raw multi-row INSERT of the same rows, same batch size, c writers.
             let template = tool_call_event(&redactor, 0, "raw")?;
@@ -643,8 +648,9 @@ async fn audit_writes(b: &Bench, r: &mut Runner) -> anyhow::Result<()> {
         );
         let (lag, lag_noise) = median(&lag_rounds);
         r.push_custom(Row {
-            operation: "audit integration lag, logged → in a signed checkpoint (ms as µs columns)"
-                .into(),
+            operation:
+                "audit integration lag at 80% of the sustained rate, logged → signed checkpoint"
+                    .into(),
             concurrency: c,
             warden: lag,
             noise_pct: lag_noise,
@@ -679,6 +685,52 @@ async fn audit_writes(b: &Bench, r: &mut Runner) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Logs at `rate` events/s across `c` loggers for a few seconds, then
+/// measures each event's lag from logged to covered by a signed checkpoint.
+async fn paced_lag(
+    b: &Bench,
+    c: usize,
+    round: usize,
+    rate: f64,
+    redactor: &Redactor,
+) -> anyhow::Result<Summary> {
+    let seconds = 4.0;
+    let total = (rate * seconds) as u64;
+    let mut loggers = Vec::new();
+    for t in 0..c {
+        let mut config = b.storage.settings.audit_logger_config();
+        config.spill_path = std::env::temp_dir().join(format!(
+            "warden-bench-lag-{}-{c}-{round}-{t}.spill",
+            std::process::id()
+        ));
+        loggers.push(Arc::new(AuditLogger::start(b.storage.db.clone(), config)));
+    }
+    let started = Instant::now();
+    let tick = Duration::from_millis(10);
+    let per_tick = ((rate * tick.as_secs_f64()) as u64).max(1);
+    let mut n = 0u64;
+    while n < total {
+        for _ in 0..per_tick.min(total - n) {
+            let logger = &loggers[(n as usize) % c];
+            logger.log(tool_call_event(
+                redactor,
+                n,
+                &format!("lag{c}r{round}t{}", n as usize % c),
+            )?);
+            n += 1;
+        }
+        let due = started + tick * ((n / per_tick) as u32);
+        tokio::time::sleep_until(due.into()).await;
+    }
+    // Give the integrators time to catch up before stopping them (a
+    // shutdown integrates everything itself, which would hide the lag).
+    tokio::time::sleep(b.storage.settings.audit_checkpoint_interval * 3).await;
+    for logger in &loggers {
+        logger.shutdown().await?;
+    }
+    integration_lag(b, &format!("lag{c}r{round}t%")).await
 }
 
 /// Integration lag of the events whose caller matches `pattern`: from the
