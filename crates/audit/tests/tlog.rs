@@ -993,10 +993,9 @@ async fn chain_rows_become_the_first_leaves_after_the_migration() {
                 "INSERT INTO audit_events (id, seq, request_id, timestamp, caller_id, method, decision, \
                  raw_args_hash, sanitized_args, redaction_flags, risk_labels, prev_hash, hash) VALUES \
                  ({uuid}, {seq}, 'legacy-{seq}', {now}, 'agent', 'tools/call', 'ALLOW', '{h}', '{{\"n\":{seq}}}', \
-                 '[]', '[]', '{p}', '{q}')",
+                 '[]', '[]', '{prev:064x}', '{seq:064x}')",
                 h = "e".repeat(64),
-                p = format!("{:064x}", seq - 1),
-                q = format!("{seq:064x}"),
+                prev = seq - 1,
             ))
             .await;
         }
