@@ -335,6 +335,11 @@ impl CheckpointPublisher {
         Ok(out)
     }
 
+    /// The publish file, if one is configured.
+    pub fn file(&self) -> Option<&Path> {
+        self.file.as_deref()
+    }
+
     /// True when there is somewhere to publish.
     pub fn is_enabled(&self) -> bool {
         self.file.is_some() || self.url.is_some()

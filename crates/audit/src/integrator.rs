@@ -92,6 +92,10 @@ pub struct IntegrationReport {
 pub struct Integrator {
     db: DatabaseConnection,
     config: IntegratorConfig,
+    /// The largest tree this integrator has seen signed (size, root hex):
+    /// it never signs a tree that does not extend it, so a log rolled back
+    /// and re-filled behind its back is refused, not signed as a fork.
+    high_water: std::sync::Arc<std::sync::Mutex<Option<(u64, String)>>>,
 }
 
 fn raw(backend: DbBackend, sql: impl Into<String>) -> Statement {
@@ -124,7 +128,38 @@ pub(crate) async fn latest_checkpoint<C: ConnectionTrait>(
 impl Integrator {
     /// An integrator over `db`.
     pub fn new(db: DatabaseConnection, config: IntegratorConfig) -> Self {
-        Self { db, config }
+        // The publish file (if any) holds the latest checkpoint published
+        // outside the database: it seeds the high-water mark across restarts.
+        let seeded = config.publisher.file().and_then(|path| {
+            let note = std::fs::read_to_string(path).ok()?;
+            let cp = match &config.signer {
+                Some(signer) => SignedCheckpoint::open(&note, &signer.verifier().ok()?).ok()?,
+                None => SignedCheckpoint::open_unverified(&note).ok()?,
+            };
+            Some((cp.size, cp.root))
+        });
+        Self {
+            db,
+            config,
+            high_water: std::sync::Arc::new(std::sync::Mutex::new(seeded)),
+        }
+    }
+
+    fn high_water(&self) -> Option<(u64, String)> {
+        self.high_water
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn raise_high_water(&self, size: u64, root: String) {
+        let mut hw = self
+            .high_water
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if hw.as_ref().is_none_or(|(s, _)| *s < size) {
+            *hw = Some((size, root));
+        }
     }
 
     /// The configuration.
@@ -299,6 +334,23 @@ impl Integrator {
                 "the stored tree of {size} leaves does not have the signed root"
             )));
         }
+        if let Some((hw_size, hw_root)) = self.high_water() {
+            let extends = hw_size <= size
+                && (hw_size == size && hw_root == opened.root
+                    || hw_size < size
+                        && crate::tree::root_at(txn, hw_size)
+                            .await
+                            .map(|r| hash_hex(&r))
+                            .ok()
+                            == Some(hw_root.clone()));
+            if !extends {
+                return Err(tampered(format!(
+                    "the stored tree ({size} leaves) does not extend the {hw_size}-leaf tree this \
+                     integrator signed before: the log was rolled back"
+                )));
+            }
+        }
+        self.raise_high_water(size, opened.root.clone());
         let beyond: Option<i64> = audit_tree_hashes::Entity::find()
             .select_only()
             .column(audit_tree_hashes::Column::Idx)
@@ -342,6 +394,9 @@ impl Integrator {
         let integrated = self.extend(&txn, &mut frontier).await?;
         let checkpoint = self.checkpoint(&txn, &frontier, latest.as_ref()).await?;
         txn.commit().await?;
+        if checkpoint.is_some() {
+            self.raise_high_water(frontier.size(), hash_hex(&frontier.root()));
+        }
         if integrated > 0 {
             info!(
                 integrated,
@@ -403,14 +458,23 @@ impl Integrator {
             return Ok(0);
         }
         let started = std::time::Instant::now();
+        // The rows of exactly the queue entries read above (by their pos
+        // range: entries committed since then with a lower pos are ignored
+        // here and picked up next round).
+        let (lo, hi) = (queued[0].0, queued[queued.len() - 1].0);
+        let (p1, p2) = if backend == DbBackend::Postgres {
+            ("$1", "$2")
+        } else {
+            ("?", "?")
+        };
         let rows = audit_events::Entity::find()
             .from_raw_sql(Statement::from_sql_and_values(
                 backend,
                 format!(
-                    "SELECT e.* FROM audit_events e JOIN \
-                     (SELECT event_id FROM audit_pending ORDER BY pos LIMIT {ph}) q ON q.event_id = e.id"
+                    "SELECT e.* FROM audit_events e JOIN audit_pending q ON q.event_id = e.id \
+                     WHERE q.pos >= {p1} AND q.pos <= {p2}"
                 ),
-                [limit.into()],
+                [lo.into(), hi.into()],
             ))
             .all(txn)
             .await?;
@@ -531,6 +595,7 @@ impl Integrator {
         let checkpoint = self.checkpoint(&txn, &frontier, latest.as_ref()).await?;
         txn.commit().await?;
         if let Some(note) = &checkpoint {
+            self.raise_high_water(frontier.size(), hash_hex(&frontier.root()));
             self.config.publisher.publish(note.clone());
         }
         Ok(Some((out, checkpoint)))

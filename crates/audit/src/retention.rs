@@ -14,7 +14,7 @@ use uuid::Uuid;
 use warden_entity::{audit_events, audit_leaves};
 
 use crate::integrator::{Integrator, latest_checkpoint};
-use crate::leaf::{EventKind, TreeHash, leaf_hash_of};
+use crate::leaf::{EventKind, TreeHash, hash_hex, leaf_hash_of};
 use crate::{AuditError, AuditEvent};
 
 /// What a prune did.
@@ -96,52 +96,59 @@ async fn prune_batch(
     let Some(start) = start else {
         return Ok((0, None));
     };
-    let leaves: Vec<(i64, Uuid)> = audit_leaves::Entity::find()
-        .select_only()
-        .column(audit_leaves::Column::LeafIndex)
-        .column(audit_leaves::Column::EventId)
+    let leaves = audit_leaves::Entity::find()
         .filter(audit_leaves::Column::LeafIndex.gte(start))
         .filter(audit_leaves::Column::LeafIndex.lt(covered))
         .order_by_asc(audit_leaves::Column::LeafIndex)
         .limit(batch_size)
-        .into_tuple()
         .all(txn)
         .await?;
-    let ids: Vec<Uuid> = leaves.iter().map(|(_, id)| *id).collect();
-    let rows: HashMap<Uuid, (String, DateTime<Utc>)> = audit_events::Entity::find()
-        .select_only()
-        .column(audit_events::Column::Id)
-        .column(audit_events::Column::Kind)
-        .column(audit_events::Column::Timestamp)
-        .filter(audit_events::Column::Id.is_in(ids))
-        .into_tuple::<(Uuid, String, DateTime<Utc>)>()
+    let rows: HashMap<Uuid, audit_events::Model> = audit_events::Entity::find()
+        .filter(audit_events::Column::Id.is_in(leaves.iter().map(|l| l.event_id)))
         .all(txn)
         .await?
         .into_iter()
-        .map(|(id, kind, ts)| (id, (kind, ts)))
+        .map(|r| (r.id, r))
         .collect();
-    let earlier = pruned_ranges(txn, size, root).await?;
+    let (earlier, prune_leaves) = pruned_ranges(txn, size, root).await?;
+    let tampered = |index: i64, what: &str| AuditError::Tampered {
+        reason: format!("leaf {index}: {what}; run `warden audit verify`"),
+    };
     let mut doomed = Vec::new();
     let mut last = None;
-    for (index, id) in &leaves {
-        match rows.get(id) {
+    for leaf in &leaves {
+        let index = leaf.leaf_index;
+        match rows.get(&leaf.event_id) {
             // A missing row is passed over only when an earlier prune
             // declared it: a prune never covers a deletion it did not make.
-            None if earlier.iter().any(|(a, b)| (*a..=*b).contains(index)) => {}
+            None if earlier.iter().any(|(a, b)| (*a..=*b).contains(&index)) => {}
             None => {
-                return Err(AuditError::Tampered {
-                    reason: format!(
-                        "the row of leaf {index} is missing and no earlier prune covers it; \
-                         run `warden audit verify`"
-                    ),
-                });
+                return Err(tampered(
+                    index,
+                    "the row is missing and no earlier prune covers it",
+                ));
             }
-            // A prune record is kept forever: pass over it.
-            Some((kind, _)) if kind != EventKind::ToolCall.as_str() => {}
-            Some((_, ts)) if *ts < before => doomed.push(*id),
-            Some(_) => break,
+            Some(row) => {
+                // Decide on the content the tree commits to, never on a row
+                // edited since.
+                let matches = leaf_hash_of(row).ok().map(|h| hash_hex(&h)).as_deref()
+                    == Some(leaf.leaf_hash.as_str());
+                if !matches {
+                    return Err(tampered(index, "the row does not match its leaf"));
+                }
+                if row.kind == EventKind::Prune.as_str() {
+                    // A prune record is kept forever, if it is a proven one.
+                    if !prune_leaves.contains(&index) {
+                        return Err(tampered(index, "a prune record that is not a proven leaf"));
+                    }
+                } else if row.timestamp < before {
+                    doomed.push(row.id);
+                } else {
+                    break;
+                }
+            }
         }
-        last = Some(*index);
+        last = Some(index);
     }
     let (Some(last), false) = (last, doomed.is_empty()) else {
         return Ok((0, None));
@@ -170,12 +177,13 @@ pub(crate) async fn pruned_ranges<C: ConnectionTrait>(
     db: &C,
     size: u64,
     root: TreeHash,
-) -> Result<Vec<(i64, i64)>, AuditError> {
+) -> Result<(Vec<(i64, i64)>, std::collections::HashSet<i64>), AuditError> {
     let records = audit_events::Entity::find()
         .filter(audit_events::Column::Kind.eq(EventKind::Prune.as_str()))
         .all(db)
         .await?;
     let mut ranges: Vec<(i64, i64)> = Vec::with_capacity(records.len());
+    let mut proven = std::collections::HashSet::new();
     for row in records {
         let Some(leaf) = audit_leaves::Entity::find()
             .filter(audit_leaves::Column::EventId.eq(row.id))
@@ -195,6 +203,7 @@ pub(crate) async fn pruned_ranges<C: ConnectionTrait>(
         if tlog_tiles::check_record(&proof, size, root, index, hash).is_err() {
             continue;
         }
+        proven.insert(leaf.leaf_index);
         let bound = |k: &str| {
             row.sanitized_args
                 .get(k)
@@ -215,7 +224,7 @@ pub(crate) async fn pruned_ranges<C: ConnectionTrait>(
             _ => merged.push((a, b)),
         }
     }
-    Ok(merged)
+    Ok((merged, proven))
 }
 
 /// Writes the events at leaf indexes `from..=to` (either bound optional),

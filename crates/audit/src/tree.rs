@@ -236,6 +236,12 @@ fn check_size(size: u64) -> Result<(), AuditError> {
     Ok(())
 }
 
+/// The root hash of the stored tree's first `size` leaves.
+pub(crate) async fn root_at<C: ConnectionTrait>(db: &C, size: u64) -> Result<TreeHash, AuditError> {
+    check_size(size)?;
+    two_pass(db, |r| tlog_tiles::tree_hash(size, &FnReader(r))).await
+}
+
 /// The inclusion proof of leaf `index` in the tree of `size` leaves.
 pub(crate) async fn inclusion_proof<C: ConnectionTrait>(
     db: &C,

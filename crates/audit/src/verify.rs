@@ -228,20 +228,28 @@ async fn prune_cover(db: &DatabaseConnection, signed: u64) -> Result<Vec<(u64, u
         let rows = select.all(db).await?;
         let Some(last) = rows.last() else { break };
         after = Some(last.id);
-        let leaves: HashMap<Uuid, i64> = audit_leaves::Entity::find()
+        let leaves: HashMap<Uuid, (i64, String)> = audit_leaves::Entity::find()
             .select_only()
             .column(audit_leaves::Column::EventId)
             .column(audit_leaves::Column::LeafIndex)
+            .column(audit_leaves::Column::LeafHash)
             .filter(audit_leaves::Column::EventId.is_in(rows.iter().map(|r| r.id)))
-            .into_tuple::<(Uuid, i64)>()
+            .into_tuple::<(Uuid, i64, String)>()
             .all(db)
             .await?
             .into_iter()
+            .map(|(id, index, hash)| (id, (index, hash)))
             .collect();
         for row in &rows {
-            let Some(&p) = leaves.get(&row.id) else {
+            let Some((p, leaf_hash)) = leaves.get(&row.id) else {
                 continue;
             };
+            let p = *p;
+            // The range counts only if this content is what the leaf (which
+            // the walk authenticates) commits to.
+            if leaf_hash_of(row).ok().map(|h| hash_hex(&h)).as_deref() != Some(leaf_hash.as_str()) {
+                continue;
+            }
             let bound = |k: &str| {
                 row.sanitized_args
                     .get(k)

@@ -1088,3 +1088,87 @@ async fn checkpoints_are_published_to_a_file_and_a_url() {
     }
     assert_eq!(latest, newest_note(&t).await);
 }
+
+/// Prune decides on the content the tree commits to: a row edited to look
+/// old (or to look like a prune record) is refused, not deleted or passed over.
+#[tokio::test]
+async fn prune_refuses_rows_edited_to_look_prunable() {
+    for backend in Backend::ALL {
+        for edit in [
+            "timestamp = (SELECT timestamp FROM audit_events WHERE request_id = 'req-1')",
+            "kind = 'prune'",
+        ] {
+            let t = TestDatabase::new(backend).await;
+            let key = signer();
+            let integrator = integrator(&t, &key);
+            let old = chrono::Utc::now() - chrono::Duration::days(40);
+            let events: Vec<_> = (1..=10)
+                .map(|i| {
+                    let at = (i <= 6).then(|| old + chrono::Duration::seconds(i as i64));
+                    event_with(
+                        &format!("req-{i}"),
+                        "agent-1",
+                        Decision::Allow,
+                        &json!({"i": i}),
+                        at,
+                    )
+                })
+                .collect();
+            append(&t.db, events, TIMEOUT).await.unwrap();
+            integrator.integrate_all().await.unwrap();
+            tamper(
+                &t,
+                &format!("UPDATE audit_events SET {edit} WHERE request_id = 'req-7'"),
+            )
+            .await;
+            let refused = prune(
+                &integrator,
+                chrono::Utc::now() - chrono::Duration::days(30),
+                "ops",
+                100,
+            )
+            .await;
+            assert!(
+                matches!(&refused, Err(warden_audit::AuditError::Tampered { reason }) if reason.contains("leaf 6")),
+                "{backend:?} {edit}: {refused:?}"
+            );
+            assert_eq!(
+                t.strings("SELECT CAST(count(*) AS TEXT) FROM audit_events")
+                    .await,
+                ["10"],
+                "nothing pruned"
+            );
+        }
+    }
+}
+
+/// A log rolled back behind a running integrator's back and re-filled
+/// differently is refused: the integrator never signs a fork of a tree it
+/// signed before.
+#[tokio::test]
+async fn an_integrator_never_signs_a_fork_of_what_it_signed() {
+    for backend in Backend::ALL {
+        let t = TestDatabase::new(backend).await;
+        let key = signer();
+        let integrator = log_of(&t, 8, &key).await;
+        // Back to the 4-leaf checkpoint, req-6 gone, the rest queued again.
+        tamper(
+            &t,
+            "DELETE FROM audit_checkpoints WHERE tree_size > 4; DELETE FROM audit_leaves WHERE leaf_index >= 4; \
+             DELETE FROM audit_tree_hashes WHERE idx >= 7; DELETE FROM audit_events WHERE request_id = 'req-6'; \
+             INSERT INTO audit_pending (event_id) SELECT id FROM audit_events WHERE request_id IN ('req-5', 'req-7', 'req-8')",
+        )
+        .await;
+        let refused = integrator.integrate_all().await;
+        assert!(
+            matches!(&refused, Err(warden_audit::AuditError::Tampered { reason }) if reason.contains("rolled back")),
+            "{backend:?}: {refused:?}"
+        );
+        assert_eq!(
+            t.strings("SELECT CAST(max(tree_size) AS TEXT) FROM audit_checkpoints")
+                .await,
+            ["4"],
+            "nothing signed on top of the rollback"
+        );
+    }
+}
