@@ -345,13 +345,14 @@ impl CheckpointPublisher {
         self.file.is_some() || self.url.is_some()
     }
 
-    /// Publishes `note` in the background.
-    pub(crate) fn publish(&self, note: String) {
+    /// Publishes `note` in the background; the handle lets a caller that is
+    /// about to exit wait for it.
+    pub(crate) fn publish(&self, note: String) -> Option<tokio::task::JoinHandle<()>> {
         if !self.is_enabled() {
-            return;
+            return None;
         }
         let this = self.clone();
-        tokio::spawn(async move {
+        Some(tokio::spawn(async move {
             if let Some(path) = this.file.clone() {
                 let text = note.clone();
                 let written =
@@ -382,7 +383,7 @@ impl CheckpointPublisher {
                     }
                 }
             }
-        });
+        }))
     }
 }
 

@@ -96,6 +96,8 @@ pub struct Integrator {
     /// it never signs a tree that does not extend it, so a log rolled back
     /// and re-filled behind its back is refused, not signed as a fork.
     high_water: std::sync::Arc<std::sync::Mutex<Option<(u64, String)>>>,
+    /// The newest publication still in flight.
+    publishing: std::sync::Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
 }
 
 fn raw(backend: DbBackend, sql: impl Into<String>) -> Statement {
@@ -142,6 +144,29 @@ impl Integrator {
             db,
             config,
             high_water: std::sync::Arc::new(std::sync::Mutex::new(seeded)),
+            publishing: std::sync::Arc::default(),
+        }
+    }
+
+    fn publish(&self, note: String) {
+        if let Some(handle) = self.config.publisher.publish(note) {
+            *self
+                .publishing
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(handle);
+        }
+    }
+
+    /// Waits (up to 10 s) for the newest checkpoint's publication, so that a
+    /// process about to exit does not drop it.
+    pub async fn published(&self) {
+        let handle = self
+            .publishing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(handle) = handle {
+            let _ = tokio::time::timeout(Duration::from_secs(10), handle).await;
         }
     }
 
@@ -189,7 +214,7 @@ impl Integrator {
             Err(_) => return Err(AuditError::Timeout { after: timeout }),
         };
         if let Some(note) = &report.checkpoint {
-            self.config.publisher.publish(note.clone());
+            self.publish(note.clone());
         }
         Ok(report)
     }
@@ -204,6 +229,7 @@ impl Integrator {
             total += report.integrated;
             if !report.leader || report.integrated == 0 {
                 report.integrated = total;
+                self.published().await;
                 return Ok(report);
             }
         }
@@ -596,7 +622,7 @@ impl Integrator {
         txn.commit().await?;
         if let Some(note) = &checkpoint {
             self.raise_high_water(frontier.size(), hash_hex(&frontier.root()));
-            self.config.publisher.publish(note.clone());
+            self.publish(note.clone());
         }
         Ok(Some((out, checkpoint)))
     }

@@ -48,13 +48,27 @@ pub async fn prune(
     let mut report = PruneReport::default();
     for _attempt in 0..1_000_000u32 {
         let actor = actor.to_owned();
-        let outcome = integrator
-            .with_lock(
+        // In its own task, bounded like an integration round: a caller that
+        // gives up never leaves the transaction (or the lock) half-done.
+        let this = integrator.clone();
+        let timeout = integrator.config().timeout;
+        let task = tokio::spawn(async move {
+            this.with_lock(
                 async move |txn: &DatabaseTransaction, size: u64, root: TreeHash| {
                     prune_batch(txn, size, root, before, &actor, batch_size).await
                 },
             )
-            .await?;
+            .await
+        });
+        let outcome = match tokio::time::timeout(timeout, task).await {
+            Ok(Ok(result)) => result?,
+            Ok(Err(join)) => {
+                return Err(AuditError::Database {
+                    reason: format!("prune task failed: {join}"),
+                });
+            }
+            Err(_) => return Err(AuditError::Timeout { after: timeout }),
+        };
         let Some((deleted, checkpoint)) = outcome else {
             // Another process is integrating: try again shortly.
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;

@@ -349,10 +349,32 @@ async fn demo_audit_and_approvals_end_to_end() {
         );
         let integrated = ok(&env.run(&["audit", "integrate"]));
         assert!(integrated.contains("tree size 12"), "{integrated}");
+        // Published outside the database, the checkpoint becomes verify's reference.
+        let mut demo = env.cmd(&["demo"]);
+        demo.env("AUDIT_CHECKPOINT_PUBLISH", file("published.cp"));
+        let one_more = ok(&demo.output().unwrap());
+        assert!(
+            one_more.contains("verified, proof checked offline"),
+            "{one_more}"
+        );
+        let published = std::fs::read_to_string(file("published.cp")).unwrap();
+        assert_eq!(
+            published,
+            ok(&env.run(&["audit", "checkpoint"])) + "",
+            "the latest note is published"
+        );
+        let mut verify = env.cmd(&["audit", "verify"]);
+        verify.env("AUDIT_CHECKPOINT_PUBLISH", file("published.cp"));
+        let verified = ok(&verify.output().unwrap());
+        assert!(
+            verified.starts_with("against the published checkpoint")
+                && verified.contains("PASS  18 leaves"),
+            "{verified}"
+        );
         let pruned = ok(&env.run(&["audit", "prune", "--before", "2000-01-01T00:00:00Z"]));
         assert!(pruned.contains("pruned 0 rows"), "{pruned}");
         let exported = ok(&env.run(&["audit", "export"]));
-        assert_eq!(exported.lines().count(), 12, "{exported}");
+        assert_eq!(exported.lines().count(), 18, "{exported}");
         failed(
             &env.run(&["audit", "verify", "--checkpoint", "nonsense"]),
             1,

@@ -32,7 +32,7 @@ pub(crate) enum Audit {
     /// the first problem.
     Verify {
         /// A checkpoint note kept outside the database: the log must still
-        /// contain that tree.
+        /// contain that tree (default: the AUDIT_CHECKPOINT_PUBLISH file, if any).
         #[arg(long)]
         checkpoint: Option<PathBuf>,
         /// The log's public key (text or a file holding it); default: the
@@ -308,9 +308,24 @@ pub(crate) async fn run(settings: &Settings, cmd: Audit) -> anyhow::Result<Outco
                     .map(CheckpointSigner::verifier)
                     .transpose()?,
             };
+            // Without --checkpoint, the published checkpoint (kept outside the
+            // database) is the reference, when there is one and a key to check it.
+            let external = match (&checkpoint, settings.audit_checkpoint_publisher.file()) {
+                (Some(path), _) => Some(read(path)?),
+                (None, Some(path)) if verifier.is_some() && path.is_file() => {
+                    if !json {
+                        output::line(&format!(
+                            "against the published checkpoint {}",
+                            path.display()
+                        ));
+                    }
+                    Some(read(path)?)
+                }
+                _ => None,
+            };
             let options = VerifyOptions {
                 verifier,
-                external_checkpoint: checkpoint.as_deref().map(read).transpose()?,
+                external_checkpoint: external,
                 integration_window: None,
             };
             let verdict = verify(&storage.db, &options).await?;
