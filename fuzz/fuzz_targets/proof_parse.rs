@@ -26,7 +26,8 @@ fuzz_target!(|data: &[u8]| {
     let _ = SignedCheckpoint::open_unverified(&text);
     let _ = CheckpointVerifier::parse(&text);
     let _ = CheckpointSigner::from_key_text(&text);
-    let (a, b) = text.split_at(text.len() / 2);
+    let mid = (0..=text.len() / 2).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
+    let (a, b) = text.split_at(mid);
     let proof: Vec<String> = b.split(',').map(str::to_owned).collect();
     assert!(verify_consistency(a, b, &proof, v).is_err());
 });
