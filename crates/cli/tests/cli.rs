@@ -526,3 +526,23 @@ fn demo_runs_with_no_services_at_all() {
         .unwrap();
     assert!(ok(&again).contains("log       verified, proof checked offline"));
 }
+
+/// The demo never touches a spill file it did not create: a gateway's
+/// unreplayed events at the configured AUDIT_SPILL_PATH stay where they are.
+#[test]
+fn demo_leaves_the_configured_spill_file_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let spill = dir.path().join("gateway.spill");
+    let waiting = "{\"v\":1,\"request_id\":\"unreplayed-1\"}\n";
+    std::fs::write(&spill, waiting).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .arg("demo")
+        .current_dir(dir.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("AUDIT_SPILL_PATH", &spill)
+        .output()
+        .unwrap();
+    ok(&out);
+    assert_eq!(std::fs::read_to_string(&spill).unwrap(), waiting);
+}
