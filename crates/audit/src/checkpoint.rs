@@ -253,6 +253,18 @@ impl SignedCheckpoint {
         Ok(cp)
     }
 
+    /// [`SignedCheckpoint::open`] when a verifier is given, else
+    /// [`SignedCheckpoint::open_unverified`] (a log run without a key).
+    pub fn open_with(
+        note: &str,
+        verifier: Option<&CheckpointVerifier>,
+    ) -> Result<Self, ProofFailure> {
+        match verifier {
+            Some(v) => Self::open(note, v),
+            None => Self::open_unverified(note),
+        }
+    }
+
     /// Reads the body of a stored note without checking any signature (for
     /// logs run without a signing key). Never use this on untrusted input.
     pub fn open_unverified(note: &str) -> Result<Self, ProofFailure> {

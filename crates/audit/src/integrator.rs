@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::Utc;
+use sea_orm::sea_query::Query;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, EntityTrait,
     PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set, SqliteTransactionMode, Statement,
@@ -29,6 +30,7 @@ use warden_entity::{
 use crate::checkpoint::{
     CheckpointPublisher, CheckpointSigner, DEFAULT_ORIGIN, SignedCheckpoint, checkpoint_text,
 };
+use crate::detached::detached;
 use crate::leaf::{EventKind, TreeHash, hash_hex, leaf_hash_of, parse_hash_hex};
 use crate::tree::{Frontier, load_frontier};
 use crate::{AuditError, AuditEvent};
@@ -134,10 +136,13 @@ impl Integrator {
         // outside the database: it seeds the high-water mark across restarts.
         let seeded = config.publisher.file().and_then(|path| {
             let note = std::fs::read_to_string(path).ok()?;
-            let cp = match &config.signer {
-                Some(signer) => SignedCheckpoint::open(&note, &signer.verifier().ok()?).ok()?,
-                None => SignedCheckpoint::open_unverified(&note).ok()?,
-            };
+            let verifier = config
+                .signer
+                .as_ref()
+                .map(CheckpointSigner::verifier)
+                .transpose()
+                .ok()?;
+            let cp = SignedCheckpoint::open_with(&note, verifier.as_ref()).ok()?;
             Some((cp.size, cp.root))
         });
         Self {
@@ -202,17 +207,10 @@ impl Integrator {
         force_checkpoint: bool,
     ) -> Result<IntegrationReport, AuditError> {
         let this = self.clone();
-        let timeout = self.config.timeout;
-        let task = tokio::spawn(async move { this.round(force_checkpoint).await });
-        let report = match tokio::time::timeout(timeout, task).await {
-            Ok(Ok(result)) => result?,
-            Ok(Err(join)) => {
-                return Err(AuditError::Database {
-                    reason: format!("integration task failed: {join}"),
-                });
-            }
-            Err(_) => return Err(AuditError::Timeout { after: timeout }),
-        };
+        let report = detached("integration", self.config.timeout, async move {
+            this.round(force_checkpoint).await
+        })
+        .await?;
         if let Some(note) = &report.checkpoint {
             self.publish(note.clone());
         }
@@ -331,11 +329,13 @@ impl Integrator {
             }
             return Ok((Frontier::empty(), None));
         };
-        let opened = match &self.config.signer {
-            Some(signer) => SignedCheckpoint::open(&cp.note, &signer.verifier()?),
-            None => SignedCheckpoint::open_unverified(&cp.note),
-        }
-        .map_err(|e| {
+        let verifier = self
+            .config
+            .signer
+            .as_ref()
+            .map(CheckpointSigner::verifier)
+            .transpose()?;
+        let opened = SignedCheckpoint::open_with(&cp.note, verifier.as_ref()).map_err(|e| {
             tampered(format!(
                 "the latest checkpoint (size {}): {e}",
                 cp.tree_size
@@ -377,17 +377,7 @@ impl Integrator {
             }
         }
         self.raise_high_water(size, opened.root.clone());
-        let beyond: Option<i64> = audit_tree_hashes::Entity::find()
-            .select_only()
-            .column(audit_tree_hashes::Column::Idx)
-            .filter(
-                audit_tree_hashes::Column::Idx.gte(tlog_tiles::stored_hash_index(0, size) as i64),
-            )
-            .limit(1)
-            .into_tuple()
-            .one(txn)
-            .await?;
-        if let Some(idx) = beyond {
+        if let Some(idx) = crate::tree::hash_beyond(txn, size).await? {
             return Err(tampered(format!(
                 "stored tree hash {idx} lies beyond the signed tree of {size} leaves"
             )));
@@ -488,20 +478,16 @@ impl Integrator {
         // range: entries committed since then with a lower pos are ignored
         // here and picked up next round).
         let (lo, hi) = (queued[0].0, queued[queued.len() - 1].0);
-        let (p1, p2) = if backend == DbBackend::Postgres {
-            ("$1", "$2")
-        } else {
-            ("?", "?")
-        };
         let rows = audit_events::Entity::find()
-            .from_raw_sql(Statement::from_sql_and_values(
-                backend,
-                format!(
-                    "SELECT e.* FROM audit_events e JOIN audit_pending q ON q.event_id = e.id \
-                     WHERE q.pos >= {p1} AND q.pos <= {p2}"
+            .filter(
+                audit_events::Column::Id.in_subquery(
+                    Query::select()
+                        .column(audit_pending::Column::EventId)
+                        .from(audit_pending::Entity)
+                        .and_where(audit_pending::Column::Pos.between(lo, hi))
+                        .to_owned(),
                 ),
-                [lo.into(), hi.into()],
-            ))
+            )
             .all(txn)
             .await?;
         let integrated: std::collections::HashSet<Uuid> = queued

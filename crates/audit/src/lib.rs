@@ -47,6 +47,7 @@
 mod canonical;
 mod checkpoint;
 mod copy_text;
+mod detached;
 mod error;
 mod event;
 mod integrator;

@@ -290,18 +290,10 @@ mod properties {
 
     use proptest::prelude::*;
     use serde_json::json;
-    use tlog_tiles::HashReader;
 
     use super::*;
     use crate::checkpoint::CheckpointSigner;
-    use crate::tree::Frontier;
-
-    struct Mem(HashMap<u64, TreeHash>);
-    impl HashReader for Mem {
-        fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<TreeHash>, tlog_tiles::Error> {
-            Ok(indexes.iter().map(|i| self.0[i]).collect())
-        }
-    }
+    use crate::tree::{Frontier, MapReader};
 
     fn event(i: usize, salt: u8) -> StoredEvent {
         StoredEvent {
@@ -358,7 +350,7 @@ mod properties {
                 }
                 notes.push((frontier.size(), signer.sign(frontier.size(), &frontier.root()).unwrap()));
             }
-            let mem = Mem(stored);
+            let mem = MapReader(stored);
             for (size, note) in &notes {
                 for i in 0..*size {
                     let event = events[i as usize].clone();

@@ -13,6 +13,7 @@ use tracing::{info, instrument};
 use uuid::Uuid;
 use warden_entity::{audit_events, audit_leaves};
 
+use crate::detached::detached;
 use crate::integrator::{Integrator, latest_checkpoint};
 use crate::leaf::{EventKind, TreeHash, hash_hex, leaf_hash_of};
 use crate::{AuditError, AuditEvent};
@@ -51,24 +52,15 @@ pub async fn prune(
         // In its own task, bounded like an integration round: a caller that
         // gives up never leaves the transaction (or the lock) half-done.
         let this = integrator.clone();
-        let timeout = integrator.config().timeout;
-        let task = tokio::spawn(async move {
+        let outcome = detached("prune", integrator.config().timeout, async move {
             this.with_lock(
                 async move |txn: &DatabaseTransaction, size: u64, root: TreeHash| {
                     prune_batch(txn, size, root, before, &actor, batch_size).await
                 },
             )
             .await
-        });
-        let outcome = match tokio::time::timeout(timeout, task).await {
-            Ok(Ok(result)) => result?,
-            Ok(Err(join)) => {
-                return Err(AuditError::Database {
-                    reason: format!("prune task failed: {join}"),
-                });
-            }
-            Err(_) => return Err(AuditError::Timeout { after: timeout }),
-        };
+        })
+        .await?;
         let Some((deleted, checkpoint)) = outcome else {
             // Another process is integrating: try again shortly.
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -135,7 +127,7 @@ async fn prune_batch(
         match rows.get(&leaf.event_id) {
             // A missing row is passed over only when an earlier prune
             // declared it: a prune never covers a deletion it did not make.
-            None if earlier.iter().any(|(a, b)| (*a..=*b).contains(&index)) => {}
+            None if earlier.covers(index as u64) => {}
             None => {
                 return Err(tampered(
                     index,
@@ -191,12 +183,12 @@ pub(crate) async fn pruned_ranges<C: ConnectionTrait>(
     db: &C,
     size: u64,
     root: TreeHash,
-) -> Result<(Vec<(i64, i64)>, std::collections::HashSet<i64>), AuditError> {
+) -> Result<(PrunedRanges, std::collections::HashSet<i64>), AuditError> {
     let records = audit_events::Entity::find()
         .filter(audit_events::Column::Kind.eq(EventKind::Prune.as_str()))
         .all(db)
         .await?;
-    let mut ranges: Vec<(i64, i64)> = Vec::with_capacity(records.len());
+    let mut ranges = Vec::with_capacity(records.len());
     let mut proven = std::collections::HashSet::new();
     for row in records {
         let Some(leaf) = audit_leaves::Entity::find()
@@ -218,27 +210,47 @@ pub(crate) async fn pruned_ranges<C: ConnectionTrait>(
             continue;
         }
         proven.insert(leaf.leaf_index);
-        let bound = |k: &str| {
-            row.sanitized_args
-                .get(k)
-                .and_then(serde_json::Value::as_i64)
-        };
-        if let (Some(a), Some(b)) = (bound("first_leaf"), bound("last_leaf"))
-            && a <= b
-            && b < leaf.leaf_index
-        {
-            ranges.push((a, b));
-        }
+        ranges.extend(declared_range(&row, index));
     }
-    ranges.sort_unstable();
-    let mut merged: Vec<(i64, i64)> = Vec::with_capacity(ranges.len());
-    for (a, b) in ranges {
-        match merged.last_mut() {
-            Some((_, end)) if a <= end.saturating_add(1) => *end = (*end).max(b),
-            _ => merged.push((a, b)),
+    Ok((PrunedRanges::merge(ranges), proven))
+}
+
+/// The leaf range a prune record at leaf `at` declares: `first..=last`,
+/// which must lie wholly before the record itself (a prune is recorded after
+/// what it deleted). `None` for anything else.
+pub(crate) fn declared_range(row: &audit_events::Model, at: u64) -> Option<(u64, u64)> {
+    let bound = |k: &str| {
+        row.sanitized_args
+            .get(k)
+            .and_then(serde_json::Value::as_u64)
+    };
+    let (first, last) = (bound("first_leaf")?, bound("last_leaf")?);
+    (first <= last && last < at).then_some((first, last))
+}
+
+/// Leaf ranges whose rows prune records excuse, merged and sorted.
+#[derive(Debug, Default)]
+pub(crate) struct PrunedRanges(Vec<(u64, u64)>);
+
+impl PrunedRanges {
+    /// Merges overlapping and adjacent ranges.
+    pub(crate) fn merge(mut ranges: Vec<(u64, u64)>) -> Self {
+        ranges.sort_unstable();
+        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
+        for (a, b) in ranges {
+            match merged.last_mut() {
+                Some((_, end)) if a <= end.saturating_add(1) => *end = (*end).max(b),
+                _ => merged.push((a, b)),
+            }
         }
+        Self(merged)
     }
-    Ok((merged, proven))
+
+    /// Whether leaf `index` lies in one of the ranges.
+    pub(crate) fn covers(&self, index: u64) -> bool {
+        let at = self.0.partition_point(|(a, _)| *a <= index);
+        at > 0 && self.0[at - 1].1 >= index
+    }
 }
 
 /// Writes the events at leaf indexes `from..=to` (either bound optional),

@@ -43,20 +43,14 @@ pub async fn append(
         return Ok(AppendOutcome::default());
     }
     let db = db.clone();
-    let task = tokio::spawn(async move {
+    crate::detached::detached("append", timeout, async move {
         if db.get_database_backend() == DbBackend::Postgres {
             append_postgres(db.get_postgres_connection_pool(), &events).await
         } else {
             append_in_transaction(&db, &events).await
         }
-    });
-    match tokio::time::timeout(timeout, task).await {
-        Ok(Ok(result)) => result,
-        Ok(Err(join)) => Err(AuditError::Database {
-            reason: format!("append task failed: {join}"),
-        }),
-        Err(_) => Err(AuditError::Timeout { after: timeout }),
-    }
+    })
+    .await
 }
 
 pub(crate) fn sqlx_error(e: sea_orm::sqlx::Error) -> AuditError {

@@ -8,7 +8,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect};
 use tlog_tiles::{HashReader, node_hash, split_stored_hash_index, stored_hash_index};
 use warden_entity::{audit_leaves, audit_tree_hashes};
 
@@ -148,6 +148,22 @@ pub(crate) async fn read_hashes<C: ConnectionTrait>(
     Ok(out)
 }
 
+/// A stored interior hash that no tree of `size` leaves has (one belonging
+/// to a later leaf), if any: in a log of `size` leaves, a sign of tampering.
+pub(crate) async fn hash_beyond<C: ConnectionTrait>(
+    db: &C,
+    size: u64,
+) -> Result<Option<i64>, AuditError> {
+    Ok(audit_tree_hashes::Entity::find()
+        .select_only()
+        .column(audit_tree_hashes::Column::Idx)
+        .filter(audit_tree_hashes::Column::Idx.gte(stored_hash_index(0, size) as i64))
+        .limit(1)
+        .into_tuple()
+        .one(db)
+        .await?)
+}
+
 /// The frontier of the stored tree of `size` leaves.
 pub(crate) async fn load_frontier<C: ConnectionTrait>(
     db: &C,
@@ -175,8 +191,9 @@ impl HashReader for Recorder {
     }
 }
 
-/// Second pass: answers from hashes read from the database.
-struct MapReader(HashMap<u64, TreeHash>);
+/// Second pass: answers from hashes read from the database (and, in tests,
+/// from hashes kept in memory).
+pub(crate) struct MapReader(pub(crate) HashMap<u64, TreeHash>);
 
 impl HashReader for MapReader {
     fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<TreeHash>, tlog_tiles::Error> {
@@ -279,19 +296,12 @@ pub(crate) async fn consistency_proof<C: ConnectionTrait>(
 mod tests {
     use super::*;
 
-    struct Mem(Vec<TreeHash>);
-    impl HashReader for Mem {
-        fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<TreeHash>, tlog_tiles::Error> {
-            Ok(indexes.iter().map(|i| self.0[*i as usize]).collect())
-        }
-    }
-
     /// The frontier writes exactly the stored hashes `tlog_tiles` would, and
     /// its root is `tlog_tiles`' tree hash, for every size up to 300.
     #[test]
     fn frontier_matches_tlog_tiles() {
         let mut f = Frontier::empty();
-        let mut mem = Mem(Vec::new());
+        let mut mem = MapReader(HashMap::new());
         for n in 0..300u64 {
             let leaf = tlog_tiles::record_hash(&n.to_be_bytes());
             let expected = tlog_tiles::stored_hashes_for_record_hash(n, leaf, &mem).unwrap();
@@ -301,15 +311,10 @@ mod tests {
                 assert_eq!(*idx, mem.0.len() as u64 + i as u64);
                 assert_eq!(*h, expected[i]);
             }
-            mem.0.extend(expected);
+            let first = mem.0.len() as u64;
+            mem.0.extend((first..).zip(expected));
             assert_eq!(f.root(), tlog_tiles::tree_hash(n + 1, &mem).unwrap());
-            let map: HashMap<u64, TreeHash> = mem
-                .0
-                .iter()
-                .enumerate()
-                .map(|(i, h)| (i as u64, *h))
-                .collect();
-            assert_eq!(Frontier::from_stored(n + 1, &map).unwrap(), f);
+            assert_eq!(Frontier::from_stored(n + 1, &mem.0).unwrap(), f);
         }
     }
 
@@ -364,13 +369,6 @@ mod independent {
 
     use super::*;
     use crate::leaf::{StoredEvent, hash_hex};
-
-    struct Mem(HashMap<u64, TreeHash>);
-    impl HashReader for Mem {
-        fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<TreeHash>, tlog_tiles::Error> {
-            Ok(indexes.iter().map(|i| self.0[i]).collect())
-        }
-    }
 
     fn events(n: usize) -> Vec<StoredEvent> {
         (0..n)
@@ -429,7 +427,7 @@ mod independent {
             stored.extend(frontier.push(leaf));
             roots.insert(frontier.size(), frontier.root());
         }
-        let mem = Mem(stored);
+        let mem = MapReader(stored);
         for &n in &sizes {
             assert_eq!(
                 theirs["roots"][n.to_string()],

@@ -14,6 +14,7 @@ use std::fmt;
 use std::time::Duration;
 
 use chrono::Utc;
+use sea_orm::sea_query::Query;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
     QuerySelect, Statement,
@@ -24,8 +25,9 @@ use uuid::Uuid;
 use warden_entity::{audit_checkpoints, audit_events, audit_leaves, audit_tree_hashes};
 
 use crate::AuditError;
-use crate::checkpoint::{CheckpointVerifier, ProofFailure, SignedCheckpoint};
+use crate::checkpoint::{CheckpointVerifier, SignedCheckpoint};
 use crate::leaf::{EventKind, hash_hex, leaf_hash_of, parse_hash_hex};
+use crate::retention::{PrunedRanges, declared_range};
 use crate::tree::Frontier;
 
 /// Leaves read per query while verifying.
@@ -144,23 +146,13 @@ struct Expect {
     root: String,
 }
 
-fn open_note(
-    note: &str,
-    verifier: Option<&CheckpointVerifier>,
-) -> Result<SignedCheckpoint, ProofFailure> {
-    match verifier {
-        Some(v) => SignedCheckpoint::open(note, v),
-        None => SignedCheckpoint::open_unverified(note),
-    }
-}
-
 /// Opens one stored checkpoint row: its note must verify and match the row.
 fn open_row(
     row: &audit_checkpoints::Model,
     verifier: Option<&CheckpointVerifier>,
 ) -> Result<Expect, Verification> {
     let forged = |detail: String| broken(BreakKind::CheckpointForged, None, None, detail);
-    let cp = open_note(&row.note, verifier)
+    let cp = SignedCheckpoint::open_with(&row.note, verifier)
         .map_err(|e| forged(format!("stored checkpoint of size {}: {e}", row.tree_size)))?;
     if cp.size != row.tree_size as u64 || cp.root != row.root_hash {
         return Err(forged(format!(
@@ -214,7 +206,7 @@ impl Checkpoints {
 /// excused. Only prune rows that are leaves before `signed` (the newest
 /// signed checkpoint) and that come after their whole range count; the walk
 /// then recomputes each of those rows against its leaf like any other.
-async fn prune_cover(db: &DatabaseConnection, signed: u64) -> Result<Vec<(u64, u64)>, AuditError> {
+async fn prune_cover(db: &DatabaseConnection, signed: u64) -> Result<PrunedRanges, AuditError> {
     let mut ranges = Vec::new();
     let mut after: Option<Uuid> = None;
     loop {
@@ -250,34 +242,12 @@ async fn prune_cover(db: &DatabaseConnection, signed: u64) -> Result<Vec<(u64, u
             if leaf_hash_of(row).ok().map(|h| hash_hex(&h)).as_deref() != Some(leaf_hash.as_str()) {
                 continue;
             }
-            let bound = |k: &str| {
-                row.sanitized_args
-                    .get(k)
-                    .and_then(serde_json::Value::as_u64)
-            };
-            if let (Some(a), Some(b)) = (bound("first_leaf"), bound("last_leaf"))
-                && a <= b
-                && b < p as u64
-                && (p as u64) < signed
-            {
-                ranges.push((a, b));
+            if (p as u64) < signed {
+                ranges.extend(declared_range(row, p as u64));
             }
         }
     }
-    ranges.sort_unstable();
-    let mut merged: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
-    for (a, b) in ranges {
-        match merged.last_mut() {
-            Some((_, end)) if a <= end.saturating_add(1) => *end = (*end).max(b),
-            _ => merged.push((a, b)),
-        }
-    }
-    Ok(merged)
-}
-
-fn covered(cover: &[(u64, u64)], index: u64) -> bool {
-    let at = cover.partition_point(|(a, _)| *a <= index);
-    at > 0 && cover[at - 1].1 >= index
+    Ok(PrunedRanges::merge(ranges))
 }
 
 /// One page of the walk: leaves, their rows, and the tree hashes they complete.
@@ -298,22 +268,17 @@ async fn fetch_page(db: DatabaseConnection, from: i64) -> Result<Option<Page>, A
         return Ok(None);
     };
     let (first, last) = (first.leaf_index, last.leaf_index);
-    // One join per page (an id list would cost the database far more).
-    let backend = db.get_database_backend();
-    let (p1, p2) = if backend == sea_orm::DbBackend::Postgres {
-        ("$1", "$2")
-    } else {
-        ("?", "?")
-    };
+    // One semi-join per page (an id list would cost the database far more).
     let rows: HashMap<Uuid, audit_events::Model> = audit_events::Entity::find()
-        .from_raw_sql(Statement::from_sql_and_values(
-            backend,
-            format!(
-                "SELECT e.* FROM audit_leaves l JOIN audit_events e ON e.id = l.event_id \
-                 WHERE l.leaf_index >= {p1} AND l.leaf_index <= {p2}"
+        .filter(
+            audit_events::Column::Id.in_subquery(
+                Query::select()
+                    .column(audit_leaves::Column::EventId)
+                    .from(audit_leaves::Entity)
+                    .and_where(audit_leaves::Column::LeafIndex.between(first, last))
+                    .to_owned(),
             ),
-            [first.into(), last.into()],
-        ))
+        )
         .all(&db)
         .await?
         .into_iter()
@@ -480,7 +445,7 @@ pub async fn verify(
                         ));
                     }
                 }
-                None if covered(&cover, index) => pruned += 1,
+                None if cover.covers(index) => pruned += 1,
                 None => {
                     return Ok(broken(
                         BreakKind::Deleted,
@@ -583,17 +548,7 @@ pub async fn verify(
             format!("{whose} records {size} leaves but the tree has only {tree_size}"),
         ));
     }
-    let extra: Option<i64> = audit_tree_hashes::Entity::find()
-        .select_only()
-        .column(audit_tree_hashes::Column::Idx)
-        .filter(
-            audit_tree_hashes::Column::Idx.gte(tlog_tiles::stored_hash_index(0, tree_size) as i64),
-        )
-        .limit(1)
-        .into_tuple()
-        .one(db)
-        .await?;
-    if let Some(idx) = extra {
+    if let Some(idx) = crate::tree::hash_beyond(db, tree_size).await? {
         return Ok(broken(
             BreakKind::TreeTampered,
             None,
