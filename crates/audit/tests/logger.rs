@@ -51,6 +51,27 @@ async fn assert_exactly_once(db: &DatabaseConnection, expected: usize) {
     }
 }
 
+/// A `warden-audit-load` process logging as `name` into `t`, with its own
+/// spill file in `dir`, plus `args`.
+fn load_process(
+    t: &TestDatabase,
+    dir: &tempfile::TempDir,
+    name: &str,
+    args: &[&str],
+) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_warden-audit-load"))
+        .args(["--prefix", name])
+        .args(args)
+        .arg("--database-url")
+        .arg(&t.url)
+        .arg("--spill")
+        .arg(dir.path().join(format!("{name}.spill")))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 fn config(dir: &tempfile::TempDir) -> AuditLoggerConfig {
     let mut c = AuditLoggerConfig::new(dir.path().join("audit.spill"));
     c.max_retries = 1;
@@ -222,18 +243,8 @@ async fn two_processes_logging_at_once_leave_one_gap_free_log() {
     for backend in Backend::ALL {
         let t = TestDatabase::new(backend).await;
         let dir = tempfile::tempdir().unwrap();
-        let spawn = |name: &str| {
-            std::process::Command::new(env!("CARGO_BIN_EXE_warden-audit-load"))
-                .args(["--count", "1500", "--batch-size", "32", "--prefix", name])
-                .arg("--database-url")
-                .arg(&t.url)
-                .arg("--spill")
-                .arg(dir.path().join(format!("{name}.spill")))
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
-        };
+        let spawn =
+            |name: &str| load_process(&t, &dir, name, &["--count", "1500", "--batch-size", "32"]);
         let a = spawn("proc-a");
         let b = spawn("proc-b");
         for child in [a, b] {
@@ -269,27 +280,27 @@ async fn an_integrator_killed_mid_run_loses_duplicates_or_reorders_nothing() {
     let key_path = dir.path().join("audit.key");
     let (secret, signer) = warden_audit::CheckpointSigner::generate("kill.test/audit").unwrap();
     std::fs::write(&key_path, secret).unwrap();
+    let key = key_path.display().to_string();
     let spawn = |name: &str| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_warden-audit-load"))
-            .args(["--count", "4000", "--batch-size", "16", "--prefix", name])
-            .args([
+        load_process(
+            &t,
+            &dir,
+            name,
+            &[
+                "--count",
+                "4000",
+                "--batch-size",
+                "16",
                 "--checkpoint-interval-ms",
                 "5",
                 "--pause-ms",
                 "2",
                 "--pause-every",
                 "20",
-            ])
-            .arg("--signing-key-file")
-            .arg(&key_path)
-            .arg("--database-url")
-            .arg(&t.url)
-            .arg("--spill")
-            .arg(dir.path().join(format!("{name}.spill")))
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap()
+                "--signing-key-file",
+                &key,
+            ],
+        )
     };
     let mut victim = spawn("victim");
     let survivors = [spawn("proc-a"), spawn("proc-b")];

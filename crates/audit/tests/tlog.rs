@@ -50,6 +50,26 @@ async fn log_of(t: &TestDatabase, n: usize, signer: &CheckpointSigner) -> Integr
     integrator
 }
 
+/// Events req-1..=req-total, integrated; the first `old` happened 40 days
+/// ago (before a 30-day retention cut), the rest now.
+async fn aged_log(t: &TestDatabase, integrator: &Integrator, total: usize, old: usize) {
+    let long_ago = chrono::Utc::now() - chrono::Duration::days(40);
+    let events: Vec<_> = (1..=total)
+        .map(|i| {
+            let at = (i <= old).then(|| long_ago + chrono::Duration::seconds(i as i64));
+            event_with(
+                &format!("req-{i}"),
+                "agent-1",
+                Decision::Allow,
+                &json!({"i": i}),
+                at,
+            )
+        })
+        .collect();
+    append(&t.db, events, TIMEOUT).await.unwrap();
+    integrator.integrate_all().await.unwrap();
+}
+
 fn options(signer: &CheckpointSigner) -> VerifyOptions {
     VerifyOptions {
         verifier: Some(signer.verifier().unwrap()),
@@ -415,21 +435,7 @@ async fn prune_refuses_to_launder_an_earlier_deletion() {
         let t = TestDatabase::new(backend).await;
         let key = signer();
         let integrator = integrator(&t, &key);
-        let old = chrono::Utc::now() - chrono::Duration::days(40);
-        let events: Vec<_> = (1..=10)
-            .map(|i| {
-                let at = (i <= 6).then(|| old + chrono::Duration::seconds(i as i64));
-                event_with(
-                    &format!("req-{i}"),
-                    "agent-1",
-                    Decision::Allow,
-                    &json!({"i": i}),
-                    at,
-                )
-            })
-            .collect();
-        append(&t.db, events, TIMEOUT).await.unwrap();
-        integrator.integrate_all().await.unwrap();
+        aged_log(&t, &integrator, 10, 6).await;
         tamper(&t, "DELETE FROM audit_events WHERE request_id = 'req-4'").await;
         let refused = prune(
             &integrator,
@@ -720,21 +726,7 @@ async fn prune_keeps_the_tree_and_every_proof_and_is_itself_a_leaf() {
         let key = signer();
         let verifier = key.verifier().unwrap();
         let integrator = integrator(&t, &key);
-        let old = chrono::Utc::now() - chrono::Duration::days(40);
-        let events: Vec<_> = (1..=25)
-            .map(|i| {
-                let at = (i <= 17).then(|| old + chrono::Duration::seconds(i as i64));
-                event_with(
-                    &format!("req-{i}"),
-                    "agent-1",
-                    Decision::Allow,
-                    &json!({"i": i}),
-                    at,
-                )
-            })
-            .collect();
-        append(&t.db, events, TIMEOUT).await.unwrap();
-        integrator.integrate_all().await.unwrap();
+        aged_log(&t, &integrator, 25, 17).await;
         let before_prune = newest_note(&t).await;
         let report = prune(
             &integrator,
@@ -1101,21 +1093,7 @@ async fn prune_refuses_rows_edited_to_look_prunable() {
             let t = TestDatabase::new(backend).await;
             let key = signer();
             let integrator = integrator(&t, &key);
-            let old = chrono::Utc::now() - chrono::Duration::days(40);
-            let events: Vec<_> = (1..=10)
-                .map(|i| {
-                    let at = (i <= 6).then(|| old + chrono::Duration::seconds(i as i64));
-                    event_with(
-                        &format!("req-{i}"),
-                        "agent-1",
-                        Decision::Allow,
-                        &json!({"i": i}),
-                        at,
-                    )
-                })
-                .collect();
-            append(&t.db, events, TIMEOUT).await.unwrap();
-            integrator.integrate_all().await.unwrap();
+            aged_log(&t, &integrator, 10, 6).await;
             tamper(
                 &t,
                 &format!("UPDATE audit_events SET {edit} WHERE request_id = 'req-7'"),
