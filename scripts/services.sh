@@ -22,6 +22,8 @@ install_missing() {
     local packages=()
     [ -n "$(pg_bin_dir)" ] || packages+=(postgresql postgresql-client)
     command -v redis-server >/dev/null 2>&1 || packages+=(redis-server)
+    # The clock-skew tests run a process under libfaketime.
+    command -v faketime >/dev/null 2>&1 || packages+=(faketime)
     if [ ${#packages[@]} -gt 0 ]; then
         log "installing ${packages[*]} with apt-get"
         as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q

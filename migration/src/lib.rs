@@ -26,6 +26,7 @@ mod m20261124_000003_create_approval_requests;
 mod m20261124_000004_audit_append_only;
 mod m20261124_000005_one_pending_approval_per_request;
 mod m20261125_000006_audit_transparency_log;
+mod m20261125_000007_bound_approvals_and_audit_events;
 
 /// Warden's migrations, oldest first.
 pub struct Migrator;
@@ -40,6 +41,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000004_audit_append_only::Migration),
             Box::new(m20261124_000005_one_pending_approval_per_request::Migration),
             Box::new(m20261125_000006_audit_transparency_log::Migration),
+            Box::new(m20261125_000007_bound_approvals_and_audit_events::Migration),
         ]
     }
 }

@@ -28,7 +28,7 @@ async fn up_status_down_fresh_on_both_backends() {
         let out = migration(Some(&t.url), &["status"]);
         assert!(out.status.success(), "{out:?}");
         assert!(
-            stdout(&out).contains("0 applied, 6 pending"),
+            stdout(&out).contains("0 applied, 7 pending"),
             "{}",
             stdout(&out)
         );
@@ -37,7 +37,7 @@ async fn up_status_down_fresh_on_both_backends() {
             let out = migration(Some(&t.url), &["up"]);
             assert!(out.status.success(), "{out:?}");
             assert!(
-                stdout(&out).contains("6 applied, 0 pending"),
+                stdout(&out).contains("7 applied, 0 pending"),
                 "{}",
                 stdout(&out)
             );
@@ -45,7 +45,7 @@ async fn up_status_down_fresh_on_both_backends() {
 
         let out = migration(Some(&t.url), &["down", "-n", "1"]);
         assert!(
-            stdout(&out).contains("5 applied, 1 pending"),
+            stdout(&out).contains("6 applied, 1 pending"),
             "{}",
             stdout(&out)
         );
@@ -53,7 +53,7 @@ async fn up_status_down_fresh_on_both_backends() {
         let out = migration(Some(&t.url), &["down"]);
         assert!(out.status.success(), "{out:?}");
         assert!(
-            stdout(&out).contains("0 applied, 6 pending"),
+            stdout(&out).contains("0 applied, 7 pending"),
             "{}",
             stdout(&out)
         );
@@ -61,7 +61,7 @@ async fn up_status_down_fresh_on_both_backends() {
         let out = migration(Some(&t.url), &["fresh"]);
         assert!(out.status.success(), "{out:?}");
         assert!(
-            stdout(&out).contains("6 applied, 0 pending"),
+            stdout(&out).contains("7 applied, 0 pending"),
             "{}",
             stdout(&out)
         );

@@ -38,7 +38,7 @@ const INDEXES: [&str; 15] = [
     "ux_api_keys_caller_id",
     "ux_api_keys_key_prefix",
     "ux_approval_requests_token_hash",
-    "ux_audit_events_request_id",
+    "ix_audit_events_request_id",
     "ux_audit_leaves_event_id",
     "ux_audit_pending_event_id",
     "ux_api_keys_caller_id",
@@ -167,7 +167,6 @@ async fn up_creates_every_table_and_named_index() {
                 "ux_api_keys_key_prefix",
                 "ux_approval_requests_pending_request",
                 "ux_approval_requests_token_hash",
-                "ux_audit_events_request_id",
                 "ux_audit_leaves_event_id",
                 "ux_audit_pending_event_id",
             ],
@@ -241,10 +240,23 @@ async fn down_then_up_restores_the_identical_schema() {
 async fn down_one_step_reverts_only_the_newest_migration() {
     for_each_backend(|t| async move {
         migration::run(&t.db, Command::Up(None)).await.unwrap();
+        // Back from bound approvals: request ids unique again, EXECUTED refused.
+        let states = migration::run(&t.db, Command::Down(Some(1))).await.unwrap();
+        let applied: Vec<bool> = states.iter().map(|m| m.applied).collect();
+        assert_eq!(applied, [true, true, true, true, true, true, false]);
+        assert_eq!(tables(&t).await, TABLES, "{:?}", t.backend);
+        let back = indexes(&t).await;
+        assert!(
+            back.contains(&"ux_audit_events_request_id".to_owned())
+                && back.contains(&"ux_approval_requests_pending_request".to_owned())
+                && !back.contains(&"ix_audit_events_request_id".to_owned()),
+            "{:?}: {back:?}",
+            t.backend
+        );
         // Back from the transparency log (empty): the chain schema returns.
         let states = migration::run(&t.db, Command::Down(Some(1))).await.unwrap();
         let applied: Vec<bool> = states.iter().map(|m| m.applied).collect();
-        assert_eq!(applied, [true, true, true, true, true, false]);
+        assert_eq!(applied, [true, true, true, true, true, false, false]);
         assert_eq!(tables(&t).await, CHAIN_TABLES, "{:?}", t.backend);
         assert!(
             indexes(&t)
@@ -255,7 +267,7 @@ async fn down_one_step_reverts_only_the_newest_migration() {
         );
         let states = migration::run(&t.db, Command::Down(Some(1))).await.unwrap();
         let applied: Vec<bool> = states.iter().map(|m| m.applied).collect();
-        assert_eq!(applied, [true, true, true, true, false, false]);
+        assert_eq!(applied, [true, true, true, true, false, false, false]);
         assert_eq!(tables(&t).await, CHAIN_TABLES, "{:?}", t.backend);
         let after_one = indexes(&t).await;
         assert!(
@@ -287,7 +299,7 @@ async fn down_one_step_reverts_only_the_newest_migration() {
 async fn status_on_an_empty_database_writes_nothing() {
     for_each_backend(|t| async move {
         let states = migration::status(&t.db).await.unwrap();
-        assert_eq!(states.len(), 6);
+        assert_eq!(states.len(), 7);
         assert!(states.iter().all(|m| !m.applied));
         let all_tables = t
             .strings(match t.backend {
@@ -346,11 +358,34 @@ async fn the_transparency_log_refuses_to_roll_back_over_entries() {
             }
         })
         .await;
-        let err = migration::run(&t.db, Command::Down(Some(1)))
+        let err = migration::run(&t.db, Command::Down(Some(2)))
             .await
             .expect_err("rolled back over a non-empty log");
         assert!(err.to_string().contains("export"), "{err}");
         assert_eq!(tables(&t).await, TABLES, "{:?}: nothing dropped", t.backend);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn executed_approvals_and_shared_request_ids_refuse_a_roll_back() {
+    for_each_backend(|t| async move {
+        migration::run(&t.db, Command::Up(None)).await.unwrap();
+        let h = "a".repeat(64);
+        t.execute(&format!(
+            "INSERT INTO approval_requests (id, token_hash, request_id, caller_id, tool_name, \
+             tool_call, raw_args_hash, risk_labels, status, expires_at) VALUES \
+             ('0191f6c2-0000-7000-8000-000000000009', '{h}', 'r1', 'c1', 't', '{{}}', '{h}', \
+             '[]', 'EXECUTED', CURRENT_TIMESTAMP)"
+        ))
+        .await;
+        let err = migration::run(&t.db, Command::Down(Some(1)))
+            .await
+            .expect_err("EXECUTED cannot go back");
+        assert!(err.to_string().contains("EXECUTED"), "{err}");
+        let states = migration::status(&t.db).await.unwrap();
+        assert!(states.iter().all(|m| m.applied), "{:?}: nothing rolled back", t.backend);
+        assert_eq!(tables(&t).await, TABLES, "{:?}", t.backend);
     })
     .await;
 }

@@ -22,8 +22,12 @@ pub enum ApprovalStatus {
     Approved,
     /// A person refused the call.
     Denied,
-    /// Nobody decided in time: the call is refused.
+    /// Nobody decided in time, or an approved call was not run within its
+    /// execution window: the call is refused.
     Expired,
+    /// The gateway consumed the approval and ran the call: it cannot be used
+    /// again.
+    Executed,
 }
 
 impl ApprovalStatus {
@@ -34,6 +38,7 @@ impl ApprovalStatus {
             Self::Approved => "APPROVED",
             Self::Denied => "DENIED",
             Self::Expired => "EXPIRED",
+            Self::Executed => "EXECUTED",
         }
     }
 }
@@ -53,6 +58,7 @@ impl FromStr for ApprovalStatus {
             "APPROVED" => Ok(Self::Approved),
             "DENIED" => Ok(Self::Denied),
             "EXPIRED" => Ok(Self::Expired),
+            "EXECUTED" => Ok(Self::Executed),
             other => Err(ApprovalError::InvalidField {
                 field: "status",
                 reason: format!("unknown status {other:?}"),
@@ -78,8 +84,39 @@ pub struct ApprovalRequest {
     pub raw_args_hash: String,
     /// Why the call needs approval.
     pub risk_labels: Vec<String>,
+    /// The version of the policy that held the call (e.g. its file's hash):
+    /// a call re-evaluated under another policy needs a new approval.
+    pub policy_version: String,
     /// How long a person has to decide (default: the manager's TTL).
     pub ttl: Option<Duration>,
+}
+
+impl ApprovalRequest {
+    /// The binding a [`crate::ApprovalManager::consume`] re-checks: this
+    /// request's caller, tool, raw-arguments hash and policy version.
+    pub fn binding(&self) -> CallBinding {
+        CallBinding {
+            caller_id: self.caller_id.clone(),
+            tool_name: self.tool_name.clone(),
+            raw_args_hash: self.raw_args_hash.to_ascii_lowercase(),
+            policy_version: self.policy_version.clone(),
+        }
+    }
+}
+
+/// The call the gateway is about to run, as [`crate::ApprovalManager::consume`]
+/// compares it with the call the approval was shown for: any difference
+/// refuses the approval.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallBinding {
+    /// Who is making the call.
+    pub caller_id: String,
+    /// The tool it runs.
+    pub tool_name: String,
+    /// SHA-256 (hex) of the canonical raw arguments it runs with.
+    pub raw_args_hash: String,
+    /// The policy version it is evaluated under.
+    pub policy_version: String,
 }
 
 /// A decision, once made.
@@ -118,24 +155,53 @@ pub struct Approval {
     pub created_at: DateTime<Utc>,
     /// When it can no longer be approved.
     pub expires_at: DateTime<Utc>,
+    /// The policy version the call was held under.
+    pub policy_version: String,
+    /// For an approved call: the instant before which it must be consumed.
+    pub execute_by: Option<DateTime<Utc>>,
+    /// When the gateway consumed it (status EXECUTED).
+    pub executed_at: Option<DateTime<Utc>>,
     /// The decision, once made.
     pub result: Option<ApprovalResult>,
 }
 
 impl Approval {
-    /// The status at `now`: a PENDING approval past its expiry is EXPIRED,
-    /// whatever storage says.
+    /// The status at `now` (the database's clock): a PENDING approval past
+    /// its expiry, and an APPROVED one past its execution window, are
+    /// EXPIRED, whatever storage says.
     pub fn effective_status(&self, now: DateTime<Utc>) -> ApprovalStatus {
-        if self.status == ApprovalStatus::Pending && now >= self.expires_at {
-            ApprovalStatus::Expired
-        } else {
-            self.status
+        match self.status {
+            ApprovalStatus::Pending if now >= self.expires_at => ApprovalStatus::Expired,
+            ApprovalStatus::Approved if self.execute_by.is_none_or(|by| now >= by) => {
+                ApprovalStatus::Expired
+            }
+            status => status,
         }
     }
 
-    /// True only for an approval a person approved.
+    /// True for an approval a person approved that has not been consumed.
+    /// Only [`crate::ApprovalManager::consume`] lets the call run.
     pub fn is_approved(&self) -> bool {
         self.status == ApprovalStatus::Approved
+    }
+
+    /// The first part of `binding` that differs from the call this approval
+    /// was shown for, if any.
+    pub fn binding_mismatch(&self, binding: &CallBinding) -> Option<&'static str> {
+        if self.caller_id != binding.caller_id {
+            Some("caller_id")
+        } else if self.tool_name != binding.tool_name {
+            Some("tool_name")
+        } else if !self
+            .raw_args_hash
+            .eq_ignore_ascii_case(&binding.raw_args_hash)
+        {
+            Some("raw_args_hash")
+        } else if self.policy_version != binding.policy_version {
+            Some("policy_version")
+        } else {
+            None
+        }
     }
 
     pub(crate) fn from_model(m: approval_requests::Model) -> Result<Self, ApprovalError> {
@@ -144,8 +210,13 @@ impl Approval {
             serde_json::from_value(m.risk_labels).map_err(|e| ApprovalError::CorruptRow {
                 reason: format!("risk_labels: {e}"),
             })?;
+        // A consumed approval's decision was an approval.
+        let decision = match status {
+            ApprovalStatus::Executed => ApprovalStatus::Approved,
+            other => other,
+        };
         let result = m.decided_at.map(|decided_at| ApprovalResult {
-            status,
+            status: decision,
             approver_id: m.approver_id.clone(),
             note: m.note.clone(),
             decided_at,
@@ -161,6 +232,9 @@ impl Approval {
             status,
             created_at: m.created_at,
             expires_at: m.expires_at,
+            policy_version: m.policy_version,
+            execute_by: m.execute_by,
+            executed_at: m.executed_at,
             result: if status == ApprovalStatus::Pending {
                 None
             } else {

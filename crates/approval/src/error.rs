@@ -12,9 +12,27 @@ pub enum ApprovalError {
         /// The decision that was made.
         status: ApprovalStatus,
     },
-    /// Its time ran out before anyone decided: treat it as denied.
-    #[error("approval expired before it was decided")]
+    /// Its time ran out before anyone decided, or an approved call was not
+    /// run within its execution window: treat it as denied (issue a new one).
+    #[error("approval expired (undecided in time, or approved but not used within its execution window)")]
     Expired,
+    /// The call about to run is not the call the approval was shown for; the
+    /// differing part is named. Refuse the call (or ask for a new approval).
+    #[error("approval is bound to another call: {field} differs")]
+    BindingMismatch {
+        /// `caller_id`, `tool_name`, `raw_args_hash` or `policy_version`.
+        field: &'static str,
+    },
+    /// The approval was consumed already: one approval runs one call once.
+    #[error("approval was already used to run its call")]
+    AlreadyExecuted,
+    /// The approval is not approved (still pending, or denied): the call may
+    /// not run.
+    #[error("approval is not approved: {status}")]
+    NotApproved {
+        /// Where it stands.
+        status: ApprovalStatus,
+    },
     /// The request or decision is malformed; the field is named.
     #[error("invalid approval field {field}: {reason}")]
     InvalidField {

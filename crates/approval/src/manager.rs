@@ -4,43 +4,61 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound, Utc};
-use sea_orm::sea_query::Expr;
+use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set, SqlErr, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait,
+    FromQueryResult, QueryFilter, QueryOrder, QuerySelect, QueryTrait, SqlErr,
+    TransactionTrait,
 };
 use tracing::{Instrument, debug, info_span, instrument, warn};
 use uuid::Uuid;
 use warden_cache::{Cache, Ttl};
 use warden_entity::approval_requests::{self, Column};
 
+use crate::db_clock::{db_now, now_sql, plus_sql};
+use crate::decisions::{self, DecisionHub};
 use crate::notify::Notifier;
 use crate::{
-    Approval, ApprovalError, ApprovalRequest, ApprovalStatus, ApprovalToken, IssueOutcome,
-    WaitOutcome,
+    Approval, ApprovalError, ApprovalRequest, ApprovalStatus, ApprovalToken, CallBinding,
+    IssueOutcome, WaitOutcome,
 };
 
 const MAX_ID_LEN: usize = 255;
 const MAX_NOTE_LEN: usize = 4096;
+const MAX_POLICY_VERSION_LEN: usize = 128;
 
 /// Issues and decides approvals: PostgreSQL (or SQLite) is the truth, the
-/// cache is a write-through fast path.
+/// cache only ever says "still pending".
+///
+/// The gateway's sequence: [`issue`](Self::issue) when a policy holds a call,
+/// [`wait_for_decision`](Self::wait_for_decision) (or [`check`](Self::check)),
+/// then — immediately before running the call —
+/// [`consume`](Self::consume) with the call it is about to run. Only a
+/// successful `consume` lets the call run; it succeeds once.
 ///
 /// Guarantees:
-/// - `issue` commits the row before writing the cache; if the cache write
-///   fails the token still works through the database.
-/// - `check` reads the cache first and falls back to the database on a miss
-///   or a cache error; a PENDING approval past `expires_at` is refused as
-///   [`ApprovalError::Expired`] on both paths, so a fallback never revives an
-///   expired token.
+/// - **Only the database says yes.** A cached entry is trusted only to say
+///   PENDING (and only from a cache every process shares); every other answer
+///   — approved, denied, expired — is read from the database. No cache write
+///   can approve, deny or decide a call.
+/// - **One clock: the database's.** Creation, expiry, decision and execution
+///   times are the database's `now`, in the same statement that compares
+///   them; a process with a skewed clock cannot approve an expired call or
+///   expire a valid one.
 /// - `approve`/`deny` are one conditional UPDATE (only a PENDING, unexpired
 ///   row changes): of any number of concurrent deciders in any number of
 ///   processes exactly one wins; the others get `AlreadyDecided`, `Expired`
-///   or `NotFound`. The cache is then updated keeping its remaining TTL (never
-///   recreated with a fresh one); if that fails the key is deleted so the
-///   database answers.
+///   or `NotFound`.
+/// - An approval binds the whole call: caller, tool, raw-arguments hash,
+///   policy version and expiry. `consume` is one conditional UPDATE
+///   APPROVED → EXECUTED that re-checks all of them inside the execution
+///   window (`with_execution_window`, default 5 minutes after the decision);
+///   an APPROVED approval past its window is EXPIRED on every path.
+/// - Every database step is bounded (`with_db_timeout`): a typed
+///   [`ApprovalError::Timeout`] instead of a hang.
 /// - A malformed token is `NotFound` without touching storage. Tokens are
 ///   never stored, logged or put in errors.
+/// - Waiters share one cache subscription per manager (and its clones).
 /// - Notifiers run in the background; their failures never fail a decision.
 #[derive(Clone)]
 pub struct ApprovalManager {
@@ -49,7 +67,9 @@ pub struct ApprovalManager {
     ttl: Duration,
     poll_interval: Duration,
     db_timeout: Duration,
+    execution_window: Duration,
     notifiers: Vec<Arc<dyn Notifier>>,
+    decisions: Arc<DecisionHub>,
 }
 
 impl std::fmt::Debug for ApprovalManager {
@@ -64,10 +84,6 @@ impl std::fmt::Debug for ApprovalManager {
 
 fn cache_key(token_hash: &str) -> String {
     format!("approval:{token_hash}")
-}
-
-fn channel(token_hash: &str) -> String {
-    format!("approval:decided:{token_hash}")
 }
 
 fn identifier(field: &'static str, value: &str) -> Result<String, ApprovalError> {
@@ -87,8 +103,17 @@ fn identifier(field: &'static str, value: &str) -> Result<String, ApprovalError>
     Ok(value.to_owned())
 }
 
-fn now() -> DateTime<Utc> {
-    Utc::now().trunc_subsecs(6)
+/// A committed new approval, and the token hash of the one it superseded
+/// (a reissue).
+struct Inserted {
+    row: approval_requests::Model,
+    superseded: Option<String>,
+}
+
+/// A row together with the database's clock at the moment it was read.
+struct RowAt {
+    row: approval_requests::Model,
+    now: DateTime<Utc>,
 }
 
 impl ApprovalManager {
@@ -101,8 +126,18 @@ impl ApprovalManager {
             ttl,
             poll_interval: Duration::from_millis(250),
             db_timeout: Duration::from_secs(5),
+            execution_window: Duration::from_secs(300),
             notifiers: Vec::new(),
+            decisions: DecisionHub::new(),
         }
+    }
+
+    /// How long after an APPROVED decision the call may still be consumed
+    /// (default 5 minutes, at least 1 second); past it the approval is
+    /// EXPIRED.
+    pub fn with_execution_window(mut self, window: Duration) -> Self {
+        self.execution_window = window.max(Duration::from_secs(1));
+        self
     }
 
     /// Adds a notifier, told about every new approval and every decision.
@@ -138,9 +173,31 @@ impl ApprovalManager {
     }
 
     /// Issues an approval for `request`, or returns the request's existing
-    /// PENDING one (without its token).
+    /// PENDING one (without its token). After a [`ApprovalError::Timeout`]
+    /// (the row may have been stored, its token lost) call
+    /// [`reissue`](Self::reissue).
     #[instrument(skip_all, fields(request_id = %request.request_id, tool = %request.tool_name))]
     pub async fn issue(&self, request: &ApprovalRequest) -> Result<IssueOutcome, ApprovalError> {
+        self.issue_inner(request, false).await
+    }
+
+    /// Issues a fresh approval for `request`, superseding the request's
+    /// PENDING one (which becomes EXPIRED, its token useless) when that one
+    /// is bound to the same caller, tool, arguments and policy. This recovers
+    /// an `issue` whose answer was lost (a timeout after its commit): the
+    /// lost token can no longer be used, and the new one is notified.
+    /// A PENDING approval bound to a different call is not replaced:
+    /// [`ApprovalError::BindingMismatch`].
+    #[instrument(skip_all, fields(request_id = %request.request_id, tool = %request.tool_name))]
+    pub async fn reissue(&self, request: &ApprovalRequest) -> Result<IssueOutcome, ApprovalError> {
+        self.issue_inner(request, true).await
+    }
+
+    async fn issue_inner(
+        &self,
+        request: &ApprovalRequest,
+        supersede: bool,
+    ) -> Result<IssueOutcome, ApprovalError> {
         let request_id = identifier("request_id", &request.request_id)?;
         let caller_id = identifier("caller_id", &request.caller_id)?;
         let tool_name = identifier("tool_name", &request.tool_name)?;
@@ -150,6 +207,14 @@ impl ApprovalManager {
             return Err(ApprovalError::InvalidField {
                 field: "raw_args_hash",
                 reason: "must be 64 hex characters (SHA-256)".into(),
+            });
+        }
+        if request.policy_version.chars().count() > MAX_POLICY_VERSION_LEN
+            || request.policy_version.chars().any(char::is_control)
+        {
+            return Err(ApprovalError::InvalidField {
+                field: "policy_version",
+                reason: "at most 128 characters, no control characters".into(),
             });
         }
         let labels = request
@@ -162,33 +227,52 @@ impl ApprovalManager {
                 field: "ttl",
                 reason: e.to_string(),
             })?;
-        let token = ApprovalToken::generate()?;
-        let token_hash = token.hash();
-        let created_at = now();
-        let expires_at = created_at
-            + chrono::Duration::from_std(ttl.as_duration()).map_err(|e| {
+        let lifetime =
+            chrono::Duration::from_std(ttl.as_duration()).map_err(|e| {
                 ApprovalError::InvalidField {
                     field: "ttl",
                     reason: e.to_string(),
                 }
             })?;
-
+        let token = ApprovalToken::generate()?;
+        let token_hash = token.hash();
+        let model = approval_requests::Model {
+            id: Uuid::now_v7(),
+            token_hash: token_hash.clone(),
+            request_id,
+            caller_id,
+            tool_name,
+            tool_call: request.sanitized_tool_call.clone(),
+            raw_args_hash: request.raw_args_hash.to_ascii_lowercase(),
+            risk_labels: serde_json::Value::from(labels),
+            status: ApprovalStatus::Pending.as_str().to_owned(),
+            // Both set from the database's clock in the transaction.
+            created_at: DateTime::<Utc>::MIN_UTC,
+            expires_at: DateTime::<Utc>::MIN_UTC,
+            decided_at: None,
+            approver_id: None,
+            note: None,
+            policy_version: request.policy_version.clone(),
+            execute_by: None,
+            executed_at: None,
+        };
         let stored = self
-            .bounded(self.insert_pending(
-                &request_id,
-                &token_hash,
-                caller_id,
-                tool_name,
-                request,
-                labels,
-                created_at,
-                expires_at,
-            ))
+            .bounded(self.insert_pending(model, lifetime, supersede))
             .await?;
         let inserted = match stored {
-            Ok(row) => row,
+            Ok(Inserted { row, superseded }) => {
+                // The lost token now reads as EXPIRED at once; a cache entry
+                // left behind would only ever say PENDING.
+                if let Some(old) = superseded
+                    && let Err(e) = self.cache.delete(&cache_key(&old)).await
+                {
+                    debug!(error = %e, "superseded approval's cache entry not removed; it expires with it");
+                }
+                row
+            }
             Err(existing) => return Ok(existing),
         };
+        let expires_at = inserted.expires_at;
         let approval = Approval::from_model(inserted)?;
         if let Err(e) = self
             .cache
@@ -206,63 +290,76 @@ impl ApprovalManager {
     }
 
     /// The database half of `issue`: the new row, or the request's existing
-    /// PENDING approval.
-    #[allow(clippy::too_many_arguments)]
+    /// PENDING approval. With `supersede`, an existing PENDING approval bound
+    /// to the same call is expired and replaced.
     async fn insert_pending(
         &self,
-        request_id: &str,
-        token_hash: &str,
-        caller_id: String,
-        tool_name: String,
-        request: &ApprovalRequest,
-        labels: Vec<String>,
-        created_at: DateTime<Utc>,
-        expires_at: DateTime<Utc>,
-    ) -> Result<Result<approval_requests::Model, IssueOutcome>, ApprovalError> {
+        mut model: approval_requests::Model,
+        lifetime: chrono::Duration,
+        supersede: bool,
+    ) -> Result<Result<Inserted, IssueOutcome>, ApprovalError> {
         let txn = self.db.begin().await?;
+        let mut superseded = None;
+        let now_expr = now_sql(txn.get_database_backend());
+        let created_at = db_now(&txn).await?.trunc_subsecs(6);
+        model.created_at = created_at;
+        model.expires_at = created_at + lifetime;
         // A PENDING row past its expiry no longer blocks a new approval.
         approval_requests::Entity::update_many()
             .col_expr(
                 Column::Status,
                 Expr::value(ApprovalStatus::Expired.as_str()),
             )
-            .col_expr(Column::DecidedAt, Expr::value(created_at))
-            .filter(Column::RequestId.eq(request_id))
+            .col_expr(Column::DecidedAt, Expr::cust(now_expr.clone()))
+            .filter(Column::RequestId.eq(model.request_id.as_str()))
             .filter(Column::Status.eq(ApprovalStatus::Pending.as_str()))
-            .filter(Column::ExpiresAt.lte(created_at))
+            .filter(Expr::col(Column::ExpiresAt).lte(Expr::cust(now_expr.clone())))
             .exec(&txn)
             .await?;
-        if let Some(existing) = self.pending_for(&txn, request_id).await? {
-            txn.commit().await?;
-            return Ok(Err(existing));
+        if let Some(existing) = self.pending_row(&txn, &model.request_id).await? {
+            if !supersede {
+                txn.commit().await?;
+                return Ok(Err(existing_outcome(&existing)));
+            }
+            let superseded_hash = existing.token_hash.clone();
+            let existing = Approval::from_model(existing)?;
+            let binding = CallBinding {
+                caller_id: model.caller_id.clone(),
+                tool_name: model.tool_name.clone(),
+                raw_args_hash: model.raw_args_hash.clone(),
+                policy_version: model.policy_version.clone(),
+            };
+            if let Some(field) = existing.binding_mismatch(&binding) {
+                return Err(ApprovalError::BindingMismatch { field });
+            }
+            approval_requests::Entity::update_many()
+                .col_expr(
+                    Column::Status,
+                    Expr::value(ApprovalStatus::Expired.as_str()),
+                )
+                .col_expr(Column::DecidedAt, Expr::cust(now_expr))
+                .col_expr(
+                    Column::Note,
+                    Expr::value("superseded by a reissue (its token was lost)"),
+                )
+                .filter(Column::Id.eq(existing.id))
+                .filter(Column::Status.eq(ApprovalStatus::Pending.as_str()))
+                .exec(&txn)
+                .await?;
+            superseded = Some(superseded_hash);
         }
-        let model = approval_requests::ActiveModel {
-            id: Set(Uuid::now_v7()),
-            token_hash: Set(token_hash.to_owned()),
-            request_id: Set(request_id.to_owned()),
-            caller_id: Set(caller_id),
-            tool_name: Set(tool_name),
-            tool_call: Set(request.sanitized_tool_call.clone()),
-            raw_args_hash: Set(request.raw_args_hash.to_ascii_lowercase()),
-            risk_labels: Set(serde_json::Value::from(labels)),
-            status: Set(ApprovalStatus::Pending.as_str().to_owned()),
-            created_at: Set(created_at),
-            expires_at: Set(expires_at),
-            decided_at: Set(None),
-            approver_id: Set(None),
-            note: Set(None),
-        };
-        match model.insert(&txn).await {
+        let request_id = model.request_id.clone();
+        match approval_requests::ActiveModel::from(model).insert(&txn).await {
             Ok(row) => {
                 txn.commit().await?;
-                Ok(Ok(row))
+                Ok(Ok(Inserted { row, superseded }))
             }
             Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
                 // A concurrent issue for the same request won.
                 drop(txn);
-                self.pending_for(&self.db, request_id)
+                self.pending_row(&self.db, &request_id)
                     .await?
-                    .map(Err)
+                    .map(|row| Err(existing_outcome(&row)))
                     .ok_or(ApprovalError::Database {
                         reason: e.to_string(),
                     })
@@ -271,68 +368,93 @@ impl ApprovalManager {
         }
     }
 
-    async fn pending_for<C: sea_orm::ConnectionTrait>(
+    async fn pending_row<C: ConnectionTrait>(
         &self,
         db: &C,
         request_id: &str,
-    ) -> Result<Option<IssueOutcome>, ApprovalError> {
-        let row = approval_requests::Entity::find()
+    ) -> Result<Option<approval_requests::Model>, ApprovalError> {
+        Ok(approval_requests::Entity::find()
             .filter(Column::RequestId.eq(request_id))
             .filter(Column::Status.eq(ApprovalStatus::Pending.as_str()))
             .one(db)
-            .await?;
-        Ok(row.map(|r| IssueOutcome::Existing {
-            id: r.id,
-            status: ApprovalStatus::Pending,
-            expires_at: r.expires_at,
-        }))
+            .await?)
     }
 
-    /// The approval for `token`: the cache first, the database on a miss or
-    /// cache error. Refuses an expired one with [`ApprovalError::Expired`].
+    /// The approval for `token`. A PENDING answer may come from a shared
+    /// cache; every other answer comes from the database. Refuses an expired
+    /// one (undecided in time, or approved and past its execution window)
+    /// with [`ApprovalError::Expired`].
     #[instrument(skip_all)]
     pub async fn check(&self, token: &str) -> Result<Approval, ApprovalError> {
         let token = ApprovalToken::parse(token).ok_or(ApprovalError::NotFound)?;
-        let approval = self.lookup(&token.hash()).await?;
-        match approval.effective_status(now()) {
-            ApprovalStatus::Expired => Err(ApprovalError::Expired),
-            _ => Ok(approval),
+        let token_hash = token.hash();
+        if let Some(pending) = self.cached_pending(&token_hash).await {
+            return Ok(pending);
         }
+        self.check_database(&token_hash).await
     }
 
-    async fn lookup(&self, token_hash: &str) -> Result<Approval, ApprovalError> {
+    /// A PENDING approval from the cache, when the cache may say so: only a
+    /// shared cache (an in-process one cannot see other processes decide),
+    /// only PENDING (anything else is for the database to say), and only
+    /// while this process's clock agrees it has not expired (otherwise the
+    /// database's clock decides).
+    async fn cached_pending(&self, token_hash: &str) -> Option<Approval> {
+        if !self.cache.is_shared() {
+            return None;
+        }
         match self
             .cache
             .get_json::<Approval>(&cache_key(token_hash))
             .await
         {
-            // Decisions are final, so a cached decision is always right. A
-            // cached PENDING is trusted only from a cache every process
-            // shares: an in-process cache cannot see another process decide.
             Ok(Some(approval))
-                if approval.status != ApprovalStatus::Pending || self.cache.is_shared() =>
+                if approval.status == ApprovalStatus::Pending
+                    && approval.result.is_none()
+                    && Utc::now() < approval.expires_at =>
             {
-                debug!(path = "cache", "approval found");
-                return Ok(approval);
+                debug!(path = "cache", "approval pending");
+                Some(approval)
             }
-            Ok(Some(_)) => debug!("pending in the local cache; confirming with the database"),
-            Ok(None) => debug!("approval not in cache; asking the database"),
-            Err(e) => warn!(error = %e, "approval cache unavailable; asking the database"),
+            Ok(Some(_)) => {
+                debug!("cached approval is not a plain PENDING; asking the database");
+                None
+            }
+            Ok(None) => {
+                debug!("approval not in cache; asking the database");
+                None
+            }
+            Err(e) => {
+                warn!(error = %e, "approval cache unavailable; asking the database");
+                None
+            }
         }
-        self.read_database(token_hash).await
     }
 
-    async fn read_database(&self, token_hash: &str) -> Result<Approval, ApprovalError> {
+    async fn check_database(&self, token_hash: &str) -> Result<Approval, ApprovalError> {
+        let RowAt { row, now } = self.read_database(token_hash).await?;
+        let approval = Approval::from_model(row)?;
+        match approval.effective_status(now) {
+            ApprovalStatus::Expired => Err(ApprovalError::Expired),
+            _ => Ok(approval),
+        }
+    }
+
+    /// The row for `token_hash` and the database's clock, in one statement.
+    async fn read_database(&self, token_hash: &str) -> Result<RowAt, ApprovalError> {
+        let backend = self.db.get_database_backend();
+        let statement = approval_requests::Entity::find()
+            .filter(Column::TokenHash.eq(token_hash))
+            .expr_as(Expr::cust(now_sql(backend)), "db_now")
+            .build(backend);
         let row = self
-            .bounded(async {
-                Ok(approval_requests::Entity::find()
-                    .filter(Column::TokenHash.eq(token_hash))
-                    .one(&self.db)
-                    .await?)
-            })
+            .bounded(async { Ok(self.db.query_one_raw(statement).await?) })
             .await?
             .ok_or(ApprovalError::NotFound)?;
-        Approval::from_model(row)
+        Ok(RowAt {
+            now: row.try_get::<DateTime<Utc>>("", "db_now")?,
+            row: approval_requests::Model::from_query_result(&row, "")?,
+        })
     }
 
     /// Approves the call `token` stands for.
@@ -375,32 +497,39 @@ impl ApprovalManager {
         let token_hash = token.hash();
         let span = info_span!("approval.decide", status = %status, approver = %approver_id);
         async {
-            let decided_at = now();
+            let backend = self.db.get_database_backend();
+            let now_expr = now_sql(backend);
+            let window_ms = u64::try_from(self.execution_window.as_millis()).unwrap_or(u64::MAX);
+            let execute_by = match status {
+                ApprovalStatus::Approved => Expr::cust(plus_sql(backend, window_ms)),
+                _ => Expr::value(Option::<DateTime<Utc>>::None),
+            };
             let changed = self
                 .bounded(async {
                     Ok(approval_requests::Entity::update_many()
                         .col_expr(Column::Status, Expr::value(status.as_str()))
-                        .col_expr(Column::DecidedAt, Expr::value(decided_at))
+                        .col_expr(Column::DecidedAt, Expr::cust(now_expr.clone()))
+                        .col_expr(Column::ExecuteBy, execute_by)
                         .col_expr(Column::ApproverId, Expr::value(approver_id.clone()))
                         .col_expr(Column::Note, Expr::value(note.clone()))
                         .filter(Column::TokenHash.eq(token_hash.as_str()))
                         .filter(Column::Status.eq(ApprovalStatus::Pending.as_str()))
-                        .filter(Column::ExpiresAt.gt(decided_at))
+                        .filter(Expr::col(Column::ExpiresAt).gt(Expr::cust(now_expr.clone())))
                         .exec(&self.db)
                         .await?
                         .rows_affected)
                 })
                 .await?;
-            let approval = self.read_database(&token_hash).await?;
+            let RowAt { row, now } = self.read_database(&token_hash).await?;
+            let approval = Approval::from_model(row)?;
             if changed == 0 {
-                return Err(match approval.effective_status(decided_at) {
-                    ApprovalStatus::Expired => ApprovalError::Expired,
-                    // Unreachable in practice: a PENDING unexpired row would have changed.
-                    ApprovalStatus::Pending => ApprovalError::Expired,
+                return Err(match approval.effective_status(now) {
+                    // A PENDING row that did not change was expired by the
+                    // database's clock.
+                    ApprovalStatus::Expired | ApprovalStatus::Pending => ApprovalError::Expired,
                     decided => ApprovalError::AlreadyDecided { status: decided },
                 });
             }
-            // Read back after the commit, the row already carries the decision.
             self.publish_decision(&token_hash, &approval).await;
             self.notify_decision(&approval);
             Ok(approval)
@@ -409,19 +538,75 @@ impl ApprovalManager {
         .await
     }
 
-    /// After a committed decision: update the cache in place (keeping its
-    /// TTL) and wake waiters. Failures only cost speed, never correctness.
-    async fn publish_decision(&self, token_hash: &str, approval: &Approval) {
-        let key = cache_key(token_hash);
-        if let Err(e) = self.cache.replace_json_keep_ttl(&key, approval).await {
-            warn!(approval_id = %approval.id, error = %e, "approval cache update failed; removing the stale entry");
-            if let Err(e) = self.cache.delete(&key).await {
-                warn!(approval_id = %approval.id, error = %e, "stale approval cache entry could not be removed; it expires with the approval");
+    /// Consumes an APPROVED approval for the call about to run: one
+    /// conditional UPDATE APPROVED → EXECUTED that succeeds only inside the
+    /// execution window and only when `binding` is the call the approval was
+    /// shown for. Call it immediately before running the call, and run the
+    /// call only when it returns `Ok`: it succeeds once, in every process
+    /// together.
+    ///
+    /// Errors: `BindingMismatch` (names the differing part), `AlreadyExecuted`,
+    /// `NotApproved` (pending or denied), `Expired`, `NotFound`.
+    #[instrument(skip_all, fields(tool = %binding.tool_name))]
+    pub async fn consume(
+        &self,
+        token: &str,
+        binding: &CallBinding,
+    ) -> Result<Approval, ApprovalError> {
+        let token = ApprovalToken::parse(token).ok_or(ApprovalError::NotFound)?;
+        let token_hash = token.hash();
+        let now_expr = now_sql(self.db.get_database_backend());
+        let changed = self
+            .bounded(async {
+                Ok(approval_requests::Entity::update_many()
+                    .col_expr(
+                        Column::Status,
+                        Expr::value(ApprovalStatus::Executed.as_str()),
+                    )
+                    .col_expr(Column::ExecutedAt, Expr::cust(now_expr.clone()))
+                    .filter(Column::TokenHash.eq(token_hash.as_str()))
+                    .filter(Column::Status.eq(ApprovalStatus::Approved.as_str()))
+                    .filter(Column::CallerId.eq(binding.caller_id.as_str()))
+                    .filter(Column::ToolName.eq(binding.tool_name.as_str()))
+                    .filter(Column::RawArgsHash.eq(binding.raw_args_hash.to_ascii_lowercase()))
+                    .filter(Column::PolicyVersion.eq(binding.policy_version.as_str()))
+                    .filter(Expr::col(Column::ExecuteBy).gt(Expr::cust(now_expr.clone())))
+                    .exec(&self.db)
+                    .await?
+                    .rows_affected)
+            })
+            .await?;
+        let RowAt { row, now } = self.read_database(&token_hash).await?;
+        let approval = Approval::from_model(row)?;
+        if changed == 1 {
+            if let Err(e) = self.cache.delete(&cache_key(&token_hash)).await {
+                debug!(error = %e, "consumed approval's cache entry not removed; it is never trusted");
             }
+            return Ok(approval);
+        }
+        Err(match approval.effective_status(now) {
+            ApprovalStatus::Executed => ApprovalError::AlreadyExecuted,
+            ApprovalStatus::Expired => ApprovalError::Expired,
+            ApprovalStatus::Approved => match approval.binding_mismatch(binding) {
+                Some(field) => ApprovalError::BindingMismatch { field },
+                // Approved, bound, in its window, yet unchanged: a concurrent
+                // consume won between the two statements.
+                None => ApprovalError::AlreadyExecuted,
+            },
+            status => ApprovalError::NotApproved { status },
+        })
+    }
+
+    /// After a committed decision: drop the cache entry (only the database
+    /// answers for decided approvals) and wake waiters. Failures only cost
+    /// speed, never correctness.
+    async fn publish_decision(&self, token_hash: &str, approval: &Approval) {
+        if let Err(e) = self.cache.delete(&cache_key(token_hash)).await {
+            debug!(approval_id = %approval.id, error = %e, "decided approval's cache entry not removed; a decided entry is never trusted");
         }
         if let Err(e) = self
             .cache
-            .publish(&channel(token_hash), approval.status.as_str().as_bytes())
+            .publish(decisions::CHANNEL, token_hash.as_bytes())
             .await
         {
             debug!(error = %e, "decision not published; waiters fall back to polling");
@@ -429,8 +614,10 @@ impl ApprovalManager {
     }
 
     /// Waits until the approval is decided or `timeout` passes. Wakes on a
-    /// cache message from whichever process decided, and polls the database
-    /// meanwhile in case messages are lost or the cache is down.
+    /// decision announced by whichever process decided (one shared
+    /// subscription per manager), and polls the database meanwhile in case
+    /// announcements are lost or the cache is down. Every decision it
+    /// returns was read from the database.
     #[instrument(skip_all, fields(timeout_ms = timeout.as_millis()))]
     pub async fn wait_for_decision(
         &self,
@@ -438,28 +625,11 @@ impl ApprovalManager {
         timeout: Duration,
     ) -> Result<WaitOutcome, ApprovalError> {
         let parsed = ApprovalToken::parse(token).ok_or(ApprovalError::NotFound)?;
+        let token_hash = parsed.hash();
         let deadline = tokio::time::Instant::now() + timeout;
-        let mut subscription = match self.cache.subscribe(&channel(&parsed.hash())).await {
-            Ok(s) => Some(s),
-            Err(e) => {
-                debug!(error = %e, "no decision channel; polling only");
-                None
-            }
-        };
-        // The first look and every wake-up by message use the fast path; timed
-        // polls ask the database, which every process writes (an in-process
-        // cache cannot see decisions made elsewhere).
-        let mut from_database = false;
+        let mut wake_ups = Some(self.decisions.listen(&self.cache));
         loop {
-            let approval = if from_database {
-                let approval = self.read_database(&parsed.hash()).await?;
-                if approval.effective_status(now()) == ApprovalStatus::Expired {
-                    return Err(ApprovalError::Expired);
-                }
-                approval
-            } else {
-                self.check(token).await?
-            };
+            let approval = self.check_database(&token_hash).await?;
             if approval.status != ApprovalStatus::Pending {
                 return Ok(WaitOutcome::Decided(approval));
             }
@@ -467,62 +637,70 @@ impl ApprovalManager {
             if now >= deadline {
                 return Ok(WaitOutcome::TimedOut(approval));
             }
-            let expires_in = (approval.expires_at - Utc::now())
-                .to_std()
-                .unwrap_or_default();
-            let nap = self
-                .poll_interval
-                .min(deadline - now)
-                .min(expires_in + Duration::from_millis(5));
-            from_database = true;
-            match subscription.as_mut() {
-                Some(sub) => {
-                    tokio::select! {
-                        message = sub.next() => match message {
-                            Some(_) => from_database = false,
-                            None => subscription = None,
-                        },
-                        () = tokio::time::sleep(nap) => {}
-                    }
+            let nap = tokio::time::sleep(self.poll_interval.min(deadline - now));
+            tokio::pin!(nap);
+            loop {
+                let Some(rx) = wake_ups.as_mut() else {
+                    nap.as_mut().await;
+                    break;
+                };
+                tokio::select! {
+                    message = rx.recv() => match message {
+                        Ok(hash) if hash == token_hash.as_bytes() => break,
+                        Ok(_) => {}
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => wake_ups = None,
+                    },
+                    () = nap.as_mut() => break,
                 }
-                None => tokio::time::sleep(nap).await,
             }
         }
     }
 
-    /// Marks PENDING approvals past their expiry as EXPIRED, `batch_size` rows
-    /// per statement; returns how many.
+    /// Marks PENDING approvals past their expiry (by the database's clock)
+    /// as EXPIRED, `batch_size` rows per statement; returns how many. Each
+    /// statement is bounded by the database timeout.
     #[instrument(skip(self))]
     pub async fn expire_stale(&self, batch_size: u64) -> Result<u64, ApprovalError> {
         let batch_size = batch_size.clamp(1, 10_000);
+        let now_expr = now_sql(self.db.get_database_backend());
         let mut total = 0;
         loop {
-            let at = now();
-            let ids: Vec<Uuid> = approval_requests::Entity::find()
-                .select_only()
-                .column(Column::Id)
-                .filter(Column::Status.eq(ApprovalStatus::Pending.as_str()))
-                .filter(Column::ExpiresAt.lte(at))
-                .limit(batch_size)
-                .into_tuple()
-                .all(&self.db)
+            let ids: Vec<Uuid> = self
+                .bounded(async {
+                    Ok(approval_requests::Entity::find()
+                        .select_only()
+                        .column(Column::Id)
+                        .filter(Column::Status.eq(ApprovalStatus::Pending.as_str()))
+                        .filter(Expr::col(Column::ExpiresAt).lte(Expr::cust(now_expr.clone())))
+                        .limit(batch_size)
+                        .into_tuple()
+                        .all(&self.db)
+                        .await?)
+                })
                 .await?;
             if ids.is_empty() {
                 break;
             }
-            let changed = approval_requests::Entity::update_many()
-                .col_expr(
-                    Column::Status,
-                    Expr::value(ApprovalStatus::Expired.as_str()),
-                )
-                .col_expr(Column::DecidedAt, Expr::value(at))
-                .filter(Column::Id.is_in(ids.clone()))
-                .filter(Column::Status.eq(ApprovalStatus::Pending.as_str()))
-                .exec(&self.db)
-                .await?
-                .rows_affected;
+            let found = ids.len() as u64;
+            let changed = self
+                .bounded(async {
+                    Ok(approval_requests::Entity::update_many()
+                        .col_expr(
+                            Column::Status,
+                            Expr::value(ApprovalStatus::Expired.as_str()),
+                        )
+                        .col_expr(Column::DecidedAt, Expr::cust(now_expr.clone()))
+                        .filter(Column::Id.is_in(ids))
+                        .filter(Column::Status.eq(ApprovalStatus::Pending.as_str()))
+                        .filter(Expr::col(Column::ExpiresAt).lte(Expr::cust(now_expr.clone())))
+                        .exec(&self.db)
+                        .await?
+                        .rows_affected)
+                })
+                .await?;
             total += changed;
-            if (ids.len() as u64) < batch_size {
+            if found < batch_size {
                 break;
             }
         }
@@ -531,8 +709,12 @@ impl ApprovalManager {
 
     /// The approval with `id` (database), whatever its state.
     pub async fn get(&self, id: Uuid) -> Result<Approval, ApprovalError> {
-        let row = approval_requests::Entity::find_by_id(id)
-            .one(&self.db)
+        let row = self
+            .bounded(async {
+                Ok(approval_requests::Entity::find_by_id(id)
+                    .one(&self.db)
+                    .await?)
+            })
             .await?
             .ok_or(ApprovalError::NotFound)?;
         Approval::from_model(row)
@@ -550,8 +732,7 @@ impl ApprovalManager {
         if let Some(status) = status {
             select = select.filter(Column::Status.eq(status.as_str()));
         }
-        select
-            .all(&self.db)
+        self.bounded(async { Ok(select.all(&self.db).await?) })
             .await?
             .into_iter()
             .map(Approval::from_model)
@@ -578,5 +759,13 @@ impl ApprovalManager {
                 }
             });
         }
+    }
+}
+
+fn existing_outcome(row: &approval_requests::Model) -> IssueOutcome {
+    IssueOutcome::Existing {
+        id: row.id,
+        status: ApprovalStatus::Pending,
+        expires_at: row.expires_at,
     }
 }

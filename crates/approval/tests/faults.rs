@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use common::{issued, redis_cache, request};
 use warden_approval::{ApprovalManager, ApprovalStatus};
+use warden_cache::redis;
 use warden_testkit::{Backend, PrivateRedis, TestDatabase, TestRedis};
 
 #[tokio::test]
@@ -116,7 +117,28 @@ fn decide_command(
     backend: Backend,
     approver: &str,
 ) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_warden-approval-decide"));
+    decide_command_at(db, redis, backend, approver, None)
+}
+
+/// `decide_command`, with the process's wall clock shifted by `skew` (e.g.
+/// `-600s`) through libfaketime.
+fn decide_command_at(
+    db: &TestDatabase,
+    redis: &TestRedis,
+    backend: Backend,
+    approver: &str,
+    skew: Option<&str>,
+) -> Command {
+    let binary = env!("CARGO_BIN_EXE_warden-approval-decide");
+    let mut cmd = match skew {
+        Some(offset) => {
+            let mut cmd = Command::new("faketime");
+            cmd.args(["-f", offset, binary])
+                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+            cmd
+        }
+        None => Command::new(binary),
+    };
     cmd.args(["--approver", approver, "--prefix", &redis.prefix])
         .arg("--database-url")
         .arg(&db.url)
@@ -254,4 +276,115 @@ async fn a_waiter_sees_a_decision_made_by_another_process() {
             other => panic!("{backend:?}: {other:?}"),
         }
     }
+}
+
+/// Runs one `warden-approval-decide` process with a skewed clock on `token`
+/// and returns its report.
+fn decide_skewed(
+    db: &TestDatabase,
+    redis: &TestRedis,
+    token: &warden_approval::ApprovalToken,
+    skew: &str,
+) -> serde_json::Value {
+    let mut child = decide_command_at(db, redis, Backend::Postgres, "skewed", Some(skew))
+        .spawn()
+        .expect("faketime is installed by scripts/services.sh");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{}\n", token.expose()).as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Security review, item 4: expiry and decision times are the database's.
+/// A decider whose clock runs 10 minutes slow must not approve a call that
+/// expired; one whose clock runs 10 minutes fast must not expire a valid one.
+/// (PostgreSQL only: the embedded database runs inside the process and has
+/// no other clock.)
+#[tokio::test]
+async fn a_skewed_process_clock_neither_approves_expired_calls_nor_expires_valid_ones() {
+    let db = TestDatabase::postgres().await;
+    let redis = TestRedis::new().await;
+    let cache = redis_cache(&redis.url, &redis.prefix);
+    let manager = ApprovalManager::new(db.db.clone(), cache, Duration::from_secs(120));
+
+    let mut short = request("expired-by-db-clock");
+    short.ttl = Some(Duration::from_secs(1));
+    let expired = issued(manager.issue(&short).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let report = decide_skewed(&db, &redis, &expired, "-600s");
+    assert_eq!(
+        (report["won"].as_u64(), report["expired"].as_u64()),
+        (Some(0), Some(1)),
+        "a slow clock approved an expired call: {report}"
+    );
+    assert!(matches!(
+        manager.check(expired.expose()).await,
+        Err(warden_approval::ApprovalError::Expired)
+    ));
+
+    let valid = issued(manager.issue(&request("valid-by-db-clock")).await.unwrap());
+    let report = decide_skewed(&db, &redis, &valid, "+600s");
+    assert_eq!(
+        report["won"].as_u64(),
+        Some(1),
+        "a fast clock expired a valid call: {report}"
+    );
+    let approved = manager.check(valid.expose()).await.unwrap();
+    assert_eq!(approved.status, ApprovalStatus::Approved);
+    let decided_at = approved.result.unwrap().decided_at;
+    let drift = (decided_at - chrono::Utc::now()).num_seconds().abs();
+    assert!(drift < 60, "decided_at came from the skewed clock: {drift}s off");
+}
+
+/// Security review, item 10: waiters share one subscription per manager
+/// instead of one Redis connection each.
+#[tokio::test]
+async fn many_waiters_share_one_decision_subscription() {
+    let db = TestDatabase::postgres().await;
+    let redis = TestRedis::new().await;
+    let cache = redis_cache(&redis.url, &redis.prefix);
+    let manager = ApprovalManager::new(db.db.clone(), cache.clone(), Duration::from_secs(120))
+        .with_poll_interval(Duration::from_secs(30));
+    let mut tokens = Vec::new();
+    for i in 0..40 {
+        tokens.push(issued(manager.issue(&request(&format!("w-{i}"))).await.unwrap()));
+    }
+    let waiters: Vec<_> = tokens
+        .iter()
+        .map(|t| {
+            let (m, t) = (manager.clone(), t.expose().to_owned());
+            tokio::spawn(async move { m.wait_for_decision(&t, Duration::from_secs(60)).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let pool = cache.redis_pool().unwrap();
+    let channel = format!("{}approval:decided", redis.prefix);
+    let (_, subscribers): (String, i64) = pool
+        .query(redis::cmd("PUBSUB").arg("NUMSUB").arg(&channel))
+        .await
+        .unwrap();
+    assert_eq!(subscribers, 1, "one subscription for 40 waiters");
+    let started = std::time::Instant::now();
+    for t in &tokens {
+        manager.approve(t.expose(), "alice", None).await.unwrap();
+    }
+    for w in waiters {
+        match w.await.unwrap().unwrap() {
+            warden_approval::WaitOutcome::Decided(a) => {
+                assert_eq!(a.status, ApprovalStatus::Approved)
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    // Woken by the shared subscription: the first poll would be 30 s away.
+    assert!(started.elapsed() < Duration::from_secs(25));
 }

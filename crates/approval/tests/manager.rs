@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use common::{Fixture, cache_key, issued, request};
 use warden_approval::{
-    Approval, ApprovalError, ApprovalRequest, ApprovalStatus, ApprovalToken, IssueOutcome,
-    WaitOutcome,
+    Approval, ApprovalError, ApprovalRequest, ApprovalStatus, ApprovalToken,
+    IssueOutcome, WaitOutcome,
 };
 use warden_cache::Ttl;
 
@@ -30,7 +30,11 @@ contract!(
     expiry_is_refused_on_both_paths,
     approve_then_deny_is_already_decided,
     decisions_are_visible_on_both_paths,
-    the_cache_is_never_repopulated_with_a_fresh_ttl,
+    a_decision_drops_the_cache_entry,
+    no_cache_write_can_approve_or_decide_a_call,
+    consume_runs_an_approved_call_once_for_its_exact_binding,
+    an_approved_call_not_run_within_its_window_expires,
+    reissue_replaces_a_pending_approval_whose_token_was_lost,
     a_pending_request_gets_no_second_approval,
     concurrent_issues_for_one_request_make_one_approval,
     malformed_and_unknown_tokens_are_not_found,
@@ -160,23 +164,9 @@ async fn decisions_are_visible_on_both_paths(f: Fixture) {
     assert_eq!(stored.result.unwrap().approver_id.as_deref(), Some("bob"));
 }
 
-async fn the_cache_is_never_repopulated_with_a_fresh_ttl(f: Fixture) {
-    let mut r = request("r-1");
-    r.ttl = Some(Duration::from_secs(2));
-    let token = issued(f.manager.issue(&r).await.unwrap());
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    f.manager
-        .approve(token.expose(), "alice", None)
-        .await
-        .unwrap();
-    let left = f.cache.ttl(&cache_key(&token)).await.unwrap().unwrap();
-    assert!(
-        left <= Duration::from_millis(1_400),
-        "TTL was refreshed: {left:?}"
-    );
-
-    let token = issued(f.manager.issue(&request("r-2")).await.unwrap());
-    f.cache.delete(&cache_key(&token)).await.unwrap();
+async fn a_decision_drops_the_cache_entry(f: Fixture) {
+    let token = issued(f.manager.issue(&request("r-1")).await.unwrap());
+    assert!(f.cache.ttl(&cache_key(&token)).await.unwrap().is_some());
     f.manager
         .approve(token.expose(), "alice", None)
         .await
@@ -184,12 +174,214 @@ async fn the_cache_is_never_repopulated_with_a_fresh_ttl(f: Fixture) {
     assert_eq!(
         f.cache.ttl(&cache_key(&token)).await.unwrap(),
         None,
-        "the decision must not recreate the entry"
+        "only the database answers for a decided approval"
     );
     assert_eq!(
         f.manager.check(token.expose()).await.unwrap().status,
         ApprovalStatus::Approved
     );
+}
+
+/// Security review, item 1: anyone who can write the cache could flip a held
+/// call to APPROVED (or DENIED) and announce it. Only the database may decide.
+async fn no_cache_write_can_approve_or_decide_a_call(f: Fixture) {
+    let token = issued(f.manager.issue(&request("r-forged")).await.unwrap());
+    let genuine = f.manager.check(token.expose()).await.unwrap();
+    for forged_status in [ApprovalStatus::Approved, ApprovalStatus::Denied] {
+        let mut forged = genuine.clone();
+        forged.status = forged_status;
+        forged.result = Some(warden_approval::ApprovalResult {
+            status: forged_status,
+            approver_id: Some("mallory".into()),
+            note: None,
+            decided_at: chrono::Utc::now(),
+        });
+        forged.execute_by = Some(chrono::Utc::now() + chrono::Duration::hours(1));
+        f.cache
+            .set_json(&cache_key(&token), &forged, Ttl::from_secs(60).unwrap())
+            .await
+            .unwrap();
+        // The forged entry is also "announced" on the decision channel.
+        let _ = f.cache.publish("approval:decided", token.hash().as_bytes()).await;
+        let checked = f.manager.check(token.expose()).await.unwrap();
+        assert_eq!(checked.status, ApprovalStatus::Pending, "{forged_status}");
+        assert_eq!(checked, genuine);
+        match f
+            .manager
+            .wait_for_decision(token.expose(), Duration::from_millis(150))
+            .await
+            .unwrap()
+        {
+            WaitOutcome::TimedOut(a) => assert_eq!(a.status, ApprovalStatus::Pending),
+            other => panic!("a cache write decided the call: {other:?}"),
+        }
+        let err = f
+            .manager
+            .consume(token.expose(), &request("r-forged").binding())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ApprovalError::NotApproved {
+                    status: ApprovalStatus::Pending
+                }
+            ),
+            "{err:?}"
+        );
+    }
+    // The genuine decision still goes through, exactly once.
+    f.manager
+        .deny(token.expose(), "alice", None)
+        .await
+        .unwrap();
+    assert_eq!(
+        f.manager.check(token.expose()).await.unwrap().status,
+        ApprovalStatus::Denied
+    );
+}
+
+/// Security review, item 8: an approval is one-time and bound to the whole call.
+async fn consume_runs_an_approved_call_once_for_its_exact_binding(f: Fixture) {
+    let held = request("r-run");
+    let token = issued(f.manager.issue(&held).await.unwrap());
+    assert!(matches!(
+        f.manager.consume(token.expose(), &held.binding()).await,
+        Err(ApprovalError::NotApproved {
+            status: ApprovalStatus::Pending
+        })
+    ));
+    let approved = f
+        .manager
+        .approve(token.expose(), "alice", None)
+        .await
+        .unwrap();
+    let execute_by = approved.execute_by.expect("an approval carries its window");
+    assert!(execute_by > approved.result.unwrap().decided_at);
+    type Change = fn(&mut warden_approval::CallBinding);
+    let changes: [(&str, Change); 4] = [
+        ("caller_id", |b| b.caller_id = "agent-8".into()),
+        ("tool_name", |b| b.tool_name = "db.truncate".into()),
+        ("raw_args_hash", |b| b.raw_args_hash = "cd".repeat(32)),
+        ("policy_version", |b| b.policy_version = "relaxed".into()),
+    ];
+    for (field, change) in changes {
+        let mut other = held.binding();
+        change(&mut other);
+        match f.manager.consume(token.expose(), &other).await {
+            Err(ApprovalError::BindingMismatch { field: got }) => assert_eq!(got, field),
+            other => panic!("{field}: {other:?}"),
+        }
+    }
+    // Upper-case hex is the same hash.
+    let mut same = held.binding();
+    same.raw_args_hash = same.raw_args_hash.to_ascii_uppercase();
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let (m, t, b) = (f.manager.clone(), token.expose().to_owned(), same.clone());
+            tokio::spawn(async move { m.consume(&t, &b).await })
+        })
+        .collect();
+    let mut ran = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(a) => {
+                ran += 1;
+                assert_eq!(a.status, ApprovalStatus::Executed);
+                assert!(a.executed_at.is_some());
+            }
+            Err(ApprovalError::AlreadyExecuted) => {}
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(ran, 1, "one approval runs one call once");
+    let after = f.manager.check(token.expose()).await.unwrap();
+    assert_eq!(after.status, ApprovalStatus::Executed);
+    assert!(!after.is_approved());
+    assert_eq!(
+        after.result.unwrap().status,
+        ApprovalStatus::Approved,
+        "the decision stays on record"
+    );
+    assert!(matches!(
+        f.manager.approve(token.expose(), "bob", None).await,
+        Err(ApprovalError::AlreadyDecided { .. })
+    ));
+}
+
+/// Issue 20, item 3: an APPROVED approval must be used within its execution
+/// window; past it, it is EXPIRED on every path.
+async fn an_approved_call_not_run_within_its_window_expires(f: Fixture) {
+    let manager = f
+        .manager
+        .clone()
+        .with_execution_window(Duration::from_secs(1));
+    let held = request("r-late");
+    let token = issued(manager.issue(&held).await.unwrap());
+    manager.approve(token.expose(), "alice", None).await.unwrap();
+    assert!(manager.check(token.expose()).await.unwrap().is_approved());
+    tokio::time::sleep(Duration::from_millis(1_300)).await;
+    assert!(matches!(
+        manager.check(token.expose()).await,
+        Err(ApprovalError::Expired)
+    ));
+    assert!(matches!(
+        manager
+            .wait_for_decision(token.expose(), Duration::from_secs(1))
+            .await,
+        Err(ApprovalError::Expired)
+    ));
+    assert!(matches!(
+        manager.consume(token.expose(), &held.binding()).await,
+        Err(ApprovalError::Expired)
+    ));
+    // The expiry time itself is the limit for an undecided approval.
+    let mut short = request("r-short");
+    short.ttl = Some(Duration::from_millis(300));
+    let token = issued(manager.issue(&short).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(matches!(
+        manager.approve(token.expose(), "alice", None).await,
+        Err(ApprovalError::Expired)
+    ));
+}
+
+/// Security review, item 10: an `issue` whose answer was lost (a timeout after
+/// its commit) must not block the request until expiry.
+async fn reissue_replaces_a_pending_approval_whose_token_was_lost(f: Fixture) {
+    let held = request("r-lost");
+    let lost = issued(f.manager.issue(&held).await.unwrap());
+    assert!(matches!(
+        f.manager.issue(&held).await.unwrap(),
+        IssueOutcome::Existing { .. }
+    ));
+    let mut other_call = held.clone();
+    other_call.raw_args_hash = "cd".repeat(32);
+    assert!(matches!(
+        f.manager.reissue(&other_call).await,
+        Err(ApprovalError::BindingMismatch {
+            field: "raw_args_hash"
+        })
+    ));
+    let fresh = issued(f.manager.reissue(&held).await.unwrap());
+    assert!(matches!(
+        f.manager.check(lost.expose()).await,
+        Err(ApprovalError::Expired)
+    ));
+    assert!(matches!(
+        f.manager.approve(lost.expose(), "alice", None).await,
+        Err(ApprovalError::Expired)
+    ));
+    f.manager
+        .approve(fresh.expose(), "alice", None)
+        .await
+        .unwrap();
+    f.manager
+        .consume(fresh.expose(), &held.binding())
+        .await
+        .unwrap();
+    // With nothing pending, reissue is an ordinary issue.
+    issued(f.manager.reissue(&request("r-new")).await.unwrap());
 }
 
 async fn a_pending_request_gets_no_second_approval(f: Fixture) {

@@ -265,6 +265,7 @@ fn approval_request(id: String) -> ApprovalRequest {
         sanitized_tool_call: json!({"table": "orders"}),
         raw_args_hash: "ab".repeat(32),
         risk_labels: vec!["destructive".into()],
+        policy_version: "bench".into(),
         ttl: None,
     }
 }
@@ -297,6 +298,9 @@ fn raw_approval_row(i: String, token_hash: String) -> approval_requests::ActiveM
         decided_at: None,
         approver_id: None,
         note: None,
+        policy_version: "bench".into(),
+        execute_by: None,
+        executed_at: None,
     })
 }
 

@@ -127,7 +127,7 @@ fn failed(o: &Output, code: i32) -> String {
 async fn keys_seed_and_revocation_end_to_end() {
     for backend in Backend::ALL {
         let env = Env::new(backend).await;
-        assert!(ok(&env.run(&["migrate", "status"])).contains("6 applied, 0 pending"));
+        assert!(ok(&env.run(&["migrate", "status"])).contains("7 applied, 0 pending"));
 
         let seeded = ok(&env.run(&["seed"]));
         let dev_key = seeded
@@ -404,6 +404,7 @@ async fn demo_audit_and_approvals_end_to_end() {
                 sanitized_tool_call: serde_json::json!({"table": "orders"}),
                 raw_args_hash: "cd".repeat(32),
                 risk_labels: vec!["destructive".into()],
+                policy_version: "default".into(),
                 ttl: None,
             })
             .await

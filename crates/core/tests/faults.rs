@@ -50,6 +50,7 @@ fn request(id: &str) -> ApprovalRequest {
         sanitized_tool_call: json!({"table": "t"}),
         raw_args_hash: "ab".repeat(32),
         risk_labels: vec![],
+        policy_version: "default".into(),
         ttl: None,
     }
 }

@@ -149,6 +149,7 @@ async fn the_demo_flow_leaks_no_secret_anywhere() {
                 sanitized_tool_call: settings.redactor().redact(&args).unwrap().value,
                 raw_args_hash: warden_audit::canonical_hash(&args).unwrap(),
                 risk_labels: vec!["egress".into()],
+                policy_version: "default".into(),
                 ttl: None,
             })
             .await

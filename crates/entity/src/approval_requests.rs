@@ -4,7 +4,7 @@
 use sea_orm::entity::prelude::*;
 
 /// The status values the `status` column accepts (enforced by a CHECK constraint).
-pub const STATUSES: [&str; 4] = ["PENDING", "APPROVED", "DENIED", "EXPIRED"];
+pub const STATUSES: [&str; 5] = ["PENDING", "APPROVED", "DENIED", "EXPIRED", "EXECUTED"];
 
 /// One approval request as stored.
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
@@ -42,6 +42,12 @@ pub struct Model {
     pub approver_id: Option<String>,
     /// The decider's note.
     pub note: Option<String>,
+    /// The policy version the call was held under (part of the binding).
+    pub policy_version: String,
+    /// Set with an APPROVED decision: the call must run before this instant.
+    pub execute_by: Option<DateTimeUtc>,
+    /// When the gateway consumed the approval (status EXECUTED).
+    pub executed_at: Option<DateTimeUtc>,
 }
 
 /// `approval_requests` has no relations.

@@ -58,6 +58,7 @@ pub fn request(request_id: &str) -> ApprovalRequest {
         sanitized_tool_call: json!({"table": "users", "password": "[REDACTED]"}),
         raw_args_hash: "ab".repeat(32),
         risk_labels: vec!["destructive".into()],
+        policy_version: "default".into(),
         ttl: None,
     }
 }

@@ -234,6 +234,7 @@ pub(crate) async fn run(settings: &Settings, args: Args) -> anyhow::Result<Outco
             sanitized_tool_call: held_event.sanitized_args().clone(),
             raw_args_hash: held_event.raw_args_hash().to_owned(),
             risk_labels: held_event.risk_labels().to_vec(),
+            policy_version: "default".into(),
             ttl: None,
         })
         .await?;
