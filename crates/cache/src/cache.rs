@@ -198,6 +198,32 @@ impl Cache {
         .await
     }
 
+    /// Stores raw bytes under `key` for `ttl` unless `guard` holds a value,
+    /// atomically (one script on Redis: keep both keys in one cluster slot
+    /// with a hash tag); returns whether it stored. A guard written before
+    /// this call is always seen.
+    pub async fn set_bytes_unless(
+        &self,
+        key: &str,
+        guard: &str,
+        value: Vec<u8>,
+        ttl: Ttl,
+    ) -> Result<bool, CacheError> {
+        check_size(&value)?;
+        let (key, guard) = (self.full_key(key)?, self.full_key(guard)?);
+        let span = debug_span!("cache.set_unless", backend = self.backend_name(), key = %key, guard = %guard);
+        async {
+            match &self.backend {
+                Backend::Redis(pool) => {
+                    redis_store::set_unless(pool, &key, &guard, &value, ttl).await
+                }
+                Backend::InProcess(store) => Ok(store.set_unless(&key, &guard, value, ttl)),
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
     /// Replaces the value under `key` only if one is there, keeping its
     /// remaining TTL (never extending it); returns whether it replaced.
     pub async fn replace_json_keep_ttl<T: Serialize + ?Sized>(

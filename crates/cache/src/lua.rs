@@ -66,6 +66,16 @@ end
 return 0
 ";
 
+/// Sets KEYS[1] to ARGV[1] for ARGV[2] ms unless KEYS[2] exists (a guard,
+/// e.g. a revocation marker), atomically. Returns 1 when set, 0 otherwise.
+pub(crate) const SET_UNLESS: &str = r"
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+";
+
 /// GCRA (generic cell rate algorithm) on the Redis server's clock.
 /// KEYS[1]: the theoretical arrival time (TAT, µs). ARGV: emission interval (µs),
 /// limit (burst), cost. Returns {allowed 0/1, remaining, retry_after_us}.

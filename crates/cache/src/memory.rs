@@ -44,15 +44,52 @@ impl InProcessStore {
         }
     }
 
-    fn shard(&self, key: &str) -> MutexGuard<'_, Shard> {
+    fn shard_index(key: &str) -> usize {
         let mut h = DefaultHasher::new();
         key.hash(&mut h);
-        let index = usize::try_from(h.finish() % SHARDS as u64).unwrap_or(0);
+        usize::try_from(h.finish() % SHARDS as u64).unwrap_or(0)
+    }
+
+    fn lock(&self, index: usize) -> MutexGuard<'_, Shard> {
         // A panic while holding the lock cannot leave an entry half-written
         // (every mutation is a single map operation), so a poisoned lock is safe to reuse.
         self.shards[index]
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn shard(&self, key: &str) -> MutexGuard<'_, Shard> {
+        self.lock(Self::shard_index(key))
+    }
+
+    /// Sets `key` unless `guard` is live, atomically: both shards are locked
+    /// (in index order, so two such writes never deadlock).
+    pub(crate) fn set_unless(&self, key: &str, guard: &str, value: Vec<u8>, ttl: Ttl) -> bool {
+        let now = Instant::now();
+        let (k, g) = (Self::shard_index(key), Self::shard_index(guard));
+        let entry = Entry {
+            value,
+            expires_at: now + ttl.as_duration(),
+        };
+        if k == g {
+            let mut shard = self.lock(k);
+            if Self::live(&mut shard, guard, now).is_some() {
+                return false;
+            }
+            self.insert(&mut shard, key, entry, now);
+            return true;
+        }
+        let (first, second) = (self.lock(k.min(g)), self.lock(k.max(g)));
+        let (mut key_shard, mut guard_shard) = if k < g {
+            (first, second)
+        } else {
+            (second, first)
+        };
+        if Self::live(&mut guard_shard, guard, now).is_some() {
+            return false;
+        }
+        self.insert(&mut key_shard, key, entry, now);
+        true
     }
 
     fn live<'a>(shard: &'a mut Shard, key: &str, now: Instant) -> Option<&'a mut Entry> {

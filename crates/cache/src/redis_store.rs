@@ -6,7 +6,7 @@ use std::time::Duration;
 use deadpool_redis::redis;
 use tracing::warn;
 
-use crate::lua::{GCRA, INCR_WITH_EXPIRY, LuaScript, REPLACE_KEEP_TTL};
+use crate::lua::{GCRA, INCR_WITH_EXPIRY, LuaScript, REPLACE_KEEP_TTL, SET_UNLESS};
 use crate::rate_limit::{Gcra, RateDecision};
 use crate::{CacheError, RedisPool, Ttl};
 
@@ -14,6 +14,7 @@ static INCR: LazyLock<LuaScript> =
     LazyLock::new(|| LuaScript::new("incr_with_expiry", INCR_WITH_EXPIRY));
 static KEEP_TTL: LazyLock<LuaScript> =
     LazyLock::new(|| LuaScript::new("replace_keep_ttl", REPLACE_KEEP_TTL));
+static UNLESS: LazyLock<LuaScript> = LazyLock::new(|| LuaScript::new("set_unless", SET_UNLESS));
 static RATE: LazyLock<LuaScript> = LazyLock::new(|| LuaScript::new("gcra", GCRA));
 
 pub(crate) async fn set(
@@ -40,6 +41,20 @@ pub(crate) async fn set_if_absent(
         .arg(ttl.as_millis())
         .arg("NX");
     Ok(pool.query::<Option<String>>(&cmd).await?.is_some())
+}
+
+pub(crate) async fn set_unless(
+    pool: &RedisPool,
+    key: &str,
+    guard: &str,
+    value: &[u8],
+    ttl: Ttl,
+) -> Result<bool, CacheError> {
+    let millis = ttl.as_millis().to_string();
+    let set: i64 = pool
+        .eval(&UNLESS, &[key, guard], &[value, millis.as_bytes()])
+        .await?;
+    Ok(set == 1)
 }
 
 pub(crate) async fn replace_keep_ttl(

@@ -1,6 +1,6 @@
 //! [`KeyManager`]: create, verify, revoke, list.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SubsecRound, Utc};
 use sea_orm::sea_query::Expr;
@@ -14,7 +14,7 @@ use uuid::Uuid;
 use warden_cache::{Cache, Ttl};
 use warden_entity::api_keys::{self, Column};
 
-use crate::{KeyError, PlainApiKey};
+use crate::{CacheMacKey, KeyError, PlainApiKey};
 
 /// A key that passed verification: who is calling, with what rights.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -117,12 +117,24 @@ const LAST_USED_GRANULARITY: chrono::Duration = chrono::Duration::seconds(60);
 /// - Only the bcrypt hash of a key's secret is stored; the plaintext exists
 ///   once, in [`CreatedKey`].
 /// - `verify` finds the row by the key's public prefix (one indexed fetch)
-///   and does one bcrypt verify; a verification cache in the shared cache
-///   (keyed by SHA-256 of the key, never the key) skips bcrypt for a short TTL.
-///   Unknown prefixes cost a bcrypt too, so timing does not reveal them.
-/// - `revoke` commits in the database, then writes a revocation marker that
-///   every verification-cache hit checks in the same round trip: revocation
-///   takes effect at once in every process sharing the cache.
+///   and does one bcrypt verify; a verification cache skips bcrypt for a
+///   short TTL. Unknown prefixes cost a bcrypt too, so timing does not
+///   reveal them.
+/// - **No cache write alone authenticates.** Every cached verification is
+///   sealed with an HMAC under the [`CacheMacKey`], bound to its cache key
+///   and to a keyed fingerprint of the presented key; an entry that does not
+///   open is a miss. Without a configured key each manager uses a random one
+///   (entries are then trusted only by the manager that wrote them).
+/// - **Revocation reaches every process.** `revoke` commits in the database,
+///   then writes a revocation marker and deletes the entry. With a shared
+///   cache, every hit reads the marker in the same round trip. With an
+///   in-process cache (which another process cannot mark), every hit is
+///   confirmed by a primary-key read of the key's row, which also supplies
+///   the role and trust level: the cache only ever saves the bcrypt.
+/// - **A late cache write cannot resurrect a revoked key.** The entry is
+///   written by one atomic "set unless the marker exists" with only the
+///   part of its TTL that is left since the row was read, and the marker
+///   outlives that TTL: a write delayed past the marker finds no time left.
 /// - `last_used_at` is written at most once a minute per key.
 #[derive(Debug, Clone)]
 pub struct KeyManager {
@@ -132,6 +144,8 @@ pub struct KeyManager {
     verify_ttl: Ttl,
     dummy_hash: String,
     db_timeout: Duration,
+    mac_key: CacheMacKey,
+    write_delay: Duration,
 }
 
 fn field(field: &'static str, value: &str, max: usize) -> Result<String, KeyError> {
@@ -188,7 +202,24 @@ impl KeyManager {
             verify_ttl,
             dummy_hash,
             db_timeout: Duration::from_secs(5),
+            mac_key: CacheMacKey::generate()?,
+            write_delay: Duration::ZERO,
         })
+    }
+
+    /// Seals cached verifications with `key` (`CACHE_MAC_KEY`): every
+    /// process sharing the cache must use the same key to share entries.
+    pub fn with_cache_mac_key(mut self, key: CacheMacKey) -> Self {
+        self.mac_key = key;
+        self
+    }
+
+    /// Fault injection for tests: delays every verification-cache write by
+    /// `delay`, as a saturated blocking pool would.
+    #[doc(hidden)]
+    pub fn with_injected_cache_write_delay(mut self, delay: Duration) -> Self {
+        self.write_delay = delay;
+        self
     }
 
     /// The longest any one database step may take (default 5 s); past it the
@@ -279,7 +310,7 @@ impl KeyManager {
         let Some(key) = PlainApiKey::parse(presented.trim()) else {
             return Err(KeyError::Invalid);
         };
-        let fingerprint = key.fingerprint();
+        let fingerprint = self.mac_key.fingerprint(key.expose());
         let (entry, marker) = (entry_key(key.prefix()), marker_key(key.prefix()));
         match self
             .cache
@@ -290,39 +321,102 @@ impl KeyManager {
                 if values.get(1).is_some_and(Option::is_some) {
                     return Err(KeyError::Revoked);
                 }
-                if let Some(Some(bytes)) = values.first()
-                    && let Ok(cached) = serde_json::from_slice::<CachedVerification>(bytes)
-                    && cached.fingerprint == fingerprint
+                if let Some(cached) = values
+                    .first()
+                    .and_then(Option::as_deref)
+                    .and_then(|sealed| self.open_entry(&entry, sealed))
+                    .filter(|cached| cached.fingerprint == fingerprint)
                 {
-                    if cached.key.expires_at.is_some_and(|t| t <= Utc::now()) {
-                        return Err(KeyError::Expired);
-                    }
-                    debug!(key_prefix = key.prefix(), "key verified from cache");
-                    return Ok(cached.key);
+                    return self.cache_hit(cached.key).await;
                 }
             }
             Err(e) => {
                 warn!(error = %e, "verification cache unavailable; verifying against the database")
             }
         }
+        let read_at = Instant::now();
         let verified = self.verify_in_database(&key).await?;
-        let ttl = match verified.expires_at {
-            Some(t) => (t - Utc::now())
-                .to_std()
-                .ok()
-                .and_then(|d| Ttl::new(d.min(self.verify_ttl.as_duration())).ok()),
-            None => Some(self.verify_ttl),
-        };
-        if let Some(ttl) = ttl {
-            let cached = CachedVerification {
-                fingerprint,
-                key: verified.clone(),
-            };
-            if let Err(e) = self.cache.set_json(&entry, &cached, ttl).await {
-                debug!(error = %e, "verification not cached");
+        self.remember(&entry, &marker, fingerprint, &verified, read_at)
+            .await;
+        Ok(verified)
+    }
+
+    fn open_entry(&self, entry: &str, sealed: &[u8]) -> Option<CachedVerification> {
+        match self.mac_key.open(entry, sealed) {
+            Some(payload) => serde_json::from_slice(payload).ok(),
+            None => {
+                warn!(
+                    key = entry,
+                    "verification cache entry is not sealed by this server's key; ignoring it"
+                );
+                None
             }
         }
-        Ok(verified)
+    }
+
+    /// A sealed entry matched. From a shared cache it stands (the marker was
+    /// read with it); from an in-process cache the key's row confirms it.
+    async fn cache_hit(&self, cached: VerifiedKey) -> Result<VerifiedKey, KeyError> {
+        if !self.cache.is_shared() {
+            let row = self
+                .bounded(async {
+                    Ok(api_keys::Entity::find_by_id(cached.key_id)
+                        .one(&self.db)
+                        .await?)
+                })
+                .await?
+                .ok_or(KeyError::Invalid)?;
+            debug!(key_prefix = %row.key_prefix, "key verified from cache, state confirmed by the database");
+            return usable(row, Utc::now());
+        }
+        if cached.expires_at.is_some_and(|t| t <= Utc::now()) {
+            return Err(KeyError::Expired);
+        }
+        debug!("key verified from cache");
+        Ok(cached)
+    }
+
+    /// Caches a verification for what is left of its TTL since `read_at`
+    /// (when the row was read), unless the key's revocation marker exists.
+    async fn remember(
+        &self,
+        entry: &str,
+        marker: &str,
+        fingerprint: String,
+        verified: &VerifiedKey,
+        read_at: Instant,
+    ) {
+        if !self.write_delay.is_zero() {
+            tokio::time::sleep(self.write_delay).await;
+        }
+        let mut lifetime = self.verify_ttl.as_duration();
+        if let Some(t) = verified.expires_at {
+            lifetime = lifetime.min((t - Utc::now()).to_std().unwrap_or_default());
+        }
+        let Some(ttl) = lifetime
+            .checked_sub(read_at.elapsed())
+            .and_then(|left| Ttl::new(left).ok())
+        else {
+            debug!("verification not cached: its time ran out before the write");
+            return;
+        };
+        let cached = CachedVerification {
+            fingerprint,
+            key: verified.clone(),
+        };
+        let payload = match serde_json::to_vec(&cached) {
+            Ok(payload) => payload,
+            Err(e) => {
+                debug!(error = %e, "verification not cached");
+                return;
+            }
+        };
+        let sealed = self.mac_key.seal(entry, &payload);
+        match self.cache.set_bytes_unless(entry, marker, sealed, ttl).await {
+            Ok(true) => {}
+            Ok(false) => debug!("verification not cached: the key was revoked meanwhile"),
+            Err(e) => debug!(error = %e, "verification not cached"),
+        }
     }
 
     async fn verify_in_database(&self, key: &PlainApiKey) -> Result<VerifiedKey, KeyError> {
@@ -348,20 +442,15 @@ impl KeyManager {
             Some(row) if matches => row,
             _ => return Err(KeyError::Invalid),
         };
-        if !row.is_active || row.revoked_at.is_some() {
-            return Err(KeyError::Revoked);
-        }
         let now = Utc::now();
-        if row.expires_at.is_some_and(|t| t <= now) {
-            return Err(KeyError::Expired);
-        }
+        let verified = usable(row, now)?;
         // Coarse last-use: one conditional write per key per minute at most.
         let stale_before = now - LAST_USED_GRANULARITY;
         let touched = tokio::time::timeout(
             self.db_timeout,
             api_keys::Entity::update_many()
                 .col_expr(Column::LastUsedAt, Expr::value(now.trunc_subsecs(6)))
-                .filter(Column::Id.eq(row.id))
+                .filter(Column::Id.eq(verified.key_id))
                 .filter(
                     Condition::any()
                         .add(Column::LastUsedAt.is_null())
@@ -375,34 +464,34 @@ impl KeyManager {
             Ok(Err(e)) => warn!(error = %e, "last_used_at not updated"),
             Err(_) => warn!("last_used_at not updated: the database did not answer in time"),
         }
-        Ok(VerifiedKey {
-            key_id: row.id,
-            caller_id: row.caller_id,
-            role: row.role,
-            trust_level: row.trust_level,
-            environment: row.environment,
-            expires_at: row.expires_at,
-        })
+        Ok(verified)
     }
 
     /// Revokes the caller's key: at once, in every process sharing the cache.
     #[instrument(skip(self))]
     pub async fn revoke(&self, caller_id: &str) -> Result<KeyInfo, KeyError> {
-        let row = api_keys::Entity::find()
-            .filter(Column::CallerId.eq(caller_id))
-            .one(&self.db)
+        let row = self
+            .bounded(async {
+                Ok(api_keys::Entity::find()
+                    .filter(Column::CallerId.eq(caller_id))
+                    .one(&self.db)
+                    .await?)
+            })
             .await?
             .ok_or_else(|| KeyError::NotFound {
                 caller_id: caller_id.to_owned(),
             })?;
         let now = Utc::now().trunc_subsecs(6);
-        api_keys::Entity::update_many()
-            .col_expr(Column::IsActive, Expr::value(false))
-            .col_expr(Column::RevokedAt, Expr::value(now))
-            .filter(Column::Id.eq(row.id))
-            .filter(Column::RevokedAt.is_null())
-            .exec(&self.db)
-            .await?;
+        self.bounded(async {
+            Ok(api_keys::Entity::update_many()
+                .col_expr(Column::IsActive, Expr::value(false))
+                .col_expr(Column::RevokedAt, Expr::value(now))
+                .filter(Column::Id.eq(row.id))
+                .filter(Column::RevokedAt.is_null())
+                .exec(&self.db)
+                .await?)
+        })
+        .await?;
         // The marker outlives any verification cached before it was written.
         let marker_ttl = Ttl::new(self.verify_ttl.as_duration() * 2 + Duration::from_secs(1))
             .map_err(|e| KeyError::CacheNotCleared {
@@ -420,8 +509,8 @@ impl KeyManager {
                 reason: e.to_string(),
             });
         }
-        let updated = api_keys::Entity::find_by_id(row.id)
-            .one(&self.db)
+        let updated = self
+            .bounded(async { Ok(api_keys::Entity::find_by_id(row.id).one(&self.db).await?) })
             .await?
             .unwrap_or(row);
         Ok(KeyInfo::from(updated))
@@ -429,9 +518,13 @@ impl KeyManager {
 
     /// Every key, newest first, without hashes.
     pub async fn list(&self) -> Result<Vec<KeyInfo>, KeyError> {
-        Ok(api_keys::Entity::find()
-            .order_by_desc(Column::CreatedAt)
-            .all(&self.db)
+        Ok(self
+            .bounded(async {
+                Ok(api_keys::Entity::find()
+                    .order_by_desc(Column::CreatedAt)
+                    .all(&self.db)
+                    .await?)
+            })
             .await?
             .into_iter()
             .map(KeyInfo::from)
@@ -440,10 +533,33 @@ impl KeyManager {
 
     /// The caller's key, if any (no hash).
     pub async fn find_by_caller(&self, caller_id: &str) -> Result<Option<KeyInfo>, KeyError> {
-        Ok(api_keys::Entity::find()
-            .filter(Column::CallerId.eq(caller_id))
-            .one(&self.db)
+        Ok(self
+            .bounded(async {
+                Ok(api_keys::Entity::find()
+                    .filter(Column::CallerId.eq(caller_id))
+                    .one(&self.db)
+                    .await?)
+            })
             .await?
             .map(KeyInfo::from))
     }
+}
+
+/// The verification a row grants at `now`: refused when revoked,
+/// deactivated or expired.
+fn usable(row: api_keys::Model, now: DateTime<Utc>) -> Result<VerifiedKey, KeyError> {
+    if !row.is_active || row.revoked_at.is_some() {
+        return Err(KeyError::Revoked);
+    }
+    if row.expires_at.is_some_and(|t| t <= now) {
+        return Err(KeyError::Expired);
+    }
+    Ok(VerifiedKey {
+        key_id: row.id,
+        caller_id: row.caller_id,
+        role: row.role,
+        trust_level: row.trust_level,
+        environment: row.environment,
+        expires_at: row.expires_at,
+    })
 }

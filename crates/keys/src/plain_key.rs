@@ -2,7 +2,6 @@ use std::fmt;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use sha2::{Digest, Sha256};
 
 use crate::KeyError;
 
@@ -73,14 +72,6 @@ impl PlainApiKey {
     /// The whole key. Show it to its owner once; never log or store it.
     pub fn expose(&self) -> &str {
         &self.full
-    }
-
-    /// Hex SHA-256 of the whole key: how the verification cache refers to it.
-    pub(crate) fn fingerprint(&self) -> String {
-        Sha256::digest(self.full.as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
     }
 }
 

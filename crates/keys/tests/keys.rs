@@ -6,7 +6,7 @@ use std::time::Duration;
 use chrono::Utc;
 use sea_orm::ConnectionTrait;
 use warden_cache::{Cache, KeyPrefix, RedisPool, RedisPoolConfig, Ttl};
-use warden_keys::{KeyError, KeyManager, NewKey};
+use warden_keys::{CacheMacKey, KeyError, KeyManager, NewKey, PlainApiKey};
 use warden_testkit::{TestDatabase, TestRedis};
 
 struct Fixture {
@@ -28,8 +28,14 @@ fn redis_cache(redis: &TestRedis) -> Cache {
     )
 }
 
+fn mac_key() -> CacheMacKey {
+    CacheMacKey::from_bytes(b"test-cache-mac-key-of-32-bytes-or-more").unwrap()
+}
+
 fn manager(db: &TestDatabase, cache: &Cache) -> KeyManager {
-    KeyManager::new(db.db.clone(), cache.clone(), 4, Ttl::from_secs(30).unwrap()).unwrap()
+    KeyManager::new(db.db.clone(), cache.clone(), 4, Ttl::from_secs(30).unwrap())
+        .unwrap()
+        .with_cache_mac_key(mac_key())
 }
 
 async fn postgres_redis() -> Fixture {
@@ -85,7 +91,140 @@ contract!(
     last_used_at_is_written_at_most_once_a_minute,
     one_key_per_caller,
     invalid_fields_are_refused,
+    no_cache_write_authenticates_a_key_or_raises_its_rights,
+    revocation_reaches_a_process_with_its_own_in_process_cache,
+    a_late_cache_write_cannot_resurrect_a_revoked_key,
 );
+
+fn entry_key(key: &PlainApiKey) -> String {
+    format!("apikey:{{{}}}:verified", key.prefix())
+}
+
+fn sha256_hex(text: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Security review, item 1: an invented well-formed key plus one cache write
+/// must not authenticate, and a cached entry must not grant more than the
+/// database does.
+async fn no_cache_write_authenticates_a_key_or_raises_its_rights(f: Fixture) {
+    let invented =
+        PlainApiKey::parse("wdn_test_0123456789ab_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+            .expect("well-formed");
+    let forged_identity = serde_json::json!({
+        "key_id": uuid::Uuid::now_v7(), "caller_id": "root", "role": "admin",
+        "trust_level": 9, "environment": "test", "expires_at": null,
+    });
+    // The entry format before sealing: a plain SHA-256 fingerprint.
+    let unsealed = serde_json::json!({
+        "fingerprint": sha256_hex(invented.expose()),
+        "key": forged_identity,
+    });
+    f.cache
+        .set_json(&entry_key(&invented), &unsealed, Ttl::from_secs(60).unwrap())
+        .await
+        .unwrap();
+    assert!(matches!(
+        f.keys.verify(invented.expose()).await,
+        Err(KeyError::Invalid)
+    ));
+
+    // A genuine, sealed entry altered to raise the role is refused; the
+    // database's answer stands.
+    let created = f.keys.create(&new_key("agent-1")).await.unwrap();
+    f.keys.verify(created.plaintext.expose()).await.unwrap();
+    let entry = entry_key(&created.plaintext);
+    let sealed = f.cache.get_bytes(&entry).await.unwrap().expect("cached");
+    let text = String::from_utf8_lossy(&sealed).into_owned();
+    assert!(text.contains("\"developer\""), "sealed, not encrypted");
+    let raised: Vec<u8> = text.replace("\"developer\"", "\"admin\"").into_bytes();
+    f.cache
+        .set_bytes(&entry, raised, Ttl::from_secs(60).unwrap())
+        .await
+        .unwrap();
+    let verified = f.keys.verify(created.plaintext.expose()).await.unwrap();
+    assert_eq!(verified.role, "developer");
+    // A genuine entry moved under another key's name does not open either.
+    let other = f.keys.create(&new_key("agent-2")).await.unwrap();
+    f.cache
+        .set_bytes(
+            &entry_key(&other.plaintext),
+            sealed,
+            Ttl::from_secs(60).unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        f.keys.verify(other.plaintext.expose()).await.unwrap().caller_id,
+        "agent-2"
+    );
+}
+
+/// Security review, item 2: `warden keys revoke` runs in its own process; a
+/// running process with its own in-process cache must not keep accepting
+/// the key.
+async fn revocation_reaches_a_process_with_its_own_in_process_cache(f: Fixture) {
+    let created = f.keys.create(&new_key("agent-1")).await.unwrap();
+    let plain = created.plaintext.expose().to_owned();
+    let gateway = KeyManager::new(
+        f.db.db.clone(),
+        Cache::in_process(KeyPrefix::new("gateway").unwrap(), 100),
+        4,
+        Ttl::from_secs(3_600).unwrap(),
+    )
+    .unwrap();
+    gateway.verify(&plain).await.unwrap();
+    gateway.verify(&plain).await.unwrap(); // served from its own memory
+    let cli = KeyManager::new(
+        f.db.db.clone(),
+        Cache::in_process(KeyPrefix::new("cli").unwrap(), 100),
+        4,
+        Ttl::from_secs(3_600).unwrap(),
+    )
+    .unwrap();
+    cli.revoke("agent-1").await.unwrap();
+    assert!(matches!(gateway.verify(&plain).await, Err(KeyError::Revoked)));
+}
+
+/// Security review, item 3: a verification that read the row before a revoke
+/// and writes its cache entry late (after the revocation marker expired, or
+/// while it is there) must not bring the key back.
+async fn a_late_cache_write_cannot_resurrect_a_revoked_key(f: Fixture) {
+    // A 1 s verification TTL: the revocation marker lives 3 s.
+    let ttl = Ttl::from_secs(1).unwrap();
+    for (caller, delay) in [("late", 3_500), ("during", 500)] {
+        let created = f.keys.create(&new_key(caller)).await.unwrap();
+        let plain = created.plaintext.expose().to_owned();
+        let slow = KeyManager::new(f.db.db.clone(), f.cache.clone(), 4, ttl)
+            .unwrap()
+            .with_cache_mac_key(mac_key())
+            .with_injected_cache_write_delay(Duration::from_millis(delay));
+        let in_flight = tokio::spawn(async move { slow.verify(&plain).await });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let checker = KeyManager::new(f.db.db.clone(), f.cache.clone(), 4, ttl)
+            .unwrap()
+            .with_cache_mac_key(mac_key());
+        checker.revoke(caller).await.unwrap();
+        // The verify that was already past the database may succeed once.
+        in_flight.await.unwrap().unwrap();
+        assert_eq!(
+            f.cache.get_bytes(&entry_key(&created.plaintext)).await.unwrap(),
+            None,
+            "{caller}: the late write stored an entry"
+        );
+        assert!(
+            matches!(
+                checker.verify(created.plaintext.expose()).await,
+                Err(KeyError::Revoked)
+            ),
+            "{caller}"
+        );
+    }
+}
 
 async fn created_key_verifies_and_only_its_hash_is_stored(f: Fixture) {
     let created = f.keys.create(&new_key("agent-1")).await.unwrap();
