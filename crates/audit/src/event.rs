@@ -231,7 +231,7 @@ impl AuditEvent {
     pub fn id(&self) -> Uuid {
         self.id
     }
-    /// The gateway's id for the call (unique in the trail).
+    /// The gateway's id for the call (shared by every event of that call).
     pub fn request_id(&self) -> &str {
         &self.request_id
     }

@@ -80,6 +80,7 @@ pub use proof::{
 pub use query::{AuditFilter, AuditPage, AuditQuery, Cursor, MAX_LIMIT};
 pub use redact::{REDACTED, Redacted, RedactionFlag, Redactor};
 pub use retention::{PruneReport, export, prune};
+pub use spill::SpillMacKey;
 pub use store::{AppendOutcome, append};
 pub use tree::MAX_TREE_SIZE;
 pub use verify::{BreakKind, ChainBreak, Verification, VerifyOptions, verify};

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 use crate::integrator::{Integrator, IntegratorConfig};
-use crate::spill::Spill;
+use crate::spill::{Replay, Spill, SpillMacKey};
 use crate::store::append;
 use crate::{AuditError, AuditEvent};
 
@@ -40,6 +40,10 @@ pub struct AuditLoggerConfig {
     /// dies. `None` leaves integration to another process (`warden audit
     /// integrate --follow`).
     pub integrator: Option<IntegratorConfig>,
+    /// Authenticates every spill line (`AUDIT_SPILL_MAC_KEY`). With a key,
+    /// replay stores only lines carrying a valid tag and quarantines the
+    /// rest; without one (development), lines are trusted as read.
+    pub spill_mac_key: Option<SpillMacKey>,
 }
 
 impl AuditLoggerConfig {
@@ -54,6 +58,7 @@ impl AuditLoggerConfig {
             max_backoff: Duration::from_secs(5),
             write_timeout: Duration::from_secs(10),
             integrator: Some(IntegratorConfig::default()),
+            spill_mac_key: None,
         }
     }
 }
@@ -73,6 +78,9 @@ pub struct AuditLoggerStats {
     pub replayed: u64,
     /// Events lost because the spill file could not be written either.
     pub lost: u64,
+    /// Spill lines refused at replay (failed authentication or unreadable)
+    /// and moved to the quarantine file (`<spill path>.quarantine`).
+    pub quarantined: u64,
 }
 
 /// The state after a flush or shutdown.
@@ -91,6 +99,7 @@ struct Counters {
     spilled: AtomicU64,
     replayed: AtomicU64,
     lost: AtomicU64,
+    quarantined: AtomicU64,
     /// `log` spilled while the writer was healthy: replay soon.
     overflowed: AtomicBool,
 }
@@ -118,8 +127,14 @@ enum Msg {
 ///   keeps failing, the batch goes to the spill file and later events follow
 ///   it there until the database answers again, when the file is replayed.
 /// - No event is lost to a database outage: every event is in the database or
-///   fsync'd in the spill file. Replays skip events already stored (request_id
-///   is unique), so each event is stored exactly once.
+///   fsync'd in the spill file. Replays skip events already stored (by the
+///   event's own id), so each event is stored exactly once, and several
+///   events of one call are all kept.
+/// - An outage costs O(1) per recovery probe: the database is asked one
+///   cheap question before the spill file is touched; a replay streams the
+///   file in chunks of one batch, resuming after the last stored chunk.
+/// - Spill lines are authenticated with `spill_mac_key` when one is set:
+///   lines that fail are quarantined and counted, never stored.
 /// - [`AuditLogger::flush`] returns once everything logged before it is
 ///   durable (in the database, or — during an outage — in the spill file, as
 ///   [`FlushReport::spilled_pending`] says). [`AuditLogger::shutdown`] does
@@ -146,7 +161,10 @@ impl AuditLogger {
     pub fn start(db: DatabaseConnection, mut config: AuditLoggerConfig) -> Self {
         config.batch_size = config.batch_size.clamp(1, 10_000);
         let (tx, rx) = mpsc::channel(config.buffer_capacity.max(1));
-        let spill = Arc::new(Spill::new(config.spill_path.clone()));
+        let spill = Arc::new(Spill::new(
+            config.spill_path.clone(),
+            config.spill_mac_key.clone(),
+        ));
         let counters = Arc::new(Counters::default());
         let integrator = config
             .integrator
@@ -163,6 +181,7 @@ impl AuditLogger {
             spill: spill.clone(),
             counters: counters.clone(),
             degraded: spill.has_pending(),
+            replay: None,
             backoff: config.retry_backoff,
             next_probe: Instant::now(),
             config,
@@ -237,6 +256,7 @@ impl AuditLogger {
             spilled: c.spilled.load(Ordering::Relaxed),
             replayed: c.replayed.load(Ordering::Relaxed),
             lost: c.lost.load(Ordering::Relaxed),
+            quarantined: c.quarantined.load(Ordering::Relaxed),
         }
     }
 }
@@ -251,6 +271,9 @@ struct Worker {
     counters: Arc<Counters>,
     config: AuditLoggerConfig,
     degraded: bool,
+    /// A replay that stopped part-way (the database failed again): resumed
+    /// after its last stored chunk.
+    replay: Option<Replay>,
     backoff: Duration,
     next_probe: Instant,
 }
@@ -424,52 +447,113 @@ impl Worker {
         }
     }
 
-    /// Tries to move the spill file into the database.
+    /// One cheap, bounded question to the database: is it answering?
+    async fn database_answers(&self) -> bool {
+        use sea_orm::ConnectionTrait;
+        let probe_timeout = self.config.write_timeout.min(Duration::from_secs(2));
+        matches!(
+            tokio::time::timeout(probe_timeout, self.db.execute_unprepared("SELECT 1")).await,
+            Ok(Ok(_))
+        )
+    }
+
+    /// Tries to move the spill file into the database, one batch at a time.
     async fn replay(&mut self) {
-        let spill = self.spill.clone();
-        let events = match tokio::task::spawn_blocking(move || spill.start_replay()).await {
-            Ok(Ok(events)) => events,
-            Ok(Err(e)) => {
-                error!(error = %e, "cannot read the audit spill file");
-                self.schedule_probe();
-                return;
-            }
-            Err(_) => {
-                self.schedule_probe();
-                return;
-            }
-        };
-        for chunk in events.chunks(self.config.batch_size.max(1)) {
-            match self.append_counted(chunk.to_vec()).await {
-                Ok(inserted) => {
-                    self.counters
-                        .replayed
-                        .fetch_add(inserted, Ordering::Relaxed);
-                }
-                Err(e) => {
-                    self.degraded = true;
-                    tracing::debug!(error = %e, "audit database still unreachable");
+        if self.degraded && !self.database_answers().await {
+            tracing::debug!("audit database still unreachable");
+            self.schedule_probe();
+            return;
+        }
+        let mut replayed = 0u64;
+        let mut finished = false;
+        loop {
+            let Some(mut replay) = self.take_replay().await else {
+                break;
+            };
+            let spill = self.spill.clone();
+            let max = self.config.batch_size.max(1);
+            let read = tokio::task::spawn_blocking(move || {
+                let chunk = spill.next_chunk(&mut replay, max);
+                (replay, chunk)
+            })
+            .await;
+            let (mut replay, chunk) = match read {
+                Ok((replay, Ok(chunk))) => (replay, chunk),
+                Ok((_, Err(e))) => {
+                    error!(error = %e, "cannot read the audit spill file");
                     self.schedule_probe();
                     return;
                 }
+                Err(_) => {
+                    self.schedule_probe();
+                    return;
+                }
+            };
+            self.counters
+                .quarantined
+                .fetch_add(chunk.quarantined, Ordering::Relaxed);
+            if chunk.lines == 0 {
+                if let Err(e) = self.spill.finish_replay(replay) {
+                    error!(error = %e, "replayed spill file could not be removed; it will be replayed again (duplicates are skipped)");
+                }
+                finished = true;
+                break;
             }
+            if !chunk.events.is_empty() {
+                let n = chunk.events.len();
+                match self.append_counted(chunk.events).await {
+                    Ok(inserted) => {
+                        replayed += inserted;
+                        self.counters
+                            .replayed
+                            .fetch_add(inserted, Ordering::Relaxed);
+                        tracing::debug!(events = n, "spill chunk replayed");
+                    }
+                    Err(e) => {
+                        if let Err(e) = self.spill.rewind(&mut replay) {
+                            error!(error = %e, "spill replay cannot rewind; it restarts from the top (duplicates are skipped)");
+                        } else {
+                            self.replay = Some(replay);
+                        }
+                        self.degraded = true;
+                        tracing::debug!(error = %e, "audit database still unreachable");
+                        self.schedule_probe();
+                        return;
+                    }
+                }
+            }
+            Spill::commit(&mut replay);
+            self.replay = Some(replay);
         }
-        if let Err(e) = self.spill.finish_replay() {
-            error!(error = %e, "replayed spill file could not be removed; it will be replayed again (duplicates are skipped)");
-        }
-        if self.spill.has_pending() {
+        // Only after a replay of its own: when another process holds the
+        // replay, it also takes the lines this one spilled.
+        if finished && self.spill.has_pending() {
             // More arrived while replaying: go again soon, still spilling meanwhile.
             self.degraded = true;
             self.next_probe = Instant::now();
         } else {
             if self.degraded {
-                info!(
-                    replayed = events.len(),
-                    "audit database reachable again; spill file replayed"
-                );
+                info!(replayed, "audit database reachable again; spill file replayed");
             }
             self.degraded = false;
             self.backoff = self.config.retry_backoff;
+        }
+    }
+
+    /// The replay to continue: the one left part-way, or a new one (`None`
+    /// when there is nothing to replay, or another process is replaying).
+    async fn take_replay(&mut self) -> Option<Replay> {
+        if let Some(replay) = self.replay.take() {
+            return Some(replay);
+        }
+        let spill = self.spill.clone();
+        match tokio::task::spawn_blocking(move || spill.start_replay()).await {
+            Ok(Ok(replay)) => replay,
+            Ok(Err(e)) => {
+                error!(error = %e, "cannot open the audit spill file for replay");
+                None
+            }
+            Err(_) => None,
         }
     }
 

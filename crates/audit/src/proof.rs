@@ -5,7 +5,7 @@
 //! the bundle and the log's public key. A bundle whose event, path or
 //! checkpoint was altered fails, and the failure says which part.
 
-use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
+use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder};
 use serde::{Deserialize, Serialize};
 use warden_entity::{audit_checkpoints, audit_events, audit_leaves};
 
@@ -192,14 +192,15 @@ pub async fn latest_checkpoint_note(db: &DatabaseConnection) -> Result<Option<St
     Ok(latest_checkpoint(db).await?.map(|c| c.note))
 }
 
-/// The inclusion proof bundle for the event with `request_id`, against the
-/// latest checkpoint.
+/// The inclusion proof bundle for the newest event with `request_id`,
+/// against the latest checkpoint.
 pub async fn prove_inclusion(
     db: &DatabaseConnection,
     request_id: &str,
 ) -> Result<InclusionBundle, AuditError> {
     let row = audit_events::Entity::find()
         .filter(audit_events::Column::RequestId.eq(request_id))
+        .order_by_desc(audit_events::Column::Id)
         .one(db)
         .await?
         .ok_or_else(|| AuditError::NotFound {

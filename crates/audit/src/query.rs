@@ -154,7 +154,8 @@ impl AuditQuery {
             .collect()
     }
 
-    /// The event for one tool call.
+    /// The newest event of one tool call (a call may have several: held
+    /// for approval, then executed); see [`AuditQuery::list_by_request_id`].
     #[instrument(skip(self))]
     pub async fn get_by_request_id(
         &self,
@@ -164,10 +165,27 @@ impl AuditQuery {
             .bounded(
                 audit_events::Entity::find()
                     .filter(audit_events::Column::RequestId.eq(request_id))
+                    .order_by_desc(audit_events::Column::Id)
                     .one(&self.db),
             )
             .await?;
         Ok(self.with_inclusion(row.into_iter().collect()).await?.pop())
+    }
+
+    /// Every event of one tool call, in the order they were recorded
+    /// (at most 1000).
+    #[instrument(skip(self))]
+    pub async fn list_by_request_id(
+        &self,
+        request_id: &str,
+    ) -> Result<Vec<AuditEvent>, AuditError> {
+        self.run(
+            audit_events::Entity::find()
+                .filter(audit_events::Column::RequestId.eq(request_id))
+                .order_by_asc(audit_events::Column::Id)
+                .limit(1_000),
+        )
+        .await
     }
 
     /// A caller's events, newest first (`limit` is capped at 1000). Prefer

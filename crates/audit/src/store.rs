@@ -20,16 +20,17 @@ use crate::{AuditError, AuditEvent};
 pub struct AppendOutcome {
     /// Rows inserted.
     pub inserted: u64,
-    /// Events skipped because their request_id is already stored (a replay).
+    /// Events skipped because their id is already stored (a replay).
     pub duplicates: u64,
 }
 
 /// Appends `events` in one transaction: the rows (each with its leaf hash)
 /// and their places in the integrator's queue, both or neither.
 ///
-/// Events whose request_id is already stored are skipped, so a replay stores
-/// each event exactly once. Two writers racing with the same request_id make
-/// one batch fail on the unique index; its retry then skips the stored one.
+/// Events whose own id is already stored are skipped, so a replay stores
+/// each event exactly once; distinct events of one call (same request_id)
+/// are all stored. Two writers racing with the same event make one batch
+/// fail on the primary key; its retry then skips the stored one.
 ///
 /// The work runs in its own task: if the caller's future is dropped or times
 /// out, the transaction still commits or rolls back on its own.
@@ -62,12 +63,12 @@ pub(crate) fn sqlx_error(e: sea_orm::sqlx::Error) -> AuditError {
 /// The rows for the events not stored yet (repeats within the batch dropped).
 fn new_rows(
     events: &[AuditEvent],
-    stored: &HashSet<String>,
+    stored: &HashSet<uuid::Uuid>,
 ) -> Result<Vec<audit_events::Model>, AuditError> {
     let mut seen = HashSet::new();
     events
         .iter()
-        .filter(|e| !stored.contains(e.request_id()) && seen.insert(e.request_id()))
+        .filter(|e| !stored.contains(&e.id()) && seen.insert(e.id()))
         .map(AuditEvent::to_model)
         .collect()
 }
@@ -78,14 +79,14 @@ async fn append_postgres(
 ) -> Result<AppendOutcome, AuditError> {
     use sea_orm::sqlx;
     // Leaf hashes are computed before the transaction opens.
-    let ids: Vec<String> = events.iter().map(|e| e.request_id().to_owned()).collect();
+    let ids: Vec<uuid::Uuid> = events.iter().map(AuditEvent::id).collect();
     let mut tx = pool.begin().await.map_err(sqlx_error)?;
     sqlx::query("SET LOCAL statement_timeout = '30s'")
         .execute(&mut *tx)
         .await
         .map_err(sqlx_error)?;
-    let stored: HashSet<String> =
-        sqlx::query_scalar("SELECT request_id FROM audit_events WHERE request_id = ANY($1)")
+    let stored: HashSet<uuid::Uuid> =
+        sqlx::query_scalar("SELECT id FROM audit_events WHERE id = ANY($1)")
             .bind(&ids)
             .fetch_all(&mut *tx)
             .await
@@ -137,12 +138,12 @@ async fn append_in_transaction(
             sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
         })
         .await?;
-    let ids: Vec<String> = events.iter().map(|e| e.request_id().to_owned()).collect();
-    let stored: HashSet<String> = audit_events::Entity::find()
+    let ids: Vec<uuid::Uuid> = events.iter().map(AuditEvent::id).collect();
+    let stored: HashSet<uuid::Uuid> = audit_events::Entity::find()
         .select_only()
-        .column(audit_events::Column::RequestId)
-        .filter(audit_events::Column::RequestId.is_in(ids))
-        .into_tuple::<String>()
+        .column(audit_events::Column::Id)
+        .filter(audit_events::Column::Id.is_in(ids))
+        .into_tuple::<uuid::Uuid>()
         .all(&txn)
         .await?
         .into_iter()

@@ -195,6 +195,12 @@ async fn a_database_killed_mid_load_loses_nothing() {
         during.spilled_pending > 0,
         "events logged during the outage must be on disk"
     );
+    // Issue 20, item 2: a recovery probe during the outage asks the database
+    // first and never takes up (renames, reads) the spill file.
+    assert!(
+        !dir.path().join("audit.spill.replaying").exists(),
+        "a probe started a replay while the database was down"
+    );
 
     server.resume_after_stop().await;
     for _ in 0..400 {

@@ -132,16 +132,28 @@ async fn replayed_events_are_stored_and_integrated_once() {
     for backend in Backend::ALL {
         let t = TestDatabase::new(backend).await;
         let key = signer();
-        let integrator = log_of(&t, 6, &key).await;
-        let replay: Vec<_> = (1..=8).map(event).collect();
+        let integrator = integrator(&t, &key);
+        let events: Vec<_> = (1..=8).map(event).collect();
+        append(&t.db, events[..6].to_vec(), TIMEOUT).await.unwrap();
+        integrator.integrate_all().await.unwrap();
+        // A replay re-sends the same events (same ids) with two new ones, and
+        // a second event of an already-logged call (same request id, new id).
+        let mut replay = events.clone();
+        replay.push(event(1));
         let out = append(&t.db, replay, TIMEOUT).await.unwrap();
-        assert_eq!((out.inserted, out.duplicates), (2, 6));
+        assert_eq!((out.inserted, out.duplicates), (3, 6));
         integrator.integrate_all().await.unwrap();
         let v = verdict(&t, &options(&key)).await;
         assert!(
-            matches!(v, Verification::Valid { tree_size: 8, .. }),
+            matches!(v, Verification::Valid { tree_size: 9, .. }),
             "{v:?}"
         );
+        let both = warden_audit::AuditQuery::new(t.db.clone())
+            .list_by_request_id("req-1")
+            .await
+            .unwrap();
+        assert_eq!(both.len(), 2, "both events of req-1 are kept");
+        assert!(both[0].id() < both[1].id(), "in the order they happened");
     }
 }
 

@@ -58,6 +58,9 @@ pub struct HealthReport {
     pub migrations: Check,
     /// Audit checkpoints are signed (a warning when no signing key is set).
     pub audit: Check,
+    /// The secrets that make the guarantees real are set (a warning naming
+    /// each missing one; production refuses to start without them).
+    pub secrets: Check,
 }
 
 impl HealthReport {
@@ -76,12 +79,13 @@ impl HealthReport {
     }
 
     /// The checks with their names, in display order.
-    pub fn checks(&self) -> [(&'static str, &Check); 4] {
+    pub fn checks(&self) -> [(&'static str, &Check); 5] {
         [
             ("database", &self.database),
             ("cache", &self.cache),
             ("migrations", &self.migrations),
             ("audit", &self.audit),
+            ("secrets", &self.secrets),
         ]
     }
 }
@@ -105,6 +109,7 @@ pub async fn probe(settings: &Settings) -> HealthReport {
                 cache: fail("not checked: storage could not be configured".into()),
                 migrations: fail("not checked: storage could not be configured".into()),
                 audit: fail("not checked: storage could not be configured".into()),
+                secrets: check_secrets(settings),
             }
         }
     }
@@ -125,6 +130,7 @@ pub async fn check(storage: &Storage) -> HealthReport {
         cache,
         migrations,
         audit,
+        secrets: check_secrets(&storage.settings),
     };
     for (name, c) in report.checks() {
         if c.status != CheckStatus::Pass {
@@ -190,6 +196,28 @@ fn check_audit(storage: &Storage) -> Check {
             "checkpoints are unsigned: set AUDIT_SIGNING_KEY_FILE (warden audit keygen)",
             started,
         ),
+    }
+}
+
+/// Whether every secret a guarantee depends on is set; a warning names each
+/// missing one and what is weaker without it.
+fn check_secrets(settings: &Settings) -> Check {
+    let started = Instant::now();
+    let present = [
+        settings.audit_signing_key.is_some(),
+        settings.cache_mac_key.is_some(),
+        settings.audit_spill_mac_key.is_some(),
+    ];
+    let missing: Vec<String> = crate::GUARANTEE_SECRETS
+        .iter()
+        .zip(present)
+        .filter(|(_, present)| !present)
+        .map(|((variable, without), _)| format!("{variable} unset: {without}"))
+        .collect();
+    if missing.is_empty() {
+        Check::new(CheckStatus::Pass, "every guarantee's secret is set", started)
+    } else {
+        Check::new(CheckStatus::Warn, missing.join("; "), started)
     }
 }
 

@@ -19,5 +19,5 @@ pub mod settings;
 mod storage;
 
 pub use error::CoreError;
-pub use settings::{DatabaseBackend, Environment, Settings, SettingsError};
+pub use settings::{DatabaseBackend, Environment, GUARANTEE_SECRETS, Settings, SettingsError};
 pub use storage::Storage;

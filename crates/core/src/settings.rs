@@ -12,8 +12,9 @@ use serde::Serialize;
 use url::Url;
 use warden_audit::{
     AuditLoggerConfig, CheckpointPublisher, CheckpointSigner, DEFAULT_ORIGIN, IntegratorConfig,
-    Redactor,
+    Redactor, SpillMacKey,
 };
+use warden_keys::CacheMacKey;
 use warden_cache::{FailMode, KeyPrefix, RedisPoolConfig};
 
 /// Which database engine `DATABASE_URL` points at.
@@ -199,7 +200,35 @@ pub struct Settings {
     /// `AUDIT_MAX_ARGS_BYTES` (default 65536): stored (redacted) arguments
     /// larger than this are truncated; the hash still covers them in full.
     pub audit_max_args_bytes: usize,
+    /// `CACHE_MAC_KEY` (at least 32 characters; required in production):
+    /// seals cached key verifications so a cache write alone cannot
+    /// authenticate. Every process sharing a cache needs the same one;
+    /// without it each process trusts only its own entries.
+    pub cache_mac_key: Option<CacheMacKey>,
+    /// `AUDIT_SPILL_MAC_KEY` (at least 32 characters; required in
+    /// production): authenticates every spill-file line; lines that fail are
+    /// quarantined at replay. Every process sharing a spill path needs the
+    /// same one.
+    pub audit_spill_mac_key: Option<SpillMacKey>,
 }
+
+/// The secrets without which a guarantee is not real, with what each one
+/// protects: required when `ENVIRONMENT=production`, a health warning
+/// elsewhere.
+pub const GUARANTEE_SECRETS: [(&str, &str); 3] = [
+    (
+        "AUDIT_SIGNING_KEY_FILE",
+        "audit checkpoints are unsigned (warden audit keygen)",
+    ),
+    (
+        "CACHE_MAC_KEY",
+        "cached key verifications are sealed with a per-process key, so processes do not share them",
+    ),
+    (
+        "AUDIT_SPILL_MAC_KEY",
+        "spill-file lines are not authenticated: lines written into the file are replayed as events",
+    ),
+];
 
 /// One variable that is missing or malformed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -491,6 +520,41 @@ impl Settings {
         );
         let audit_max_args_bytes =
             r.number("AUDIT_MAX_ARGS_BYTES", 65_536, (256, 16 * 1024 * 1024));
+        let cache_mac_key = r.get("CACHE_MAC_KEY").and_then(|raw| {
+            CacheMacKey::from_bytes(raw.trim().as_bytes())
+                .map_err(|_| {
+                    r.problem(
+                        "CACHE_MAC_KEY",
+                        "too short: use at least 32 random characters (e.g. openssl rand -hex 32)",
+                    );
+                })
+                .ok()
+        });
+        let audit_spill_mac_key = r.get("AUDIT_SPILL_MAC_KEY").and_then(|raw| {
+            SpillMacKey::from_bytes(raw.trim().as_bytes())
+                .map_err(|_| {
+                    r.problem(
+                        "AUDIT_SPILL_MAC_KEY",
+                        "too short: use at least 32 random characters (e.g. openssl rand -hex 32)",
+                    );
+                })
+                .ok()
+        });
+        if environment == Environment::Production {
+            let present = [
+                r.get("AUDIT_SIGNING_KEY_FILE").is_some(),
+                r.get("CACHE_MAC_KEY").is_some(),
+                r.get("AUDIT_SPILL_MAC_KEY").is_some(),
+            ];
+            for ((variable, without), present) in GUARANTEE_SECRETS.iter().zip(present) {
+                if !present {
+                    r.problem(
+                        variable,
+                        format!("required when ENVIRONMENT=production: without it {without}"),
+                    );
+                }
+            }
+        }
 
         match (database_url, cache_key_prefix) {
             (Some(database_url), Some(cache_key_prefix)) if r.problems.is_empty() => Ok(Self {
@@ -516,6 +580,8 @@ impl Settings {
                 bcrypt_cost,
                 key_verify_cache_ttl,
                 policy_path,
+                cache_mac_key,
+                audit_spill_mac_key,
             }),
             _ => Err(SettingsError::Invalid(r.problems)),
         }
@@ -527,6 +593,7 @@ impl Settings {
         config.batch_size = self.audit_batch_size;
         config.buffer_capacity = self.audit_buffer_capacity;
         config.integrator = Some(self.integrator_config());
+        config.spill_mac_key = self.audit_spill_mac_key.clone();
         config
     }
 
@@ -606,6 +673,47 @@ mod tests {
         ])
         .unwrap_err();
         assert_eq!(variables(&err), ["RATE_LIMIT_FAIL_OPEN"]);
+    }
+
+    /// Security review, item 12: production refuses to start without the
+    /// secrets that make the guarantees real, naming each.
+    #[test]
+    fn production_requires_every_guarantee_secret() {
+        let err = load(&[
+            ("DATABASE_URL", "postgres://u@h/db"),
+            ("ENVIRONMENT", "production"),
+        ])
+        .unwrap_err();
+        assert_eq!(
+            variables(&err),
+            ["AUDIT_SIGNING_KEY_FILE", "CACHE_MAC_KEY", "AUDIT_SPILL_MAC_KEY"]
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("audit.key");
+        let (secret, _) = CheckpointSigner::generate("prod.example/audit").unwrap();
+        std::fs::write(&key, secret).unwrap();
+        let s = load(&[
+            ("DATABASE_URL", "postgres://u@h/db"),
+            ("ENVIRONMENT", "production"),
+            ("AUDIT_SIGNING_KEY_FILE", key.to_str().unwrap()),
+            ("CACHE_MAC_KEY", &"k".repeat(32)),
+            ("AUDIT_SPILL_MAC_KEY", &"s".repeat(40)),
+        ])
+        .unwrap();
+        assert!(s.cache_mac_key.is_some() && s.audit_spill_mac_key.is_some());
+        let printed = format!("{s:?}");
+        assert!(
+            !printed.contains(&"k".repeat(32)) && !printed.contains(&"s".repeat(40)),
+            "{printed}"
+        );
+        // Too short is refused everywhere, without echoing the value.
+        let err = load(&[
+            ("DATABASE_URL", "postgres://u@h/db"),
+            ("CACHE_MAC_KEY", "short-secret"),
+        ])
+        .unwrap_err();
+        assert_eq!(variables(&err), ["CACHE_MAC_KEY"]);
+        assert!(!err.to_string().contains("short-secret"));
     }
 
     #[test]
@@ -721,8 +829,16 @@ mod tests {
             ("Staging", Environment::Staging),
             ("test", Environment::Test),
         ] {
-            let s = load(&[("DATABASE_URL", "postgres://u@h/db"), ("ENVIRONMENT", raw)]).unwrap();
-            assert_eq!(s.environment, want);
+            let s = load(&[("DATABASE_URL", "postgres://u@h/db"), ("ENVIRONMENT", raw)]);
+            let environment = match s {
+                Ok(s) => s.environment,
+                // Production refuses without its secrets: it was read as production.
+                Err(e) => {
+                    assert!(e.to_string().contains("ENVIRONMENT=production"), "{e}");
+                    Environment::Production
+                }
+            };
+            assert_eq!(environment, want);
         }
     }
 }

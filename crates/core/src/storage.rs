@@ -73,12 +73,16 @@ impl Storage {
     /// The API key manager (bcrypt cost and verification cache from settings).
     pub fn key_manager(&self) -> Result<KeyManager, CoreError> {
         let ttl = Ttl::new(self.settings.key_verify_cache_ttl)?;
-        Ok(KeyManager::new(
+        let manager = KeyManager::new(
             self.db.clone(),
             self.cache.clone(),
             self.settings.bcrypt_cost,
             ttl,
-        )?)
+        )?;
+        Ok(match &self.settings.cache_mac_key {
+            Some(key) => manager.with_cache_mac_key(key.clone()),
+            None => manager,
+        })
     }
 
     /// The approval manager (TTL from `APPROVAL_TOKEN_TTL_SECONDS`).

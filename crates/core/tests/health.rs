@@ -29,6 +29,8 @@ fn key_file() -> String {
 fn settings(database_url: &str, redis_url: Option<&str>) -> Settings {
     let mut vars: HashMap<&str, String> = HashMap::from([
         ("AUDIT_SIGNING_KEY_FILE", key_file()),
+        ("CACHE_MAC_KEY", "c".repeat(32)),
+        ("AUDIT_SPILL_MAC_KEY", "s".repeat(32)),
         ("DATABASE_URL", database_url.to_owned()),
         ("HEALTH_TIMEOUT_MS", "1000".into()),
         ("DATABASE_CONNECT_TIMEOUT_MS", "1000".into()),
@@ -65,7 +67,7 @@ async fn healthy_on_postgres_and_redis() {
         .unwrap();
     let report = check(&storage).await;
     assert!(report.is_strictly_healthy(), "{report:#?}");
-    assert_eq!(report.migrations.detail, "6 applied, none pending");
+    assert_eq!(report.migrations.detail, "7 applied, none pending");
     assert_eq!(
         report.audit.detail,
         "checkpoints signed for health.test/audit"
@@ -84,6 +86,11 @@ async fn unsigned_checkpoints_are_a_warning() {
     assert_eq!(report.audit.status, CheckStatus::Warn, "{report:#?}");
     assert!(report.audit.detail.contains("AUDIT_SIGNING_KEY_FILE"));
     assert!(report.is_healthy() && !report.is_strictly_healthy());
+    // Security review, item 12: each missing guarantee secret is named.
+    assert_eq!(report.secrets.status, CheckStatus::Warn, "{report:#?}");
+    for variable in ["AUDIT_SIGNING_KEY_FILE", "CACHE_MAC_KEY", "AUDIT_SPILL_MAC_KEY"] {
+        assert!(report.secrets.detail.contains(variable), "{report:#?}");
+    }
 }
 
 #[tokio::test]
@@ -102,7 +109,7 @@ async fn unmigrated_database_fails_the_migrations_check() {
         assert_eq!(report.database.status, CheckStatus::Pass, "{report:#?}");
         assert_eq!(report.migrations.status, CheckStatus::Fail, "{report:#?}");
         assert!(
-            report.migrations.detail.starts_with("6 pending"),
+            report.migrations.detail.starts_with("7 pending"),
             "{report:#?}"
         );
         assert!(!report.is_healthy());

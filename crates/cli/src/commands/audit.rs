@@ -267,11 +267,13 @@ pub(crate) async fn run(settings: &Settings, cmd: Audit) -> anyhow::Result<Outco
             }
             Outcome::Success
         }
-        Audit::Show { request_id, json } => match query.get_by_request_id(&request_id).await? {
-            Some(event) => {
-                if json {
-                    output::json(&event);
-                } else {
+        Audit::Show { request_id, json } => match query.list_by_request_id(&request_id).await? {
+            events if !events.is_empty() && json => {
+                output::json(&events);
+                Outcome::Success
+            }
+            events if !events.is_empty() => {
+                for event in &events {
                     output::table(&HEADERS, &rows(std::slice::from_ref(&event)));
                     output::line(&format!(
                         "reason:          {}",
@@ -290,7 +292,7 @@ pub(crate) async fn run(settings: &Settings, cmd: Audit) -> anyhow::Result<Outco
                 }
                 Outcome::Success
             }
-            None => {
+            _ => {
                 output::error(&format!("no audit event with request id {request_id:?}"));
                 Outcome::Failed
             }

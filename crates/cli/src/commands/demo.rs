@@ -264,9 +264,24 @@ pub(crate) async fn run(settings: &Settings, args: Args) -> anyhow::Result<Outco
         )
         .await?;
     output::line(&format!("    {} by demo-operator", decided.status));
+    // Right before running the call: consume the approval for this exact call.
+    let binding = warden_approval::CallBinding {
+        caller_id: verified.caller_id.clone(),
+        tool_name: held_event.tool_name().unwrap_or("unknown").to_owned(),
+        raw_args_hash: held_event.raw_args_hash().to_owned(),
+        policy_version: "default".into(),
+    };
+    let consumed = approvals.consume(token.expose(), &binding).await?;
+    let again = approvals.consume(token.expose(), &binding).await;
+    output::line(&format!(
+        "    consumed once: {} (a second use is refused: {})",
+        consumed.status,
+        again.err().map_or_else(|| "NOT REFUSED".into(), |e| e.to_string())
+    ));
+    // The same call's second event: one request id, two events in the trail.
     let approved_event = AuditEvent::record(
         &ToolCall {
-            request_id: &format!("{held_request}-approved"),
+            request_id: &held_request,
             caller_id: &verified.caller_id,
             api_key_id: Some(verified.key_id),
             method: "tools/call",
