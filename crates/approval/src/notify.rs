@@ -78,7 +78,13 @@ pub struct WebhookNotifier {
 impl std::fmt::Debug for WebhookNotifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WebhookNotifier")
-            .field("url", &self.url)
+            // Only the origin: a webhook's path or query often is its token.
+            .field(
+                "url",
+                &reqwest::Url::parse(&self.url)
+                    .map(|u| format!("{}/[redacted]", u.origin().ascii_serialization()))
+                    .unwrap_or_else(|_| "[unparseable URL]".into()),
+            )
             .field("secret", &"[redacted]")
             .field("max_attempts", &self.max_attempts)
             .finish()

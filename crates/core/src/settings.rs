@@ -73,6 +73,27 @@ impl FromStr for Environment {
     }
 }
 
+/// The query parameters the PostgreSQL driver understands.
+const POSTGRES_URL_PARAMETERS: [&str; 17] = [
+    "sslmode",
+    "ssl-mode",
+    "sslrootcert",
+    "ssl-root-cert",
+    "ssl-ca",
+    "sslcert",
+    "ssl-cert",
+    "sslkey",
+    "ssl-key",
+    "statement-cache-capacity",
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "application_name",
+];
+
 /// A connection URL whose password is never printed.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SecretUrl(String);
@@ -83,13 +104,43 @@ impl SecretUrl {
         &self.0
     }
 
-    /// The URL with any password replaced by `***`, safe to print.
+    /// The URL with every part that can carry a credential masked, safe to
+    /// print: the userinfo password, the value of every query parameter not
+    /// known to be harmless (drivers accept `?password=…`, `?sslpassword=…`,
+    /// tokens…), and any fragment.
     pub fn redacted(&self) -> String {
+        /// Query parameters whose values are never secret.
+        const HARMLESS: [&str; 10] = [
+            "sslmode",
+            "application_name",
+            "connect_timeout",
+            "mode",
+            "cache",
+            "target_session_attrs",
+            "options",
+            "statement_cache_capacity",
+            "protocol",
+            "db",
+        ];
         match Url::parse(&self.0) {
             Ok(mut url) => {
                 if url.password().is_some() {
                     // Only fails for URLs that cannot have credentials, which have none.
                     let _ = url.set_password(Some("***"));
+                }
+                if url.query().is_some() {
+                    let pairs: Vec<(String, String)> = url
+                        .query_pairs()
+                        .map(|(k, v)| {
+                            let safe = HARMLESS.contains(&k.to_ascii_lowercase().as_str());
+                            let value = if safe { v.into_owned() } else { "***".into() };
+                            (k.into_owned(), value)
+                        })
+                        .collect();
+                    url.query_pairs_mut().clear().extend_pairs(pairs);
+                }
+                if url.fragment().is_some() {
+                    url.set_fragment(Some("***"));
                 }
                 url.to_string()
             }
@@ -404,6 +455,25 @@ impl Settings {
             Some(u) if u.starts_with("sqlite:") => DatabaseBackend::Sqlite,
             _ => DatabaseBackend::Postgres,
         };
+        if database_backend == DatabaseBackend::Postgres
+            && let Some(url) = database_url.as_ref().and_then(|u| Url::parse(u.expose()).ok())
+        {
+            // The driver logs an unrecognized parameter with its value (which
+            // may be a credential) and then ignores it: refuse it here instead.
+            for (key, _) in url.query_pairs() {
+                if !POSTGRES_URL_PARAMETERS.contains(&key.as_ref()) && !key.starts_with("options[")
+                {
+                    r.problem(
+                        "DATABASE_URL",
+                        format!(
+                            "unsupported parameter {key:?} (the driver would ignore it); \
+                             supported: {}",
+                            POSTGRES_URL_PARAMETERS.join(", ")
+                        ),
+                    );
+                }
+            }
+        }
         let database_pool = DatabasePoolSettings {
             max_connections: r.number("DATABASE_MAX_CONNECTIONS", 25, (1, 1000)),
             min_connections: r.number("DATABASE_MIN_CONNECTIONS", 2, (0, 1000)),
@@ -714,6 +784,38 @@ mod tests {
         .unwrap_err();
         assert_eq!(variables(&err), ["CACHE_MAC_KEY"]);
         assert!(!err.to_string().contains("short-secret"));
+    }
+
+    /// Security review, item 5: a credential anywhere in a URL stays out of
+    /// `Debug`, `Display` and `redacted`.
+    #[test]
+    fn every_credential_bearing_url_part_is_redacted() {
+        let s = load(&[
+            (
+                "DATABASE_URL",
+                "postgres://u:pw-in-userinfo@h/db?password=pw-in-query&sslmode=require#frag-secret",
+            ),
+            ("REDIS_URL", "redis://h:6379/0?token=tok-in-query"),
+        ])
+        .unwrap();
+        let printed = format!(
+            "{s:?} {} {}",
+            s.database_url,
+            s.redis_url.as_ref().unwrap().redacted()
+        );
+        for secret in ["pw-in-userinfo", "pw-in-query", "frag-secret", "tok-in-query"] {
+            assert!(!printed.contains(secret), "{secret} leaked: {printed}");
+        }
+        assert!(printed.contains("sslmode=require"), "{printed}");
+        assert!(printed.contains("postgres://u:***@h/db"), "{printed}");
+        // A parameter the driver would ignore (and log with its value) is refused.
+        let err = load(&[(
+            "DATABASE_URL",
+            "postgres://u@h/db?sslpassword=pw-unknown",
+        )])
+        .unwrap_err();
+        assert_eq!(variables(&err), ["DATABASE_URL"]);
+        assert!(!err.to_string().contains("pw-unknown"), "{err}");
     }
 
     #[test]

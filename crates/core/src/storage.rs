@@ -36,7 +36,23 @@ impl Storage {
 
     async fn build(settings: &Settings, lazy: bool) -> Result<Self, CoreError> {
         let pool = &settings.database_pool;
-        let mut options = ConnectOptions::new(settings.database_url.expose());
+        // sea-orm records its connect options (URL included) in a TRACE span:
+        // it only ever sees the redacted URL. On PostgreSQL the driver's
+        // options are rebuilt from the real one, out of sight of any span.
+        let mut options = ConnectOptions::new(match settings.database_backend {
+            DatabaseBackend::Postgres => settings.database_url.redacted(),
+            DatabaseBackend::Sqlite => settings.database_url.expose().to_owned(),
+        });
+        if settings.database_backend == DatabaseBackend::Postgres {
+            let real = settings.database_url.clone();
+            options.map_sqlx_postgres_opts(move |redacted| {
+                use sea_orm::sqlx::ConnectOptions as _;
+                real.expose()
+                    .parse::<sea_orm::sqlx::postgres::PgConnectOptions>()
+                    .map(|o| o.disable_statement_logging())
+                    .unwrap_or(redacted)
+            });
+        }
         options
             .max_connections(pool.max_connections)
             .min_connections(if lazy { 0 } else { pool.min_connections })
