@@ -1,8 +1,20 @@
 //! The canonical JSON form: object keys sorted bytewise, no whitespace,
-//! serde_json's number and string encoding. Key order and whitespace in the
-//! input never change it, so neither does the hash over it.
+//! serde_json's string encoding. Key order and whitespace in the input never
+//! change it, so neither does the hash over it.
+//!
+//! Two entry points:
+//! - [`canonical_hash_text`] over the raw JSON text a caller sent: duplicate
+//!   keys are refused and every number keeps its exact text, so two different
+//!   payloads can never share a hash (use this when you have the bytes);
+//! - [`canonical_hash`] over a parsed [`Value`] (numbers in serde_json's
+//!   encoding): a `Value` has already collapsed duplicate keys and rounded
+//!   integers beyond 64 bits, so it cannot tell such payloads apart.
 
+use std::fmt;
+
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
 use crate::AuditError;
@@ -20,6 +32,104 @@ pub fn canonical_json(value: &Value) -> Result<Vec<u8>, AuditError> {
 /// Hex SHA-256 of the canonical form of `value`.
 pub fn canonical_hash(value: &Value) -> Result<String, AuditError> {
     Ok(hex(&Sha256::digest(canonical_json(value)?)))
+}
+
+/// The canonical bytes of the raw JSON `text`: refuses malformed JSON,
+/// duplicate object keys (after unescaping) and nesting past [`MAX_DEPTH`];
+/// numbers are kept exactly as written.
+pub fn canonical_json_text(text: &str) -> Result<Vec<u8>, AuditError> {
+    let raw: &RawValue = serde_json::from_str(text).map_err(malformed)?;
+    let mut out = Vec::with_capacity(text.len());
+    write_text(raw, &mut out, 0)?;
+    Ok(out)
+}
+
+/// Hex SHA-256 of [`canonical_json_text`]: different payloads never share it.
+pub fn canonical_hash_text(text: &str) -> Result<String, AuditError> {
+    Ok(hex(&Sha256::digest(canonical_json_text(text)?)))
+}
+
+fn malformed(e: serde_json::Error) -> AuditError {
+    AuditError::InvalidField {
+        field: "raw_args",
+        reason: format!("not valid JSON: {e}"),
+    }
+}
+
+/// An object's members in the order written, duplicates kept (to refuse them).
+struct Members<'a>(Vec<(String, &'a RawValue)>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Members<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct MembersVisitor<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for MembersVisitor<'a> {
+            type Value = Members<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
+                let mut members = Vec::new();
+                while let Some(entry) = map.next_entry::<String, &'de RawValue>()? {
+                    members.push(entry);
+                }
+                Ok(Members(members))
+            }
+        }
+        deserializer.deserialize_map(MembersVisitor(std::marker::PhantomData))
+    }
+}
+
+fn write_text(raw: &RawValue, out: &mut Vec<u8>, depth: usize) -> Result<(), AuditError> {
+    if depth > MAX_DEPTH {
+        return Err(AuditError::TooDeep { limit: MAX_DEPTH });
+    }
+    let text = raw.get().trim();
+    match text.as_bytes().first() {
+        Some(b'{') => {
+            let Members(mut members) = serde_json::from_str(text).map_err(malformed)?;
+            members.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+            if let Some(pair) = members.windows(2).find(|w| w[0].0 == w[1].0) {
+                return Err(AuditError::InvalidField {
+                    field: "raw_args",
+                    reason: format!(
+                        "duplicate key {:?}: the payload is ambiguous",
+                        pair[0].0.chars().take(64).collect::<String>()
+                    ),
+                });
+            }
+            out.push(b'{');
+            for (i, (k, v)) in members.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_string(k, out);
+                out.push(b':');
+                write_text(v, out, depth + 1)?;
+            }
+            out.push(b'}');
+        }
+        Some(b'[') => {
+            let items: Vec<&RawValue> = serde_json::from_str(text).map_err(malformed)?;
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_text(item, out, depth + 1)?;
+            }
+            out.push(b']');
+        }
+        Some(b'"') => {
+            let s: String = serde_json::from_str(text).map_err(malformed)?;
+            write_string(&s, out);
+        }
+        _ => match serde_json::from_str::<Value>(text).map_err(malformed)? {
+            // The number exactly as written: no rounding, no re-formatting.
+            Value::Number(_) => out.extend_from_slice(text.as_bytes()),
+            scalar => write(&scalar, out, depth)?,
+        },
+    }
+    Ok(())
 }
 
 fn write(value: &Value, out: &mut Vec<u8>, depth: usize) -> Result<(), AuditError> {
@@ -110,6 +220,83 @@ mod tests {
             canonical_hash(&v).unwrap(),
             "ead53e543f3451490dbcab3869b0a27c26f6e2bd7a57ca626ebebac505fba2a0"
         );
+    }
+
+    /// Security review, item 9: payloads that a parsed `Value` cannot tell
+    /// apart get different text hashes, or are refused.
+    #[test]
+    fn raw_text_hashes_never_collide_where_values_do() {
+        let big_a = r#"{"amount": 18446744073709551617}"#;
+        let big_b = r#"{"amount": 18446744073709551618}"#;
+        let va: Value = serde_json::from_str(big_a).unwrap();
+        let vb: Value = serde_json::from_str(big_b).unwrap();
+        assert_eq!(
+            canonical_hash(&va).unwrap(),
+            canonical_hash(&vb).unwrap(),
+            "the Value path collides (the reason for the text path)"
+        );
+        assert_ne!(
+            canonical_hash_text(big_a).unwrap(),
+            canonical_hash_text(big_b).unwrap()
+        );
+        for ambiguous in [
+            r#"{"to": "alice", "to": "mallory"}"#,
+            r#"{"a": {"x": 1, "x": 1}}"#,
+            r#"[{"k": 1, "k": 2}]"#,
+        ] {
+            assert!(
+                matches!(
+                    canonical_hash_text(ambiguous),
+                    Err(AuditError::InvalidField { field: "raw_args", .. })
+                ),
+                "{ambiguous}"
+            );
+        }
+        // Order, whitespace and string escapes still do not matter.
+        assert_eq!(
+            canonical_json_text("{ \"b\" : [1, 2.50] ,\"a\":\"\\u0041\"}").unwrap(),
+            br#"{"a":"A","b":[1,2.50]}"#
+        );
+        assert!(canonical_hash_text("{not json").is_err());
+        let deep = format!("{}1{}", "[".repeat(MAX_DEPTH + 2), "]".repeat(MAX_DEPTH + 2));
+        assert!(canonical_hash_text(&deep).is_err());
+    }
+
+    proptest::proptest! {
+        /// Different number texts (e.g. integers past 64 bits) never share a
+        /// hash; a payload with a repeated key is always refused; key order
+        /// and spacing never change the hash.
+        #[test]
+        fn text_hash_is_injective_and_order_free(
+            a in "-?[1-9][0-9]{0,40}",
+            b in "-?[1-9][0-9]{0,40}",
+            keys in proptest::collection::btree_set("[a-z]{1,6}", 1..6),
+            dup in 0usize..6,
+            spaces in "[ \n\t]{0,3}",
+        ) {
+            let doc = |n: &str| format!(r#"{{"n":{n}}}"#);
+            if a != b {
+                proptest::prop_assert_ne!(
+                    canonical_hash_text(&doc(&a)).unwrap(),
+                    canonical_hash_text(&doc(&b)).unwrap()
+                );
+            }
+            let keys: Vec<String> = keys.into_iter().collect();
+            let members: Vec<String> =
+                keys.iter().enumerate().map(|(i, k)| format!("{spaces}\"{k}\"{spaces}:{i}")).collect();
+            let forward = format!("{{{}}}", members.join(","));
+            let backward = format!(
+                "{{{}}}",
+                members.iter().rev().cloned().collect::<Vec<_>>().join(",")
+            );
+            proptest::prop_assert_eq!(
+                canonical_hash_text(&forward).unwrap(),
+                canonical_hash_text(&backward).unwrap()
+            );
+            let repeated = &keys[dup % keys.len()];
+            let with_dup = format!("{{{},\"{repeated}\":null}}", members.join(","));
+            proptest::prop_assert!(canonical_hash_text(&with_dup).is_err());
+        }
     }
 
     #[test]

@@ -79,6 +79,32 @@ impl FromStr for Decision {
     }
 }
 
+/// A tool call's raw arguments, as [`AuditEvent::record`] takes them. They
+/// are hashed and redacted, never kept, and have no `Debug`.
+#[derive(Clone, Copy)]
+pub enum RawArgs<'a> {
+    /// The exact JSON text the agent sent (preferred): hashed by
+    /// [`crate::canonical_hash_text`], which refuses duplicate keys and keeps
+    /// every number exactly, so two different payloads never share a hash.
+    Text(&'a str),
+    /// Already-parsed arguments, hashed by [`crate::canonical_hash`]. A
+    /// `Value` has lost duplicate keys and integers beyond 64 bits: prefer
+    /// `Text` when the bytes are at hand.
+    Parsed(&'a Value),
+}
+
+impl<'a> From<&'a Value> for RawArgs<'a> {
+    fn from(value: &'a Value) -> Self {
+        Self::Parsed(value)
+    }
+}
+
+impl<'a> From<&'a str> for RawArgs<'a> {
+    fn from(text: &'a str) -> Self {
+        Self::Text(text)
+    }
+}
+
 /// A tool call as the gateway saw it: the input to [`AuditEvent::record`].
 /// The raw arguments are borrowed, hashed and redacted; they are never kept.
 #[derive(Clone, Copy)]
@@ -94,7 +120,7 @@ pub struct ToolCall<'a> {
     /// Tool called, if any.
     pub tool_name: Option<&'a str>,
     /// The raw arguments: hashed and redacted, never stored.
-    pub raw_args: &'a Value,
+    pub raw_args: RawArgs<'a>,
     /// What was decided.
     pub decision: Decision,
     /// Why.
@@ -194,10 +220,24 @@ impl AuditEvent {
     /// Errors: [`AuditError::TooDeep`] for arguments nested deeper than 64
     /// levels (refuse such a call, and record the refusal with `Value::Null`
     /// arguments), [`AuditError::InvalidField`] for empty, overlong or
-    /// control-character identifiers.
+    /// control-character identifiers, and for raw text that is not JSON or
+    /// holds a duplicate key (refuse such a call: it is ambiguous).
     pub fn record(call: &ToolCall<'_>, redactor: &Redactor) -> Result<Self, AuditError> {
-        let raw_args_hash = canonical::canonical_hash(call.raw_args)?;
-        let redacted = redactor.redact(call.raw_args)?;
+        let parsed;
+        let (raw_args_hash, value) = match call.raw_args {
+            RawArgs::Text(text) => {
+                let hash = canonical::canonical_hash_text(text)?;
+                parsed = serde_json::from_str::<Value>(text).map_err(|e| {
+                    AuditError::InvalidField {
+                        field: "raw_args",
+                        reason: format!("not valid JSON: {e}"),
+                    }
+                })?;
+                (hash, &parsed)
+            }
+            RawArgs::Parsed(value) => (canonical::canonical_hash(value)?, value),
+        };
+        let redacted = redactor.redact(value)?;
         let risk_labels = call
             .risk_labels
             .iter()

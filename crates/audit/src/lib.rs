@@ -28,7 +28,7 @@
 //! let args = json!({"query": "SELECT 1", "password": "hunter2"});
 //! let event = AuditEvent::record(&ToolCall {
 //!     request_id: "req-1", caller_id: "agent-7", api_key_id: None, method: "tools/call",
-//!     tool_name: Some("db.query"), raw_args: &args, decision: Decision::Allow, reason: None,
+//!     tool_name: Some("db.query"), raw_args: (&args).into(), decision: Decision::Allow, reason: None,
 //!     risk_labels: &[], status_code: Some(200), latency_ms: Some(12), timestamp: None,
 //! }, &Redactor::default())?;
 //! logger.log(event);
@@ -62,13 +62,15 @@ mod store;
 mod tree;
 mod verify;
 
-pub use canonical::{MAX_DEPTH, canonical_hash, canonical_json};
+pub use canonical::{
+    MAX_DEPTH, canonical_hash, canonical_hash_text, canonical_json, canonical_json_text,
+};
 pub use checkpoint::{
     CheckpointPublisher, CheckpointSigner, CheckpointVerifier, DEFAULT_ORIGIN, ProofFailure,
     SignedCheckpoint,
 };
 pub use error::AuditError;
-pub use event::{AuditEvent, Decision, Inclusion, ToolCall};
+pub use event::{AuditEvent, Decision, Inclusion, RawArgs, ToolCall};
 pub use integrator::{IntegrationReport, Integrator, IntegratorConfig, backlog};
 pub use leaf::{EventKind, StoredEvent, TreeHash, hash_hex, parse_hash_hex};
 pub use logger::{AuditLogger, AuditLoggerConfig, AuditLoggerStats, FlushReport};

@@ -449,7 +449,7 @@ mod tests {
                 api_key_id: None,
                 method: "tools/call",
                 tool_name: Some("t"),
-                raw_args: &serde_json::json!({"i": i}),
+                raw_args: (&serde_json::json!({"i": i})).into(),
                 decision: Decision::Allow,
                 reason: None,
                 risk_labels: &[],

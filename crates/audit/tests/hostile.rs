@@ -41,7 +41,7 @@ fn record(args: &Value, redactor: &Redactor) -> Result<AuditEvent, AuditError> {
             api_key_id: None,
             method: "m",
             tool_name: None,
-            raw_args: args,
+            raw_args: args.into(),
             decision: Decision::Allow,
             reason: Some("reason with \0 nul and \u{202e} bidi"),
             risk_labels: &[],
@@ -73,7 +73,7 @@ proptest! {
     fn any_identifier_is_accepted_or_refused_with_a_typed_error(id in any::<String>()) {
         let args = json!({});
         let mut call = ToolCall {
-            request_id: &id, caller_id: &id, api_key_id: None, method: "m", tool_name: Some(&id), raw_args: &args,
+            request_id: &id, caller_id: &id, api_key_id: None, method: "m", tool_name: Some(&id), raw_args: (&args).into(),
             decision: Decision::Deny, reason: Some(&id), risk_labels: &[], status_code: None, latency_ms: None, timestamp: None,
         };
         match AuditEvent::record(&call, &Redactor::default()) {

@@ -258,7 +258,7 @@ fn call(args: &Value) -> ToolCall<'_> {
         api_key_id: None,
         method: "tools/call",
         tool_name: None,
-        raw_args: args,
+        raw_args: args.into(),
         decision: Decision::Allow,
         reason: None,
         risk_labels: &[],

@@ -502,7 +502,7 @@ fn tool_call_event(redactor: &Redactor, n: u64, caller: &str) -> anyhow::Result<
             api_key_id: None,
             method: "tools/call",
             tool_name: Some("db.query"),
-            raw_args: &args,
+            raw_args: (&args).into(),
             decision: Decision::Allow,
             reason: Some("policy: read-only"),
             risk_labels: &["read"],

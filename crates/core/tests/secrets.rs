@@ -150,7 +150,7 @@ async fn the_demo_flow_leaks_no_secret_anywhere() {
                     api_key_id: Some(verified.key_id),
                     method: "tools/call",
                     tool_name: Some("http.post"),
-                    raw_args: &args,
+                    raw_args: (&args).into(),
                     decision: Decision::Allow,
                     reason: None,
                     risk_labels: &[],

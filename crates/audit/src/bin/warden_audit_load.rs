@@ -97,7 +97,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
                 api_key_id: None,
                 method: "tools/call",
                 tool_name: Some("db.query"),
-                raw_args: &raw,
+                raw_args: (&raw).into(),
                 decision: Decision::Allow,
                 reason: None,
                 risk_labels: &[],

@@ -21,7 +21,7 @@ pub fn event_with(
             api_key_id: None,
             method: "tools/call",
             tool_name: Some("db.query"),
-            raw_args: args,
+            raw_args: args.into(),
             decision,
             reason: Some("policy"),
             risk_labels: &["read"],

@@ -178,7 +178,7 @@ pub(crate) async fn run(settings: &Settings, args: Args) -> anyhow::Result<Outco
                 api_key_id: Some(verified.key_id),
                 method: "tools/call",
                 tool_name: Some(tool),
-                raw_args: args,
+                raw_args: args.into(),
                 decision: *decision,
                 reason: Some("demo policy"),
                 risk_labels: if *decision == Decision::RequireApproval {
@@ -286,7 +286,7 @@ pub(crate) async fn run(settings: &Settings, args: Args) -> anyhow::Result<Outco
             api_key_id: Some(verified.key_id),
             method: "tools/call",
             tool_name: held_event.tool_name(),
-            raw_args: &json!({"table": "orders"}),
+            raw_args: (&json!({"table": "orders"})).into(),
             decision: Decision::Approved,
             reason: Some("approved by demo-operator"),
             risk_labels: &["destructive"],
