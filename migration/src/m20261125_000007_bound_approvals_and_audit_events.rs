@@ -14,8 +14,8 @@
 //! `down` refuses while an approval is EXECUTED or two events share a request
 //! id: the older schema cannot hold them.
 
-use sea_orm_migration::prelude::*;
 use sea_orm_migration::SchemaManagerConnection;
+use sea_orm_migration::prelude::*;
 use sea_orm_migration::sea_orm::{ConnectionTrait, DbBackend, Statement};
 
 #[derive(DeriveMigrationName)]
@@ -83,9 +83,11 @@ async fn sqlite_status_check(
             "approval_requests has an unexpected status CHECK (looked for {from})"
         )));
     }
-    let rebuilt = table_sql
-        .replacen(from, to, 1)
-        .replacen("\"approval_requests\"", "\"approval_requests_rebuilt\"", 1);
+    let rebuilt = table_sql.replacen(from, to, 1).replacen(
+        "\"approval_requests\"",
+        "\"approval_requests_rebuilt\"",
+        1,
+    );
     let index_sql: Vec<String> = db
         .query_all_raw(Statement::from_string(
             backend,
@@ -99,7 +101,8 @@ async fn sqlite_status_check(
     db.execute_unprepared(&rebuilt).await?;
     db.execute_unprepared("INSERT INTO approval_requests_rebuilt SELECT * FROM approval_requests")
         .await?;
-    db.execute_unprepared("DROP TABLE approval_requests").await?;
+    db.execute_unprepared("DROP TABLE approval_requests")
+        .await?;
     db.execute_unprepared("ALTER TABLE approval_requests_rebuilt RENAME TO approval_requests")
         .await?;
     for sql in index_sql {
@@ -186,7 +189,12 @@ impl MigrationTrait for Migration {
         use ApprovalRequests as R;
         for column in [R::ExecutedAt, R::ExecuteBy, R::PolicyVersion] {
             manager
-                .alter_table(Table::alter().table(R::Table).drop_column(column).to_owned())
+                .alter_table(
+                    Table::alter()
+                        .table(R::Table)
+                        .drop_column(column)
+                        .to_owned(),
+                )
                 .await?;
         }
         match manager.get_database_backend() {

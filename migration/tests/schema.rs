@@ -384,7 +384,11 @@ async fn executed_approvals_and_shared_request_ids_refuse_a_roll_back() {
             .expect_err("EXECUTED cannot go back");
         assert!(err.to_string().contains("EXECUTED"), "{err}");
         let states = migration::status(&t.db).await.unwrap();
-        assert!(states.iter().all(|m| m.applied), "{:?}: nothing rolled back", t.backend);
+        assert!(
+            states.iter().all(|m| m.applied),
+            "{:?}: nothing rolled back",
+            t.backend
+        );
         assert_eq!(tables(&t).await, TABLES, "{:?}", t.backend);
     })
     .await;

@@ -14,7 +14,9 @@ pub enum ApprovalError {
     },
     /// Its time ran out before anyone decided, or an approved call was not
     /// run within its execution window: treat it as denied (issue a new one).
-    #[error("approval expired (undecided in time, or approved but not used within its execution window)")]
+    #[error(
+        "approval expired (undecided in time, or approved but not used within its execution window)"
+    )]
     Expired,
     /// The call about to run is not the call the approval was shown for; the
     /// differing part is named. Refuse the call (or ask for a new approval).

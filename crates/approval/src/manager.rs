@@ -7,8 +7,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait,
-    FromQueryResult, QueryFilter, QueryOrder, QuerySelect, QueryTrait, SqlErr,
-    TransactionTrait,
+    FromQueryResult, QueryFilter, QueryOrder, QuerySelect, QueryTrait, SqlErr, TransactionTrait,
 };
 use tracing::{Instrument, debug, info_span, instrument, warn};
 use uuid::Uuid;
@@ -227,13 +226,12 @@ impl ApprovalManager {
                 field: "ttl",
                 reason: e.to_string(),
             })?;
-        let lifetime =
-            chrono::Duration::from_std(ttl.as_duration()).map_err(|e| {
-                ApprovalError::InvalidField {
-                    field: "ttl",
-                    reason: e.to_string(),
-                }
-            })?;
+        let lifetime = chrono::Duration::from_std(ttl.as_duration()).map_err(|e| {
+            ApprovalError::InvalidField {
+                field: "ttl",
+                reason: e.to_string(),
+            }
+        })?;
         let token = ApprovalToken::generate()?;
         let token_hash = token.hash();
         let model = approval_requests::Model {
@@ -349,7 +347,10 @@ impl ApprovalManager {
             superseded = Some(superseded_hash);
         }
         let request_id = model.request_id.clone();
-        match approval_requests::ActiveModel::from(model).insert(&txn).await {
+        match approval_requests::ActiveModel::from(model)
+            .insert(&txn)
+            .await
+        {
             Ok(row) => {
                 txn.commit().await?;
                 Ok(Ok(Inserted { row, superseded }))

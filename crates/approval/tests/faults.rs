@@ -342,7 +342,10 @@ async fn a_skewed_process_clock_neither_approves_expired_calls_nor_expires_valid
     assert_eq!(approved.status, ApprovalStatus::Approved);
     let decided_at = approved.result.unwrap().decided_at;
     let drift = (decided_at - chrono::Utc::now()).num_seconds().abs();
-    assert!(drift < 60, "decided_at came from the skewed clock: {drift}s off");
+    assert!(
+        drift < 60,
+        "decided_at came from the skewed clock: {drift}s off"
+    );
 }
 
 /// Security review, item 10: waiters share one subscription per manager
@@ -356,7 +359,9 @@ async fn many_waiters_share_one_decision_subscription() {
         .with_poll_interval(Duration::from_secs(30));
     let mut tokens = Vec::new();
     for i in 0..40 {
-        tokens.push(issued(manager.issue(&request(&format!("w-{i}"))).await.unwrap()));
+        tokens.push(issued(
+            manager.issue(&request(&format!("w-{i}"))).await.unwrap(),
+        ));
     }
     let waiters: Vec<_> = tokens
         .iter()

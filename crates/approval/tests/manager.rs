@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use common::{Fixture, cache_key, issued, request};
 use warden_approval::{
-    Approval, ApprovalError, ApprovalRequest, ApprovalStatus, ApprovalToken,
-    IssueOutcome, WaitOutcome,
+    Approval, ApprovalError, ApprovalRequest, ApprovalStatus, ApprovalToken, IssueOutcome,
+    WaitOutcome,
 };
 use warden_cache::Ttl;
 
@@ -202,7 +202,10 @@ async fn no_cache_write_can_approve_or_decide_a_call(f: Fixture) {
             .await
             .unwrap();
         // The forged entry is also "announced" on the decision channel.
-        let _ = f.cache.publish("approval:decided", token.hash().as_bytes()).await;
+        let _ = f
+            .cache
+            .publish("approval:decided", token.hash().as_bytes())
+            .await;
         let checked = f.manager.check(token.expose()).await.unwrap();
         assert_eq!(checked.status, ApprovalStatus::Pending, "{forged_status}");
         assert_eq!(checked, genuine);
@@ -231,10 +234,7 @@ async fn no_cache_write_can_approve_or_decide_a_call(f: Fixture) {
         );
     }
     // The genuine decision still goes through, exactly once.
-    f.manager
-        .deny(token.expose(), "alice", None)
-        .await
-        .unwrap();
+    f.manager.deny(token.expose(), "alice", None).await.unwrap();
     assert_eq!(
         f.manager.check(token.expose()).await.unwrap().status,
         ApprovalStatus::Denied
@@ -318,7 +318,10 @@ async fn an_approved_call_not_run_within_its_window_expires(f: Fixture) {
         .with_execution_window(Duration::from_secs(1));
     let held = request("r-late");
     let token = issued(manager.issue(&held).await.unwrap());
-    manager.approve(token.expose(), "alice", None).await.unwrap();
+    manager
+        .approve(token.expose(), "alice", None)
+        .await
+        .unwrap();
     assert!(manager.check(token.expose()).await.unwrap().is_approved());
     tokio::time::sleep(Duration::from_millis(1_300)).await;
     assert!(matches!(

@@ -247,7 +247,10 @@ mod tests {
             assert!(
                 matches!(
                     canonical_hash_text(ambiguous),
-                    Err(AuditError::InvalidField { field: "raw_args", .. })
+                    Err(AuditError::InvalidField {
+                        field: "raw_args",
+                        ..
+                    })
                 ),
                 "{ambiguous}"
             );
@@ -258,7 +261,11 @@ mod tests {
             br#"{"a":"A","b":[1,2.50]}"#
         );
         assert!(canonical_hash_text("{not json").is_err());
-        let deep = format!("{}1{}", "[".repeat(MAX_DEPTH + 2), "]".repeat(MAX_DEPTH + 2));
+        let deep = format!(
+            "{}1{}",
+            "[".repeat(MAX_DEPTH + 2),
+            "]".repeat(MAX_DEPTH + 2)
+        );
         assert!(canonical_hash_text(&deep).is_err());
     }
 

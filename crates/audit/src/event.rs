@@ -227,12 +227,11 @@ impl AuditEvent {
         let (raw_args_hash, value) = match call.raw_args {
             RawArgs::Text(text) => {
                 let hash = canonical::canonical_hash_text(text)?;
-                parsed = serde_json::from_str::<Value>(text).map_err(|e| {
-                    AuditError::InvalidField {
+                parsed =
+                    serde_json::from_str::<Value>(text).map_err(|e| AuditError::InvalidField {
                         field: "raw_args",
                         reason: format!("not valid JSON: {e}"),
-                    }
-                })?;
+                    })?;
                 (hash, &parsed)
             }
             RawArgs::Parsed(value) => (canonical::canonical_hash(value)?, value),

@@ -533,7 +533,10 @@ impl Worker {
             self.next_probe = Instant::now();
         } else {
             if self.degraded {
-                info!(replayed, "audit database reachable again; spill file replayed");
+                info!(
+                    replayed,
+                    "audit database reachable again; spill file replayed"
+                );
             }
             self.degraded = false;
             self.backoff = self.config.retry_backoff;

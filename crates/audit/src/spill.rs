@@ -210,10 +210,7 @@ impl Spill {
     }
 
     /// Runs `f` holding this process's mutex and the cross-process lock.
-    fn locked<T>(
-        &self,
-        f: impl FnOnce() -> Result<T, AuditError>,
-    ) -> Result<T, AuditError> {
+    fn locked<T>(&self, f: impl FnOnce() -> Result<T, AuditError>) -> Result<T, AuditError> {
         let _guard = self
             .local
             .lock()
@@ -274,7 +271,10 @@ impl Spill {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut total = 0;
-        for (path, seen) in [&self.path, &self.replaying].into_iter().zip(counted.iter_mut()) {
+        for (path, seen) in [&self.path, &self.replaying]
+            .into_iter()
+            .zip(counted.iter_mut())
+        {
             let Ok(mut file) = File::open(path) else {
                 *seen = Counted::default();
                 continue;
@@ -526,11 +526,7 @@ mod tests {
         let unsealed = Spill::new(path.clone(), None);
         unsealed.append(&[event(3)]).unwrap();
         let genuine = std::fs::read_to_string(&path).unwrap();
-        let altered = genuine
-            .lines()
-            .next()
-            .unwrap()
-            .replace("req-1", "req-X");
+        let altered = genuine.lines().next().unwrap().replace("req-1", "req-X");
         let mut file = OpenOptions::new().append(true).open(&path).unwrap();
         writeln!(file, "{altered}").unwrap();
         write!(file, "{{\"v\":1,\"torn").unwrap();

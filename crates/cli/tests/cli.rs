@@ -63,7 +63,12 @@ impl Env {
             .env("BCRYPT_COST", "4")
             .env("POLICY_PATH", POLICY)
             .env("AUDIT_SPILL_PATH", self.dir.path().join("audit.spill"))
-            .env("AUDIT_SIGNING_KEY_FILE", self.dir.path().join("audit.key"));
+            .env("AUDIT_SIGNING_KEY_FILE", self.dir.path().join("audit.key"))
+            .env("CACHE_MAC_KEY", "cli-test-cache-mac-key-0123456789abcdef")
+            .env(
+                "AUDIT_SPILL_MAC_KEY",
+                "cli-test-spill-mac-key-0123456789abcdef",
+            );
         if let Some(redis) = &self.redis {
             cmd.env("REDIS_URL", &redis.url)
                 .env("CACHE_KEY_PREFIX", &redis.prefix);
@@ -453,7 +458,7 @@ async fn health_and_exit_codes() {
     let healthy = ok(&env.run(&["health", "--strict"]));
     assert_eq!(
         healthy.lines().filter(|l| l.starts_with("PASS")).count(),
-        4,
+        5,
         "{healthy}"
     );
     let json: serde_json::Value =

@@ -215,7 +215,11 @@ fn check_secrets(settings: &Settings) -> Check {
         .map(|((variable, without), _)| format!("{variable} unset: {without}"))
         .collect();
     if missing.is_empty() {
-        Check::new(CheckStatus::Pass, "every guarantee's secret is set", started)
+        Check::new(
+            CheckStatus::Pass,
+            "every guarantee's secret is set",
+            started,
+        )
     } else {
         Check::new(CheckStatus::Warn, missing.join("; "), started)
     }

@@ -14,8 +14,8 @@ use warden_audit::{
     AuditLoggerConfig, CheckpointPublisher, CheckpointSigner, DEFAULT_ORIGIN, IntegratorConfig,
     Redactor, SpillMacKey,
 };
-use warden_keys::CacheMacKey;
 use warden_cache::{FailMode, KeyPrefix, RedisPoolConfig};
+use warden_keys::CacheMacKey;
 
 /// Which database engine `DATABASE_URL` points at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -74,7 +74,7 @@ impl FromStr for Environment {
 }
 
 /// The query parameters the PostgreSQL driver understands.
-const POSTGRES_URL_PARAMETERS: [&str; 17] = [
+const POSTGRES_URL_PARAMETERS: [&str; 18] = [
     "sslmode",
     "ssl-mode",
     "sslrootcert",
@@ -92,6 +92,7 @@ const POSTGRES_URL_PARAMETERS: [&str; 17] = [
     "user",
     "password",
     "application_name",
+    "options",
 ];
 
 /// A connection URL whose password is never printed.
@@ -456,7 +457,9 @@ impl Settings {
             _ => DatabaseBackend::Postgres,
         };
         if database_backend == DatabaseBackend::Postgres
-            && let Some(url) = database_url.as_ref().and_then(|u| Url::parse(u.expose()).ok())
+            && let Some(url) = database_url
+                .as_ref()
+                .and_then(|u| Url::parse(u.expose()).ok())
         {
             // The driver logs an unrecognized parameter with its value (which
             // may be a credential) and then ignores it: refuse it here instead.
@@ -756,7 +759,11 @@ mod tests {
         .unwrap_err();
         assert_eq!(
             variables(&err),
-            ["AUDIT_SIGNING_KEY_FILE", "CACHE_MAC_KEY", "AUDIT_SPILL_MAC_KEY"]
+            [
+                "AUDIT_SIGNING_KEY_FILE",
+                "CACHE_MAC_KEY",
+                "AUDIT_SPILL_MAC_KEY"
+            ]
         );
         let dir = tempfile::tempdir().unwrap();
         let key = dir.path().join("audit.key");
@@ -803,17 +810,19 @@ mod tests {
             s.database_url,
             s.redis_url.as_ref().unwrap().redacted()
         );
-        for secret in ["pw-in-userinfo", "pw-in-query", "frag-secret", "tok-in-query"] {
+        for secret in [
+            "pw-in-userinfo",
+            "pw-in-query",
+            "frag-secret",
+            "tok-in-query",
+        ] {
             assert!(!printed.contains(secret), "{secret} leaked: {printed}");
         }
         assert!(printed.contains("sslmode=require"), "{printed}");
         assert!(printed.contains("postgres://u:***@h/db"), "{printed}");
         // A parameter the driver would ignore (and log with its value) is refused.
-        let err = load(&[(
-            "DATABASE_URL",
-            "postgres://u@h/db?sslpassword=pw-unknown",
-        )])
-        .unwrap_err();
+        let err =
+            load(&[("DATABASE_URL", "postgres://u@h/db?sslpassword=pw-unknown")]).unwrap_err();
         assert_eq!(variables(&err), ["DATABASE_URL"]);
         assert!(!err.to_string().contains("pw-unknown"), "{err}");
     }

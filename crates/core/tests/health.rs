@@ -88,7 +88,11 @@ async fn unsigned_checkpoints_are_a_warning() {
     assert!(report.is_healthy() && !report.is_strictly_healthy());
     // Security review, item 12: each missing guarantee secret is named.
     assert_eq!(report.secrets.status, CheckStatus::Warn, "{report:#?}");
-    for variable in ["AUDIT_SIGNING_KEY_FILE", "CACHE_MAC_KEY", "AUDIT_SPILL_MAC_KEY"] {
+    for variable in [
+        "AUDIT_SIGNING_KEY_FILE",
+        "CACHE_MAC_KEY",
+        "AUDIT_SPILL_MAC_KEY",
+    ] {
         assert!(report.secrets.detail.contains(variable), "{report:#?}");
     }
 }

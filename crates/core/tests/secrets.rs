@@ -125,7 +125,9 @@ async fn the_demo_flow_leaks_no_secret_anywhere() {
         keys.verify(&plain).await.unwrap();
         tracing::trace!(key = ?created.plaintext, shown = %created.plaintext, "key types redact themselves");
         let webhook = warden_approval::WebhookNotifier::new(
-            &format!("https://hooks.example.com/services/{WEBHOOK_PATH_SECRET}?t={WEBHOOK_PATH_SECRET}"),
+            &format!(
+                "https://hooks.example.com/services/{WEBHOOK_PATH_SECRET}?t={WEBHOOK_PATH_SECRET}"
+            ),
             b"webhook-signing-secret-0000",
             Duration::from_secs(1),
             1,
@@ -239,7 +241,11 @@ async fn the_demo_flow_leaks_no_secret_anywhere() {
                 ("spill file", &spilled),
             ] {
                 if let Some(at) = text.find(secret) {
-                    let start = text[..at].char_indices().rev().nth(200).map_or(0, |(i, _)| i);
+                    let start = text[..at]
+                        .char_indices()
+                        .rev()
+                        .nth(200)
+                        .map_or(0, |(i, _)| i);
                     panic!(
                         "{backend:?}: {secret:.12}… found in {place}: …{}",
                         &text[start..at]

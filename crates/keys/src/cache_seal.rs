@@ -139,7 +139,11 @@ mod tests {
         assert_eq!(key.open("apikey:{a}:verified", &altered), None, "altered");
         assert_eq!(key.open("apikey:{a}:verified", &sealed[..31]), None);
         let other = CacheMacKey::generate().unwrap();
-        assert_eq!(other.open("apikey:{a}:verified", &sealed), None, "other key");
+        assert_eq!(
+            other.open("apikey:{a}:verified", &sealed),
+            None,
+            "other key"
+        );
         assert!(CacheMacKey::from_bytes(&[1u8; 31]).is_err());
         assert_eq!(format!("{key:?}"), "CacheMacKey([redacted])");
     }

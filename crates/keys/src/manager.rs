@@ -412,7 +412,11 @@ impl KeyManager {
             }
         };
         let sealed = self.mac_key.seal(entry, &payload);
-        match self.cache.set_bytes_unless(entry, marker, sealed, ttl).await {
+        match self
+            .cache
+            .set_bytes_unless(entry, marker, sealed, ttl)
+            .await
+        {
             Ok(true) => {}
             Ok(false) => debug!("verification not cached: the key was revoked meanwhile"),
             Err(e) => debug!(error = %e, "verification not cached"),

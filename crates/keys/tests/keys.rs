@@ -125,7 +125,11 @@ async fn no_cache_write_authenticates_a_key_or_raises_its_rights(f: Fixture) {
         "key": forged_identity,
     });
     f.cache
-        .set_json(&entry_key(&invented), &unsealed, Ttl::from_secs(60).unwrap())
+        .set_json(
+            &entry_key(&invented),
+            &unsealed,
+            Ttl::from_secs(60).unwrap(),
+        )
         .await
         .unwrap();
     assert!(matches!(
@@ -159,7 +163,11 @@ async fn no_cache_write_authenticates_a_key_or_raises_its_rights(f: Fixture) {
         .await
         .unwrap();
     assert_eq!(
-        f.keys.verify(other.plaintext.expose()).await.unwrap().caller_id,
+        f.keys
+            .verify(other.plaintext.expose())
+            .await
+            .unwrap()
+            .caller_id,
         "agent-2"
     );
 }
@@ -187,7 +195,10 @@ async fn revocation_reaches_a_process_with_its_own_in_process_cache(f: Fixture) 
     )
     .unwrap();
     cli.revoke("agent-1").await.unwrap();
-    assert!(matches!(gateway.verify(&plain).await, Err(KeyError::Revoked)));
+    assert!(matches!(
+        gateway.verify(&plain).await,
+        Err(KeyError::Revoked)
+    ));
 }
 
 /// Security review, item 3: a verification that read the row before a revoke
@@ -212,7 +223,10 @@ async fn a_late_cache_write_cannot_resurrect_a_revoked_key(f: Fixture) {
         // The verify that was already past the database may succeed once.
         in_flight.await.unwrap().unwrap();
         assert_eq!(
-            f.cache.get_bytes(&entry_key(&created.plaintext)).await.unwrap(),
+            f.cache
+                .get_bytes(&entry_key(&created.plaintext))
+                .await
+                .unwrap(),
             None,
             "{caller}: the late write stored an entry"
         );

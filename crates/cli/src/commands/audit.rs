@@ -274,7 +274,7 @@ pub(crate) async fn run(settings: &Settings, cmd: Audit) -> anyhow::Result<Outco
             }
             events if !events.is_empty() => {
                 for event in &events {
-                    output::table(&HEADERS, &rows(std::slice::from_ref(&event)));
+                    output::table(&HEADERS, &rows(std::slice::from_ref(event)));
                     output::line(&format!(
                         "reason:          {}",
                         event.reason().unwrap_or("-")

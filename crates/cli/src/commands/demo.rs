@@ -276,7 +276,9 @@ pub(crate) async fn run(settings: &Settings, args: Args) -> anyhow::Result<Outco
     output::line(&format!(
         "    consumed once: {} (a second use is refused: {})",
         consumed.status,
-        again.err().map_or_else(|| "NOT REFUSED".into(), |e| e.to_string())
+        again
+            .err()
+            .map_or_else(|| "NOT REFUSED".into(), |e| e.to_string())
     ));
     // The same call's second event: one request id, two events in the trail.
     let approved_event = AuditEvent::record(

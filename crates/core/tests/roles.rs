@@ -1,0 +1,187 @@
+//! `deploy/postgres-roles.sql`: the gateway role can run the whole gateway
+//! flow (verify keys, approvals, audit append + integration) and cannot
+//! UPDATE or DELETE the audit trail, prune it, or change API keys.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use sea_orm::ConnectionTrait;
+use serde_json::json;
+use warden_approval::{ApprovalRequest, IssueOutcome};
+use warden_audit::{AuditEvent, Decision, Integrator, IntegratorConfig, ToolCall, append};
+use warden_core::{Settings, Storage};
+use warden_keys::NewKey;
+use warden_testkit::TestDatabase;
+
+const ROLES_SQL: &str = include_str!("../../../deploy/postgres-roles.sql");
+
+/// `db`'s URL, every connection acting as `role`.
+fn as_role(db: &TestDatabase, role: &str) -> String {
+    let mut url = url::Url::parse(&db.url).unwrap();
+    url.query_pairs_mut()
+        .append_pair("options", &format!("-c role={role}"));
+    url.to_string()
+}
+
+async fn storage(url: String) -> Storage {
+    let vars: HashMap<&str, String> = HashMap::from([
+        ("DATABASE_URL", url),
+        ("BCRYPT_COST", "4".into()),
+        ("DATABASE_MIN_CONNECTIONS", "0".into()),
+    ]);
+    Storage::connect(&Settings::from_lookup(|n| vars.get(n).cloned()).unwrap())
+        .await
+        .unwrap()
+}
+
+fn event(request_id: &str) -> AuditEvent {
+    AuditEvent::record(
+        &ToolCall {
+            request_id,
+            caller_id: "agent",
+            api_key_id: None,
+            method: "tools/call",
+            tool_name: Some("db.drop_table"),
+            raw_args: r#"{"table": "orders"}"#.into(),
+            decision: Decision::Allow,
+            reason: None,
+            risk_labels: &[],
+            status_code: Some(200),
+            latency_ms: Some(1),
+            timestamp: None,
+        },
+        &warden_audit::Redactor::default(),
+    )
+    .unwrap()
+}
+
+fn denied(result: Result<sea_orm::ExecResult, sea_orm::DbErr>, what: &str) {
+    match result {
+        Err(e) => assert!(
+            e.to_string().contains("permission denied") || e.to_string().contains("must be owner"),
+            "{what}: refused for another reason: {e}"
+        ),
+        Ok(_) => panic!("{what}: the gateway role was allowed"),
+    }
+}
+
+#[tokio::test]
+async fn the_gateway_role_runs_the_gateway_and_cannot_rewrite_the_trail() {
+    let t = TestDatabase::postgres().await;
+    t.db.execute_unprepared(ROLES_SQL).await.unwrap();
+    // Run twice: the script is safe to re-apply after upgrades.
+    t.db.execute_unprepared(ROLES_SQL).await.unwrap();
+
+    // The operator (owner) creates a key; the gateway does everything else.
+    let admin = storage(t.url.clone()).await;
+    let created = admin
+        .key_manager()
+        .unwrap()
+        .create(&NewKey {
+            caller_id: "agent",
+            role: "developer",
+            trust_level: 2,
+            environment: "test",
+            expires_at: None,
+        })
+        .await
+        .unwrap();
+
+    let gateway = storage(as_role(&t, "warden_gateway")).await;
+    let who: String = gateway
+        .db
+        .query_one_raw(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            "SELECT current_user::text AS u",
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get("", "u")
+        .unwrap();
+    assert_eq!(who, "warden_gateway");
+
+    let keys = gateway.key_manager().unwrap();
+    keys.verify(created.plaintext.expose()).await.unwrap();
+
+    let approvals = gateway.approval_manager();
+    let request = ApprovalRequest {
+        request_id: "held-1".into(),
+        caller_id: "agent".into(),
+        tool_name: "db.drop_table".into(),
+        sanitized_tool_call: json!({"table": "orders"}),
+        raw_args_hash: warden_audit::canonical_hash_text(r#"{"table": "orders"}"#).unwrap(),
+        risk_labels: vec!["destructive".into()],
+        policy_version: "default".into(),
+        ttl: Some(Duration::from_secs(60)),
+    };
+    let IssueOutcome::Issued { token, .. } = approvals.issue(&request).await.unwrap() else {
+        panic!("not issued")
+    };
+    approvals
+        .approve(token.expose(), "alice", None)
+        .await
+        .unwrap();
+    approvals
+        .consume(token.expose(), &request.binding())
+        .await
+        .unwrap();
+
+    append(
+        &gateway.db,
+        vec![event("held-1"), event("held-1"), event("r-2")],
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    let integrated = Integrator::new(gateway.db.clone(), IntegratorConfig::default())
+        .integrate_all()
+        .await
+        .unwrap();
+    assert_eq!(integrated.tree_size, 3);
+
+    for (what, sql) in [
+        (
+            "UPDATE audit_events",
+            "UPDATE audit_events SET caller_id = 'x'",
+        ),
+        ("DELETE audit_events", "DELETE FROM audit_events"),
+        (
+            "UPDATE audit_leaves",
+            "UPDATE audit_leaves SET leaf_hash = leaf_hash",
+        ),
+        ("DELETE audit_leaves", "DELETE FROM audit_leaves"),
+        ("DELETE audit_tree_hashes", "DELETE FROM audit_tree_hashes"),
+        ("DELETE audit_checkpoints", "DELETE FROM audit_checkpoints"),
+        ("TRUNCATE audit_events", "TRUNCATE audit_events"),
+        (
+            "grant itself a prune permit",
+            "INSERT INTO audit_prune_permits (id) VALUES (1)",
+        ),
+        ("raise a key's role", "UPDATE api_keys SET role = 'admin'"),
+        (
+            "mint a key",
+            "INSERT INTO api_keys (id, caller_id, key_prefix, key_hash, role, trust_level, environment) VALUES (gen_random_uuid(), 'c', 'p', 'h', 'admin', 9, 'test')",
+        ),
+        ("delete approvals", "DELETE FROM approval_requests"),
+        (
+            "change the schema",
+            "ALTER TABLE audit_events DROP COLUMN leaf_hash",
+        ),
+    ] {
+        denied(gateway.db.execute_unprepared(sql).await, what);
+    }
+    let rows: i64 = admin
+        .db
+        .query_one_raw(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            "SELECT COUNT(*) AS n FROM audit_events",
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get("", "n")
+        .unwrap();
+    assert_eq!(rows, 3, "nothing was lost");
+}

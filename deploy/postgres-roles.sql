@@ -1,0 +1,45 @@
+-- Warden's PostgreSQL roles: least privilege for the gateway, everything else
+-- for maintenance. Run as the database owner (or a superuser) in the Warden
+-- database, after `warden migrate up`; safe to run again after each upgrade.
+--
+--   psql "$ADMIN_URL" -v ON_ERROR_STOP=1 -f deploy/postgres-roles.sql
+--   -- then give each login its group:
+--   GRANT warden_gateway TO gateway_login;          -- the running gateways
+--   GRANT warden_maintenance TO operator_login;     -- warden keys / audit prune / migrate
+--
+-- warden_gateway can: verify keys (read api_keys, touch last_used_at);
+-- issue, decide and consume approvals; append audit events and integrate
+-- them into the transparency log (leaves, tree hashes, checkpoints, the
+-- queue). It cannot: UPDATE or DELETE an audit event, leaf, tree hash or
+-- checkpoint; prune; create, revoke or re-role API keys; change the schema.
+-- (The append-only triggers refuse UPDATE/DELETE on the log for every role;
+-- these grants refuse them before the trigger is reached.)
+
+DO $$
+BEGIN
+  CREATE ROLE warden_gateway NOLOGIN;
+EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+END $$;
+
+DO $$
+BEGIN
+  CREATE ROLE warden_maintenance NOLOGIN;
+EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+END $$;
+
+GRANT USAGE ON SCHEMA public TO warden_gateway, warden_maintenance;
+
+-- The gateway: exactly what its storage operations need.
+REVOKE ALL ON ALL TABLES IN SCHEMA public FROM warden_gateway;
+GRANT SELECT ON api_keys TO warden_gateway;
+GRANT UPDATE (last_used_at) ON api_keys TO warden_gateway;
+GRANT SELECT, INSERT, UPDATE ON approval_requests TO warden_gateway;
+GRANT SELECT, INSERT ON audit_events TO warden_gateway;
+GRANT SELECT, INSERT, DELETE ON audit_pending TO warden_gateway;
+GRANT SELECT, INSERT ON audit_leaves, audit_tree_hashes, audit_checkpoints TO warden_gateway;
+GRANT SELECT ON audit_prune_permits, seaql_migrations TO warden_gateway;
+GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO warden_gateway;
+
+-- Maintenance: keys, approvals housekeeping, prune (under its permit), export.
+GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO warden_maintenance;
+GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO warden_maintenance;
