@@ -12,8 +12,10 @@
 -- them into the transparency log (leaves, tree hashes, checkpoints, the
 -- queue). It cannot: UPDATE or DELETE an audit event, leaf, tree hash or
 -- checkpoint; prune; create, revoke or re-role API keys; change the schema.
--- (The append-only triggers refuse UPDATE/DELETE on the log for every role;
--- these grants refuse them before the trigger is reached.)
+-- (The append-only triggers refuse UPDATE/DELETE on the log for every role,
+-- and a trigger keeps approval history immutable; these grants refuse
+-- before a trigger is reached.) The gateway can still decide a PENDING
+-- approval itself: keep approvers on their own login (warden_maintenance).
 
 DO $$
 BEGIN
@@ -27,6 +29,9 @@ BEGIN
 EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
 END $$;
 
+-- Nobody but the owner creates objects in the schema (the default before
+-- PostgreSQL 15 let every role do so).
+REVOKE CREATE ON SCHEMA public FROM PUBLIC;
 GRANT USAGE ON SCHEMA public TO warden_gateway, warden_maintenance;
 
 -- The gateway: exactly what its storage operations need.

@@ -11,6 +11,11 @@
 //!   event's own id (the primary key); a plain index keeps lookups by request
 //!   id fast.
 //!
+//! - Approval history is immutable (a trigger, for every role): the call an
+//!   approval was issued for never changes, and the only transitions are
+//!   PENDING → APPROVED / DENIED / EXPIRED and APPROVED → EXECUTED (which
+//!   keeps the decision as it was).
+//!
 //! `down` refuses while an approval is EXECUTED or two events share a request
 //! id: the older schema cannot hold them.
 
@@ -52,6 +57,58 @@ ALTER TABLE approval_requests ADD CONSTRAINT approval_requests_status_check
 "
     )
 }
+
+const POSTGRES_HISTORY_TRIGGER: &str = r"
+CREATE OR REPLACE FUNCTION warden_approval_history() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF NEW.id <> OLD.id OR NEW.token_hash <> OLD.token_hash OR NEW.request_id <> OLD.request_id
+     OR NEW.caller_id <> OLD.caller_id OR NEW.tool_name <> OLD.tool_name
+     OR NEW.tool_call::text <> OLD.tool_call::text OR NEW.raw_args_hash <> OLD.raw_args_hash
+     OR NEW.risk_labels::text <> OLD.risk_labels::text OR NEW.created_at <> OLD.created_at
+     OR NEW.expires_at <> OLD.expires_at OR NEW.policy_version <> OLD.policy_version THEN
+    RAISE EXCEPTION 'approval history is immutable: the call an approval was issued for cannot change';
+  END IF;
+  IF OLD.status = 'PENDING' AND NEW.status IN ('APPROVED', 'DENIED', 'EXPIRED') THEN
+    RETURN NEW;
+  END IF;
+  IF OLD.status = 'APPROVED' AND NEW.status = 'EXECUTED'
+     AND NEW.decided_at IS NOT DISTINCT FROM OLD.decided_at
+     AND NEW.approver_id IS NOT DISTINCT FROM OLD.approver_id
+     AND NEW.note IS NOT DISTINCT FROM OLD.note
+     AND NEW.execute_by IS NOT DISTINCT FROM OLD.execute_by THEN
+    RETURN NEW;
+  END IF;
+  RAISE EXCEPTION 'approval history is immutable: % -> % is not a permitted change', OLD.status, NEW.status;
+END $$;
+DROP TRIGGER IF EXISTS approval_requests_history ON approval_requests;
+CREATE TRIGGER approval_requests_history BEFORE UPDATE ON approval_requests
+  FOR EACH ROW EXECUTE FUNCTION warden_approval_history();
+";
+
+const POSTGRES_DROP_HISTORY_TRIGGER: &str = r"
+DROP TRIGGER IF EXISTS approval_requests_history ON approval_requests;
+DROP FUNCTION IF EXISTS warden_approval_history();
+";
+
+const SQLITE_HISTORY_TRIGGER: &str = r"
+CREATE TRIGGER IF NOT EXISTS approval_requests_history BEFORE UPDATE ON approval_requests
+WHEN NOT (
+  NEW.id IS OLD.id AND NEW.token_hash IS OLD.token_hash AND NEW.request_id IS OLD.request_id
+  AND NEW.caller_id IS OLD.caller_id AND NEW.tool_name IS OLD.tool_name
+  AND NEW.tool_call IS OLD.tool_call AND NEW.raw_args_hash IS OLD.raw_args_hash
+  AND NEW.risk_labels IS OLD.risk_labels AND NEW.created_at IS OLD.created_at
+  AND NEW.expires_at IS OLD.expires_at AND NEW.policy_version IS OLD.policy_version
+  AND (
+    (OLD.status = 'PENDING' AND NEW.status IN ('APPROVED', 'DENIED', 'EXPIRED'))
+    OR (OLD.status = 'APPROVED' AND NEW.status = 'EXECUTED'
+        AND NEW.decided_at IS OLD.decided_at AND NEW.approver_id IS OLD.approver_id
+        AND NEW.note IS OLD.note AND NEW.execute_by IS OLD.execute_by)
+  )
+)
+BEGIN
+  SELECT RAISE(ABORT, 'approval history is immutable: not a permitted change');
+END
+";
 
 async fn scalar_i64(db: &SchemaManagerConnection<'_>, sql: &str) -> Result<i64, DbErr> {
     Ok(db
@@ -152,6 +209,11 @@ impl MigrationTrait for Migration {
             "CREATE INDEX IF NOT EXISTS ix_audit_events_request_id ON audit_events (request_id, id)",
         )
         .await?;
+        db.execute_unprepared(match manager.get_database_backend() {
+            DbBackend::Postgres => POSTGRES_HISTORY_TRIGGER,
+            _ => SQLITE_HISTORY_TRIGGER,
+        })
+        .await?;
         Ok(())
     }
 
@@ -180,6 +242,11 @@ impl MigrationTrait for Migration {
                  older schema allows one. Export the trail first (warden audit export)"
             )));
         }
+        db.execute_unprepared(match manager.get_database_backend() {
+            DbBackend::Postgres => POSTGRES_DROP_HISTORY_TRIGGER,
+            _ => "DROP TRIGGER IF EXISTS approval_requests_history",
+        })
+        .await?;
         db.execute_unprepared("DROP INDEX IF EXISTS ix_audit_events_request_id")
             .await?;
         db.execute_unprepared(

@@ -393,3 +393,47 @@ async fn executed_approvals_and_shared_request_ids_refuse_a_roll_back() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn approval_history_is_immutable_for_every_role() {
+    for_each_backend(|t| async move {
+        migration::run(&t.db, Command::Up(None)).await.unwrap();
+        let h = "b".repeat(64);
+        t.execute(&format!(
+            "INSERT INTO approval_requests (id, token_hash, request_id, caller_id, tool_name, \
+             tool_call, raw_args_hash, risk_labels, status, expires_at) VALUES \
+             ('0191f6c2-0000-7000-8000-00000000000a', '{h}', 'r1', 'c1', 't', '{{}}', '{h}', \
+             '[]', 'PENDING', CURRENT_TIMESTAMP)"
+        ))
+        .await;
+        let update = |set: &str| format!("UPDATE approval_requests SET {set}");
+        let refused = |sql: String| {
+            let db = t.db.clone();
+            async move {
+                let result = db.execute_unprepared(&sql).await;
+                assert!(
+                    result
+                        .as_ref()
+                        .is_err_and(|e| e.to_string().contains("immutable")),
+                    "{sql}: {result:?}"
+                );
+            }
+        };
+        refused(update("tool_name = 'other'")).await;
+        refused(update("status = 'EXECUTED'")).await;
+        t.execute(&update(
+            "status = 'APPROVED', approver_id = 'alice', decided_at = CURRENT_TIMESTAMP",
+        ))
+        .await;
+        refused(update("approver_id = 'mallory'")).await;
+        refused(update("status = 'DENIED'")).await;
+        t.execute(&update(
+            "status = 'EXECUTED', executed_at = CURRENT_TIMESTAMP",
+        ))
+        .await;
+        refused(update("status = 'APPROVED'")).await;
+        let other_hash = format!("raw_args_hash = '{}'", "c".repeat(64));
+        refused(update(&other_hash)).await;
+    })
+    .await;
+}

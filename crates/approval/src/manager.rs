@@ -208,12 +208,15 @@ impl ApprovalManager {
                 reason: "must be 64 hex characters (SHA-256)".into(),
             });
         }
-        if request.policy_version.chars().count() > MAX_POLICY_VERSION_LEN
+        if request.policy_version.trim().is_empty()
+            || request.policy_version.chars().count() > MAX_POLICY_VERSION_LEN
             || request.policy_version.chars().any(char::is_control)
         {
             return Err(ApprovalError::InvalidField {
                 field: "policy_version",
-                reason: "at most 128 characters, no control characters".into(),
+                reason: "1 to 128 characters, no control characters (it binds the approval to \
+                         the policy that held the call)"
+                    .into(),
             });
         }
         let labels = request
@@ -314,23 +317,35 @@ impl ApprovalManager {
             .filter(Expr::col(Column::ExpiresAt).lte(Expr::cust(now_expr.clone())))
             .exec(&txn)
             .await?;
+        let binding = CallBinding {
+            caller_id: model.caller_id.clone(),
+            tool_name: model.tool_name.clone(),
+            raw_args_hash: model.raw_args_hash.clone(),
+            policy_version: model.policy_version.clone(),
+        };
         if let Some(existing) = self.pending_row(&txn, &model.request_id).await? {
-            if !supersede {
-                txn.commit().await?;
-                return Ok(Err(existing_outcome(&existing)));
-            }
             let superseded_hash = existing.token_hash.clone();
             let existing = Approval::from_model(existing)?;
-            let binding = CallBinding {
-                caller_id: model.caller_id.clone(),
-                tool_name: model.tool_name.clone(),
-                raw_args_hash: model.raw_args_hash.clone(),
-                policy_version: model.policy_version.clone(),
-            };
+            // The request's PENDING approval is for another call: neither
+            // report it as this call's nor replace it.
             if let Some(field) = existing.binding_mismatch(&binding) {
                 return Err(ApprovalError::BindingMismatch { field });
             }
-            approval_requests::Entity::update_many()
+            if !supersede {
+                txn.commit().await?;
+                return Ok(Err(IssueOutcome::Existing {
+                    id: existing.id,
+                    status: ApprovalStatus::Pending,
+                    expires_at: existing.expires_at,
+                }));
+            }
+            // What the approver is shown must not change under a reissue.
+            if existing.tool_call != model.tool_call {
+                return Err(ApprovalError::BindingMismatch {
+                    field: "sanitized_tool_call",
+                });
+            }
+            let changed = approval_requests::Entity::update_many()
                 .col_expr(
                     Column::Status,
                     Expr::value(ApprovalStatus::Expired.as_str()),
@@ -343,7 +358,17 @@ impl ApprovalManager {
                 .filter(Column::Id.eq(existing.id))
                 .filter(Column::Status.eq(ApprovalStatus::Pending.as_str()))
                 .exec(&txn)
-                .await?;
+                .await?
+                .rows_affected;
+            if changed != 1 {
+                // Decided meanwhile: the decision stands; nothing is replaced.
+                return Err(ApprovalError::AlreadyDecided {
+                    status: self
+                        .get(existing.id)
+                        .await
+                        .map_or(ApprovalStatus::Pending, |a| a.status),
+                });
+            }
             superseded = Some(superseded_hash);
         }
         let request_id = model.request_id.clone();
@@ -356,14 +381,19 @@ impl ApprovalManager {
                 Ok(Ok(Inserted { row, superseded }))
             }
             Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
-                // A concurrent issue for the same request won.
+                // A concurrent issue for the same request won: it is this
+                // call's approval only if it is bound to this call.
                 drop(txn);
-                self.pending_row(&self.db, &request_id)
-                    .await?
-                    .map(|row| Err(existing_outcome(&row)))
-                    .ok_or(ApprovalError::Database {
+                let row = self.pending_row(&self.db, &request_id).await?.ok_or(
+                    ApprovalError::Database {
                         reason: e.to_string(),
-                    })
+                    },
+                )?;
+                let outcome = existing_outcome(&row);
+                if let Some(field) = Approval::from_model(row)?.binding_mismatch(&binding) {
+                    return Err(ApprovalError::BindingMismatch { field });
+                }
+                Ok(Err(outcome))
             }
             Err(e) => Err(e.into()),
         }

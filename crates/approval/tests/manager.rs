@@ -402,6 +402,13 @@ async fn a_pending_request_gets_no_second_approval(f: Fixture) {
         }
         other => panic!("a second approval was issued: {other:?}"),
     }
+    // The request id held for another call is not this call's approval.
+    let mut other = request("r-1");
+    other.caller_id = "agent-8".into();
+    assert!(matches!(
+        f.manager.issue(&other).await,
+        Err(ApprovalError::BindingMismatch { field: "caller_id" })
+    ));
     // Once decided, the same request may be asked again.
     assert!(matches!(
         f.manager.issue(&request("r-2")).await.unwrap(),
@@ -580,6 +587,10 @@ async fn invalid_requests_are_refused(f: Fixture) {
             Box::new(|r| r.raw_args_hash = "not-a-hash".into()),
         ),
         ("ttl", Box::new(|r| r.ttl = Some(Duration::ZERO))),
+        (
+            "policy_version",
+            Box::new(|r| r.policy_version = String::new()),
+        ),
     ];
     for (field, mutate) in cases {
         let mut r = request("r-bad");

@@ -44,9 +44,18 @@ pub fn canonical_json_text(text: &str) -> Result<Vec<u8>, AuditError> {
     Ok(out)
 }
 
-/// Hex SHA-256 of [`canonical_json_text`]: different payloads never share it.
+/// Domain tag of the text hash: a text hash can never equal a [`canonical_hash`]
+/// of a `Value` (whose numbers are re-formatted), whatever the payloads.
+const TEXT_HASH_DOMAIN: &[u8] = b"warden.raw-args.text.v1\n";
+
+/// Hex SHA-256 of the domain tag `warden.raw-args.text.v1\n` followed by
+/// [`canonical_json_text`]: different payloads never share it, and it never
+/// equals a [`canonical_hash`].
 pub fn canonical_hash_text(text: &str) -> Result<String, AuditError> {
-    Ok(hex(&Sha256::digest(canonical_json_text(text)?)))
+    let mut hasher = Sha256::new();
+    hasher.update(TEXT_HASH_DOMAIN);
+    hasher.update(canonical_json_text(text)?);
+    Ok(hex(&hasher.finalize()))
 }
 
 fn malformed(e: serde_json::Error) -> AuditError {
@@ -261,6 +270,14 @@ mod tests {
             br#"{"a":"A","b":[1,2.50]}"#
         );
         assert!(canonical_hash_text("{not json").is_err());
+        // The two paths never meet: the Value path re-formats the big number
+        // as 1.8446744073709552e+19, the text path hashes under its own tag.
+        let as_float = r#"{"amount":1.8446744073709552e+19}"#;
+        assert_eq!(canonical_json(&va).unwrap(), as_float.as_bytes());
+        assert_ne!(
+            canonical_hash_text(as_float).unwrap(),
+            canonical_hash(&va).unwrap()
+        );
         let deep = format!(
             "{}1{}",
             "[".repeat(MAX_DEPTH + 2),

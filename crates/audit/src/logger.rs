@@ -479,12 +479,17 @@ impl Worker {
             .await;
             let (mut replay, chunk) = match read {
                 Ok((replay, Ok(chunk))) => (replay, chunk),
-                Ok((_, Err(e))) => {
-                    error!(error = %e, "cannot read the audit spill file");
+                Ok((mut replay, Err(e))) => {
+                    error!(error = %e, "cannot read the audit spill file; retrying later");
+                    if self.spill.rewind(&mut replay).is_ok() {
+                        self.replay = Some(replay);
+                    }
+                    self.degraded = true;
                     self.schedule_probe();
                     return;
                 }
                 Err(_) => {
+                    self.degraded = true;
                     self.schedule_probe();
                     return;
                 }

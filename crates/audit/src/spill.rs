@@ -123,11 +123,30 @@ pub(crate) struct SpillRecord {
     pub(crate) kind: Option<String>,
 }
 
-/// Lines counted so far in one file, to count only what was appended since.
+/// Lines counted so far in one file (known by its inode), to count only
+/// what was appended since.
 #[derive(Debug, Default)]
 struct Counted {
+    inode: u64,
     len: u64,
     lines: u64,
+}
+
+fn inode(meta: &std::fs::Metadata) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    meta.ino()
+}
+
+/// True when `file` is empty or its last byte is a newline.
+fn ends_with_newline(file: &mut File) -> std::io::Result<bool> {
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(true);
+    }
+    file.seek(SeekFrom::Start(len - 1))?;
+    let mut last = [0u8; 1];
+    file.read_exact(&mut last)?;
+    Ok(last[0] == b'\n')
 }
 
 /// The spill file, the file being replayed (`<path>.replaying`), their locks
@@ -239,20 +258,42 @@ impl Spill {
         if events.is_empty() {
             return Ok(());
         }
-        let mut buf = Vec::with_capacity(events.len() * 512);
+        let mut buf = Vec::with_capacity(events.len() * 512 + 1);
         for event in events {
             buf.extend(self.line(event)?);
         }
         self.locked(|| {
+            let created = !self.path.exists();
             let mut file = OpenOptions::new()
                 .create(true)
+                .read(true)
                 .append(true)
                 .open(&self.path)
                 .map_err(|e| self.error(&self.path, e))?;
+            // A crash mid-append leaves a torn last line: end it, so this
+            // append's first line is not glued to it (and quarantined).
+            if !ends_with_newline(&mut file).map_err(|e| self.error(&self.path, e))? {
+                buf.insert(0, b'\n');
+            }
             file.write_all(&buf)
                 .map_err(|e| self.error(&self.path, e))?;
-            file.sync_data().map_err(|e| self.error(&self.path, e))
+            file.sync_data().map_err(|e| self.error(&self.path, e))?;
+            if created {
+                self.sync_dir();
+            }
+            Ok(())
         })
+    }
+
+    /// Makes a new or renamed file's directory entry durable (best effort).
+    fn sync_dir(&self) {
+        let dir = match self.path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        if let Err(e) = File::open(dir).and_then(|d| d.sync_all()) {
+            warn!(error = %e, dir = %dir.display(), "spill directory not synced");
+        }
     }
 
     /// True when events are waiting in either file (two `stat` calls).
@@ -279,10 +320,16 @@ impl Spill {
                 *seen = Counted::default();
                 continue;
             };
-            let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-            if len < seen.len {
-                // Replaced by a new file: count it from the start.
-                *seen = Counted::default();
+            let Ok(meta) = file.metadata() else {
+                continue;
+            };
+            let len = meta.len();
+            if inode(&meta) != seen.inode || len < seen.len {
+                // Another file now (renamed, replaced): count it from the start.
+                *seen = Counted {
+                    inode: inode(&meta),
+                    ..Counted::default()
+                };
             }
             if len > seen.len && file.seek(SeekFrom::Start(seen.len)).is_ok() {
                 let mut buf = vec![0u8; 64 * 1024];
@@ -317,6 +364,7 @@ impl Spill {
             if !self.replaying.exists() && self.path.exists() {
                 std::fs::rename(&self.path, &self.replaying)
                     .map_err(|e| self.error(&self.path, e))?;
+                self.sync_dir();
             }
             Ok(())
         })?;
@@ -358,7 +406,12 @@ impl Spill {
             match self.open_line(text) {
                 Ok(event) => chunk.events.push(event),
                 Err(why) => {
-                    self.quarantine_line(text, replay.line_no, why)?;
+                    // A refused line never stalls the replay: if even the
+                    // quarantine cannot take it, it is reported and dropped
+                    // (it was never a trusted event).
+                    if let Err(e) = self.quarantine_line(text, replay.line_no, why) {
+                        error!(line = replay.line_no, error = %e, "refused spill line could not be quarantined; dropped");
+                    }
                     chunk.quarantined += 1;
                 }
             }
@@ -538,6 +591,48 @@ mod tests {
         assert_eq!(quarantined, 3);
         let kept = std::fs::read_to_string(sibling(&path, ".quarantine")).unwrap();
         assert_eq!(kept.lines().count(), 3);
+        assert!(!path.exists() && !sibling(&path, ".replaying").exists());
+    }
+
+    /// A crash mid-append leaves a torn line; the next append (from any
+    /// process) must not be glued to it and lost with it.
+    #[test]
+    fn an_append_after_a_torn_line_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("torn.spill");
+        let key = SpillMacKey::from_bytes(b"spill-mac-key-for-tests-32-bytes!!").unwrap();
+        let spill = Spill::new(path.clone(), Some(key));
+        spill.append(&[event(1)]).unwrap();
+        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        write!(file, "{{\"v\":1,\"to").unwrap();
+        drop(file);
+        let after = event(2);
+        spill.append(std::slice::from_ref(&after)).unwrap();
+        let mut ids = Vec::new();
+        let quarantined = drain(&spill, &mut ids);
+        assert_eq!(quarantined, 1, "only the torn fragment");
+        assert_eq!(ids.len(), 2);
+        assert!(
+            ids.contains(&after.id()),
+            "the append after the tear survived"
+        );
+    }
+
+    /// A quarantine that cannot be written never stalls the replay.
+    #[test]
+    fn an_unwritable_quarantine_does_not_stall_the_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.spill");
+        std::fs::create_dir(sibling(&path, ".quarantine")).unwrap();
+        let spill = Spill::new(path.clone(), None);
+        spill.append(&[event(1)]).unwrap();
+        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        writeln!(file, "not json").unwrap();
+        drop(file);
+        spill.append(&[event(2)]).unwrap();
+        let mut ids = Vec::new();
+        assert_eq!(drain(&spill, &mut ids), 1);
+        assert_eq!(ids.len(), 2);
         assert!(!path.exists() && !sibling(&path, ".replaying").exists());
     }
 

@@ -150,6 +150,31 @@ impl SecretUrl {
     }
 }
 
+impl SecretUrl {
+    /// The URL with its credentials removed (the userinfo password and a
+    /// `password` parameter) and everything else intact, for components that
+    /// record the URL they are given; `None` if it cannot be parsed.
+    pub(crate) fn without_credentials(&self) -> Option<String> {
+        let mut url = Url::parse(&self.0).ok()?;
+        if url.password().is_some() {
+            url.set_password(None).ok()?;
+        }
+        if url.query().is_some() {
+            let kept: Vec<(String, String)> = url
+                .query_pairs()
+                .filter(|(k, _)| k != "password")
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
+            if kept.is_empty() {
+                url.set_query(None);
+            } else {
+                url.query_pairs_mut().clear().extend_pairs(kept);
+            }
+        }
+        Some(url.to_string())
+    }
+}
+
 impl fmt::Debug for SecretUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:?}", self.redacted())
@@ -820,6 +845,13 @@ mod tests {
         }
         assert!(printed.contains("sslmode=require"), "{printed}");
         assert!(printed.contains("postgres://u:***@h/db"), "{printed}");
+        // What the pool builder is shown keeps every non-secret parameter
+        // (so it still parses) and drops the credentials.
+        let shown =
+            SecretUrl("postgres://u:pw-a@h/db?port=5433&password=pw-b&sslmode=require".into())
+                .without_credentials()
+                .unwrap();
+        assert_eq!(shown, "postgres://u@h/db?port=5433&sslmode=require");
         // A parameter the driver would ignore (and log with its value) is refused.
         let err =
             load(&[("DATABASE_URL", "postgres://u@h/db?sslpassword=pw-unknown")]).unwrap_err();

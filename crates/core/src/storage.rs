@@ -37,10 +37,13 @@ impl Storage {
     async fn build(settings: &Settings, lazy: bool) -> Result<Self, CoreError> {
         let pool = &settings.database_pool;
         // sea-orm records its connect options (URL included) in a TRACE span:
-        // it only ever sees the redacted URL. On PostgreSQL the driver's
+        // it only ever sees the URL without credentials. On PostgreSQL the driver's
         // options are rebuilt from the real one, out of sight of any span.
         let mut options = ConnectOptions::new(match settings.database_backend {
-            DatabaseBackend::Postgres => settings.database_url.redacted(),
+            DatabaseBackend::Postgres => settings
+                .database_url
+                .without_credentials()
+                .unwrap_or_else(|| settings.database_url.redacted()),
             DatabaseBackend::Sqlite => settings.database_url.expose().to_owned(),
         });
         if settings.database_backend == DatabaseBackend::Postgres {

@@ -106,6 +106,10 @@ pub struct NewKey<'a> {
 struct CachedVerification {
     fingerprint: String,
     key: VerifiedKey,
+    /// The entry is refused after this instant (row read + TTL), whatever
+    /// the cache's own expiry says: a sealed entry saved and written back
+    /// later cannot outlive its TTL.
+    not_after: DateTime<Utc>,
 }
 
 /// last_used_at is written at most this often per key.
@@ -326,6 +330,7 @@ impl KeyManager {
                     .and_then(Option::as_deref)
                     .and_then(|sealed| self.open_entry(&entry, sealed))
                     .filter(|cached| cached.fingerprint == fingerprint)
+                    .filter(|cached| Utc::now() < cached.not_after)
                 {
                     return self.cache_hit(cached.key).await;
                 }
@@ -341,8 +346,14 @@ impl KeyManager {
         Ok(verified)
     }
 
+    /// The name a sealed entry is bound to: the cache key with its
+    /// namespace, so an entry cannot be moved between namespaces either.
+    fn sealed_name(&self, entry: &str) -> String {
+        self.cache.prefix().key(entry)
+    }
+
     fn open_entry(&self, entry: &str, sealed: &[u8]) -> Option<CachedVerification> {
-        match self.mac_key.open(entry, sealed) {
+        match self.mac_key.open(&self.sealed_name(entry), sealed) {
             Some(payload) => serde_json::from_slice(payload).ok(),
             None => {
                 warn!(
@@ -403,6 +414,8 @@ impl KeyManager {
         let cached = CachedVerification {
             fingerprint,
             key: verified.clone(),
+            not_after: Utc::now()
+                + chrono::Duration::from_std(ttl.as_duration()).unwrap_or_default(),
         };
         let payload = match serde_json::to_vec(&cached) {
             Ok(payload) => payload,
@@ -411,7 +424,7 @@ impl KeyManager {
                 return;
             }
         };
-        let sealed = self.mac_key.seal(entry, &payload);
+        let sealed = self.mac_key.seal(&self.sealed_name(entry), &payload);
         match self
             .cache
             .set_bytes_unless(entry, marker, sealed, ttl)
@@ -512,6 +525,14 @@ impl KeyManager {
             return Err(KeyError::CacheNotCleared {
                 reason: e.to_string(),
             });
+        }
+        if !self.cache.is_shared() {
+            warn!(
+                caller_id,
+                "revocation marker written to this process's own cache only: processes \
+                 sharing a Redis cache keep cached verifications until they expire \
+                 (KEY_VERIFY_CACHE_TTL_SECONDS); revoke with REDIS_URL set to reach them at once"
+            );
         }
         let updated = self
             .bounded(async { Ok(api_keys::Entity::find_by_id(row.id).one(&self.db).await?) })

@@ -94,7 +94,38 @@ contract!(
     no_cache_write_authenticates_a_key_or_raises_its_rights,
     revocation_reaches_a_process_with_its_own_in_process_cache,
     a_late_cache_write_cannot_resurrect_a_revoked_key,
+    a_saved_sealed_entry_written_back_cannot_resurrect_a_revoked_key,
 );
+
+/// Review of the security fix: someone who can read and write the cache saves
+/// a genuine sealed entry, and writes it back (removing the marker) after the
+/// revocation. The entry's own sealed deadline refuses it.
+async fn a_saved_sealed_entry_written_back_cannot_resurrect_a_revoked_key(f: Fixture) {
+    let keys = KeyManager::new(
+        f.db.db.clone(),
+        f.cache.clone(),
+        4,
+        Ttl::from_secs(1).unwrap(),
+    )
+    .unwrap()
+    .with_cache_mac_key(mac_key());
+    let created = keys.create(&new_key("saved")).await.unwrap();
+    keys.verify(created.plaintext.expose()).await.unwrap();
+    let entry = entry_key(&created.plaintext);
+    let saved = f.cache.get_bytes(&entry).await.unwrap().expect("cached");
+    keys.revoke("saved").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let marker = format!("apikey:{{{}}}:revoked", created.plaintext.prefix());
+    f.cache.delete(&marker).await.unwrap();
+    f.cache
+        .set_bytes(&entry, saved, Ttl::from_secs(600).unwrap())
+        .await
+        .unwrap();
+    assert!(matches!(
+        keys.verify(created.plaintext.expose()).await,
+        Err(KeyError::Revoked)
+    ));
+}
 
 fn entry_key(key: &PlainApiKey) -> String {
     format!("apikey:{{{}}}:verified", key.prefix())
