@@ -1,7 +1,10 @@
 //! `migration`: apply, roll back or inspect Warden's schema.
 //!
 //! Reads `DATABASE_URL` (from the environment or `.env`). Exit codes: 0 success,
-//! 1 the command failed (message on stderr), 2 bad usage.
+//! 1 the command failed or was refused (message on stderr), 2 bad usage.
+//! `down`, `fresh` and `refresh` are refused when `ENVIRONMENT=production`, and
+//! elsewhere run only with `--yes-i-am-sure=<database name>`, after printing
+//! Warden's tables and their row counts.
 #![allow(
     clippy::print_stdout,
     clippy::print_stderr,
@@ -49,6 +52,10 @@ async fn run(cli: Cli) -> anyhow::Result<Vec<MigrationState>> {
         "DATABASE_URL is not set: pass --database-url or set DATABASE_URL \
          (e.g. sqlite://warden.db?mode=rwc or postgres://user:pass@127.0.0.1:5432/warden)",
     )?;
+    let confirmation = cli
+        .command
+        .as_ref()
+        .and_then(|c| c.confirmation().map(str::to_owned));
     let command = Command::from(cli.command);
     let mut options = ConnectOptions::new(url);
     options
@@ -59,6 +66,15 @@ async fn run(cli: Cli) -> anyhow::Result<Vec<MigrationState>> {
     let db = Database::connect(options)
         .await
         .context("cannot connect to DATABASE_URL (is the database running and the URL right?)")?;
+    if command.is_destructive() {
+        let inventory = migration::inventory(&db)
+            .await
+            .context("reading what the command would drop")?;
+        eprint!("{inventory}");
+        let production =
+            migration::production_environment(std::env::var("ENVIRONMENT").ok().as_deref());
+        migration::confirm_destructive(command, production, &inventory, confirmation.as_deref())?;
+    }
     let states = migration::run(&db, command)
         .await
         .context("migration failed")?;

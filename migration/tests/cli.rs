@@ -43,14 +43,15 @@ async fn up_status_down_fresh_on_both_backends() {
             );
         }
 
-        let out = migration(Some(&t.url), &["down", "-n", "1"]);
+        let sure = format!("--yes-i-am-sure={}", database_name(&t));
+        let out = migration(Some(&t.url), &["down", "-n", "1", &sure]);
         assert!(
             stdout(&out).contains("6 applied, 1 pending"),
             "{}",
             stdout(&out)
         );
 
-        let out = migration(Some(&t.url), &["down"]);
+        let out = migration(Some(&t.url), &["down", "--all", &sure]);
         assert!(out.status.success(), "{out:?}");
         assert!(
             stdout(&out).contains("0 applied, 7 pending"),
@@ -58,13 +59,114 @@ async fn up_status_down_fresh_on_both_backends() {
             stdout(&out)
         );
 
-        let out = migration(Some(&t.url), &["fresh"]);
+        let out = migration(Some(&t.url), &["fresh", &sure]);
         assert!(out.status.success(), "{out:?}");
         assert!(
             stdout(&out).contains("7 applied, 0 pending"),
             "{}",
             stdout(&out)
         );
+    }
+}
+
+/// The name `--yes-i-am-sure` must repeat: the PostgreSQL database, or the
+/// SQLite file's name.
+fn database_name(t: &TestDatabase) -> String {
+    let url = t.url.split('?').next().unwrap_or_default();
+    url.rsplit('/').next().unwrap_or_default().to_owned()
+}
+
+async fn count(t: &TestDatabase, table: &str) -> i64 {
+    t.strings(&format!("SELECT CAST(COUNT(*) AS TEXT) FROM {table}"))
+        .await
+        .join("")
+        .parse()
+        .unwrap()
+}
+
+/// Operator safety, item 1: destructive commands never run silently.
+#[tokio::test]
+async fn destructive_commands_need_the_database_name_and_never_run_in_production() {
+    for backend in Backend::ALL {
+        let t = TestDatabase::empty(backend).await;
+        assert!(migration(Some(&t.url), &["up"]).status.success());
+        t.execute(
+            "INSERT INTO api_keys (id, caller_id, key_prefix, key_hash, role, trust_level, environment) \
+             VALUES ('0191f6c2-0000-7000-8000-000000000001', 'c', 'p', 'h', 'r', 1, 'test')",
+        )
+        .await;
+        // Another application's table in the same schema.
+        t.execute("CREATE TABLE other_app_orders (id INTEGER PRIMARY KEY)")
+            .await;
+        t.execute("INSERT INTO other_app_orders (id) VALUES (1)")
+            .await;
+
+        // `down` alone is a usage error, not "roll back everything".
+        let out = migration(Some(&t.url), &["down"]);
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        for args in [
+            vec!["down", "-n", "1"],
+            vec!["down", "--all"],
+            vec!["fresh"],
+            vec!["refresh"],
+            vec!["fresh", "--yes-i-am-sure=some_other_db"],
+        ] {
+            let out = migration(Some(&t.url), &args);
+            assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                stderr.contains("api_keys") && stderr.contains("1 rows"),
+                "shows what it would drop: {stderr}"
+            );
+            assert!(stderr.contains("--yes-i-am-sure="), "{stderr}");
+        }
+        let sure = format!("--yes-i-am-sure={}", database_name(&t));
+        let mut production = Command::new(env!("CARGO_BIN_EXE_migration"));
+        production
+            .args(["fresh", &sure])
+            .env("DATABASE_URL", &t.url)
+            .env("ENVIRONMENT", "production")
+            .current_dir(std::env::temp_dir());
+        let out = production.output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("production"));
+        assert_eq!(
+            count(&t, "api_keys").await,
+            1,
+            "{backend:?}: nothing was dropped"
+        );
+
+        // Confirmed: `fresh` empties Warden's tables and leaves the rest alone.
+        let out = migration(Some(&t.url), &["fresh", &sure]);
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(count(&t, "api_keys").await, 0);
+        assert_eq!(count(&t, "other_app_orders").await, 1, "{backend:?}");
+    }
+}
+
+/// Operator safety, item 2: replicas that all migrate at start serialize.
+#[tokio::test]
+async fn concurrent_migrators_wait_for_each_other() {
+    for backend in Backend::ALL {
+        let t = TestDatabase::empty(backend).await;
+        let children: Vec<_> = (0..4)
+            .map(|_| {
+                Command::new(env!("CARGO_BIN_EXE_migration"))
+                    .arg("up")
+                    .env("DATABASE_URL", &t.url)
+                    .env_remove("ENVIRONMENT")
+                    .current_dir(std::env::temp_dir())
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for child in children {
+            let out = child.wait_with_output().unwrap();
+            assert!(out.status.success(), "{backend:?}: {out:?}");
+            assert!(stdout(&out).contains("7 applied, 0 pending"));
+        }
     }
 }
 

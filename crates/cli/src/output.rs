@@ -35,6 +35,11 @@ pub(crate) fn error(error: &dyn std::fmt::Display) {
     err(&format!("warden: {error:#}"));
 }
 
+/// A notice for the operator, on standard error (stdout stays parseable).
+pub(crate) fn notice(text: &str) {
+    err(text);
+}
+
 pub(crate) fn json<T: Serialize + ?Sized>(value: &T) {
     match serde_json::to_string_pretty(value) {
         Ok(text) => out(&text),
@@ -71,10 +76,23 @@ pub(crate) fn table(headers: &[&str], rows: &[Vec<String>]) {
     }
 }
 
-/// Reads one secret line from stdin (tokens and keys never go on the command line).
+/// The longest secret line read from stdin: keys and tokens are far shorter.
+const MAX_SECRET_LINE: u64 = 4096;
+
+/// Reads one secret line from stdin (tokens and keys never go on the command
+/// line), at most 4 KiB: a longer line is refused without reading the rest.
 pub(crate) fn read_secret(what: &str) -> anyhow::Result<String> {
-    let mut line = String::new();
-    std::io::stdin().read_line(&mut line)?;
+    use std::io::{BufRead, Read};
+    let mut bytes = Vec::new();
+    std::io::stdin()
+        .lock()
+        .take(MAX_SECRET_LINE + 1)
+        .read_until(b'\n', &mut bytes)?;
+    if bytes.len() as u64 > MAX_SECRET_LINE {
+        anyhow::bail!("the {what} on standard input is longer than {MAX_SECRET_LINE} bytes");
+    }
+    let line = String::from_utf8(bytes)
+        .map_err(|_| anyhow::anyhow!("the {what} on standard input is not UTF-8"))?;
     let secret = line.trim().to_owned();
     if secret.is_empty() {
         anyhow::bail!("expected the {what} on standard input");

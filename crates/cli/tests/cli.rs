@@ -128,6 +128,70 @@ fn failed(o: &Output, code: i32) -> String {
     stderr(o)
 }
 
+/// Operator safety, item 1: `warden migrate` guards destructive commands and
+/// records a confirmed one in the audit trail.
+#[tokio::test]
+async fn destructive_migrations_are_confirmed_and_recorded() {
+    for backend in Backend::ALL {
+        let env = Env::new(backend).await;
+        let name = env
+            .db
+            .url
+            .split('?')
+            .next()
+            .and_then(|u| u.rsplit('/').next())
+            .unwrap()
+            .to_owned();
+        let refused = failed(&env.run(&["migrate", "down", "-n", "1"]), 1);
+        assert!(
+            refused.contains(&format!("--yes-i-am-sure={name}")),
+            "{refused}"
+        );
+        let mut production = env.cmd(&[
+            "migrate",
+            "down",
+            "-n",
+            "1",
+            &format!("--yes-i-am-sure={name}"),
+        ]);
+        production
+            .env("ENVIRONMENT", "production")
+            .env("CACHE_MAC_KEY", "cli-test-cache-mac-key-0123456789abcdef")
+            .env(
+                "AUDIT_SPILL_MAC_KEY",
+                "cli-test-spill-mac-key-0123456789abcdef",
+            );
+        let out = production.output().unwrap();
+        assert!(failed(&out, 1).contains("production"));
+        let out = env.run(&[
+            "migrate",
+            "down",
+            "-n",
+            "1",
+            &format!("--yes-i-am-sure={name}"),
+        ]);
+        assert!(ok(&out).contains("6 applied, 1 pending"));
+        let note = stderr(&out);
+        assert!(
+            note.contains("recorded in the audit trail as admin-migrate-"),
+            "{note}"
+        );
+        let request_id = note
+            .split_whitespace()
+            .find(|w| w.starts_with("admin-migrate-"))
+            .unwrap()
+            .to_owned();
+        ok(&env.run(&["migrate", "up"]));
+        let shown = ok(&env.run(&["audit", "show", &request_id]));
+        assert!(
+            shown.contains("confirmed with --yes-i-am-sure")
+                && shown.contains("\"command\":\"down\""),
+            "{shown}"
+        );
+        assert!(ok(&env.run(&["audit", "verify"])).contains("PASS"));
+    }
+}
+
 #[tokio::test]
 async fn keys_seed_and_revocation_end_to_end() {
     for backend in Backend::ALL {

@@ -1,5 +1,7 @@
 use migration::{CliCommand, Command};
-use warden_core::{Settings, Storage};
+use serde_json::json;
+use warden_audit::{AuditEvent, Decision, Integrator, ToolCall, append};
+use warden_core::{Environment, Settings, Storage};
 
 use crate::{Outcome, output};
 
@@ -9,7 +11,31 @@ pub(crate) async fn run(
     json: bool,
 ) -> anyhow::Result<Outcome> {
     let storage = Storage::connect(settings).await?;
-    let states = migration::run(&storage.db, Command::from(action)).await?;
+    let confirmation = action
+        .as_ref()
+        .and_then(|a| a.confirmation().map(str::to_owned));
+    let command = Command::from(action);
+    let inventory = if command.is_destructive() {
+        let inventory = migration::inventory(&storage.db).await?;
+        output::notice(inventory.to_string().trim_end());
+        if let Err(refusal) = migration::confirm_destructive(
+            command,
+            settings.environment == Environment::Production,
+            &inventory,
+            confirmation.as_deref(),
+        ) {
+            output::error(&refusal);
+            storage.close().await?;
+            return Ok(Outcome::Failed);
+        }
+        Some(inventory)
+    } else {
+        None
+    };
+    let states = migration::run(&storage.db, command).await?;
+    if let Some(inventory) = inventory {
+        record_in_trail(&storage, command, &inventory, &states).await;
+    }
     storage.close().await?;
     if json {
         output::json(&states);
@@ -17,4 +43,63 @@ pub(crate) async fn run(
         output::line(&migration::status_table(&states));
     }
     Ok(Outcome::Success)
+}
+
+/// Records a destructive migration in the audit trail when the trail exists
+/// after it (a `fresh` starts the new trail with it). Failing to record is
+/// reported, never fatal: the schema change already happened.
+async fn record_in_trail(
+    storage: &Storage,
+    command: Command,
+    inventory: &migration::Inventory,
+    states: &[migration::MigrationState],
+) {
+    let trail_exists = states
+        .iter()
+        .any(|s| s.applied && s.name.contains("audit_transparency_log"));
+    if !trail_exists {
+        output::notice("the audit trail itself was rolled back: nothing left to record this in");
+        return;
+    }
+    let actor = std::env::var("USER")
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+        .unwrap_or_else(|| "operator".into());
+    let args = json!({
+        "command": command.name(),
+        "steps": match command { Command::Down(n) => json!(n), _ => json!(null) },
+        "database": inventory.database,
+        "tables_before": inventory.tables,
+        "applied_after": states.iter().filter(|s| s.applied).count(),
+    });
+    let request_id = format!("admin-migrate-{}", uuid::Uuid::now_v7());
+    let recorded = async {
+        let event = AuditEvent::record(
+            &ToolCall {
+                request_id: &request_id,
+                caller_id: &actor,
+                api_key_id: None,
+                method: "admin/migrate",
+                tool_name: Some(command.name()),
+                raw_args: (&args).into(),
+                decision: Decision::Allow,
+                reason: Some("confirmed with --yes-i-am-sure"),
+                risk_labels: &["destructive"],
+                status_code: None,
+                latency_ms: None,
+                timestamp: None,
+            },
+            &storage.settings.redactor(),
+        )?;
+        append(&storage.db, vec![event], std::time::Duration::from_secs(10)).await?;
+        Integrator::new(storage.db.clone(), storage.settings.integrator_config())
+            .integrate_all()
+            .await?;
+        Ok::<_, warden_audit::AuditError>(())
+    }
+    .await;
+    match recorded {
+        Ok(()) => output::notice(&format!("recorded in the audit trail as {request_id}")),
+        Err(e) => output::error(&format!("not recorded in the audit trail: {e}")),
+    }
 }
