@@ -156,6 +156,7 @@ async fn destructive_migrations_are_confirmed_and_recorded() {
         ]);
         production
             .env("ENVIRONMENT", "production")
+            .env("BCRYPT_COST", "12")
             .env("CACHE_MAC_KEY", "cli-test-cache-mac-key-0123456789abcdef")
             .env(
                 "AUDIT_SPILL_MAC_KEY",
@@ -519,10 +520,13 @@ async fn demo_audit_and_approvals_end_to_end() {
 #[tokio::test]
 async fn health_and_exit_codes() {
     let env = Env::new(Backend::Postgres).await;
-    let healthy = ok(&env.run(&["health", "--strict"]));
+    // The tests' cheap bcrypt cost is outside the recommended band (a WARN).
+    let mut strict = env.cmd(&["health", "--strict"]);
+    strict.env("BCRYPT_COST", "12");
+    let healthy = ok(&strict.output().unwrap());
     assert_eq!(
         healthy.lines().filter(|l| l.starts_with("PASS")).count(),
-        5,
+        6,
         "{healthy}"
     );
     let json: serde_json::Value =
@@ -530,7 +534,8 @@ async fn health_and_exit_codes() {
     assert_eq!(json["cache"]["status"], "PASS");
 
     let mut down = env.cmd(&["health", "--strict"]);
-    down.env("REDIS_URL", format!("redis://127.0.0.1:{}", free_port()))
+    down.env("BCRYPT_COST", "12")
+        .env("REDIS_URL", format!("redis://127.0.0.1:{}", free_port()))
         .env("HEALTH_TIMEOUT_MS", "1000");
     let out = down.output().unwrap();
     assert_eq!(out.status.code(), Some(1));

@@ -61,6 +61,10 @@ pub struct HealthReport {
     /// The secrets that make the guarantees real are set (a warning naming
     /// each missing one; production refuses to start without them).
     pub secrets: Check,
+    /// The configuration's security posture: a warning for rate limits that
+    /// fail open, a bcrypt cost outside the recommended band, and (in
+    /// production) the embedded database or the in-process cache.
+    pub posture: Check,
 }
 
 impl HealthReport {
@@ -79,13 +83,14 @@ impl HealthReport {
     }
 
     /// The checks with their names, in display order.
-    pub fn checks(&self) -> [(&'static str, &Check); 5] {
+    pub fn checks(&self) -> [(&'static str, &Check); 6] {
         [
             ("database", &self.database),
             ("cache", &self.cache),
             ("migrations", &self.migrations),
             ("audit", &self.audit),
             ("secrets", &self.secrets),
+            ("posture", &self.posture),
         ]
     }
 }
@@ -110,6 +115,7 @@ pub async fn probe(settings: &Settings) -> HealthReport {
                 migrations: fail("not checked: storage could not be configured".into()),
                 audit: fail("not checked: storage could not be configured".into()),
                 secrets: check_secrets(settings),
+                posture: check_posture(settings),
             }
         }
     }
@@ -131,6 +137,7 @@ pub async fn check(storage: &Storage) -> HealthReport {
         migrations,
         audit,
         secrets: check_secrets(&storage.settings),
+        posture: check_posture(&storage.settings),
     };
     for (name, c) in report.checks() {
         if c.status != CheckStatus::Pass {
@@ -222,6 +229,39 @@ fn check_secrets(settings: &Settings) -> Check {
         )
     } else {
         Check::new(CheckStatus::Warn, missing.join("; "), started)
+    }
+}
+
+/// Settings that weaken a guarantee without breaking anything: each is named.
+fn check_posture(settings: &Settings) -> Check {
+    let started = Instant::now();
+    let production = settings.environment == crate::Environment::Production;
+    let mut weak = Vec::new();
+    if settings.rate_limit_fail_mode == warden_cache::FailMode::Open {
+        weak.push(
+            "RATE_LIMIT_FAIL_OPEN=true: an unreachable cache lets every request through".to_owned(),
+        );
+    }
+    let (low, high) = crate::settings::RECOMMENDED_BCRYPT;
+    if !(low..=high).contains(&settings.bcrypt_cost) {
+        weak.push(format!(
+            "BCRYPT_COST={} is outside the recommended {low}..={high}",
+            settings.bcrypt_cost
+        ));
+    }
+    if production && settings.database_backend == crate::DatabaseBackend::Sqlite {
+        weak.push("SQLite in production: one file on one host, no replicas".to_owned());
+    }
+    if production && settings.redis_url.is_none() {
+        weak.push(
+            "in-process cache in production: rate limits and cached verifications are per process"
+                .to_owned(),
+        );
+    }
+    if weak.is_empty() {
+        Check::new(CheckStatus::Pass, "no weakening setting", started)
+    } else {
+        Check::new(CheckStatus::Warn, weak.join("; "), started)
     }
 }
 

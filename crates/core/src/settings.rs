@@ -15,7 +15,11 @@ use warden_audit::{
     Redactor, SpillMacKey,
 };
 use warden_cache::{FailMode, KeyPrefix, RedisPoolConfig};
-use warden_keys::CacheMacKey;
+use warden_keys::{BCRYPT_COSTS, CacheMacKey};
+
+/// The bcrypt costs `health` calls recommended (inclusive); production
+/// refuses cheaper ones.
+pub const RECOMMENDED_BCRYPT: (u32, u32) = (10, 14);
 
 /// Which database engine `DATABASE_URL` points at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -267,7 +271,8 @@ pub struct Settings {
     pub audit_batch_size: usize,
     /// `AUDIT_BUFFER_CAPACITY` (default 65536): events buffered in memory.
     pub audit_buffer_capacity: usize,
-    /// `BCRYPT_COST` (default 12, 4..=31): work factor for new API keys.
+    /// `BCRYPT_COST` (default 12, 4..=14; production needs 10..=14): work
+    /// factor for new API keys.
     pub bcrypt_cost: u32,
     /// `KEY_VERIFY_CACHE_TTL_SECONDS` (default 30, 1..=3600): how long a
     /// verified key is trusted from the cache.
@@ -609,7 +614,20 @@ impl Settings {
         );
         let audit_batch_size = r.number("AUDIT_BATCH_SIZE", 1_000, (1, 10_000));
         let audit_buffer_capacity = r.number("AUDIT_BUFFER_CAPACITY", 65_536, (1, 10_000_000));
-        let bcrypt_cost = r.number("BCRYPT_COST", 12, (4, 31));
+        let bcrypt_cost = r.number(
+            "BCRYPT_COST",
+            12,
+            (*BCRYPT_COSTS.start(), *BCRYPT_COSTS.end()),
+        );
+        if environment == Environment::Production && bcrypt_cost < RECOMMENDED_BCRYPT.0 {
+            r.problem(
+                "BCRYPT_COST",
+                format!(
+                    "{bcrypt_cost} is too cheap for production (use {} to {})",
+                    RECOMMENDED_BCRYPT.0, RECOMMENDED_BCRYPT.1
+                ),
+            );
+        }
         let key_verify_cache_ttl =
             Duration::from_secs(r.number("KEY_VERIFY_CACHE_TTL_SECONDS", 30, (1, 3_600)));
         let policy_path = r.get("POLICY_PATH").map_or_else(

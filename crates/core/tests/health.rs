@@ -86,6 +86,20 @@ async fn unsigned_checkpoints_are_a_warning() {
     assert_eq!(report.audit.status, CheckStatus::Warn, "{report:#?}");
     assert!(report.audit.detail.contains("AUDIT_SIGNING_KEY_FILE"));
     assert!(report.is_healthy() && !report.is_strictly_healthy());
+    // Operator safety, item 6: a cheap bcrypt cost and fail-open limits warn.
+    let weak = Settings::from_lookup(|name| match name {
+        "DATABASE_URL" => Some(db.url.clone()),
+        "BCRYPT_COST" => Some("4".into()),
+        "RATE_LIMIT_FAIL_OPEN" => Some("true".into()),
+        _ => None,
+    })
+    .unwrap();
+    let posture = probe(&weak).await.posture;
+    assert_eq!(posture.status, CheckStatus::Warn, "{posture:?}");
+    assert!(
+        posture.detail.contains("BCRYPT_COST=4") && posture.detail.contains("RATE_LIMIT_FAIL_OPEN"),
+        "{posture:?}"
+    );
     // Security review, item 12: each missing guarantee secret is named.
     assert_eq!(report.secrets.status, CheckStatus::Warn, "{report:#?}");
     for variable in [

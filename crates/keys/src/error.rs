@@ -62,6 +62,11 @@ pub enum KeyError {
         /// The limit that was reached.
         after: std::time::Duration,
     },
+    /// Too many bcrypt computations are running already (an unauthenticated
+    /// flood, or more load than the cores can hash): refused at once instead
+    /// of queueing. Retry after a short pause.
+    #[error("key verification is busy: too many bcrypt computations in flight; retry shortly")]
+    Busy,
     /// Hashing failed.
     #[error("bcrypt failed: {reason}")]
     Hashing {

@@ -22,6 +22,6 @@ mod policy;
 
 pub use cache_seal::CacheMacKey;
 pub use error::KeyError;
-pub use manager::{CreatedKey, KeyInfo, KeyManager, NewKey, VerifiedKey};
+pub use manager::{BCRYPT_COSTS, CreatedKey, KeyInfo, KeyManager, NewKey, VerifiedKey};
 pub use plain_key::PlainApiKey;
 pub use policy::{Policy, Role, TrustLevel};

@@ -1,5 +1,6 @@
 //! [`KeyManager`]: create, verify, revoke, list.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SubsecRound, Utc};
@@ -112,6 +113,12 @@ struct CachedVerification {
     not_after: DateTime<Utc>,
 }
 
+/// The bcrypt costs a manager accepts.
+pub const BCRYPT_COSTS: std::ops::RangeInclusive<u32> = 4..=14;
+
+/// How long a bcrypt waits for a free slot before `Busy`.
+const BCRYPT_WAIT: Duration = Duration::from_millis(250);
+
 /// last_used_at is written at most this often per key.
 const LAST_USED_GRANULARITY: chrono::Duration = chrono::Duration::seconds(60);
 
@@ -146,7 +153,11 @@ pub struct KeyManager {
     cache: Cache,
     bcrypt_cost: u32,
     verify_ttl: Ttl,
-    dummy_hash: String,
+    /// The hash an unknown prefix is checked against (so it costs a bcrypt
+    /// too): made once, on the blocking pool, at first need.
+    dummy_hash: Arc<tokio::sync::OnceCell<String>>,
+    /// Bounds concurrent bcrypt work; beyond it, `Busy` after a short wait.
+    bcrypt_slots: Arc<tokio::sync::Semaphore>,
     db_timeout: Duration,
     mac_key: CacheMacKey,
     write_delay: Duration,
@@ -179,32 +190,35 @@ fn marker_key(prefix: &str) -> String {
 }
 
 impl KeyManager {
-    /// A manager hashing with `bcrypt_cost` (4..=31; 12 in production) and
-    /// caching verifications for `verify_ttl`.
+    /// A manager hashing with `bcrypt_cost` (4..=14; 10..=14 recommended, 12
+    /// by default) and caching verifications for `verify_ttl`. Cheap: no
+    /// hashing happens until a key is created or verified.
     pub fn new(
         db: DatabaseConnection,
         cache: Cache,
         bcrypt_cost: u32,
         verify_ttl: Ttl,
     ) -> Result<Self, KeyError> {
-        if !(4..=31).contains(&bcrypt_cost) {
+        if !BCRYPT_COSTS.contains(&bcrypt_cost) {
             return Err(KeyError::InvalidField {
                 field: "bcrypt_cost",
-                reason: format!("{bcrypt_cost} is outside 4..=31"),
+                reason: format!(
+                    "{bcrypt_cost} is outside {}..={} (each step doubles the work of every verification)",
+                    BCRYPT_COSTS.start(),
+                    BCRYPT_COSTS.end()
+                ),
             });
         }
-        let dummy_hash =
-            bcrypt::hash("warden-dummy-secret-for-timing", bcrypt_cost).map_err(|e| {
-                KeyError::Hashing {
-                    reason: e.to_string(),
-                }
-            })?;
+        let slots = std::thread::available_parallelism()
+            .map_or(2, std::num::NonZeroUsize::get)
+            .saturating_mul(2);
         Ok(Self {
             db,
             cache,
             bcrypt_cost,
             verify_ttl,
-            dummy_hash,
+            dummy_hash: Arc::new(tokio::sync::OnceCell::new()),
+            bcrypt_slots: Arc::new(tokio::sync::Semaphore::new(slots)),
             db_timeout: Duration::from_secs(5),
             mac_key: CacheMacKey::generate()?,
             write_delay: Duration::ZERO,
@@ -244,6 +258,48 @@ impl KeyManager {
             }))
     }
 
+    /// Runs `work` (a bcrypt) on the blocking pool within the concurrency
+    /// bound: [`KeyError::Busy`] when no slot frees up quickly.
+    async fn bcrypt<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, KeyError> {
+        let permit = tokio::time::timeout(BCRYPT_WAIT, self.bcrypt_slots.clone().acquire_owned())
+            .await
+            .map_err(|_| KeyError::Busy)?
+            .map_err(|_| KeyError::Busy)?;
+        let result = tokio::task::spawn_blocking(move || {
+            let out = work();
+            drop(permit);
+            out
+        })
+        .await
+        .map_err(|e| KeyError::Hashing {
+            reason: e.to_string(),
+        })?;
+        Ok(result)
+    }
+
+    /// The dummy hash for unknown prefixes, made once off the async threads.
+    async fn dummy_hash(&self) -> Result<String, KeyError> {
+        let cost = self.bcrypt_cost;
+        self.dummy_hash
+            .get_or_try_init(|| async move {
+                tokio::task::spawn_blocking(move || {
+                    bcrypt::hash("warden-dummy-secret-for-timing", cost)
+                })
+                .await
+                .map_err(|e| KeyError::Hashing {
+                    reason: e.to_string(),
+                })?
+                .map_err(|e| KeyError::Hashing {
+                    reason: e.to_string(),
+                })
+            })
+            .await
+            .cloned()
+    }
+
     /// Creates a key for a caller that has none; returns its plaintext once.
     #[instrument(skip_all, fields(caller_id = %new.caller_id, role = %new.role))]
     pub async fn create(&self, new: &NewKey<'_>) -> Result<CreatedKey, KeyError> {
@@ -267,11 +323,9 @@ impl KeyManager {
         let plaintext = PlainApiKey::generate(new.environment)?;
         let secret = plaintext.secret().to_owned();
         let cost = self.bcrypt_cost;
-        let key_hash = tokio::task::spawn_blocking(move || bcrypt::hash(secret, cost))
-            .await
-            .map_err(|e| KeyError::Hashing {
-                reason: e.to_string(),
-            })?
+        let key_hash = self
+            .bcrypt(move || bcrypt::hash(secret, cost))
+            .await?
             .map_err(|e| KeyError::Hashing {
                 reason: e.to_string(),
             })?;
@@ -321,10 +375,13 @@ impl KeyManager {
             .get_many_bytes(&[entry.as_str(), marker.as_str()])
             .await
         {
+            // A revocation marker sends the key to the database: only a
+            // caller holding the right secret learns that it was revoked
+            // (anyone else gets `Invalid`, as before the revoke).
+            Ok(values) if values.get(1).is_some_and(Option::is_some) => {
+                debug!("revocation marker present; verifying against the database");
+            }
             Ok(values) => {
-                if values.get(1).is_some_and(Option::is_some) {
-                    return Err(KeyError::Revoked);
-                }
                 if let Some(cached) = values
                     .first()
                     .and_then(Option::as_deref)
@@ -445,16 +502,14 @@ impl KeyManager {
                     .await?)
             })
             .await?;
-        let hash = row
-            .as_ref()
-            .map_or_else(|| self.dummy_hash.clone(), |r| r.key_hash.clone());
+        let hash = match row.as_ref() {
+            Some(r) => r.key_hash.clone(),
+            None => self.dummy_hash().await?,
+        };
         let secret = key.secret().to_owned();
-        let matches =
-            tokio::task::spawn_blocking(move || bcrypt::verify(secret, &hash).unwrap_or(false))
-                .await
-                .map_err(|e| KeyError::Hashing {
-                    reason: e.to_string(),
-                })?;
+        let matches = self
+            .bcrypt(move || bcrypt::verify(secret, &hash).unwrap_or(false))
+            .await?;
         let row = match row {
             Some(row) if matches => row,
             _ => return Err(KeyError::Invalid),

@@ -95,7 +95,77 @@ contract!(
     revocation_reaches_a_process_with_its_own_in_process_cache,
     a_late_cache_write_cannot_resurrect_a_revoked_key,
     a_saved_sealed_entry_written_back_cannot_resurrect_a_revoked_key,
+    a_wrong_secret_learns_nothing_about_revocation,
+    an_unauthenticated_flood_is_bounded_and_refused_quickly,
 );
+
+/// Operator safety, item 8: with a real prefix and a bogus secret, the
+/// answer is the same before and after a revoke.
+async fn a_wrong_secret_learns_nothing_about_revocation(f: Fixture) {
+    let created = f.keys.create(&new_key("probed")).await.unwrap();
+    let bogus = format!(
+        "{}_{}",
+        created.plaintext.prefix(),
+        "B".repeat(created.plaintext.expose().len() - created.plaintext.prefix().len() - 1)
+    );
+    assert!(matches!(
+        f.keys.verify(&bogus).await,
+        Err(KeyError::Invalid)
+    ));
+    f.keys.revoke("probed").await.unwrap();
+    assert!(matches!(
+        f.keys.verify(&bogus).await,
+        Err(KeyError::Invalid)
+    ));
+    assert!(matches!(
+        f.keys.verify(created.plaintext.expose()).await,
+        Err(KeyError::Revoked)
+    ));
+}
+
+/// Operator safety, item 3: well-formed keys with unknown prefixes each cost
+/// a bcrypt; beyond the concurrency bound they are refused as `Busy`
+/// instead of queueing without limit.
+async fn an_unauthenticated_flood_is_bounded_and_refused_quickly(f: Fixture) {
+    let keys = KeyManager::new(
+        f.db.db.clone(),
+        f.cache.clone(),
+        12,
+        Ttl::from_secs(30).unwrap(),
+    )
+    .unwrap();
+    let tasks: Vec<_> = (0..48)
+        .map(|i| {
+            let keys = keys.clone();
+            tokio::spawn(async move {
+                let forged = format!("wdn_test_{i:012x}_{}", "A".repeat(43));
+                keys.verify(&forged).await
+            })
+        })
+        .collect();
+    let (mut busy, mut invalid) = (0, 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            Err(KeyError::Busy) => busy += 1,
+            Err(KeyError::Invalid) => invalid += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(busy > 0, "48 concurrent bcrypts at cost 12 were all queued");
+    assert!(invalid > 0, "the bound still lets some through");
+    assert!(matches!(
+        KeyManager::new(
+            f.db.db.clone(),
+            f.cache.clone(),
+            31,
+            Ttl::from_secs(30).unwrap()
+        ),
+        Err(KeyError::InvalidField {
+            field: "bcrypt_cost",
+            ..
+        })
+    ));
+}
 
 /// Review of the security fix: someone who can read and write the cache saves
 /// a genuine sealed entry, and writes it back (removing the marker) after the

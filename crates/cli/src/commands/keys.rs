@@ -20,8 +20,8 @@ pub(crate) enum Keys {
         /// Environment in the key's prefix (default: ENVIRONMENT).
         #[arg(long)]
         environment: Option<String>,
-        /// Days until the key expires (default: never).
-        #[arg(long)]
+        /// Days until the key expires, 1 to 3650 (default: never).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=3650))]
         expires_in_days: Option<u32>,
         /// Print machine-readable JSON.
         #[arg(long)]
