@@ -12,6 +12,8 @@ use crate::{CacheError, KeyPrefix, RedisPool, Ttl, redis_store};
 
 /// The largest value the cache accepts (encoded), 4 MiB.
 pub const MAX_VALUE_BYTES: usize = 4 * 1024 * 1024;
+/// The in-process cache's default byte budget, 256 MiB.
+pub const DEFAULT_IN_PROCESS_BYTES: usize = 256 * 1024 * 1024;
 /// The longest key accepted (without the prefix), 1024 bytes.
 pub const MAX_KEY_BYTES: usize = 1024;
 
@@ -72,10 +74,33 @@ impl Cache {
     }
 
     /// A cache in this process's memory holding at most about `max_entries`
-    /// live entries (the soonest to expire are evicted first when full).
+    /// live entries and [`DEFAULT_IN_PROCESS_BYTES`] (the soonest to expire
+    /// are evicted first when full).
     pub fn in_process(prefix: KeyPrefix, max_entries: usize) -> Self {
+        Self::in_process_bounded(
+            prefix,
+            max_entries,
+            DEFAULT_IN_PROCESS_BYTES,
+            MAX_VALUE_BYTES,
+        )
+    }
+
+    /// A cache in this process's memory bounded by entries, by total bytes
+    /// (keys, values and bookkeeping) and by bytes per value: a larger value
+    /// is refused with [`CacheError::ValueTooLarge`]; when full, the entries
+    /// closest to expiry (expired ones first) are evicted, each in O(log n).
+    pub fn in_process_bounded(
+        prefix: KeyPrefix,
+        max_entries: usize,
+        max_bytes: usize,
+        max_value_bytes: usize,
+    ) -> Self {
         Self {
-            backend: Backend::InProcess(Arc::new(InProcessStore::new(max_entries))),
+            backend: Backend::InProcess(Arc::new(InProcessStore::new(
+                max_entries,
+                max_bytes,
+                max_value_bytes.min(MAX_VALUE_BYTES),
+            ))),
             prefix,
         }
     }
@@ -169,6 +194,7 @@ impl Cache {
             match &self.backend {
                 Backend::Redis(pool) => redis_store::set(pool, &key, &value, ttl).await,
                 Backend::InProcess(store) => {
+                    store.check_value(&key, &value)?;
                     store.set(&key, value, ttl);
                     Ok(())
                 }
@@ -191,7 +217,10 @@ impl Cache {
         async {
             match &self.backend {
                 Backend::Redis(pool) => redis_store::set_if_absent(pool, &key, &bytes, ttl).await,
-                Backend::InProcess(store) => Ok(store.set_if_absent(&key, bytes, ttl)),
+                Backend::InProcess(store) => {
+                    store.check_value(&key, &bytes)?;
+                    Ok(store.set_if_absent(&key, bytes, ttl))
+                }
             }
         }
         .instrument(span)
@@ -217,7 +246,10 @@ impl Cache {
                 Backend::Redis(pool) => {
                     redis_store::set_unless(pool, &key, &guard, &value, ttl).await
                 }
-                Backend::InProcess(store) => Ok(store.set_unless(&key, &guard, value, ttl)),
+                Backend::InProcess(store) => {
+                    store.check_value(&key, &value)?;
+                    Ok(store.set_unless(&key, &guard, value, ttl))
+                }
             }
         }
         .instrument(span)
@@ -237,7 +269,10 @@ impl Cache {
         async {
             match &self.backend {
                 Backend::Redis(pool) => redis_store::replace_keep_ttl(pool, &key, &bytes).await,
-                Backend::InProcess(store) => Ok(store.replace_keep_ttl(&key, bytes)),
+                Backend::InProcess(store) => {
+                    store.check_value(&key, &bytes)?;
+                    Ok(store.replace_keep_ttl(&key, bytes))
+                }
             }
         }
         .instrument(span)

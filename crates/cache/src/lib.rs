@@ -37,7 +37,7 @@ mod redis_pool;
 mod redis_store;
 mod ttl;
 
-pub use cache::{Cache, MAX_KEY_BYTES, MAX_VALUE_BYTES};
+pub use cache::{Cache, DEFAULT_IN_PROCESS_BYTES, MAX_KEY_BYTES, MAX_VALUE_BYTES};
 pub use error::CacheError;
 pub use key_prefix::KeyPrefix;
 pub use lua::LuaScript;

@@ -1,7 +1,7 @@
 //! The in-process backend: the same contract as Redis, inside one process.
 
-use std::collections::HashMap;
 use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -10,38 +10,108 @@ use crate::rate_limit::{Gcra, RateDecision};
 use crate::{CacheError, Ttl};
 
 const SHARDS: usize = 16;
-/// Every this many writes to a shard, its expired entries are swept.
-const SWEEP_EVERY: u32 = 256;
+/// Bookkeeping bytes counted per entry besides its key and value.
+const ENTRY_OVERHEAD: usize = 96;
 
 struct Entry {
     value: Vec<u8>,
     expires_at: Instant,
+    /// Tie-breaker in the expiry index (two entries may expire at once).
+    seq: u64,
 }
 
+fn cost(key: &str, value: &[u8]) -> usize {
+    key.len() + value.len() + ENTRY_OVERHEAD
+}
+
+/// One shard: its entries, an index by expiry (soonest first) and the bytes
+/// it holds. Every operation is O(log n); nothing scans the shard.
 #[derive(Default)]
 struct Shard {
     entries: HashMap<String, Entry>,
-    writes: u32,
+    by_expiry: BTreeMap<(Instant, u64), String>,
+    bytes: usize,
+    next_seq: u64,
 }
 
-/// Memory of one process, sharded, every entry with an expiry. Expired entries
-/// are never returned and are swept as writes happen; when a shard is full the
-/// entry closest to expiry is evicted first.
+impl Shard {
+    fn remove(&mut self, key: &str) -> Option<Entry> {
+        let entry = self.entries.remove(key)?;
+        self.by_expiry.remove(&(entry.expires_at, entry.seq));
+        self.bytes = self.bytes.saturating_sub(cost(key, &entry.value));
+        Some(entry)
+    }
+
+    /// Drops entries that have expired, soonest first (amortized O(1) each).
+    fn sweep(&mut self, now: Instant) {
+        while let Some((&(at, _), key)) = self.by_expiry.first_key_value() {
+            if at > now {
+                break;
+            }
+            let key = key.clone();
+            self.remove(&key);
+        }
+    }
+
+    /// Evicts the entry closest to expiry (expired ones go first).
+    fn evict_one(&mut self) -> bool {
+        match self.by_expiry.first_key_value().map(|(_, k)| k.clone()) {
+            Some(victim) => self.remove(&victim).is_some(),
+            None => false,
+        }
+    }
+
+    /// Replaces `key`'s value in place, keeping its expiry.
+    fn replace_value(&mut self, key: &str, value: Vec<u8>) {
+        if let Some(entry) = self.entries.get_mut(key) {
+            self.bytes = self
+                .bytes
+                .saturating_sub(cost(key, &entry.value))
+                .saturating_add(cost(key, &value));
+            entry.value = value;
+        }
+    }
+}
+
+/// Memory of one process, sharded, every entry with an expiry, bounded both
+/// by entries and by bytes. Expired entries are never returned and are
+/// dropped as writes happen; when a shard is full, the entries closest to
+/// expiry (expired ones first) are evicted, in O(log n) each.
 pub(crate) struct InProcessStore {
     pub(crate) bus: crate::pubsub::LocalBus,
     shards: Vec<Mutex<Shard>>,
     per_shard: usize,
+    bytes_per_shard: usize,
+    max_value_bytes: usize,
     epoch: Instant,
 }
 
 impl InProcessStore {
-    pub(crate) fn new(max_entries: usize) -> Self {
+    pub(crate) fn new(max_entries: usize, max_bytes: usize, max_value_bytes: usize) -> Self {
         Self {
             bus: tokio::sync::broadcast::channel(1024).0,
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             per_shard: max_entries.div_ceil(SHARDS).max(1),
+            bytes_per_shard: max_bytes.div_ceil(SHARDS).max(1),
+            max_value_bytes,
             epoch: Instant::now(),
         }
+    }
+
+    /// Refuses a value larger than the per-value limit (or than a shard can
+    /// ever hold) with a typed error.
+    pub(crate) fn check_value(&self, key: &str, value: &[u8]) -> Result<(), CacheError> {
+        let limit = self.max_value_bytes.min(
+            self.bytes_per_shard
+                .saturating_sub(key.len() + ENTRY_OVERHEAD),
+        );
+        if value.len() > limit {
+            return Err(CacheError::ValueTooLarge {
+                size: value.len(),
+                limit,
+            });
+        }
+        Ok(())
     }
 
     fn shard_index(key: &str) -> usize {
@@ -51,8 +121,8 @@ impl InProcessStore {
     }
 
     fn lock(&self, index: usize) -> MutexGuard<'_, Shard> {
-        // A panic while holding the lock cannot leave an entry half-written
-        // (every mutation is a single map operation), so a poisoned lock is safe to reuse.
+        // Nothing that runs under the lock can panic (no indexing, no
+        // unwrapping), so a poisoned lock is safe to reuse.
         self.shards[index]
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -67,16 +137,13 @@ impl InProcessStore {
     pub(crate) fn set_unless(&self, key: &str, guard: &str, value: Vec<u8>, ttl: Ttl) -> bool {
         let now = Instant::now();
         let (k, g) = (Self::shard_index(key), Self::shard_index(guard));
-        let entry = Entry {
-            value,
-            expires_at: now + ttl.as_duration(),
-        };
+        let expires_at = now + ttl.as_duration();
         if k == g {
             let mut shard = self.lock(k);
             if Self::live(&mut shard, guard, now).is_some() {
                 return false;
             }
-            self.insert(&mut shard, key, entry, now);
+            self.insert(&mut shard, key, value, expires_at, now);
             return true;
         }
         let (first, second) = (self.lock(k.min(g)), self.lock(k.max(g)));
@@ -88,43 +155,53 @@ impl InProcessStore {
         if Self::live(&mut guard_shard, guard, now).is_some() {
             return false;
         }
-        self.insert(&mut key_shard, key, entry, now);
+        self.insert(&mut key_shard, key, value, expires_at, now);
         true
     }
 
     fn live<'a>(shard: &'a mut Shard, key: &str, now: Instant) -> Option<&'a mut Entry> {
         if shard.entries.get(key).is_some_and(|e| e.expires_at <= now) {
-            shard.entries.remove(key);
+            shard.remove(key);
         }
         shard.entries.get_mut(key)
     }
 
-    fn insert(&self, shard: &mut Shard, key: &str, entry: Entry, now: Instant) {
-        shard.writes = shard.writes.wrapping_add(1);
-        if shard.writes.is_multiple_of(SWEEP_EVERY) || shard.entries.len() >= self.per_shard {
-            shard.entries.retain(|_, e| e.expires_at > now);
-        }
-        if !shard.entries.contains_key(key) && shard.entries.len() >= self.per_shard {
-            let soonest = shard
-                .entries
-                .iter()
-                .min_by_key(|(_, e)| e.expires_at)
-                .map(|(k, _)| k.clone());
-            if let Some(victim) = soonest {
-                shard.entries.remove(&victim);
-            }
-        }
-        shard.entries.insert(key.to_owned(), entry);
+    /// Stores `value` under `key` until `expires_at`, evicting the entries
+    /// closest to expiry while the shard is over its entry or byte budget.
+    fn insert(
+        &self,
+        shard: &mut Shard,
+        key: &str,
+        value: Vec<u8>,
+        expires_at: Instant,
+        now: Instant,
+    ) {
+        shard.remove(key);
+        shard.sweep(now);
+        let size = cost(key, &value);
+        while (shard.entries.len() >= self.per_shard
+            || shard.bytes.saturating_add(size) > self.bytes_per_shard)
+            && shard.evict_one()
+        {}
+        let seq = shard.next_seq;
+        shard.next_seq = shard.next_seq.wrapping_add(1);
+        shard.by_expiry.insert((expires_at, seq), key.to_owned());
+        shard.bytes = shard.bytes.saturating_add(size);
+        shard.entries.insert(
+            key.to_owned(),
+            Entry {
+                value,
+                expires_at,
+                seq,
+            },
+        );
     }
 
     pub(crate) fn set(&self, key: &str, value: Vec<u8>, ttl: Ttl) {
         let now = Instant::now();
         let mut shard = self.shard(key);
-        let entry = Entry {
-            value,
-            expires_at: now + ttl.as_duration(),
-        };
-        self.insert(&mut shard, key, entry, now);
+        let expires_at = now + ttl.as_duration();
+        self.insert(&mut shard, key, value, expires_at, now);
     }
 
     pub(crate) fn set_if_absent(&self, key: &str, value: Vec<u8>, ttl: Ttl) -> bool {
@@ -133,24 +210,19 @@ impl InProcessStore {
         if Self::live(&mut shard, key, now).is_some() {
             return false;
         }
-        let entry = Entry {
-            value,
-            expires_at: now + ttl.as_duration(),
-        };
-        self.insert(&mut shard, key, entry, now);
+        let expires_at = now + ttl.as_duration();
+        self.insert(&mut shard, key, value, expires_at, now);
         true
     }
 
     pub(crate) fn replace_keep_ttl(&self, key: &str, value: Vec<u8>) -> bool {
         let now = Instant::now();
         let mut shard = self.shard(key);
-        match Self::live(&mut shard, key, now) {
-            Some(entry) => {
-                entry.value = value;
-                true
-            }
-            None => false,
+        if Self::live(&mut shard, key, now).is_none() {
+            return false;
         }
+        shard.replace_value(key, value);
+        true
     }
 
     pub(crate) fn get(&self, key: &str) -> Option<Vec<u8>> {
@@ -163,13 +235,13 @@ impl InProcessStore {
         let now = Instant::now();
         let mut shard = self.shard(key);
         Self::live(&mut shard, key, now)?;
-        shard.entries.remove(key).map(|e| e.value)
+        shard.remove(key).map(|e| e.value)
     }
 
     pub(crate) fn delete(&self, key: &str) -> bool {
         let now = Instant::now();
         let mut shard = self.shard(key);
-        Self::live(&mut shard, key, now).is_some() && shard.entries.remove(key).is_some()
+        Self::live(&mut shard, key, now).is_some() && shard.remove(key).is_some()
     }
 
     pub(crate) fn ttl(&self, key: &str) -> Option<Duration> {
@@ -191,15 +263,18 @@ impl InProcessStore {
                     .and_then(|s| s.parse().ok())
                     .ok_or_else(corrupt)?;
                 let next = current.checked_add(by).ok_or_else(corrupt)?;
-                entry.value = next.to_string().into_bytes();
+                shard.replace_value(key, next.to_string().into_bytes());
                 Ok(next)
             }
             None => {
-                let entry = Entry {
-                    value: by.to_string().into_bytes(),
-                    expires_at: now + ttl.as_duration(),
-                };
-                self.insert(&mut shard, key, entry, now);
+                let expires_at = now + ttl.as_duration();
+                self.insert(
+                    &mut shard,
+                    key,
+                    by.to_string().into_bytes(),
+                    expires_at,
+                    now,
+                );
                 Ok(by)
             }
         }
@@ -217,11 +292,14 @@ impl InProcessStore {
         if let Some(new_tat) = new_tat {
             let lifetime =
                 Duration::from_micros(new_tat.saturating_sub(now)).max(Duration::from_millis(1));
-            let entry = Entry {
-                value: new_tat.to_string().into_bytes(),
-                expires_at: now_instant + lifetime,
-            };
-            self.insert(&mut shard, key, entry, now_instant);
+            let expires_at = now_instant + lifetime;
+            self.insert(
+                &mut shard,
+                key,
+                new_tat.to_string().into_bytes(),
+                expires_at,
+                now_instant,
+            );
         }
         decision
     }

@@ -146,8 +146,9 @@ impl RateLimiter {
 
     /// Decides a request that counts `cost` times (1 ..= limit) for `subject`.
     ///
-    /// Errors only for invalid input (a bad cost or subject); an unreachable
-    /// cache gives a `degraded` decision per the [`FailMode`].
+    /// Errors only for a bad cost: every subject (any length, any bytes) gets
+    /// a decision, and an unreachable cache gives a `degraded` decision per
+    /// the [`FailMode`].
     pub async fn check_cost(&self, subject: &str, cost: u32) -> Result<RateDecision, CacheError> {
         if cost == 0 || u64::from(cost) > self.limit.limit {
             return Err(CacheError::InvalidRateLimit {
@@ -157,8 +158,7 @@ impl RateLimiter {
                 ),
             });
         }
-        // One hash tag per subject: any future multi-key script stays in one slot.
-        let key = format!("rl:{{{}:{subject}}}", self.name);
+        let key = limiter_key(&self.name, subject);
         let gcra = Gcra {
             interval_us: self.limit.interval_us,
             limit: self.limit.limit,
@@ -234,5 +234,33 @@ mod tests {
         assert!(RateLimit::new(1, Duration::ZERO).is_err());
         assert!(RateLimit::new(u32::MAX, Duration::from_millis(1)).is_err());
         assert!(RateLimit::new(10, Duration::from_secs(1)).is_ok());
+    }
+}
+
+/// The state key of (`name`, `subject`): the name length-prefixed and the
+/// subject hashed, so no two pairs share a key (`tool:exec`/`alice` vs
+/// `tool`/`exec:alice`) and a subject of any length or content is a short,
+/// valid key. One hash tag per pair: any multi-key script stays in one slot.
+fn limiter_key(name: &str, subject: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(subject.as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("rl:{{{}:{name}:{hex}}}", name.len())
+}
+
+#[cfg(test)]
+mod key_tests {
+    use super::limiter_key;
+
+    #[test]
+    fn limiter_keys_are_unambiguous_and_bounded() {
+        assert_ne!(
+            limiter_key("tool:exec", "alice"),
+            limiter_key("tool", "exec:alice")
+        );
+        assert_ne!(limiter_key("a", "b:c"), limiter_key("a:b", "c"));
+        let long = limiter_key("tool", &"x".repeat(100_000));
+        assert!(long.len() < 100, "{long}");
+        assert_eq!(limiter_key("t", "s"), limiter_key("t", "s"));
     }
 }

@@ -110,6 +110,7 @@ contract!(
     rate_limiter_reports_remaining_and_retry_after,
     rate_limiter_refuses_invalid_costs,
     rate_limiter_subjects_are_independent,
+    rate_limiter_names_and_subjects_never_share_state,
     hostile_keys_are_refused_or_stored_verbatim,
     oversized_values_are_refused,
     publish_reaches_subscribers_of_that_channel_only,
@@ -462,6 +463,23 @@ async fn rate_limiter_subjects_are_independent(f: Fixture) {
     assert!(limiter.check("b").await.unwrap().allowed);
 }
 
+/// Operator safety, item 5: a limiter's state is keyed unambiguously, and a
+/// subject of any length gets a decision, never an error.
+async fn rate_limiter_names_and_subjects_never_share_state(f: Fixture) {
+    let one = RateLimit::new(1, Duration::from_secs(30)).unwrap();
+    let exec = RateLimiter::new(f.cache.clone(), "tool:exec", one, FailMode::Closed);
+    let tool = RateLimiter::new(f.cache.clone(), "tool", one, FailMode::Closed);
+    assert!(exec.check("alice").await.unwrap().allowed);
+    assert!(
+        tool.check("exec:alice").await.unwrap().allowed,
+        "shared state"
+    );
+    assert!(!exec.check("alice").await.unwrap().allowed);
+    let long = "s".repeat(64 * 1024);
+    assert!(exec.check(&long).await.unwrap().allowed);
+    assert!(!exec.check(&long).await.unwrap().allowed);
+}
+
 async fn hostile_keys_are_refused_or_stored_verbatim(f: Fixture) {
     assert!(matches!(
         f.cache.set_json("", &1, secs(5)).await,
@@ -584,6 +602,70 @@ async fn in_process_caches_are_separate_and_bounded() {
         a.get_json::<i32>("fill-999").await.unwrap(),
         Some(999),
         "newest write kept"
+    );
+}
+
+/// Operator safety, item 4: the in-process cache is bounded by bytes too,
+/// refuses an oversized value with a typed error, and evicts expired and
+/// soonest-to-expire entries before live, longer-lived limiter state.
+#[tokio::test]
+async fn in_process_cache_is_bounded_by_bytes_and_keeps_live_limiter_state() {
+    let megabyte = 1024 * 1024;
+    let cache = Cache::in_process_bounded(
+        KeyPrefix::new("b").unwrap(),
+        100_000,
+        16 * megabyte,
+        megabyte,
+    );
+    assert!(matches!(
+        cache
+            .set_bytes("big", vec![0; megabyte + 1], secs(60))
+            .await,
+        Err(CacheError::ValueTooLarge { .. })
+    ));
+    for i in 0..200 {
+        cache
+            .set_bytes(&format!("v-{i}"), vec![7; megabyte - 256], secs(60))
+            .await
+            .unwrap();
+    }
+    let mut live = 0;
+    for i in 0..200 {
+        if cache.get_bytes(&format!("v-{i}")).await.unwrap().is_some() {
+            live += 1;
+        }
+    }
+    assert!(live <= 16, "{live} MiB kept under a 16 MiB budget");
+    assert!(
+        cache.get_bytes("v-199").await.unwrap().is_some(),
+        "newest kept"
+    );
+
+    // A cache full of entries that have expired: they make room before any
+    // live limiter state does, so a limited subject stays limited.
+    let small = Cache::in_process(KeyPrefix::new("rl").unwrap(), 320);
+    for i in 0..400 {
+        small
+            .set_json(&format!("short-{i}"), &i, Ttl::from_millis(30).unwrap())
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    let limiter = RateLimiter::new(
+        small.clone(),
+        "login",
+        RateLimit::new(2, Duration::from_secs(60)).unwrap(),
+        FailMode::Closed,
+    );
+    assert!(limiter.check("alice").await.unwrap().allowed);
+    assert!(limiter.check("alice").await.unwrap().allowed);
+    assert!(!limiter.check("alice").await.unwrap().allowed);
+    for i in 0..400 {
+        limiter.check(&format!("other-{}", i % 8)).await.unwrap();
+    }
+    assert!(
+        !limiter.check("alice").await.unwrap().allowed,
+        "eviction reset a limited subject"
     );
 }
 

@@ -239,6 +239,12 @@ pub struct Settings {
     pub cache_key_prefix: KeyPrefix,
     /// `CACHE_MAX_ENTRIES` (default 100000): capacity of the in-process cache.
     pub cache_max_entries: usize,
+    /// `CACHE_MAX_BYTES` (default 268435456 = 256 MiB): the in-process
+    /// cache's memory budget (keys, values and bookkeeping).
+    pub cache_max_bytes: usize,
+    /// `CACHE_MAX_VALUE_BYTES` (default 4194304 = 4 MiB, at most that): the
+    /// largest value either cache accepts.
+    pub cache_max_value_bytes: usize,
     /// `RATE_LIMIT_FAIL_OPEN` (default false): allow requests when the cache
     /// cannot be reached, instead of refusing them.
     pub rate_limit_fail_mode: FailMode,
@@ -548,6 +554,16 @@ impl Settings {
             }
         };
         let cache_max_entries = r.number("CACHE_MAX_ENTRIES", 100_000, (1, 100_000_000));
+        let cache_max_bytes = r.number(
+            "CACHE_MAX_BYTES",
+            warden_cache::DEFAULT_IN_PROCESS_BYTES,
+            (1024 * 1024, 64 * 1024 * 1024 * 1024),
+        );
+        let cache_max_value_bytes = r.number(
+            "CACHE_MAX_VALUE_BYTES",
+            warden_cache::MAX_VALUE_BYTES,
+            (1024, warden_cache::MAX_VALUE_BYTES),
+        );
         let rate_limit_fail_mode = match r.get("RATE_LIMIT_FAIL_OPEN") {
             None => FailMode::Closed,
             Some(raw) => match raw.trim().to_ascii_lowercase().as_str() {
@@ -681,6 +697,8 @@ impl Settings {
                 redis_pool,
                 cache_key_prefix,
                 cache_max_entries,
+                cache_max_bytes,
+                cache_max_value_bytes,
                 rate_limit_fail_mode,
                 approval_token_ttl,
                 environment,

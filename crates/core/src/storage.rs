@@ -73,7 +73,12 @@ impl Storage {
         let prefix = settings.cache_key_prefix.clone();
         let cache = match settings.redis_pool_config() {
             Some(config) => Cache::redis(RedisPool::new(config)?, prefix),
-            None => Cache::in_process(prefix, settings.cache_max_entries),
+            None => Cache::in_process_bounded(
+                prefix,
+                settings.cache_max_entries,
+                settings.cache_max_bytes,
+                settings.cache_max_value_bytes,
+            ),
         };
         info!(
             database = %settings.database_url,
