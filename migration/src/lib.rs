@@ -131,7 +131,7 @@ pub enum CliCommand {
         num: Option<u32>,
     },
     /// Roll back the last NUM applied migrations (or every one, with
-    /// --all). Destructive: needs --yes-i-am-sure=<database name>; refused
+    /// --all). Destructive: needs `--yes-i-am-sure=<database name>`; refused
     /// when ENVIRONMENT=production.
     Down {
         /// Roll back this many.
@@ -147,14 +147,14 @@ pub enum CliCommand {
     /// Show which migrations are applied; changes nothing.
     Status,
     /// Drop Warden's tables (only Warden's), then apply all migrations.
-    /// Destructive: needs --yes-i-am-sure=<database name>.
+    /// Destructive: needs `--yes-i-am-sure=<database name>`.
     Fresh {
         /// The database's name, typed back to confirm.
         #[arg(long, value_name = "DATABASE")]
         yes_i_am_sure: Option<String>,
     },
     /// Roll back all migrations, then apply them again. Destructive: needs
-    /// --yes-i-am-sure=<database name>.
+    /// `--yes-i-am-sure=<database name>`.
     Refresh {
         /// The database's name, typed back to confirm.
         #[arg(long, value_name = "DATABASE")]

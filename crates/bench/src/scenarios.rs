@@ -254,6 +254,46 @@ async fn keys(b: &Bench, r: &mut Runner) -> anyhow::Result<()> {
         target: Some("≥ 1000×".into()),
         met: Some(ratio >= 1000.0),
     });
+    // An unauthenticated flood: well-formed keys with unknown prefixes each
+    // cost a bcrypt; the manager bounds how many run at once and refuses the
+    // rest quickly (Busy) instead of queueing them.
+    let flood: u64 = 200;
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..flood)
+        .map(|i| {
+            let keys = keys.clone();
+            tokio::spawn(async move {
+                let t = Instant::now();
+                let forged = format!("wdn_bench_{i:012x}_{}", "A".repeat(43));
+                let outcome = keys.verify(&forged).await;
+                (
+                    t.elapsed(),
+                    matches!(outcome, Err(warden_keys::KeyError::Busy)),
+                )
+            })
+        })
+        .collect();
+    let (mut lat, mut busy) = (Vec::new(), 0usize);
+    for t in tasks {
+        let (elapsed, refused) = t.await?;
+        lat.push(elapsed);
+        busy += usize::from(refused);
+    }
+    let answered = summarize(started.elapsed(), flood, &mut lat);
+    r.push_custom(Row {
+        operation: format!(
+            "unauthenticated flood: {flood} forged keys at once, cost {} ({busy} refused Busy, {} bcrypts run)",
+            b.storage.settings.bcrypt_cost,
+            flood as usize - busy
+        ),
+        concurrency: flood as usize,
+        warden: answered,
+        noise_pct: 0.0,
+        baseline: Some(("bcrypt verify (one per forged key, unbounded)".into(), bcrypt)),
+        ratio: Some(answered.per_sec / bcrypt.per_sec.max(1e-9)),
+        target: Some("bounded: p99 ≤ 250 ms wait + a bcrypt".into()),
+        met: None,
+    });
     Ok(())
 }
 
