@@ -88,12 +88,10 @@ impl Env {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
+        // A command that refuses early closes its stdin: that is not a failure.
+        if let Err(e) = child.stdin.take().unwrap().write_all(input.as_bytes()) {
+            assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "{e}");
+        }
         child.wait_with_output().unwrap()
     }
 }
@@ -275,6 +273,28 @@ async fn keys_seed_and_revocation_end_to_end() {
         assert!(err.contains("invalid API key"), "{err}");
         let err = failed(&env.run_stdin(&["keys", "verify"], ""), 1);
         assert!(err.contains("standard input"), "{err}");
+        // Operator safety, item 9: a huge line is refused, not read whole.
+        let huge = format!("{}\n", "A".repeat(1_000_000));
+        let err = failed(&env.run_stdin(&["keys", "verify"], &huge), 1);
+        assert!(err.contains("longer than 4096 bytes"), "{err}");
+        // Operator safety, item 7: no panic, no key born expired.
+        for days in ["0", "4294967295", "3651"] {
+            failed(
+                &env.run(&[
+                    "keys",
+                    "create",
+                    "--caller",
+                    "short-lived",
+                    "--role",
+                    "service",
+                    "--trust-level",
+                    "1",
+                    "--expires-in-days",
+                    days,
+                ]),
+                2,
+            );
+        }
     }
 }
 
