@@ -238,33 +238,69 @@ pub async fn run(db: &DatabaseConnection, command: Command) -> Result<Vec<Migrat
 }
 
 /// Drops Warden's tables and functions and forgets Warden's migrations in
-/// the bookkeeping table; nothing else in the schema is touched.
+/// the bookkeeping table; nothing else in the schema is touched. Refuses
+/// (before dropping anything) when the bookkeeping table records a migration
+/// this build does not know. One transaction: all or nothing. Names are
+/// schema-qualified and nothing cascades, so an object of another
+/// application that depends on a Warden table makes it fail, not vanish.
 async fn drop_warden_objects(db: &DatabaseConnection) -> Result<(), DbErr> {
-    use sea_orm_migration::sea_orm::{ConnectionTrait, DbBackend};
+    use sea_orm_migration::sea_orm::{ConnectionTrait, DbBackend, TransactionTrait};
+    status(db).await?;
     let postgres = db.get_database_backend() == DbBackend::Postgres;
+    let schema = if postgres {
+        Some(current_schema(db).await?)
+    } else {
+        None
+    };
+    let qualified = |name: &str| match &schema {
+        Some(schema) => format!("{}.{}", quote(schema), quote(name)),
+        None => quote(name),
+    };
+    let bookkeeping = table_exists(db, "seaql_migrations").await?;
+    let txn = db.begin().await?;
     for table in WARDEN_TABLES {
-        let cascade = if postgres { " CASCADE" } else { "" };
-        db.execute_unprepared(&format!("DROP TABLE IF EXISTS {table}{cascade}"))
+        txn.execute_unprepared(&format!("DROP TABLE IF EXISTS {}", qualified(table)))
             .await?;
     }
     if postgres {
         for function in WARDEN_FUNCTIONS {
-            db.execute_unprepared(&format!("DROP FUNCTION IF EXISTS {function}() CASCADE"))
-                .await?;
+            txn.execute_unprepared(&format!(
+                "DROP FUNCTION IF EXISTS {}()",
+                qualified(function)
+            ))
+            .await?;
         }
     }
-    if table_exists(db, "seaql_migrations").await? {
+    if bookkeeping {
         let names: Vec<String> = Migrator::migrations()
             .iter()
             .map(|m| format!("'{}'", m.name()))
             .collect();
-        db.execute_unprepared(&format!(
-            "DELETE FROM seaql_migrations WHERE version IN ({})",
+        txn.execute_unprepared(&format!(
+            "DELETE FROM {} WHERE version IN ({})",
+            qualified("seaql_migrations"),
             names.join(", ")
         ))
         .await?;
     }
-    Ok(())
+    txn.commit().await
+}
+
+/// A quoted SQL identifier.
+fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+async fn current_schema(db: &DatabaseConnection) -> Result<String, DbErr> {
+    use sea_orm_migration::sea_orm::{ConnectionTrait, Statement};
+    db.query_one_raw(Statement::from_string(
+        db.get_database_backend(),
+        "SELECT current_schema()::text AS s",
+    ))
+    .await?
+    .map(|row| row.try_get::<String>("", "s"))
+    .transpose()?
+    .ok_or_else(|| DbErr::Custom("the database has no current schema".into()))
 }
 
 async fn table_exists(db: &DatabaseConnection, table: &str) -> Result<bool, DbErr> {
@@ -296,6 +332,9 @@ pub struct Inventory {
     pub database: String,
     /// Warden's tables that exist, with their rows.
     pub tables: Vec<(String, i64)>,
+    /// API keys issued for the production environment: a database holding
+    /// them is treated as production whatever `ENVIRONMENT` says locally.
+    pub production_keys: i64,
 }
 
 impl std::fmt::Display for Inventory {
@@ -343,17 +382,34 @@ pub async fn inventory(db: &DatabaseConnection) -> Result<Inventory, DbErr> {
             tables.push((table.to_owned(), rows));
         }
     }
-    Ok(Inventory { database, tables })
+    let production_keys = if table_exists(db, "api_keys").await? {
+        db.query_one_raw(Statement::from_string(
+            backend,
+            "SELECT COUNT(*) AS n FROM api_keys WHERE environment = 'production'",
+        ))
+        .await?
+        .map(|row| row.try_get::<i64>("", "n"))
+        .transpose()?
+        .unwrap_or(0)
+    } else {
+        0
+    };
+    Ok(Inventory {
+        database,
+        tables,
+        production_keys,
+    })
 }
 
 /// Why a destructive command was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum Refusal {
-    /// `ENVIRONMENT=production`: nothing may drop the schema there.
+    /// Production (`ENVIRONMENT`, or production API keys in the database):
+    /// nothing may drop the schema there.
     #[error(
-        "refusing `{command}` with ENVIRONMENT=production: it would drop Warden's tables and the \
-         audit trail. Export the trail (warden audit export) and run it against a non-production \
-         environment if you really mean it"
+        "refusing `{command}` on a production database (ENVIRONMENT=production, an unrecognised \
+         ENVIRONMENT, or production API keys stored): it would drop Warden's tables and the audit \
+         trail. No flag overrides this"
     )]
     Production {
         /// The command.
@@ -384,7 +440,7 @@ pub fn confirm_destructive(
     if !command.is_destructive() {
         return Ok(());
     }
-    if production {
+    if production || inventory.production_keys > 0 {
         return Err(Refusal::Production {
             command: command.name(),
         });
@@ -398,14 +454,13 @@ pub fn confirm_destructive(
     }
 }
 
-/// True when `ENVIRONMENT` (as `warden` reads it) names production.
+/// True when `ENVIRONMENT` names production — or anything unrecognised
+/// (fail closed). Unset means development, as for `warden`.
 pub fn production_environment(value: Option<&str>) -> bool {
-    value.is_some_and(|v| {
-        matches!(
-            v.trim().to_ascii_lowercase().as_str(),
-            "production" | "prod"
-        )
-    })
+    match value.map(|v| v.trim().to_ascii_lowercase()) {
+        None => false,
+        Some(v) => !matches!(v.as_str(), "" | "development" | "dev" | "test" | "staging"),
+    }
 }
 
 /// Every migration's state, read-only (no table is created if none exists yet).

@@ -1,24 +1,29 @@
 //! The migration lock: one migrator at a time per database.
 //!
-//! PostgreSQL: a transaction-scoped advisory lock held by a transaction of
-//! its own for the whole run (a second migrator waits on it; a migrator that
-//! dies releases it with its connection). SQLite: an exclusive file lock on
-//! `<database file>.migrate-lock` (in-memory databases need none).
+//! PostgreSQL: a session-level advisory lock held on a dedicated connection
+//! opened outside the pool (so a pool of any size works, and no transaction
+//! stays open); a migrator that dies releases it with its connection.
+//! SQLite: an exclusive file lock on `<database file>.migrate-lock`
+//! (in-memory databases need none).
 
 use std::fs::{File, OpenOptions};
 
+use sea_orm_migration::sea_orm::sqlx::{self, Connection as _};
 use sea_orm_migration::sea_orm::{
-    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, Statement,
-    TransactionTrait,
+    ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement,
 };
 
 /// `WARDMI` in ASCII: distinct from the audit integrator's lock.
 const ADVISORY_KEY: i64 = 0x5741_5244_4d49;
 
 pub(crate) enum MigrationLock {
-    Postgres(DatabaseTransaction),
+    Postgres(sqlx::PgConnection),
     Sqlite(File),
     None,
+}
+
+fn lock_error(e: impl std::fmt::Display) -> DbErr {
+    DbErr::Custom(format!("cannot take the migration lock: {e}"))
 }
 
 impl MigrationLock {
@@ -26,10 +31,16 @@ impl MigrationLock {
     pub(crate) async fn acquire(db: &DatabaseConnection) -> Result<Self, DbErr> {
         match db.get_database_backend() {
             DbBackend::Postgres => {
-                let txn = db.begin().await?;
-                txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({ADVISORY_KEY})"))
-                    .await?;
-                Ok(Self::Postgres(txn))
+                let options = db.get_postgres_connection_pool().connect_options();
+                let mut conn = sqlx::PgConnection::connect_with(&options)
+                    .await
+                    .map_err(lock_error)?;
+                sqlx::query("SELECT pg_advisory_lock($1)")
+                    .bind(ADVISORY_KEY)
+                    .execute(&mut conn)
+                    .await
+                    .map_err(lock_error)?;
+                Ok(Self::Postgres(conn))
             }
             backend => {
                 let file: String = db
@@ -55,8 +66,8 @@ impl MigrationLock {
                     Ok(lock)
                 })
                 .await
-                .map_err(|e| DbErr::Custom(format!("migration lock task failed: {e}")))?
-                .map_err(|e| DbErr::Custom(format!("cannot take the migration lock: {e}")))?;
+                .map_err(lock_error)?
+                .map_err(lock_error)?;
                 Ok(Self::Sqlite(lock))
             }
         }
@@ -65,10 +76,13 @@ impl MigrationLock {
     /// Lets the next migrator in.
     pub(crate) async fn release(self) {
         match self {
-            // Ending the transaction releases the advisory lock; if even that
-            // fails, closing the connection does.
-            Self::Postgres(txn) => {
-                let _ = txn.rollback().await;
+            // Unlocking, or failing that closing the connection, releases it.
+            Self::Postgres(mut conn) => {
+                let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
+                    .bind(ADVISORY_KEY)
+                    .execute(&mut conn)
+                    .await;
+                let _ = conn.close().await;
             }
             Self::Sqlite(file) => drop(file),
             Self::None => {}

@@ -121,29 +121,62 @@ async fn destructive_commands_need_the_database_name_and_never_run_in_production
             assert!(stderr.contains("--yes-i-am-sure="), "{stderr}");
         }
         let sure = format!("--yes-i-am-sure={}", database_name(&t));
-        let mut production = Command::new(env!("CARGO_BIN_EXE_migration"));
-        production
-            .args(["fresh", &sure])
-            .env("DATABASE_URL", &t.url)
-            .env("ENVIRONMENT", "production")
-            .current_dir(std::env::temp_dir());
-        let out = production.output().unwrap();
-        assert_eq!(out.status.code(), Some(1), "{out:?}");
-        assert!(String::from_utf8_lossy(&out.stderr).contains("production"));
+        for (args, environment) in [
+            (vec!["fresh", sure.as_str()], "production"),
+            (vec!["refresh", sure.as_str()], "PROD"),
+            (vec!["down", "--all", sure.as_str()], "production"),
+            (vec!["down", "-n", "1", sure.as_str()], "live"),
+        ] {
+            let mut production = Command::new(env!("CARGO_BIN_EXE_migration"));
+            production
+                .args(&args)
+                .env("DATABASE_URL", &t.url)
+                .env("ENVIRONMENT", environment)
+                .current_dir(std::env::temp_dir());
+            let out = production.output().unwrap();
+            assert_eq!(
+                out.status.code(),
+                Some(1),
+                "{args:?} {environment}: {out:?}"
+            );
+            assert!(String::from_utf8_lossy(&out.stderr).contains("production"));
+        }
         assert_eq!(
             count(&t, "api_keys").await,
             1,
             "{backend:?}: nothing was dropped"
         );
 
+        // Another application's view on a Warden table: `fresh` fails whole
+        // rather than cascading into it (PostgreSQL enforces dependencies).
+        if backend == Backend::Postgres {
+            t.execute("CREATE VIEW other_app_callers AS SELECT caller_id FROM api_keys")
+                .await;
+            let out = migration(Some(&t.url), &["fresh", &sure]);
+            assert_eq!(out.status.code(), Some(1), "{out:?}");
+            assert_eq!(count(&t, "api_keys").await, 1, "all or nothing");
+            assert_eq!(count(&t, "other_app_callers").await, 1);
+            t.execute("DROP VIEW other_app_callers").await;
+        }
+
         // Confirmed: `fresh` empties Warden's tables and leaves the rest alone.
         let out = migration(Some(&t.url), &["fresh", &sure]);
         assert!(out.status.success(), "{out:?}");
         assert_eq!(count(&t, "api_keys").await, 0);
         assert_eq!(count(&t, "other_app_orders").await, 1, "{backend:?}");
+
+        // A database holding production keys is production, whatever the
+        // local ENVIRONMENT says.
+        t.execute(
+            "INSERT INTO api_keys (id, caller_id, key_prefix, key_hash, role, trust_level, environment) \
+             VALUES ('0191f6c2-0000-7000-8000-000000000002', 'p', 'pp', 'h', 'r', 1, 'production')",
+        )
+        .await;
+        let out = migration(Some(&t.url), &["fresh", &sure]);
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        assert_eq!(count(&t, "api_keys").await, 1);
     }
 }
-
 /// Operator safety, item 2: replicas that all migrate at start serialize.
 #[tokio::test]
 async fn concurrent_migrators_wait_for_each_other() {

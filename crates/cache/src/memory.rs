@@ -18,18 +18,27 @@ struct Entry {
     expires_at: Instant,
     /// Tie-breaker in the expiry index (two entries may expire at once).
     seq: u64,
+    class: Class,
+}
+
+/// Eviction classes: ordinary values go before any rate-limiter state.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Class {
+    Value = 0,
+    Limiter = 1,
 }
 
 fn cost(key: &str, value: &[u8]) -> usize {
-    key.len() + value.len() + ENTRY_OVERHEAD
+    // The key is held twice: in the map and in the expiry index.
+    2 * key.len() + value.len() + ENTRY_OVERHEAD
 }
 
-/// One shard: its entries, an index by expiry (soonest first) and the bytes
-/// it holds. Every operation is O(log n); nothing scans the shard.
+/// One shard: its entries, an index by expiry per class (soonest first) and
+/// the bytes it holds. Every operation is O(log n); nothing scans the shard.
 #[derive(Default)]
 struct Shard {
     entries: HashMap<String, Entry>,
-    by_expiry: BTreeMap<(Instant, u64), String>,
+    by_expiry: [BTreeMap<(Instant, u64), String>; 2],
     bytes: usize,
     next_seq: u64,
 }
@@ -37,39 +46,45 @@ struct Shard {
 impl Shard {
     fn remove(&mut self, key: &str) -> Option<Entry> {
         let entry = self.entries.remove(key)?;
-        self.by_expiry.remove(&(entry.expires_at, entry.seq));
+        self.by_expiry[entry.class as usize].remove(&(entry.expires_at, entry.seq));
         self.bytes = self.bytes.saturating_sub(cost(key, &entry.value));
         Some(entry)
     }
 
     /// Drops entries that have expired, soonest first (amortized O(1) each).
     fn sweep(&mut self, now: Instant) {
-        while let Some((&(at, _), key)) = self.by_expiry.first_key_value() {
-            if at > now {
-                break;
+        for class in [Class::Value, Class::Limiter] {
+            let index = class as usize;
+            while self.by_expiry[index]
+                .first_key_value()
+                .is_some_and(|(&(at, _), _)| at <= now)
+            {
+                if let Some((_, key)) = self.by_expiry[index].pop_first()
+                    && let Some(entry) = self.entries.remove(&key)
+                {
+                    self.bytes = self.bytes.saturating_sub(cost(&key, &entry.value));
+                }
             }
-            let key = key.clone();
-            self.remove(&key);
         }
     }
 
-    /// Evicts the entry closest to expiry (expired ones go first).
-    fn evict_one(&mut self) -> bool {
-        match self.by_expiry.first_key_value().map(|(_, k)| k.clone()) {
-            Some(victim) => self.remove(&victim).is_some(),
-            None => false,
+    /// Evicts the ordinary value closest to expiry; limiter state only when
+    /// `limiter_too` and no ordinary value is left.
+    fn evict_one(&mut self, limiter_too: bool) -> bool {
+        let classes: &[Class] = if limiter_too {
+            &[Class::Value, Class::Limiter]
+        } else {
+            &[Class::Value]
+        };
+        for class in classes {
+            if let Some((_, victim)) = self.by_expiry[*class as usize].pop_first() {
+                if let Some(entry) = self.entries.remove(&victim) {
+                    self.bytes = self.bytes.saturating_sub(cost(&victim, &entry.value));
+                }
+                return true;
+            }
         }
-    }
-
-    /// Replaces `key`'s value in place, keeping its expiry.
-    fn replace_value(&mut self, key: &str, value: Vec<u8>) {
-        if let Some(entry) = self.entries.get_mut(key) {
-            self.bytes = self
-                .bytes
-                .saturating_sub(cost(key, &entry.value))
-                .saturating_add(cost(key, &value));
-            entry.value = value;
-        }
+        false
     }
 }
 
@@ -167,7 +182,49 @@ impl InProcessStore {
     }
 
     /// Stores `value` under `key` until `expires_at`, evicting the entries
-    /// closest to expiry while the shard is over its entry or byte budget.
+    /// closest to expiry (ordinary values before limiter state) while the
+    /// shard is over its entry or byte budget. Limiter state never evicts
+    /// live limiter state: then it is not stored and this returns false.
+    fn insert_class(
+        &self,
+        shard: &mut Shard,
+        key: &str,
+        value: Vec<u8>,
+        expires_at: Instant,
+        now: Instant,
+        class: Class,
+    ) -> bool {
+        shard.remove(key);
+        shard.sweep(now);
+        let size = cost(key, &value);
+        let over = |shard: &Shard| {
+            shard.entries.len() >= self.per_shard
+                || shard.bytes.saturating_add(size) > self.bytes_per_shard
+        };
+        while over(shard) {
+            if !shard.evict_one(class == Class::Value) {
+                break;
+            }
+        }
+        if over(shard) {
+            return false;
+        }
+        let seq = shard.next_seq;
+        shard.next_seq = shard.next_seq.wrapping_add(1);
+        shard.by_expiry[class as usize].insert((expires_at, seq), key.to_owned());
+        shard.bytes = shard.bytes.saturating_add(size);
+        shard.entries.insert(
+            key.to_owned(),
+            Entry {
+                value,
+                expires_at,
+                seq,
+                class,
+            },
+        );
+        true
+    }
+
     fn insert(
         &self,
         shard: &mut Shard,
@@ -176,25 +233,7 @@ impl InProcessStore {
         expires_at: Instant,
         now: Instant,
     ) {
-        shard.remove(key);
-        shard.sweep(now);
-        let size = cost(key, &value);
-        while (shard.entries.len() >= self.per_shard
-            || shard.bytes.saturating_add(size) > self.bytes_per_shard)
-            && shard.evict_one()
-        {}
-        let seq = shard.next_seq;
-        shard.next_seq = shard.next_seq.wrapping_add(1);
-        shard.by_expiry.insert((expires_at, seq), key.to_owned());
-        shard.bytes = shard.bytes.saturating_add(size);
-        shard.entries.insert(
-            key.to_owned(),
-            Entry {
-                value,
-                expires_at,
-                seq,
-            },
-        );
+        self.insert_class(shard, key, value, expires_at, now, Class::Value);
     }
 
     pub(crate) fn set(&self, key: &str, value: Vec<u8>, ttl: Ttl) {
@@ -218,10 +257,11 @@ impl InProcessStore {
     pub(crate) fn replace_keep_ttl(&self, key: &str, value: Vec<u8>) -> bool {
         let now = Instant::now();
         let mut shard = self.shard(key);
-        if Self::live(&mut shard, key, now).is_none() {
+        let Some(expires_at) = Self::live(&mut shard, key, now).map(|e| e.expires_at) else {
             return false;
-        }
-        shard.replace_value(key, value);
+        };
+        // Through `insert`, so the byte budget holds for the new value too.
+        self.insert(&mut shard, key, value, expires_at, now);
         true
     }
 
@@ -263,7 +303,14 @@ impl InProcessStore {
                     .and_then(|s| s.parse().ok())
                     .ok_or_else(corrupt)?;
                 let next = current.checked_add(by).ok_or_else(corrupt)?;
-                shard.replace_value(key, next.to_string().into_bytes());
+                let expires_at = entry.expires_at;
+                self.insert(
+                    &mut shard,
+                    key,
+                    next.to_string().into_bytes(),
+                    expires_at,
+                    now,
+                );
                 Ok(next)
             }
             None => {
@@ -293,13 +340,24 @@ impl InProcessStore {
             let lifetime =
                 Duration::from_micros(new_tat.saturating_sub(now)).max(Duration::from_millis(1));
             let expires_at = now_instant + lifetime;
-            self.insert(
+            let stored = self.insert_class(
                 &mut shard,
                 key,
                 new_tat.to_string().into_bytes(),
                 expires_at,
                 now_instant,
+                Class::Limiter,
             );
+            if !stored {
+                // Full of live limiter state: refuse (fail closed) rather than
+                // forget another subject's limit.
+                return RateDecision {
+                    allowed: false,
+                    remaining: 0,
+                    retry_after: Duration::from_secs(1),
+                    degraded: true,
+                };
+            }
         }
         decision
     }

@@ -667,6 +667,69 @@ async fn in_process_cache_is_bounded_by_bytes_and_keeps_live_limiter_state() {
         !limiter.check("alice").await.unwrap().allowed,
         "eviction reset a limited subject"
     );
+
+    // A cache full of live limiter state (an attacker's throwaway subjects):
+    // new subjects are refused (fail closed), never by forgetting alice.
+    let tiny = Cache::in_process(KeyPrefix::new("rl2").unwrap(), 32);
+    let limiter = RateLimiter::new(
+        tiny.clone(),
+        "login",
+        RateLimit::new(2, Duration::from_secs(60)).unwrap(),
+        FailMode::Closed,
+    );
+    assert!(limiter.check("alice").await.unwrap().allowed);
+    assert!(limiter.check("alice").await.unwrap().allowed);
+    let mut refused_new = 0;
+    for i in 0..400 {
+        let d = limiter.check(&format!("throwaway-{i}")).await.unwrap();
+        if !d.allowed {
+            assert!(
+                d.degraded,
+                "a fresh subject is refused only for lack of room"
+            );
+            refused_new += 1;
+        }
+    }
+    assert!(refused_new > 0);
+    assert!(
+        !limiter.check("alice").await.unwrap().allowed,
+        "live limiter state was evicted"
+    );
+
+    // Replacing a small value with a large one respects the byte budget too.
+    let replaced = Cache::in_process_bounded(
+        KeyPrefix::new("r").unwrap(),
+        100_000,
+        16 * megabyte,
+        megabyte,
+    );
+    for i in 0..100 {
+        replaced
+            .set_bytes(&format!("k-{i}"), vec![1], secs(60))
+            .await
+            .unwrap();
+    }
+    for i in 0..100 {
+        replaced
+            .replace_json_keep_ttl(&format!("k-{i}"), &"x".repeat(megabyte - 512))
+            .await
+            .unwrap();
+    }
+    let mut big = 0;
+    for i in 0..100 {
+        if replaced
+            .get_bytes(&format!("k-{i}"))
+            .await
+            .unwrap()
+            .is_some_and(|v| v.len() > 1024)
+        {
+            big += 1;
+        }
+    }
+    assert!(
+        big <= 16,
+        "{big} MiB kept under a 16 MiB budget after replaces"
+    );
 }
 
 mod hostile_values {

@@ -116,8 +116,55 @@ struct CachedVerification {
 /// The bcrypt costs a manager accepts.
 pub const BCRYPT_COSTS: std::ops::RangeInclusive<u32> = 4..=14;
 
-/// How long a bcrypt waits for a free slot before `Busy`.
-const BCRYPT_WAIT: Duration = Duration::from_millis(250);
+/// The longest a queued bcrypt waits for a slot before `Busy` (a backstop;
+/// the queue bound refuses first under a flood).
+const BCRYPT_WAIT: Duration = Duration::from_secs(10);
+
+/// A bound on bcrypt work: slots that may run, and how many may queue.
+#[derive(Debug, Clone)]
+struct BcryptGate {
+    slots: Arc<tokio::sync::Semaphore>,
+    waiting: Arc<std::sync::atomic::AtomicUsize>,
+    max_waiting: usize,
+}
+
+/// Counts a waiter for as long as it waits.
+struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+impl BcryptGate {
+    fn new(running: usize, waiting: usize) -> Self {
+        Self {
+            slots: Arc::new(tokio::sync::Semaphore::new(running.max(1))),
+            waiting: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            max_waiting: waiting,
+        }
+    }
+
+    /// A running slot: at once when one is free; queued when the queue has
+    /// room; `Busy` at once when it has none.
+    async fn enter(&self) -> Result<tokio::sync::OwnedSemaphorePermit, KeyError> {
+        if let Ok(permit) = self.slots.clone().try_acquire_owned() {
+            return Ok(permit);
+        }
+        let queued = self
+            .waiting
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        let _waiting = Waiting(&self.waiting);
+        if queued >= self.max_waiting {
+            return Err(KeyError::Busy);
+        }
+        tokio::time::timeout(BCRYPT_WAIT, self.slots.clone().acquire_owned())
+            .await
+            .map_err(|_| KeyError::Busy)?
+            .map_err(|_| KeyError::Busy)
+    }
+}
 
 /// last_used_at is written at most this often per key.
 const LAST_USED_GRANULARITY: chrono::Duration = chrono::Duration::seconds(60);
@@ -146,6 +193,8 @@ const LAST_USED_GRANULARITY: chrono::Duration = chrono::Duration::seconds(60);
 ///   written by one atomic "set unless the marker exists" with only the
 ///   part of its TTL that is left since the row was read, and the marker
 ///   outlives that TTL: a write delayed past the marker finds no time left.
+/// - bcrypt work is bounded (see [`KeyManager::with_bcrypt_limits`]): a
+///   flood gets `Busy` at once instead of an unbounded queue.
 /// - `last_used_at` is written at most once a minute per key.
 #[derive(Debug, Clone)]
 pub struct KeyManager {
@@ -156,8 +205,11 @@ pub struct KeyManager {
     /// The hash an unknown prefix is checked against (so it costs a bcrypt
     /// too): made once, on the blocking pool, at first need.
     dummy_hash: Arc<tokio::sync::OnceCell<String>>,
-    /// Bounds concurrent bcrypt work; beyond it, `Busy` after a short wait.
-    bcrypt_slots: Arc<tokio::sync::Semaphore>,
+    /// Bounds bcrypt work for known prefixes (verify) and key creation.
+    bcrypt_gate: BcryptGate,
+    /// A separate, smaller bound for the dummy bcrypt of unknown prefixes:
+    /// a flood of invented keys cannot starve real ones.
+    dummy_gate: BcryptGate,
     db_timeout: Duration,
     mac_key: CacheMacKey,
     write_delay: Duration,
@@ -209,16 +261,15 @@ impl KeyManager {
                 ),
             });
         }
-        let slots = std::thread::available_parallelism()
-            .map_or(2, std::num::NonZeroUsize::get)
-            .saturating_mul(2);
+        let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
         Ok(Self {
             db,
             cache,
             bcrypt_cost,
             verify_ttl,
             dummy_hash: Arc::new(tokio::sync::OnceCell::new()),
-            bcrypt_slots: Arc::new(tokio::sync::Semaphore::new(slots)),
+            bcrypt_gate: BcryptGate::new(cores * 2, cores * 64),
+            dummy_gate: BcryptGate::new(cores.div_ceil(2), cores * 4),
             db_timeout: Duration::from_secs(5),
             mac_key: CacheMacKey::generate()?,
             write_delay: Duration::ZERO,
@@ -258,16 +309,24 @@ impl KeyManager {
             }))
     }
 
-    /// Runs `work` (a bcrypt) on the blocking pool within the concurrency
-    /// bound: [`KeyError::Busy`] when no slot frees up quickly.
+    /// Bounds bcrypt work: at most `running` at once for known keys (and at
+    /// most `waiting` queued behind them; beyond that, [`KeyError::Busy`] at
+    /// once). Unknown prefixes get their own, smaller bound, so a flood of
+    /// invented keys never delays a real one. Defaults: 2 × cores running,
+    /// 64 × cores waiting (unknown prefixes: cores / 2 and 4 × cores).
+    pub fn with_bcrypt_limits(mut self, running: usize, waiting: usize) -> Self {
+        self.bcrypt_gate = BcryptGate::new(running, waiting);
+        self.dummy_gate = BcryptGate::new(running.div_ceil(4), waiting.div_ceil(16));
+        self
+    }
+
+    /// Runs `work` (a bcrypt) on the blocking pool through `gate`.
     async fn bcrypt<T: Send + 'static>(
         &self,
+        gate: &BcryptGate,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, KeyError> {
-        let permit = tokio::time::timeout(BCRYPT_WAIT, self.bcrypt_slots.clone().acquire_owned())
-            .await
-            .map_err(|_| KeyError::Busy)?
-            .map_err(|_| KeyError::Busy)?;
+        let permit = gate.enter().await?;
         let result = tokio::task::spawn_blocking(move || {
             let out = work();
             drop(permit);
@@ -324,7 +383,7 @@ impl KeyManager {
         let secret = plaintext.secret().to_owned();
         let cost = self.bcrypt_cost;
         let key_hash = self
-            .bcrypt(move || bcrypt::hash(secret, cost))
+            .bcrypt(&self.bcrypt_gate, move || bcrypt::hash(secret, cost))
             .await?
             .map_err(|e| KeyError::Hashing {
                 reason: e.to_string(),
@@ -502,13 +561,13 @@ impl KeyManager {
                     .await?)
             })
             .await?;
-        let hash = match row.as_ref() {
-            Some(r) => r.key_hash.clone(),
-            None => self.dummy_hash().await?,
+        let (hash, gate) = match row.as_ref() {
+            Some(r) => (r.key_hash.clone(), &self.bcrypt_gate),
+            None => (self.dummy_hash().await?, &self.dummy_gate),
         };
         let secret = key.secret().to_owned();
         let matches = self
-            .bcrypt(move || bcrypt::verify(secret, &hash).unwrap_or(false))
+            .bcrypt(gate, move || bcrypt::verify(secret, &hash).unwrap_or(false))
             .await?;
         let row = match row {
             Some(row) if matches => row,

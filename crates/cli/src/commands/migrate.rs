@@ -32,10 +32,13 @@ pub(crate) async fn run(
     } else {
         None
     };
-    let states = migration::run(&storage.db, command).await?;
-    if let Some(inventory) = inventory {
-        record_in_trail(&storage, command, &inventory, &states).await;
+    if let Some(inventory) = &inventory {
+        // Recorded before it runs: a command that drops the trail still
+        // leaves its record wherever the trail survives (a backup, a copy).
+        let before = migration::status(&storage.db).await?;
+        record_in_trail(&storage, command, inventory, &before).await;
     }
+    let states = migration::run(&storage.db, command).await?;
     storage.close().await?;
     if json {
         output::json(&states);
@@ -45,9 +48,8 @@ pub(crate) async fn run(
     Ok(Outcome::Success)
 }
 
-/// Records a destructive migration in the audit trail when the trail exists
-/// after it (a `fresh` starts the new trail with it). Failing to record is
-/// reported, never fatal: the schema change already happened.
+/// Records a destructive migration in the audit trail, before it runs, when
+/// the trail exists. Failing to record is reported, never fatal.
 async fn record_in_trail(
     storage: &Storage,
     command: Command,
@@ -58,7 +60,7 @@ async fn record_in_trail(
         .iter()
         .any(|s| s.applied && s.name.contains("audit_transparency_log"));
     if !trail_exists {
-        output::notice("the audit trail itself was rolled back: nothing left to record this in");
+        output::notice("no audit trail in this database to record this in");
         return;
     }
     let actor = std::env::var("USER")
@@ -70,7 +72,7 @@ async fn record_in_trail(
         "steps": match command { Command::Down(n) => json!(n), _ => json!(null) },
         "database": inventory.database,
         "tables_before": inventory.tables,
-        "applied_after": states.iter().filter(|s| s.applied).count(),
+        "applied_before": states.iter().filter(|s| s.applied).count(),
     });
     let request_id = format!("admin-migrate-{}", uuid::Uuid::now_v7());
     let recorded = async {
