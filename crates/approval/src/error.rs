@@ -60,12 +60,27 @@ pub enum ApprovalError {
         /// The limit that was reached.
         after: std::time::Duration,
     },
+    /// The change's audit event could not be recorded, so the change was
+    /// not made either (they commit together). Check the database.
+    #[error("not recorded in the audit trail, so nothing was changed: {reason}")]
+    AuditTrail {
+        /// What the audit trail reported.
+        reason: String,
+    },
     /// A stored row is unreadable.
     #[error("stored approval is unreadable: {reason}")]
     CorruptRow {
         /// What could not be read.
         reason: String,
     },
+}
+
+impl From<warden_audit::AuditError> for ApprovalError {
+    fn from(e: warden_audit::AuditError) -> Self {
+        Self::AuditTrail {
+            reason: e.to_string(),
+        }
+    }
 }
 
 impl From<sea_orm::DbErr> for ApprovalError {

@@ -25,6 +25,8 @@ use crate::{
 const MAX_ID_LEN: usize = 255;
 const MAX_NOTE_LEN: usize = 4096;
 const MAX_POLICY_VERSION_LEN: usize = 128;
+/// The actor of what the system does on its own (expiry).
+const SYSTEM_ACTOR: &str = "warden";
 
 /// Issues and decides approvals: PostgreSQL (or SQLite) is the truth, the
 /// cache only ever says "still pending".
@@ -69,6 +71,7 @@ pub struct ApprovalManager {
     execution_window: Duration,
     notifiers: Vec<Arc<dyn Notifier>>,
     decisions: Arc<DecisionHub>,
+    redactor: warden_audit::Redactor,
 }
 
 impl std::fmt::Debug for ApprovalManager {
@@ -128,6 +131,7 @@ impl ApprovalManager {
             execution_window: Duration::from_secs(300),
             notifiers: Vec::new(),
             decisions: DecisionHub::new(),
+            redactor: warden_audit::Redactor::default(),
         }
     }
 
@@ -299,24 +303,28 @@ impl ApprovalManager {
         lifetime: chrono::Duration,
         supersede: bool,
     ) -> Result<Result<Inserted, IssueOutcome>, ApprovalError> {
-        let txn = self.db.begin().await?;
+        let txn = begin_write(&self.db).await?;
         let mut superseded = None;
         let now_expr = now_sql(txn.get_database_backend());
         let created_at = db_now(&txn).await?.trunc_subsecs(6);
         model.created_at = created_at;
         model.expires_at = created_at + lifetime;
         // A PENDING row past its expiry no longer blocks a new approval.
-        approval_requests::Entity::update_many()
-            .col_expr(
-                Column::Status,
-                Expr::value(ApprovalStatus::Expired.as_str()),
-            )
-            .col_expr(Column::DecidedAt, Expr::cust(now_expr.clone()))
+        let overdue = approval_requests::Entity::find()
             .filter(Column::RequestId.eq(model.request_id.as_str()))
             .filter(Column::Status.eq(ApprovalStatus::Pending.as_str()))
             .filter(Expr::col(Column::ExpiresAt).lte(Expr::cust(now_expr.clone())))
-            .exec(&txn)
+            .one(&txn)
             .await?;
+        if let Some(overdue) = overdue {
+            self.expire_in(
+                &txn,
+                &overdue,
+                SYSTEM_ACTOR,
+                "not decided before it expired",
+            )
+            .await?;
+        }
         let binding = CallBinding {
             caller_id: model.caller_id.clone(),
             tool_name: model.tool_name.clone(),
@@ -345,22 +353,19 @@ impl ApprovalManager {
                     field: "sanitized_tool_call",
                 });
             }
-            let changed = approval_requests::Entity::update_many()
-                .col_expr(
-                    Column::Status,
-                    Expr::value(ApprovalStatus::Expired.as_str()),
-                )
-                .col_expr(Column::DecidedAt, Expr::cust(now_expr))
-                .col_expr(
-                    Column::Note,
-                    Expr::value("superseded by a reissue (its token was lost)"),
-                )
-                .filter(Column::Id.eq(existing.id))
-                .filter(Column::Status.eq(ApprovalStatus::Pending.as_str()))
-                .exec(&txn)
+            let existing_row = approval_requests::Entity::find_by_id(existing.id)
+                .one(&txn)
                 .await?
-                .rows_affected;
-            if changed != 1 {
+                .ok_or(ApprovalError::NotFound)?;
+            let changed = self
+                .expire_in(
+                    &txn,
+                    &existing_row,
+                    &model.caller_id,
+                    "superseded by a reissue (its token was lost)",
+                )
+                .await?;
+            if !changed {
                 // Decided meanwhile: the decision stands; nothing is replaced.
                 return Err(ApprovalError::AlreadyDecided {
                     status: self
@@ -377,6 +382,22 @@ impl ApprovalManager {
             .await
         {
             Ok(row) => {
+                let event = self.admin_event(
+                    &row,
+                    &row.caller_id,
+                    "approval.issue",
+                    None,
+                    serde_json::json!({
+                        "after": {
+                            "status": row.status,
+                            "tool": row.tool_name,
+                            "risk_labels": row.risk_labels,
+                            "policy_version": row.policy_version,
+                            "expires_at": row.expires_at,
+                        }
+                    }),
+                )?;
+                warden_audit::record_in(&txn, &[event]).await?;
                 txn.commit().await?;
                 Ok(Ok(Inserted { row, superseded }))
             }
@@ -535,9 +556,11 @@ impl ApprovalManager {
                 ApprovalStatus::Approved => Expr::cust(plus_sql(backend, window_ms)),
                 _ => Expr::value(Option::<DateTime<Utc>>::None),
             };
+            // The decision and its audit event commit together, or neither.
             let changed = self
                 .bounded(async {
-                    Ok(approval_requests::Entity::update_many()
+                    let txn = begin_write(&self.db).await?;
+                    let changed = approval_requests::Entity::update_many()
                         .col_expr(Column::Status, Expr::value(status.as_str()))
                         .col_expr(Column::DecidedAt, Expr::cust(now_expr.clone()))
                         .col_expr(Column::ExecuteBy, execute_by)
@@ -546,9 +569,33 @@ impl ApprovalManager {
                         .filter(Column::TokenHash.eq(token_hash.as_str()))
                         .filter(Column::Status.eq(ApprovalStatus::Pending.as_str()))
                         .filter(Expr::col(Column::ExpiresAt).gt(Expr::cust(now_expr.clone())))
-                        .exec(&self.db)
+                        .exec(&txn)
                         .await?
-                        .rows_affected)
+                        .rows_affected;
+                    if changed == 1 {
+                        let row = approval_requests::Entity::find()
+                            .filter(Column::TokenHash.eq(token_hash.as_str()))
+                            .one(&txn)
+                            .await?
+                            .ok_or(ApprovalError::NotFound)?;
+                        let action = match status {
+                            ApprovalStatus::Approved => "approval.approve",
+                            _ => "approval.deny",
+                        };
+                        let event = self.admin_event(
+                            &row,
+                            &approver_id,
+                            action,
+                            note.as_deref(),
+                            serde_json::json!({
+                                "before": {"status": ApprovalStatus::Pending.as_str()},
+                                "after": {"status": row.status, "execute_by": row.execute_by},
+                            }),
+                        )?;
+                        warden_audit::record_in(&txn, &[event]).await?;
+                    }
+                    txn.commit().await?;
+                    Ok(changed)
                 })
                 .await?;
             let RowAt { row, now } = self.read_database(&token_hash).await?;
@@ -589,7 +636,8 @@ impl ApprovalManager {
         let now_expr = now_sql(self.db.get_database_backend());
         let changed = self
             .bounded(async {
-                Ok(approval_requests::Entity::update_many()
+                let txn = begin_write(&self.db).await?;
+                let changed = approval_requests::Entity::update_many()
                     .col_expr(
                         Column::Status,
                         Expr::value(ApprovalStatus::Executed.as_str()),
@@ -602,9 +650,29 @@ impl ApprovalManager {
                     .filter(Column::RawArgsHash.eq(binding.raw_args_hash.to_ascii_lowercase()))
                     .filter(Column::PolicyVersion.eq(binding.policy_version.as_str()))
                     .filter(Expr::col(Column::ExecuteBy).gt(Expr::cust(now_expr.clone())))
-                    .exec(&self.db)
+                    .exec(&txn)
                     .await?
-                    .rows_affected)
+                    .rows_affected;
+                if changed == 1 {
+                    let row = approval_requests::Entity::find()
+                        .filter(Column::TokenHash.eq(token_hash.as_str()))
+                        .one(&txn)
+                        .await?
+                        .ok_or(ApprovalError::NotFound)?;
+                    let event = self.admin_event(
+                        &row,
+                        &binding.caller_id,
+                        "approval.consume",
+                        None,
+                        serde_json::json!({
+                            "before": {"status": ApprovalStatus::Approved.as_str()},
+                            "after": {"status": row.status, "executed_at": row.executed_at},
+                        }),
+                    )?;
+                    warden_audit::record_in(&txn, &[event]).await?;
+                }
+                txn.commit().await?;
+                Ok(changed)
             })
             .await?;
         let RowAt { row, now } = self.read_database(&token_hash).await?;
@@ -689,45 +757,35 @@ impl ApprovalManager {
     }
 
     /// Marks PENDING approvals past their expiry (by the database's clock)
-    /// as EXPIRED, `batch_size` rows per statement; returns how many. Each
-    /// statement is bounded by the database timeout.
+    /// as EXPIRED, `batch_size` per transaction, each with its
+    /// `approval.expire` event; returns how many. Each step is bounded by
+    /// the database timeout.
     #[instrument(skip(self))]
     pub async fn expire_stale(&self, batch_size: u64) -> Result<u64, ApprovalError> {
         let batch_size = batch_size.clamp(1, 10_000);
         let now_expr = now_sql(self.db.get_database_backend());
         let mut total = 0;
         loop {
-            let ids: Vec<Uuid> = self
+            let (found, changed) = self
                 .bounded(async {
-                    Ok(approval_requests::Entity::find()
-                        .select_only()
-                        .column(Column::Id)
+                    let txn = begin_write(&self.db).await?;
+                    let rows = approval_requests::Entity::find()
                         .filter(Column::Status.eq(ApprovalStatus::Pending.as_str()))
                         .filter(Expr::col(Column::ExpiresAt).lte(Expr::cust(now_expr.clone())))
                         .limit(batch_size)
-                        .into_tuple()
-                        .all(&self.db)
-                        .await?)
-                })
-                .await?;
-            if ids.is_empty() {
-                break;
-            }
-            let found = ids.len() as u64;
-            let changed = self
-                .bounded(async {
-                    Ok(approval_requests::Entity::update_many()
-                        .col_expr(
-                            Column::Status,
-                            Expr::value(ApprovalStatus::Expired.as_str()),
-                        )
-                        .col_expr(Column::DecidedAt, Expr::cust(now_expr.clone()))
-                        .filter(Column::Id.is_in(ids))
-                        .filter(Column::Status.eq(ApprovalStatus::Pending.as_str()))
-                        .filter(Expr::col(Column::ExpiresAt).lte(Expr::cust(now_expr.clone())))
-                        .exec(&self.db)
-                        .await?
-                        .rows_affected)
+                        .all(&txn)
+                        .await?;
+                    let mut changed = 0;
+                    for row in &rows {
+                        if self
+                            .expire_in(&txn, row, SYSTEM_ACTOR, "not decided before it expired")
+                            .await?
+                        {
+                            changed += 1;
+                        }
+                    }
+                    txn.commit().await?;
+                    Ok((rows.len() as u64, changed))
                 })
                 .await?;
             total += changed;
@@ -736,6 +794,70 @@ impl ApprovalManager {
             }
         }
         Ok(total)
+    }
+
+    /// Inside `txn`: marks `row` EXPIRED if it is still PENDING, with its
+    /// `approval.expire` event; returns whether it changed.
+    async fn expire_in<C: ConnectionTrait>(
+        &self,
+        txn: &C,
+        row: &approval_requests::Model,
+        actor: &str,
+        note: &str,
+    ) -> Result<bool, ApprovalError> {
+        let now_expr = now_sql(txn.get_database_backend());
+        let changed = approval_requests::Entity::update_many()
+            .col_expr(
+                Column::Status,
+                Expr::value(ApprovalStatus::Expired.as_str()),
+            )
+            .col_expr(Column::DecidedAt, Expr::cust(now_expr))
+            .col_expr(Column::Note, Expr::value(note))
+            .filter(Column::Id.eq(row.id))
+            .filter(Column::Status.eq(ApprovalStatus::Pending.as_str()))
+            .exec(txn)
+            .await?
+            .rows_affected;
+        if changed == 1 {
+            let event = self.admin_event(
+                row,
+                actor,
+                "approval.expire",
+                Some(note),
+                serde_json::json!({
+                    "before": {"status": ApprovalStatus::Pending.as_str()},
+                    "after": {"status": ApprovalStatus::Expired.as_str()},
+                }),
+            )?;
+            warden_audit::record_in(txn, &[event]).await?;
+        }
+        Ok(changed == 1)
+    }
+
+    /// The admin event for `action` on approval `row` by `actor`: linked to
+    /// the held call by its request id and raw-arguments hash.
+    fn admin_event(
+        &self,
+        row: &approval_requests::Model,
+        actor: &str,
+        action: &str,
+        note: Option<&str>,
+        summary: serde_json::Value,
+    ) -> Result<warden_audit::AuditEvent, ApprovalError> {
+        let id = row.id.to_string();
+        Ok(warden_audit::AuditEvent::admin(
+            &warden_audit::AdminAction {
+                actor,
+                action,
+                resource_type: "approval",
+                resource_id: &id,
+                request_id: Some(&row.request_id),
+                args_hash: Some(&row.raw_args_hash),
+                note,
+                summary: &summary,
+            },
+            &self.redactor,
+        )?)
     }
 
     /// The approval with `id` (database), whatever its state.
@@ -799,4 +921,18 @@ fn existing_outcome(row: &approval_requests::Model) -> IssueOutcome {
         status: ApprovalStatus::Pending,
         expires_at: row.expires_at,
     }
+}
+
+/// A write transaction: `BEGIN IMMEDIATE` on SQLite (a deferred one that
+/// reads first fails with "database is locked" instead of waiting when
+/// another writer is active); an ordinary one on PostgreSQL.
+async fn begin_write(
+    db: &DatabaseConnection,
+) -> Result<sea_orm::DatabaseTransaction, sea_orm::DbErr> {
+    db.begin_with_options(sea_orm::TransactionOptions {
+        isolation_level: None,
+        access_mode: None,
+        sqlite_transaction_mode: Some(sea_orm::SqliteTransactionMode::Immediate),
+    })
+    .await
 }

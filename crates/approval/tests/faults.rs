@@ -213,6 +213,18 @@ async fn deciders_in_two_processes_have_exactly_one_winner_per_approval() {
         }
         // 4 approvals x 100 deciders: one winner each, 99 typed refusals each.
         assert_eq!((won, lost), (4, 396), "{backend:?}");
+        // And exactly one decision event per approval in the trail.
+        let decisions = db
+            .strings(
+                "SELECT request_id FROM audit_events WHERE kind = 'admin' \
+                 AND method IN ('approval.approve', 'approval.deny')",
+            )
+            .await;
+        assert_eq!(
+            decisions,
+            ["race-0", "race-1", "race-2", "race-3"],
+            "{backend:?}"
+        );
         // The in-process cache is per process: read the truth through a fresh one.
         let reader = if use_redis {
             manager.clone()

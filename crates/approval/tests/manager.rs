@@ -35,6 +35,8 @@ contract!(
     consume_runs_an_approved_call_once_for_its_exact_binding,
     an_approved_call_not_run_within_its_window_expires,
     reissue_replaces_a_pending_approval_whose_token_was_lost,
+    every_approval_action_records_exactly_one_admin_event,
+    a_decision_whose_event_cannot_be_recorded_is_not_made,
     a_pending_request_gets_no_second_approval,
     concurrent_issues_for_one_request_make_one_approval,
     malformed_and_unknown_tokens_are_not_found,
@@ -612,4 +614,138 @@ async fn invalid_requests_are_refused(f: Fixture) {
             ..
         })
     ));
+}
+
+/// The admin events in the trail, oldest first: (action, actor, request id).
+async fn admin_events(f: &Fixture) -> Vec<(String, String, String)> {
+    // `strings` sorts its rows: lead with the id (UUIDv7, time-ordered as
+    // text and as hex) to keep them in the order they were recorded.
+    let id = if f.redis.is_some() {
+        "id::text"
+    } else {
+        "lower(hex(id))"
+    };
+    f.db.strings(&format!(
+        "SELECT {id} || '|' || method || '|' || caller_id || '|' || request_id \
+         FROM audit_events WHERE kind = 'admin'"
+    ))
+    .await
+    .into_iter()
+    .map(|row| {
+        let mut parts = row.splitn(4, '|').skip(1).map(str::to_owned);
+        (
+            parts.next().unwrap_or_default(),
+            parts.next().unwrap_or_default(),
+            parts.next().unwrap_or_default(),
+        )
+    })
+    .collect()
+}
+
+/// Admin actions in the trail (issue 13): one event per change, with its
+/// actor and the held call's request id; refused actions record none.
+async fn every_approval_action_records_exactly_one_admin_event(f: Fixture) {
+    let held = request("r-story");
+    let token = issued(f.manager.issue(&held).await.unwrap());
+    // A duplicate issue changes nothing and records nothing.
+    f.manager.issue(&held).await.unwrap();
+    f.manager
+        .approve(token.expose(), "alice", Some("ok"))
+        .await
+        .unwrap();
+    assert!(f.manager.deny(token.expose(), "bob", None).await.is_err());
+    f.manager
+        .consume(token.expose(), &held.binding())
+        .await
+        .unwrap();
+    assert!(
+        f.manager
+            .consume(token.expose(), &held.binding())
+            .await
+            .is_err()
+    );
+    let denied = issued(f.manager.issue(&request("r-denied")).await.unwrap());
+    f.manager
+        .deny(denied.expose(), "carol", None)
+        .await
+        .unwrap();
+    let mut short = request("r-late");
+    short.ttl = Some(Duration::from_millis(100));
+    f.manager.issue(&short).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(f.manager.expire_stale(10).await.unwrap(), 1);
+    assert_eq!(f.manager.expire_stale(10).await.unwrap(), 0);
+    let events = admin_events(&f).await;
+    let expected = [
+        ("approval.issue", "agent-7", "r-story"),
+        ("approval.approve", "alice", "r-story"),
+        ("approval.consume", "agent-7", "r-story"),
+        ("approval.issue", "agent-7", "r-denied"),
+        ("approval.deny", "carol", "r-denied"),
+        ("approval.issue", "agent-7", "r-late"),
+        ("approval.expire", "warden", "r-late"),
+    ];
+    let got: Vec<(&str, &str, &str)> = events
+        .iter()
+        .map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str()))
+        .collect();
+    assert_eq!(got, expected);
+    // The events are leaves like any other: integrated, signed, verified.
+    warden_audit::Integrator::new(f.db.db.clone(), warden_audit::IntegratorConfig::default())
+        .integrate_all()
+        .await
+        .unwrap();
+    let verdict = warden_audit::verify(&f.db.db, &warden_audit::VerifyOptions::default())
+        .await
+        .unwrap();
+    assert!(verdict.is_valid(), "{verdict:?}");
+}
+
+/// Atomicity (issue 13): when the decision's audit event cannot be written,
+/// the decision is not made either.
+async fn a_decision_whose_event_cannot_be_recorded_is_not_made(f: Fixture) {
+    let token = issued(f.manager.issue(&request("r-atomic")).await.unwrap());
+    let postgres = f.redis.is_some();
+    if postgres {
+        f.db.execute(
+            "CREATE FUNCTION refuse_admin() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'audit trail unavailable'; END $$",
+        )
+        .await;
+        f.db.execute(
+            "CREATE TRIGGER refuse_admin BEFORE INSERT ON audit_events FOR EACH ROW \
+             WHEN (NEW.kind = 'admin') EXECUTE FUNCTION refuse_admin()",
+        )
+        .await;
+    } else {
+        f.db.execute(
+            "CREATE TRIGGER refuse_admin BEFORE INSERT ON audit_events \
+             WHEN NEW.kind = 'admin' BEGIN SELECT RAISE(ABORT, 'audit trail unavailable'); END",
+        )
+        .await;
+    }
+    let err = f
+        .manager
+        .approve(token.expose(), "alice", None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ApprovalError::AuditTrail { .. }), "{err:?}");
+    assert_eq!(
+        f.manager.check(token.expose()).await.unwrap().status,
+        ApprovalStatus::Pending,
+        "the decision was stored without its event"
+    );
+    assert!(f.manager.issue(&request("r-atomic-2")).await.is_err());
+    f.db.execute(if postgres {
+        "DROP TRIGGER refuse_admin ON audit_events"
+    } else {
+        "DROP TRIGGER refuse_admin"
+    })
+    .await;
+    f.manager
+        .approve(token.expose(), "alice", None)
+        .await
+        .unwrap();
+    let actions: Vec<String> = admin_events(&f).await.into_iter().map(|e| e.0).collect();
+    assert_eq!(actions, ["approval.issue", "approval.approve"]);
 }

@@ -213,7 +213,81 @@ fn free_text(value: &str) -> String {
     }
 }
 
+/// An administrative action, as [`AuditEvent::admin`] records it: who did
+/// what to which resource, and a summary of what changed. The summary is
+/// redacted like tool arguments; never put a key, token, password or a hash
+/// of a secret in it.
+#[derive(Clone, Copy)]
+pub struct AdminAction<'a> {
+    /// Who acted: an operator, an approver id, or the caller on whose
+    /// behalf the gateway acted (`warden` for the system itself).
+    pub actor: &'a str,
+    /// A stable dotted name: `key.create`, `key.revoke`, `approval.issue`,
+    /// `approval.approve`, `approval.deny`, `approval.expire`,
+    /// `approval.consume`, `policy.load`, `schema.migrate`, …
+    pub action: &'a str,
+    /// The kind of resource acted on: `api_key`, `approval`, `policy`, …
+    pub resource_type: &'a str,
+    /// The resource's id (a key's caller id, an approval's id, …).
+    pub resource_id: &'a str,
+    /// The tool call this action belongs to, when there is one (an
+    /// approval's request id): `warden audit show <request_id>` then prints
+    /// the whole story in order. Defaults to `<resource_type>:<resource_id>`.
+    pub request_id: Option<&'a str>,
+    /// The raw-arguments hash of that tool call, linking the action to it.
+    pub args_hash: Option<&'a str>,
+    /// The decider's note or the reason.
+    pub note: Option<&'a str>,
+    /// What changed, e.g. `{"before": {...}, "after": {...}}` (redacted).
+    pub summary: &'a Value,
+}
+
 impl AuditEvent {
+    /// The event recording a successful administrative action (refused
+    /// actions record none). Stored as kind `admin`: `caller_id` is the
+    /// actor, `method` the action, `tool_name` the resource type; the
+    /// resource id and the summary are in `sanitized_args`.
+    pub fn admin(action: &AdminAction<'_>, redactor: &Redactor) -> Result<Self, AuditError> {
+        let details = serde_json::json!({
+            "resource": {"type": action.resource_type, "id": action.resource_id},
+            "outcome": "success",
+            "change": action.summary,
+        });
+        let raw_args_hash = match action.args_hash {
+            Some(h) if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                h.to_ascii_lowercase()
+            }
+            Some(_) => {
+                return Err(AuditError::InvalidField {
+                    field: "args_hash",
+                    reason: "must be 64 hex characters".into(),
+                });
+            }
+            None => canonical::canonical_hash(&details)?,
+        };
+        let redacted = redactor.redact(&details)?;
+        let default_request = format!("{}:{}", action.resource_type, action.resource_id);
+        Ok(Self {
+            id: Uuid::now_v7(),
+            request_id: identifier("request_id", action.request_id.unwrap_or(&default_request))?,
+            timestamp: Utc::now().trunc_subsecs(6),
+            caller_id: identifier("actor", action.actor)?,
+            api_key_id: None,
+            method: identifier("action", action.action)?,
+            tool_name: Some(identifier("resource_type", action.resource_type)?),
+            decision: Decision::Allow,
+            reason: action.note.map(free_text),
+            raw_args_hash,
+            sanitized_args: redacted.value,
+            redaction_flags: redacted.flags,
+            risk_labels: Vec::new(),
+            status_code: None,
+            latency_ms: None,
+            kind: EventKind::Admin,
+            inclusion: None,
+        })
+    }
+
     /// Builds the event for `call`: hashes the raw arguments, redacts them
     /// with `redactor`, validates every field.
     ///

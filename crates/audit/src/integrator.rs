@@ -504,7 +504,12 @@ impl Integrator {
                 refuse("already a leaf");
                 continue;
             }
-            if row.kind != EventKind::ToolCall.as_str() {
+            // Only `prune` itself writes prune leaves; writers queue tool
+            // calls and admin actions.
+            if !matches!(
+                EventKind::parse(&row.kind),
+                Some(EventKind::ToolCall | EventKind::Admin)
+            ) {
                 refuse("reserved kind");
                 continue;
             }

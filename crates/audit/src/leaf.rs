@@ -50,6 +50,10 @@ pub enum EventKind {
     /// A retention act: event rows of a range of leaves were deleted. Only
     /// [`crate::prune`] writes these.
     Prune,
+    /// An administrative action (a key created or revoked, an approval
+    /// issued or decided, …), written in the same transaction as the change
+    /// it records (see [`crate::AdminAction`]).
+    Admin,
 }
 
 impl EventKind {
@@ -58,6 +62,7 @@ impl EventKind {
         match self {
             Self::ToolCall => "tool_call",
             Self::Prune => "prune",
+            Self::Admin => "admin",
         }
     }
 
@@ -66,6 +71,7 @@ impl EventKind {
         match s {
             "tool_call" => Some(Self::ToolCall),
             "prune" => Some(Self::Prune),
+            "admin" => Some(Self::Admin),
             _ => None,
         }
     }

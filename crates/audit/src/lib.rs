@@ -70,7 +70,7 @@ pub use checkpoint::{
     SignedCheckpoint,
 };
 pub use error::AuditError;
-pub use event::{AuditEvent, Decision, Inclusion, RawArgs, ToolCall};
+pub use event::{AdminAction, AuditEvent, Decision, Inclusion, RawArgs, ToolCall};
 pub use integrator::{IntegrationReport, Integrator, IntegratorConfig, backlog};
 pub use leaf::{EventKind, StoredEvent, TreeHash, hash_hex, parse_hash_hex};
 pub use logger::{AuditLogger, AuditLoggerConfig, AuditLoggerStats, FlushReport};
@@ -83,6 +83,6 @@ pub use query::{AuditFilter, AuditPage, AuditQuery, Cursor, MAX_LIMIT};
 pub use redact::{REDACTED, Redacted, RedactionFlag, Redactor};
 pub use retention::{PruneReport, export, prune};
 pub use spill::SpillMacKey;
-pub use store::{AppendOutcome, append};
+pub use store::{AppendOutcome, append, record_in};
 pub use tree::MAX_TREE_SIZE;
 pub use verify::{BreakKind, ChainBreak, Verification, VerifyOptions, verify};

@@ -28,6 +28,12 @@ pub struct AuditFilter {
     pub since: Option<DateTime<Utc>>,
     /// Only events before this instant.
     pub until: Option<DateTime<Utc>>,
+    /// Only events of this kind (tool calls, admin actions, prunes).
+    pub kind: Option<crate::EventKind>,
+    /// Only events with this method / admin action (e.g. `key.revoke`).
+    pub action: Option<String>,
+    /// Only events on this tool / resource type (e.g. `approval`).
+    pub resource_type: Option<String>,
 }
 
 /// An opaque position in a newest-first listing; pass it back to get the
@@ -250,6 +256,15 @@ impl AuditQuery {
         }
         if let Some(decision) = filter.decision {
             select = select.filter(audit_events::Column::Decision.eq(decision.as_str()));
+        }
+        if let Some(kind) = filter.kind {
+            select = select.filter(audit_events::Column::Kind.eq(kind.as_str()));
+        }
+        if let Some(action) = &filter.action {
+            select = select.filter(audit_events::Column::Method.eq(action.as_str()));
+        }
+        if let Some(resource) = &filter.resource_type {
+            select = select.filter(audit_events::Column::ToolName.eq(resource.as_str()));
         }
         if let Some(since) = filter.since {
             select = select.filter(audit_events::Column::Timestamp.gte(since));

@@ -93,7 +93,7 @@ async fn prune_batch(
         .query_one_raw(Statement::from_string(
             txn.get_database_backend(),
             "SELECT MIN(l.leaf_index) AS start FROM audit_leaves l JOIN audit_events e ON e.id = l.event_id \
-             WHERE e.kind = 'tool_call'",
+             WHERE e.kind <> 'prune'",
         ))
         .await?
         .map(|r| r.try_get::<Option<i64>>("", "start"))

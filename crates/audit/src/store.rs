@@ -163,6 +163,21 @@ async fn append_in_transaction(
     Ok(outcome)
 }
 
+/// Records `events` inside the caller's transaction (any backend): they
+/// exist if and only if the transaction commits — the way to record an
+/// administrative action atomically with the change it describes.
+#[instrument(skip_all, fields(events = events.len()))]
+pub async fn record_in<C: ConnectionTrait>(
+    txn: &C,
+    events: &[AuditEvent],
+) -> Result<(), AuditError> {
+    let rows = events
+        .iter()
+        .map(AuditEvent::to_model)
+        .collect::<Result<Vec<_>, _>>()?;
+    insert_rows(txn, rows).await
+}
+
 /// Inserts rows and queues them, inside the caller's transaction (any backend).
 pub(crate) async fn insert_rows<C: ConnectionTrait>(
     txn: &C,

@@ -182,6 +182,7 @@ async fn keys(b: &Bench, r: &mut Runner) -> anyhow::Result<()> {
     let keys = b.storage.key_manager()?;
     let created = keys
         .create(&NewKey {
+            actor: "tester",
             caller_id: "bench-agent",
             role: "developer",
             trust_level: 2,

@@ -35,6 +35,16 @@ pub(crate) fn error(error: &dyn std::fmt::Display) {
     err(&format!("warden: {error:#}"));
 }
 
+/// Who an operator action is recorded as: `--actor`, else the OS user name,
+/// else `operator`.
+pub(crate) fn actor(flag: Option<String>) -> String {
+    flag.or_else(|| std::env::var("USER").ok())
+        .or_else(|| std::env::var("USERNAME").ok())
+        .map(|a| a.trim().to_owned())
+        .filter(|a| !a.is_empty())
+        .unwrap_or_else(|| "operator".into())
+}
+
 /// A notice for the operator, on standard error (stdout stays parseable).
 pub(crate) fn notice(text: &str) {
     err(text);

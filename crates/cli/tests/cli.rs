@@ -203,6 +203,13 @@ async fn keys_seed_and_revocation_end_to_end() {
             .find(|l| l.starts_with("wdn_"))
             .expect("plaintext printed once")
             .to_owned();
+        let loaded = ok(&env.run(&["audit", "tail", "--action", "policy.load"]));
+        assert!(
+            loaded.contains("policy:") && loaded.lines().count() == 2,
+            "one policy.load event: {loaded}"
+        );
+        let history = ok(&env.run(&["keys", "show", "dev-agent"]));
+        assert!(history.contains("key.create"), "{history}");
         assert!(
             ok(&env.run(&["seed"])).contains("already exists"),
             "{backend:?}"
@@ -332,14 +339,31 @@ async fn demo_audit_and_approvals_end_to_end() {
         failed(&env.run(&["audit", "show", "no-such-request"]), 1);
 
         let verified = ok(&env.run(&["audit", "verify"]));
+        // The 6 tool calls plus the admin actions (key creations, the
+        // policy load, the approval's issue and decision), all leaves.
         assert!(
-            verified.starts_with("PASS  6 leaves (6 rows recomputed, 0 pruned)")
+            verified.starts_with("PASS  ")
+                && verified.contains("0 pruned")
                 && verified.contains("signatures checked"),
             "{verified}"
         );
+        let admin = ok(&env.run(&["audit", "tail", "--kind", "admin", "--json"]));
+        let admin: serde_json::Value = serde_json::from_str(&admin).unwrap();
+        let actions: Vec<&str> = admin
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["method"].as_str().unwrap())
+            .collect();
+        for action in ["key.create", "approval.issue", "approval.approve"] {
+            assert!(actions.contains(&action), "{action} missing: {actions:?}");
+        }
         // A checkpoint kept outside, a proof handed to an auditor.
         let old_note = ok(&env.run(&["audit", "checkpoint"]));
-        assert!(old_note.starts_with("cli.test/audit\n6\n"), "{old_note}");
+        assert!(
+            old_note.starts_with("cli.test/audit\n10\n"),
+            "6 calls + 4 admin events: {old_note}"
+        );
         let file = |name: &str| env.dir.path().join(name).display().to_string();
         std::fs::write(file("old.cp"), &old_note).unwrap();
         let verified = ok(&env.run(&["audit", "verify", "--checkpoint", &file("old.cp")]));
@@ -418,7 +442,7 @@ async fn demo_audit_and_approvals_end_to_end() {
             &env.public_key,
         ]));
         assert!(
-            pass.contains("PASS  the 12-leaf tree extends the 6-leaf tree"),
+            pass.contains("PASS  the 20-leaf tree extends the 10-leaf tree"),
             "{pass}"
         );
         let rollback = env.run(&[
@@ -438,7 +462,7 @@ async fn demo_audit_and_approvals_end_to_end() {
             stdout(&rollback)
         );
         let integrated = ok(&env.run(&["audit", "integrate"]));
-        assert!(integrated.contains("tree size 12"), "{integrated}");
+        assert!(integrated.contains("tree size 20"), "{integrated}");
         // Published outside the database, the checkpoint becomes verify's reference.
         let mut demo = env.cmd(&["demo"]);
         demo.env("AUDIT_CHECKPOINT_PUBLISH", file("published.cp"));
@@ -458,13 +482,13 @@ async fn demo_audit_and_approvals_end_to_end() {
         let verified = ok(&verify.output().unwrap());
         assert!(
             verified.starts_with("against the published checkpoint")
-                && verified.contains("PASS  18 leaves"),
+                && verified.contains("PASS  30 leaves"),
             "{verified}"
         );
         let pruned = ok(&env.run(&["audit", "prune", "--before", "2000-01-01T00:00:00Z"]));
         assert!(pruned.contains("pruned 0 rows"), "{pruned}");
         let exported = ok(&env.run(&["audit", "export"]));
-        assert_eq!(exported.lines().count(), 18, "{exported}");
+        assert_eq!(exported.lines().count(), 30, "{exported}");
         failed(
             &env.run(&["audit", "verify", "--checkpoint", "nonsense"]),
             1,

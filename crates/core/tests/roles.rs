@@ -91,6 +91,7 @@ async fn the_gateway_role_runs_the_gateway_and_cannot_rewrite_the_trail() {
         .key_manager()
         .unwrap()
         .create(&NewKey {
+            actor: "tester",
             caller_id: "agent",
             role: "developer",
             trust_level: 2,
@@ -151,7 +152,9 @@ async fn the_gateway_role_runs_the_gateway_and_cannot_rewrite_the_trail() {
         .integrate_all()
         .await
         .unwrap();
-    assert_eq!(integrated.tree_size, 3);
+    // 3 tool-call events + 4 admin events (key.create, approval.issue,
+    // approval.approve, approval.consume) recorded with their changes.
+    assert_eq!(integrated.tree_size, 7);
 
     for (what, sql) in [
         (
@@ -203,5 +206,5 @@ async fn the_gateway_role_runs_the_gateway_and_cannot_rewrite_the_trail() {
         .unwrap()
         .try_get("", "n")
         .unwrap();
-    assert_eq!(rows, 3, "nothing was lost");
+    assert_eq!(rows, 7, "nothing was lost");
 }

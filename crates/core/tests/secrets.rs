@@ -112,6 +112,7 @@ async fn the_demo_flow_leaks_no_secret_anywhere() {
         let keys = storage.key_manager().unwrap();
         let created = keys
             .create(&NewKey {
+                actor: "tester",
                 caller_id: "agent",
                 role: "developer",
                 trust_level: 2,
@@ -204,7 +205,7 @@ async fn the_demo_flow_leaks_no_secret_anywhere() {
         let _ = approvals.deny(token.expose(), "mallory", None).await;
         let _ = approvals.check("not-a-token").await;
         let _ = keys.verify(&format!("{plain}x")).await;
-        keys.revoke("agent").await.unwrap();
+        keys.revoke("agent", "tester").await.unwrap();
         let _ = keys.verify(&plain).await;
 
         let mut cached = String::new();

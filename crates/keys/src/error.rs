@@ -67,6 +67,13 @@ pub enum KeyError {
     /// of queueing. Retry after a short pause.
     #[error("key verification is busy: too many bcrypt computations in flight; retry shortly")]
     Busy,
+    /// The change's audit event could not be recorded, so the change was
+    /// not made either (they commit together).
+    #[error("not recorded in the audit trail, so nothing was changed: {reason}")]
+    AuditTrail {
+        /// What the audit trail reported.
+        reason: String,
+    },
     /// Hashing failed.
     #[error("bcrypt failed: {reason}")]
     Hashing {

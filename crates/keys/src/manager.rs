@@ -7,7 +7,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, DatabaseConnection, EntityTrait, QueryFilter,
-    QueryOrder, Set, SqlErr,
+    QueryOrder, Set, SqlErr, TransactionTrait,
 };
 use serde::{Deserialize, Serialize};
 use tracing::{debug, instrument, warn};
@@ -91,6 +91,9 @@ pub struct CreatedKey {
 /// What to create.
 #[derive(Debug, Clone)]
 pub struct NewKey<'a> {
+    /// Who creates it (an operator's name, `seed`, …): recorded in the
+    /// `key.create` audit event.
+    pub actor: &'a str,
     /// The caller (one key per caller).
     pub caller_id: &'a str,
     /// Role name.
@@ -402,11 +405,34 @@ impl KeyManager {
             revoked_at: Set(None),
             expires_at: Set(new.expires_at.map(|t| t.trunc_subsecs(6))),
         };
-        let inserted = tokio::time::timeout(self.db_timeout, row.insert(&self.db))
-            .await
-            .map_err(|_| KeyError::Timeout {
-                after: self.db_timeout,
-            })?;
+        let actor = field("actor", new.actor, 255)?;
+        // The key and its `key.create` event commit together, or neither.
+        let inserted = tokio::time::timeout(self.db_timeout, async {
+            let txn = begin_write(&self.db).await?;
+            let stored = row.insert(&txn).await?;
+            let event = key_event(
+                &stored,
+                &actor,
+                "key.create",
+                serde_json::json!({"after": {
+                    "key_id": stored.id,
+                    "role": stored.role,
+                    "trust_level": stored.trust_level,
+                    "environment": stored.environment,
+                    "expires_at": stored.expires_at,
+                }}),
+            )
+            .map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?;
+            warden_audit::record_in(&txn, &[event])
+                .await
+                .map_err(|e| sea_orm::DbErr::Custom(format!("audit trail: {e}")))?;
+            txn.commit().await?;
+            Ok::<_, sea_orm::DbErr>(stored)
+        })
+        .await
+        .map_err(|_| KeyError::Timeout {
+            after: self.db_timeout,
+        })?;
         let stored = match inserted {
             Ok(stored) => stored,
             Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
@@ -600,7 +626,12 @@ impl KeyManager {
 
     /// Revokes the caller's key: at once, in every process sharing the cache.
     #[instrument(skip(self))]
-    pub async fn revoke(&self, caller_id: &str) -> Result<KeyInfo, KeyError> {
+    ///
+    /// `actor` (who revokes) is recorded in the `key.revoke` audit event,
+    /// written in the same transaction as the revocation. Revoking a key
+    /// that is already revoked changes nothing and records nothing.
+    pub async fn revoke(&self, caller_id: &str, actor: &str) -> Result<KeyInfo, KeyError> {
+        let actor = field("actor", actor, 255)?;
         let row = self
             .bounded(async {
                 Ok(api_keys::Entity::find()
@@ -614,13 +645,33 @@ impl KeyManager {
             })?;
         let now = Utc::now().trunc_subsecs(6);
         self.bounded(async {
-            Ok(api_keys::Entity::update_many()
+            let txn = begin_write(&self.db).await?;
+            let changed = api_keys::Entity::update_many()
                 .col_expr(Column::IsActive, Expr::value(false))
                 .col_expr(Column::RevokedAt, Expr::value(now))
                 .filter(Column::Id.eq(row.id))
                 .filter(Column::RevokedAt.is_null())
-                .exec(&self.db)
-                .await?)
+                .exec(&txn)
+                .await?
+                .rows_affected;
+            if changed == 1 {
+                let event = key_event(
+                    &row,
+                    &actor,
+                    "key.revoke",
+                    serde_json::json!({
+                        "before": {"is_active": row.is_active},
+                        "after": {"is_active": false, "revoked_at": now},
+                    }),
+                )?;
+                warden_audit::record_in(&txn, &[event]).await.map_err(|e| {
+                    KeyError::AuditTrail {
+                        reason: e.to_string(),
+                    }
+                })?;
+            }
+            txn.commit().await?;
+            Ok(())
         })
         .await?;
         // The marker outlives any verification cached before it was written.
@@ -701,4 +752,44 @@ fn usable(row: api_keys::Model, now: DateTime<Utc>) -> Result<VerifiedKey, KeyEr
         environment: row.environment,
         expires_at: row.expires_at,
     })
+}
+
+/// The admin event for `action` on the key in `row`, by `actor`. Never holds
+/// the key, its hash or its prefix.
+fn key_event(
+    row: &api_keys::Model,
+    actor: &str,
+    action: &str,
+    summary: serde_json::Value,
+) -> Result<warden_audit::AuditEvent, KeyError> {
+    warden_audit::AuditEvent::admin(
+        &warden_audit::AdminAction {
+            actor,
+            action,
+            resource_type: "api_key",
+            resource_id: &row.caller_id,
+            request_id: None,
+            args_hash: None,
+            note: None,
+            summary: &summary,
+        },
+        &warden_audit::Redactor::default(),
+    )
+    .map_err(|e| KeyError::AuditTrail {
+        reason: e.to_string(),
+    })
+}
+
+/// A write transaction: `BEGIN IMMEDIATE` on SQLite (a deferred one that
+/// reads first fails with "database is locked" instead of waiting when
+/// another writer is active); an ordinary one on PostgreSQL.
+async fn begin_write(
+    db: &DatabaseConnection,
+) -> Result<sea_orm::DatabaseTransaction, sea_orm::DbErr> {
+    db.begin_with_options(sea_orm::TransactionOptions {
+        isolation_level: None,
+        access_mode: None,
+        sqlite_transaction_mode: Some(sea_orm::SqliteTransactionMode::Immediate),
+    })
+    .await
 }

@@ -63,6 +63,7 @@ async fn sqlite_in_process() -> Fixture {
 
 fn new_key(caller: &str) -> NewKey<'_> {
     NewKey {
+        actor: "test-operator",
         caller_id: caller,
         role: "developer",
         trust_level: 2,
@@ -97,7 +98,54 @@ contract!(
     a_saved_sealed_entry_written_back_cannot_resurrect_a_revoked_key,
     a_wrong_secret_learns_nothing_about_revocation,
     an_unauthenticated_flood_is_bounded_and_refused_quickly,
+    key_changes_are_recorded_once_with_their_actor,
 );
+
+/// Admin actions in the trail (issue 13): `key.create` and `key.revoke`, each
+/// once, with the actor, atomically with the change, never with key material.
+async fn key_changes_are_recorded_once_with_their_actor(f: Fixture) {
+    let created = f
+        .keys
+        .create(&NewKey {
+            actor: "alice",
+            ..new_key("audited")
+        })
+        .await
+        .unwrap();
+    f.keys.revoke("audited", "bob").await.unwrap();
+    f.keys.revoke("audited", "bob").await.unwrap();
+    assert!(f.keys.revoke("nobody", "bob").await.is_err());
+    let mut events =
+        f.db.strings(
+            "SELECT method || ' by ' || caller_id || ' on ' || request_id FROM audit_events \
+             WHERE kind = 'admin'",
+        )
+        .await;
+    events.sort();
+    assert_eq!(
+        events,
+        [
+            "key.create by alice on api_key:audited",
+            "key.revoke by bob on api_key:audited"
+        ]
+    );
+    let stored =
+        f.db.strings("SELECT CAST(sanitized_args AS TEXT) FROM audit_events WHERE kind = 'admin'")
+            .await
+            .join(" ");
+    let hash = f.db.strings("SELECT key_hash FROM api_keys").await.join("");
+    for secret in [
+        created.plaintext.expose(),
+        created.plaintext.prefix(),
+        hash.as_str(),
+    ] {
+        assert!(!stored.contains(secret), "key material in an admin event");
+    }
+    // A create whose event cannot be written creates no key.
+    f.db.execute("DROP TABLE audit_pending").await;
+    assert!(f.keys.create(&new_key("unrecorded")).await.is_err());
+    assert!(f.keys.find_by_caller("unrecorded").await.unwrap().is_none());
+}
 
 /// Operator safety, item 8: with a real prefix and a bogus secret, the
 /// answer is the same before and after a revoke.
@@ -112,7 +160,7 @@ async fn a_wrong_secret_learns_nothing_about_revocation(f: Fixture) {
         f.keys.verify(&bogus).await,
         Err(KeyError::Invalid)
     ));
-    f.keys.revoke("probed").await.unwrap();
+    f.keys.revoke("probed", "test-operator").await.unwrap();
     assert!(matches!(
         f.keys.verify(&bogus).await,
         Err(KeyError::Invalid)
@@ -190,7 +238,7 @@ async fn a_saved_sealed_entry_written_back_cannot_resurrect_a_revoked_key(f: Fix
     keys.verify(created.plaintext.expose()).await.unwrap();
     let entry = entry_key(&created.plaintext);
     let saved = f.cache.get_bytes(&entry).await.unwrap().expect("cached");
-    keys.revoke("saved").await.unwrap();
+    keys.revoke("saved", "test-operator").await.unwrap();
     tokio::time::sleep(Duration::from_millis(1_200)).await;
     let marker = format!("apikey:{{{}}}:revoked", created.plaintext.prefix());
     f.cache.delete(&marker).await.unwrap();
@@ -302,7 +350,7 @@ async fn revocation_reaches_a_process_with_its_own_in_process_cache(f: Fixture) 
         Ttl::from_secs(3_600).unwrap(),
     )
     .unwrap();
-    cli.revoke("agent-1").await.unwrap();
+    cli.revoke("agent-1", "test-operator").await.unwrap();
     assert!(matches!(
         gateway.verify(&plain).await,
         Err(KeyError::Revoked)
@@ -327,7 +375,7 @@ async fn a_late_cache_write_cannot_resurrect_a_revoked_key(f: Fixture) {
         let checker = KeyManager::new(f.db.db.clone(), f.cache.clone(), 4, ttl)
             .unwrap()
             .with_cache_mac_key(mac_key());
-        checker.revoke(caller).await.unwrap();
+        checker.revoke(caller, "test-operator").await.unwrap();
         // The verify that was already past the database may succeed once.
         in_flight.await.unwrap().unwrap();
         assert_eq!(
@@ -429,7 +477,7 @@ async fn revocation_takes_effect_at_once_even_when_cached(f: Fixture) {
     )
     .unwrap();
     other_instance.verify(&plain).await.unwrap();
-    let info = f.keys.revoke("agent-1").await.unwrap();
+    let info = f.keys.revoke("agent-1", "test-operator").await.unwrap();
     assert!(!info.is_active && info.revoked_at.is_some());
     assert!(matches!(
         f.keys.verify(&plain).await,
@@ -440,7 +488,7 @@ async fn revocation_takes_effect_at_once_even_when_cached(f: Fixture) {
         Err(KeyError::Revoked)
     ));
     assert!(matches!(
-        f.keys.revoke("nobody").await,
+        f.keys.revoke("nobody", "test-operator").await,
         Err(KeyError::NotFound { .. })
     ));
 }

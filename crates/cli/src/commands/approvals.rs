@@ -89,13 +89,38 @@ pub(crate) async fn run(settings: &Settings, cmd: Approvals) -> anyhow::Result<O
         }
         Approvals::Show { id, json } => {
             let a = approvals.get(id).await?;
+            // The approval's events in the audit trail (issue, decision, use).
+            let id_text = id.to_string();
+            let events: Vec<_> = storage
+                .audit_query()
+                .list_by_request_id(&a.request_id)
+                .await?
+                .into_iter()
+                .filter(|e| {
+                    e.kind() == warden_audit::EventKind::Admin
+                        && e.sanitized_args()["resource"]["id"] == id_text.as_str()
+                })
+                .collect();
             if json {
-                output::json(&a);
+                output::json(&serde_json::json!({"approval": a, "events": events}));
             } else {
                 output::table(&HEADERS, &rows(std::slice::from_ref(&a)));
                 output::line(&format!("tool call:     {}", a.tool_call));
                 output::line(&format!("raw args hash: {}", a.raw_args_hash));
                 output::line(&format!("risk labels:   {}", a.risk_labels.join(", ")));
+                output::line("audit trail:");
+                for e in &events {
+                    let signed = e.inclusion().and_then(|i| i.checkpoint_size).map_or_else(
+                        || "not yet in a checkpoint".to_owned(),
+                        |s| format!("in the signed checkpoint of {s} leaves"),
+                    );
+                    output::line(&format!(
+                        "  {}  {:<18} by {:<16} {signed}",
+                        output::time(e.timestamp()),
+                        e.method(),
+                        e.caller_id()
+                    ));
+                }
             }
             Outcome::Success
         }

@@ -16,11 +16,24 @@ pub(crate) enum Audit {
         /// How many.
         #[arg(long, short = 'n', default_value_t = 20)]
         limit: u64,
+        /// Only this kind: tool_call, admin or prune.
+        #[arg(long)]
+        kind: Option<String>,
+        /// Only this actor / caller.
+        #[arg(long)]
+        actor: Option<String>,
+        /// Only this action / method (e.g. key.revoke, approval.approve).
+        #[arg(long)]
+        action: Option<String>,
+        /// Only this resource type / tool (e.g. api_key, approval).
+        #[arg(long)]
+        resource: Option<String>,
         /// Print machine-readable JSON.
         #[arg(long)]
         json: bool,
     },
-    /// One event, by the gateway's request id.
+    /// Every event of one request id, in order: a held call's tool-call
+    /// events and its approval's admin events tell the whole story.
     Show {
         /// The request id.
         request_id: String,
@@ -258,8 +271,30 @@ pub(crate) async fn run(settings: &Settings, cmd: Audit) -> anyhow::Result<Outco
     let storage = super::connect_migrated(settings).await?;
     let query = storage.audit_query();
     let outcome = match cmd {
-        Audit::Tail { limit, json } => {
-            let events = query.list_recent(limit).await?;
+        Audit::Tail {
+            limit,
+            kind,
+            actor,
+            action,
+            resource,
+            json,
+        } => {
+            let kind = match kind.as_deref().map(warden_audit::EventKind::parse) {
+                Some(None) => {
+                    output::error(&"--kind must be tool_call, admin or prune");
+                    return Ok(Outcome::Failed);
+                }
+                Some(kind) => kind,
+                None => None,
+            };
+            let filter = warden_audit::AuditFilter {
+                caller_id: actor,
+                kind,
+                action,
+                resource_type: resource,
+                ..warden_audit::AuditFilter::default()
+            };
+            let events = query.page(&filter, None, limit).await?.events;
             if json {
                 output::json(&events);
             } else {

@@ -107,6 +107,7 @@ pub(crate) async fn run(settings: &Settings, args: Args) -> anyhow::Result<Outco
     );
     let created = keys
         .create(&NewKey {
+            actor: "demo",
             caller_id: &caller,
             role: "developer",
             trust_level: 2,

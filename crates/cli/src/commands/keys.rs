@@ -23,6 +23,9 @@ pub(crate) enum Keys {
         /// Days until the key expires, 1 to 3650 (default: never).
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=3650))]
         expires_in_days: Option<u32>,
+        /// Who creates it, for the audit trail (default: the OS user name).
+        #[arg(long)]
+        actor: Option<String>,
         /// Print machine-readable JSON.
         #[arg(long)]
         json: bool,
@@ -37,6 +40,17 @@ pub(crate) enum Keys {
     Revoke {
         /// The caller whose key to revoke.
         caller: String,
+        /// Who revokes it, for the audit trail (default: the OS user name).
+        #[arg(long)]
+        actor: Option<String>,
+    },
+    /// A caller's key and its history from the audit trail.
+    Show {
+        /// The caller.
+        caller: String,
+        /// Print machine-readable JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Verify a key read from standard input; exit 1 if it is refused.
     Verify {
@@ -88,6 +102,7 @@ pub(crate) async fn run(settings: &Settings, cmd: Keys) -> anyhow::Result<Outcom
             trust_level,
             environment,
             expires_in_days,
+            actor,
             json,
         } => {
             super::seed::load_policy(settings)?.check(&role, trust_level)?;
@@ -95,8 +110,10 @@ pub(crate) async fn run(settings: &Settings, cmd: Keys) -> anyhow::Result<Outcom
                 environment.unwrap_or_else(|| settings.environment.as_str().to_owned());
             let expires_at =
                 expires_in_days.map(|d| chrono::Utc::now() + chrono::Duration::days(i64::from(d)));
+            let actor = output::actor(actor);
             let created = keys
                 .create(&NewKey {
+                    actor: &actor,
                     caller_id: &caller,
                     role: &role,
                     trust_level,
@@ -125,8 +142,38 @@ pub(crate) async fn run(settings: &Settings, cmd: Keys) -> anyhow::Result<Outcom
             }
             Outcome::Success
         }
-        Keys::Revoke { caller } => {
-            let info = keys.revoke(&caller).await?;
+        Keys::Show { caller, json } => {
+            let Some(info) = keys.find_by_caller(&caller).await? else {
+                output::error(&format!("no API key for caller {caller:?}"));
+                return Ok(Outcome::Failed);
+            };
+            let history = storage
+                .audit_query()
+                .list_by_request_id(&format!("api_key:{caller}"))
+                .await?;
+            if json {
+                output::json(&serde_json::json!({"key": info, "history": history}));
+            } else {
+                output::table(&HEADERS, &rows(std::slice::from_ref(&info)));
+                output::line("");
+                output::line("history (audit trail):");
+                for event in &history {
+                    output::line(&format!(
+                        "  {}  {:<12} by {:<16} leaf {}",
+                        output::time(event.timestamp()),
+                        event.method(),
+                        event.caller_id(),
+                        event
+                            .inclusion()
+                            .and_then(|i| i.leaf_index)
+                            .map_or_else(|| "pending".to_owned(), |l| l.to_string())
+                    ));
+                }
+            }
+            Outcome::Success
+        }
+        Keys::Revoke { caller, actor } => {
+            let info = keys.revoke(&caller, &output::actor(actor)).await?;
             output::line(&format!(
                 "revoked the key of {} ({})",
                 info.caller_id, info.key_prefix

@@ -1,6 +1,6 @@
 use migration::{CliCommand, Command};
 use serde_json::json;
-use warden_audit::{AuditEvent, Decision, Integrator, ToolCall, append};
+use warden_audit::{AdminAction, AuditEvent, Integrator, append};
 use warden_core::{Environment, Settings, Storage};
 
 use crate::{Outcome, output};
@@ -63,10 +63,7 @@ async fn record_in_trail(
         output::notice("no audit trail in this database to record this in");
         return;
     }
-    let actor = std::env::var("USER")
-        .ok()
-        .filter(|u| !u.trim().is_empty())
-        .unwrap_or_else(|| "operator".into());
+    let actor = output::actor(None);
     let args = json!({
         "command": command.name(),
         "steps": match command { Command::Down(n) => json!(n), _ => json!(null) },
@@ -76,20 +73,16 @@ async fn record_in_trail(
     });
     let request_id = format!("admin-migrate-{}", uuid::Uuid::now_v7());
     let recorded = async {
-        let event = AuditEvent::record(
-            &ToolCall {
-                request_id: &request_id,
-                caller_id: &actor,
-                api_key_id: None,
-                method: "admin/migrate",
-                tool_name: Some(command.name()),
-                raw_args: (&args).into(),
-                decision: Decision::Allow,
-                reason: Some("confirmed with --yes-i-am-sure"),
-                risk_labels: &["destructive"],
-                status_code: None,
-                latency_ms: None,
-                timestamp: None,
+        let event = AuditEvent::admin(
+            &AdminAction {
+                actor: &actor,
+                action: "schema.migrate",
+                resource_type: "schema",
+                resource_id: &inventory.database,
+                request_id: Some(&request_id),
+                args_hash: None,
+                note: Some("confirmed with --yes-i-am-sure"),
+                summary: &args,
             },
             &storage.settings.redactor(),
         )?;

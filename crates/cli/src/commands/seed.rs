@@ -6,6 +6,9 @@ use crate::{Outcome, output};
 /// Options of `warden seed`.
 #[derive(clap::Args)]
 pub(crate) struct Args {
+    /// Who seeds, for the audit trail (default: the OS user name).
+    #[arg(long)]
+    actor: Option<String>,
     /// Print machine-readable JSON.
     #[arg(long)]
     json: bool,
@@ -31,8 +34,10 @@ pub(crate) async fn run(settings: &Settings, args: Args) -> anyhow::Result<Outco
     policy.check(DEV_ROLE, DEV_TRUST)?;
     let storage = super::connect_migrated(settings).await?;
     let keys = storage.key_manager()?;
+    let actor = output::actor(args.actor.clone());
     let created = match keys
         .create(&NewKey {
+            actor: &actor,
             caller_id: DEV_CALLER,
             role: DEV_ROLE,
             trust_level: DEV_TRUST,
@@ -45,6 +50,27 @@ pub(crate) async fn run(settings: &Settings, args: Args) -> anyhow::Result<Outco
         Err(KeyError::AlreadyExists { .. }) => None,
         Err(e) => return Err(e.into()),
     };
+    // The policy load is an administrative act too.
+    let summary = serde_json::json!({
+        "path": settings.policy_path.display().to_string(),
+        "roles": policy.roles.len(),
+        "trust_levels": policy.trust_levels.len(),
+        "dev_key_created": created.is_some(),
+    });
+    let event = warden_audit::AuditEvent::admin(
+        &warden_audit::AdminAction {
+            actor: &actor,
+            action: "policy.load",
+            resource_type: "policy",
+            resource_id: &settings.policy_path.display().to_string(),
+            request_id: None,
+            args_hash: None,
+            note: None,
+            summary: &summary,
+        },
+        &settings.redactor(),
+    )?;
+    warden_audit::append(&storage.db, vec![event], std::time::Duration::from_secs(10)).await?;
     if args.json {
         output::json(&serde_json::json!({
             "policy": {"roles": policy.roles.len(), "trust_levels": policy.trust_levels.len()},
