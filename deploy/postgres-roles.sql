@@ -48,3 +48,51 @@ GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO warden_gateway;
 -- Maintenance: keys, approvals housekeeping, prune (under its permit), export.
 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO warden_maintenance;
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO warden_maintenance;
+
+-- What the gateway records: it may write the admin events of the approval
+-- changes it makes (issue, consume, expiry, and a decision if it makes one),
+-- and no other admin event (no key, policy or schema action in its name).
+CREATE OR REPLACE FUNCTION warden_admin_event_guard() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF NEW.tool_name IS DISTINCT FROM 'approval'
+     AND pg_has_role(current_user, 'warden_gateway', 'MEMBER')
+     AND NOT pg_has_role(current_user, 'warden_maintenance', 'MEMBER') THEN
+    RAISE EXCEPTION 'the gateway role cannot record % events', NEW.method;
+  END IF;
+  RETURN NEW;
+END $$;
+DROP TRIGGER IF EXISTS audit_events_admin_guard ON audit_events;
+CREATE TRIGGER audit_events_admin_guard BEFORE INSERT ON audit_events
+  FOR EACH ROW WHEN (NEW.kind = 'admin') EXECUTE FUNCTION warden_admin_event_guard();
+
+-- No approval change by the gateway without its admin event in the same
+-- transaction (checked at commit): a bare UPDATE cannot decide a call
+-- off the record.
+CREATE INDEX IF NOT EXISTS ix_audit_events_admin_resource
+  ON audit_events ((sanitized_args -> 'resource' ->> 'id'), method) WHERE kind = 'admin';
+CREATE OR REPLACE FUNCTION warden_approval_change_recorded() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+  action text := CASE NEW.status
+    WHEN 'PENDING' THEN 'approval.issue'
+    WHEN 'APPROVED' THEN 'approval.approve'
+    WHEN 'DENIED' THEN 'approval.deny'
+    WHEN 'EXPIRED' THEN 'approval.expire'
+    WHEN 'EXECUTED' THEN 'approval.consume'
+  END;
+BEGIN
+  IF NOT pg_has_role(current_user, 'warden_gateway', 'MEMBER')
+     OR pg_has_role(current_user, 'warden_maintenance', 'MEMBER') THEN
+    RETURN NULL;
+  END IF;
+  IF NOT EXISTS (
+    SELECT 1 FROM audit_events e
+    WHERE e.kind = 'admin' AND e.method = action
+      AND (e.sanitized_args -> 'resource' ->> 'id') = NEW.id::text
+  ) THEN
+    RAISE EXCEPTION 'approval % changed to % without its audit event', NEW.id, NEW.status;
+  END IF;
+  RETURN NULL;
+END $$;
+DROP TRIGGER IF EXISTS approval_change_recorded ON approval_requests;
+CREATE CONSTRAINT TRIGGER approval_change_recorded AFTER INSERT OR UPDATE ON approval_requests
+  DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION warden_approval_change_recorded();

@@ -367,11 +367,12 @@ impl ApprovalManager {
                 .await?;
             if !changed {
                 // Decided meanwhile: the decision stands; nothing is replaced.
+                let now = approval_requests::Entity::find_by_id(existing.id)
+                    .one(&txn)
+                    .await?
+                    .ok_or(ApprovalError::NotFound)?;
                 return Err(ApprovalError::AlreadyDecided {
-                    status: self
-                        .get(existing.id)
-                        .await
-                        .map_or(ApprovalStatus::Pending, |a| a.status),
+                    status: Approval::from_model(now)?.status,
                 });
             }
             superseded = Some(superseded_hash);
@@ -769,21 +770,63 @@ impl ApprovalManager {
             let (found, changed) = self
                 .bounded(async {
                     let txn = begin_write(&self.db).await?;
-                    let rows = approval_requests::Entity::find()
+                    // Rows another expirer or a decider holds are skipped
+                    // (PostgreSQL); SQLite serializes writers already.
+                    let mut select = approval_requests::Entity::find()
                         .filter(Column::Status.eq(ApprovalStatus::Pending.as_str()))
                         .filter(Expr::col(Column::ExpiresAt).lte(Expr::cust(now_expr.clone())))
-                        .limit(batch_size)
-                        .all(&txn)
-                        .await?;
-                    let mut changed = 0;
-                    for row in &rows {
-                        if self
-                            .expire_in(&txn, row, SYSTEM_ACTOR, "not decided before it expired")
-                            .await?
-                        {
-                            changed += 1;
-                        }
+                        .order_by_asc(Column::Id)
+                        .limit(batch_size);
+                    if txn.get_database_backend() == sea_orm::DbBackend::Postgres {
+                        select = select.lock_with_behavior(
+                            sea_orm::sea_query::LockType::Update,
+                            sea_orm::sea_query::LockBehavior::SkipLocked,
+                        );
                     }
+                    let rows = select.all(&txn).await?;
+                    if rows.is_empty() {
+                        txn.commit().await?;
+                        return Ok((0, 0));
+                    }
+                    let note = "not decided before it expired";
+                    let changed = approval_requests::Entity::update_many()
+                        .col_expr(
+                            Column::Status,
+                            Expr::value(ApprovalStatus::Expired.as_str()),
+                        )
+                        .col_expr(Column::DecidedAt, Expr::cust(now_expr.clone()))
+                        .col_expr(Column::Note, Expr::value(note))
+                        .filter(Column::Id.is_in(rows.iter().map(|r| r.id)))
+                        .filter(Column::Status.eq(ApprovalStatus::Pending.as_str()))
+                        .exec(&txn)
+                        .await?
+                        .rows_affected;
+                    // The rows are locked (or the database is): every one
+                    // selected changed, so each gets its event.
+                    if changed != rows.len() as u64 {
+                        return Err(ApprovalError::Database {
+                            reason: format!(
+                                "expired {changed} of {} locked approvals; rolled back",
+                                rows.len()
+                            ),
+                        });
+                    }
+                    let events = rows
+                        .iter()
+                        .map(|row| {
+                            self.admin_event(
+                                row,
+                                SYSTEM_ACTOR,
+                                "approval.expire",
+                                Some(note),
+                                serde_json::json!({
+                                    "before": {"status": ApprovalStatus::Pending.as_str()},
+                                    "after": {"status": ApprovalStatus::Expired.as_str()},
+                                }),
+                            )
+                        })
+                        .collect::<Result<Vec<_>, _>>()?;
+                    warden_audit::record_in(&txn, &events).await?;
                     txn.commit().await?;
                     Ok((rows.len() as u64, changed))
                 })

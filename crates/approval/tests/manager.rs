@@ -730,12 +730,22 @@ async fn a_decision_whose_event_cannot_be_recorded_is_not_made(f: Fixture) {
         .await
         .unwrap_err();
     assert!(matches!(err, ApprovalError::AuditTrail { .. }), "{err:?}");
+    // Read the database itself (a shared cache would say PENDING anyway).
+    let stored =
+        f.db.strings("SELECT status FROM approval_requests WHERE request_id = 'r-atomic'")
+            .await;
     assert_eq!(
-        f.manager.check(token.expose()).await.unwrap().status,
-        ApprovalStatus::Pending,
+        stored,
+        ["PENDING"],
         "the decision was stored without its event"
     );
     assert!(f.manager.issue(&request("r-atomic-2")).await.is_err());
+    assert!(
+        f.db.strings("SELECT id FROM approval_requests WHERE request_id = 'r-atomic-2'")
+            .await
+            .is_empty(),
+        "an approval was issued without its event"
+    );
     f.db.execute(if postgres {
         "DROP TRIGGER refuse_admin ON audit_events"
     } else {

@@ -266,6 +266,15 @@ impl AuditEvent {
             None => canonical::canonical_hash(&details)?,
         };
         let redacted = redactor.redact(&details)?;
+        // A note is free text from a person: redacted like arguments, since
+        // the leaf it lands in can never be changed.
+        let note = match action.note {
+            Some(note) => match redactor.redact(&Value::String(free_text(note)))?.value {
+                Value::String(clean) => Some(clean),
+                other => Some(other.to_string()),
+            },
+            None => None,
+        };
         let default_request = format!("{}:{}", action.resource_type, action.resource_id);
         Ok(Self {
             id: Uuid::now_v7(),
@@ -276,7 +285,7 @@ impl AuditEvent {
             method: identifier("action", action.action)?,
             tool_name: Some(identifier("resource_type", action.resource_type)?),
             decision: Decision::Allow,
-            reason: action.note.map(free_text),
+            reason: note,
             raw_args_hash,
             sanitized_args: redacted.value,
             redaction_flags: redacted.flags,
@@ -553,12 +562,16 @@ impl AuditEvent {
             risk_labels: r.risk_labels,
             status_code: r.status_code,
             latency_ms: r.latency_ms,
+            // Only tool calls are ever spilled: anything else in the file
+            // (an "admin" line) was not written by a logger.
             kind: match r.kind.as_deref() {
-                None => EventKind::ToolCall,
-                Some(k) => EventKind::parse(k).ok_or_else(|| AuditError::InvalidField {
-                    field: "kind",
-                    reason: format!("unknown kind {k:?}"),
-                })?,
+                None | Some("tool_call") => EventKind::ToolCall,
+                Some(k) => {
+                    return Err(AuditError::InvalidField {
+                        field: "kind",
+                        reason: format!("a spilled event must be a tool call, not {k:?}"),
+                    });
+                }
             },
             inclusion: None,
         })

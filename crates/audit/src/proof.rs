@@ -192,20 +192,31 @@ pub async fn latest_checkpoint_note(db: &DatabaseConnection) -> Result<Option<St
     Ok(latest_checkpoint(db).await?.map(|c| c.note))
 }
 
-/// The inclusion proof bundle for the newest event with `request_id`,
-/// against the latest checkpoint.
+/// The inclusion proof bundle for the newest tool-call event with
+/// `request_id` (or, when it has none, its newest event), against the latest
+/// checkpoint.
 pub async fn prove_inclusion(
     db: &DatabaseConnection,
     request_id: &str,
 ) -> Result<InclusionBundle, AuditError> {
-    let row = audit_events::Entity::find()
-        .filter(audit_events::Column::RequestId.eq(request_id))
-        .order_by_desc(audit_events::Column::Id)
-        .one(db)
-        .await?
-        .ok_or_else(|| AuditError::NotFound {
-            request_id: request_id.to_owned(),
-        })?;
+    // The newest tool-call event of the request (its approval's admin
+    // events share the request id), else its newest event of any kind.
+    let newest = |kind: Option<&'static str>| {
+        let mut select = audit_events::Entity::find()
+            .filter(audit_events::Column::RequestId.eq(request_id))
+            .order_by_desc(audit_events::Column::Id);
+        if let Some(kind) = kind {
+            select = select.filter(audit_events::Column::Kind.eq(kind));
+        }
+        select.one(db)
+    };
+    let row = match newest(Some("tool_call")).await? {
+        Some(row) => Some(row),
+        None => newest(None).await?,
+    }
+    .ok_or_else(|| AuditError::NotFound {
+        request_id: request_id.to_owned(),
+    })?;
     let leaf = audit_leaves::Entity::find()
         .filter(audit_leaves::Column::EventId.eq(row.id))
         .one(db)

@@ -24,8 +24,9 @@ pub struct AppendOutcome {
     pub duplicates: u64,
 }
 
-/// Appends `events` in one transaction: the rows (each with its leaf hash)
-/// and their places in the integrator's queue, both or neither.
+/// Appends tool-call `events` in one transaction: the rows (each with its
+/// leaf hash) and their places in the integrator's queue, both or neither.
+/// Any other kind is refused ([`record_in`] writes admin events).
 ///
 /// Events whose own id is already stored are skipped, so a replay stores
 /// each event exactly once; distinct events of one call (same request_id)
@@ -42,6 +43,18 @@ pub async fn append(
 ) -> Result<AppendOutcome, AuditError> {
     if events.is_empty() {
         return Ok(AppendOutcome::default());
+    }
+    // Admin events are written only by `record_in`, inside the transaction
+    // of the change they record: a writer cannot queue one that looks like
+    // an operator's action.
+    if events
+        .iter()
+        .any(|e| e.kind() != crate::EventKind::ToolCall)
+    {
+        return Err(AuditError::InvalidField {
+            field: "kind",
+            reason: "append takes tool-call events; admin events go through record_in".into(),
+        });
     }
     let db = db.clone();
     crate::detached::detached("append", timeout, async move {

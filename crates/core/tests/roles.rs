@@ -69,9 +69,15 @@ fn event(request_id: &str) -> AuditEvent {
 fn denied(result: Result<sea_orm::ExecResult, sea_orm::DbErr>, what: &str) {
     match result {
         Err(e) => assert!(
-            ["permission denied", "must be owner", "immutable"]
-                .iter()
-                .any(|refusal| e.to_string().contains(refusal)),
+            [
+                "permission denied",
+                "must be owner",
+                "immutable",
+                "without its audit event",
+                "cannot record",
+            ]
+            .iter()
+            .any(|refusal| e.to_string().contains(refusal)),
             "{what}: refused for another reason: {e}"
         ),
         Ok(_) => panic!("{what}: the gateway role was allowed"),
@@ -156,6 +162,48 @@ async fn the_gateway_role_runs_the_gateway_and_cannot_rewrite_the_trail() {
     // approval.approve, approval.consume) recorded with their changes.
     assert_eq!(integrated.tree_size, 7);
 
+    // The gateway records its own approval changes, and nothing else.
+    let forged = warden_audit::AuditEvent::admin(
+        &warden_audit::AdminAction {
+            actor: "secops",
+            action: "key.revoke",
+            resource_type: "api_key",
+            resource_id: "agent",
+            request_id: None,
+            args_hash: None,
+            note: None,
+            summary: &json!({}),
+        },
+        &warden_audit::Redactor::default(),
+    )
+    .unwrap();
+    let txn = sea_orm::TransactionTrait::begin(&gateway.db).await.unwrap();
+    let err = warden_audit::record_in(&txn, &[forged]).await.unwrap_err();
+    assert!(err.to_string().contains("cannot record"), "{err}");
+    drop(txn);
+    // A bare UPDATE cannot decide a held call off the record.
+    let IssueOutcome::Issued { .. } = approvals
+        .issue(&ApprovalRequest {
+            request_id: "held-2".into(),
+            ..request.clone()
+        })
+        .await
+        .unwrap()
+    else {
+        panic!("not issued")
+    };
+    denied(
+        gateway
+            .db
+            .execute_unprepared(
+                "UPDATE approval_requests SET status = 'APPROVED', approver_id = 'alice', \
+                 decided_at = now(), execute_by = now() + interval '1 minute' \
+                 WHERE request_id = 'held-2'",
+            )
+            .await,
+        "approve off the record",
+    );
+
     for (what, sql) in [
         (
             "UPDATE audit_events",
@@ -206,5 +254,5 @@ async fn the_gateway_role_runs_the_gateway_and_cannot_rewrite_the_trail() {
         .unwrap()
         .try_get("", "n")
         .unwrap();
-    assert_eq!(rows, 7, "nothing was lost");
+    assert_eq!(rows, 8, "nothing was lost (7 + the second issue's event)");
 }

@@ -147,10 +147,15 @@ pub(crate) async fn run(settings: &Settings, cmd: Keys) -> anyhow::Result<Outcom
                 output::error(&format!("no API key for caller {caller:?}"));
                 return Ok(Outcome::Failed);
             };
-            let history = storage
+            let history: Vec<_> = storage
                 .audit_query()
                 .list_by_request_id(&format!("api_key:{caller}"))
-                .await?;
+                .await?
+                .into_iter()
+                .filter(|e| {
+                    e.kind() == warden_audit::EventKind::Admin && e.tool_name() == Some("api_key")
+                })
+                .collect();
             if json {
                 output::json(&serde_json::json!({"key": info, "history": history}));
             } else {

@@ -1,6 +1,6 @@
 use migration::{CliCommand, Command};
 use serde_json::json;
-use warden_audit::{AdminAction, AuditEvent, Integrator, append};
+use warden_audit::{AdminAction, AuditEvent, Integrator};
 use warden_core::{Environment, Settings, Storage};
 
 use crate::{Outcome, output};
@@ -86,7 +86,11 @@ async fn record_in_trail(
             },
             &storage.settings.redactor(),
         )?;
-        append(&storage.db, vec![event], std::time::Duration::from_secs(10)).await?;
+        super::record_admin(storage, event).await.map_err(|e| {
+            warden_audit::AuditError::Database {
+                reason: e.to_string(),
+            }
+        })?;
         Integrator::new(storage.db.clone(), storage.settings.integrator_config())
             .integrate_all()
             .await?;

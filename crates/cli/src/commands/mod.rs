@@ -27,3 +27,16 @@ pub(crate) async fn connect_migrated(settings: &Settings) -> anyhow::Result<Stor
     }
     Ok(storage)
 }
+
+/// Records a standalone admin event (one not tied to a library change) in a
+/// transaction of its own.
+pub(crate) async fn record_admin(
+    storage: &Storage,
+    event: warden_audit::AuditEvent,
+) -> anyhow::Result<()> {
+    use sea_orm::TransactionTrait;
+    let txn = storage.db.begin().await?;
+    warden_audit::record_in(&txn, &[event]).await?;
+    txn.commit().await?;
+    Ok(())
+}

@@ -70,7 +70,9 @@ pub(crate) async fn run(settings: &Settings, args: Args) -> anyhow::Result<Outco
         },
         &settings.redactor(),
     )?;
-    warden_audit::append(&storage.db, vec![event], std::time::Duration::from_secs(10)).await?;
+    // Recorded after the key's own (atomic) event; a failure here is
+    // reported, never allowed to swallow the plaintext printed below.
+    let recorded = super::record_admin(&storage, event).await;
     if args.json {
         output::json(&serde_json::json!({
             "policy": {"roles": policy.roles.len(), "trust_levels": policy.trust_levels.len()},
@@ -96,6 +98,9 @@ pub(crate) async fn run(settings: &Settings, args: Args) -> anyhow::Result<Outco
                 "the {DEV_CALLER} key already exists (its plaintext cannot be shown again)"
             )),
         }
+    }
+    if let Err(e) = recorded {
+        output::error(&format!("policy load not recorded in the audit trail: {e}"));
     }
     storage.close().await?;
     Ok(Outcome::Success)
