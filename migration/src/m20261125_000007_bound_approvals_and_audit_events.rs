@@ -6,6 +6,8 @@
 //!   an APPROVED decision: the end of the bounded window in which the call may
 //!   run) and `executed_at` (set once, when the gateway consumes the approval),
 //!   and its `status` CHECK accepts `EXECUTED`.
+//! - On PostgreSQL `approval_requests.token_hash` becomes `varchar(64)`: a
+//!   text parameter against `char(64)` could not use the unique index.
 //! - `audit_events.request_id` is no longer unique: one call may have several
 //!   events (held for approval, then executed). Replays deduplicate by the
 //!   event's own id (the primary key); a plain index keeps lookups by request
@@ -176,6 +178,13 @@ impl MigrationTrait for Migration {
             DbBackend::Postgres => {
                 db.execute_unprepared(&postgres_status_check(NEW_STATUSES))
                     .await?;
+                // Tokens are looked up with a text parameter: against
+                // char(64) that comparison casts the column and cannot use
+                // the unique index (a sequential scan per check).
+                db.execute_unprepared(
+                    "ALTER TABLE approval_requests ALTER COLUMN token_hash TYPE varchar(64)",
+                )
+                .await?;
             }
             _ => sqlite_status_check(db, OLD_STATUSES, NEW_STATUSES).await?,
         }
@@ -268,6 +277,10 @@ impl MigrationTrait for Migration {
             DbBackend::Postgres => {
                 db.execute_unprepared(&postgres_status_check(OLD_STATUSES))
                     .await?;
+                db.execute_unprepared(
+                    "ALTER TABLE approval_requests ALTER COLUMN token_hash TYPE char(64)",
+                )
+                .await?;
             }
             _ => sqlite_status_check(db, NEW_STATUSES, OLD_STATUSES).await?,
         }
