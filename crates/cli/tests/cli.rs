@@ -561,6 +561,33 @@ async fn demo_audit_and_approvals_end_to_end() {
     }
 }
 
+/// Hardening, item 2: an installed binary works from any directory: without
+/// POLICY_PATH the policy built into it is in force, and health says so.
+#[tokio::test]
+async fn the_cli_works_outside_the_repository_with_the_built_in_policy() {
+    let env = Env::new(Backend::Sqlite).await;
+    let mut create = env.cmd(&[
+        "keys",
+        "create",
+        "--caller",
+        "anywhere",
+        "--role",
+        "service",
+        "--trust-level",
+        "1",
+    ]);
+    create.env_remove("POLICY_PATH");
+    assert!(ok(&create.output().unwrap()).contains("API key (shown once"));
+    let mut health = env.cmd(&["health", "--json"]);
+    health.env_remove("POLICY_PATH");
+    let report: serde_json::Value = serde_json::from_str(&ok(&health.output().unwrap())).unwrap();
+    let posture = report["posture"]["detail"].as_str().unwrap();
+    assert!(
+        posture.contains("policy in force: built-in default"),
+        "{posture}"
+    );
+}
+
 #[tokio::test]
 async fn health_and_exit_codes() {
     let env = Env::new(Backend::Postgres).await;

@@ -258,10 +258,31 @@ fn check_posture(settings: &Settings) -> Check {
                 .to_owned(),
         );
     }
+    let policy = match settings.policy_source() {
+        Ok((text, name)) => match warden_keys::Policy::from_yaml(&text) {
+            Ok(_) => format!("policy in force: {name}"),
+            Err(e) => {
+                weak.push(format!("policy {name} is invalid: {e}"));
+                format!("policy in force: none valid ({name})")
+            }
+        },
+        Err(e) => {
+            weak.push(e.to_string());
+            "policy in force: none readable".to_owned()
+        }
+    };
     if weak.is_empty() {
-        Check::new(CheckStatus::Pass, "no weakening setting", started)
+        Check::new(
+            CheckStatus::Pass,
+            format!("no weakening setting; {policy}"),
+            started,
+        )
     } else {
-        Check::new(CheckStatus::Warn, weak.join("; "), started)
+        Check::new(
+            CheckStatus::Warn,
+            format!("{}; {policy}", weak.join("; ")),
+            started,
+        )
     }
 }
 

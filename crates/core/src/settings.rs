@@ -17,6 +17,9 @@ use warden_audit::{
 use warden_cache::{FailMode, KeyPrefix, RedisPoolConfig};
 use warden_keys::{BCRYPT_COSTS, CacheMacKey};
 
+/// The default policy, built into the binary.
+pub const DEFAULT_POLICY: &str = include_str!("../../../policies/default.yaml");
+
 /// The bcrypt costs `health` calls recommended (inclusive); production
 /// refuses cheaper ones.
 pub const RECOMMENDED_BCRYPT: (u32, u32) = (10, 14);
@@ -283,8 +286,9 @@ pub struct Settings {
     /// `KEY_VERIFY_CACHE_TTL_SECONDS` (default 30, 1..=3600): how long a
     /// verified key is trusted from the cache.
     pub key_verify_cache_ttl: Duration,
-    /// `POLICY_PATH` (default `policies/default.yaml`): roles and trust levels.
-    pub policy_path: std::path::PathBuf,
+    /// `POLICY_PATH` (optional): a policy file overriding the default one
+    /// built into Warden (see [`Settings::policy_source`]).
+    pub policy_path: Option<std::path::PathBuf>,
     /// `AUDIT_MAX_ARGS_BYTES` (default 65536): stored (redacted) arguments
     /// larger than this are truncated; the hash still covers them in full.
     pub audit_max_args_bytes: usize,
@@ -646,10 +650,9 @@ impl Settings {
         }
         let key_verify_cache_ttl =
             Duration::from_secs(r.number("KEY_VERIFY_CACHE_TTL_SECONDS", 30, (1, 3_600)));
-        let policy_path = r.get("POLICY_PATH").map_or_else(
-            || "policies/default.yaml".into(),
-            |p| std::path::PathBuf::from(p.trim()),
-        );
+        let policy_path = r
+            .get("POLICY_PATH")
+            .map(|p| std::path::PathBuf::from(p.trim()));
         let audit_max_args_bytes =
             r.number("AUDIT_MAX_ARGS_BYTES", 65_536, (256, 16 * 1024 * 1024));
         let cache_mac_key = r.get("CACHE_MAC_KEY").and_then(|raw| {
@@ -740,6 +743,23 @@ impl Settings {
             publisher: self.audit_checkpoint_publisher.clone(),
             checkpoint_interval: self.audit_checkpoint_interval,
             ..IntegratorConfig::default()
+        }
+    }
+
+    /// The policy in force: the `POLICY_PATH` file's text and its name, or
+    /// the default policy built into Warden (`policies/default.yaml` of this
+    /// release), so an installed binary works from any directory.
+    pub fn policy_source(&self) -> Result<(String, String), SettingsError> {
+        match &self.policy_path {
+            Some(path) => std::fs::read_to_string(path)
+                .map(|text| (text, path.display().to_string()))
+                .map_err(|e| {
+                    SettingsError::Invalid(vec![SettingProblem {
+                        variable: "POLICY_PATH",
+                        problem: format!("cannot read {}: {e}", path.display()),
+                    }])
+                }),
+            None => Ok((DEFAULT_POLICY.to_owned(), "built-in default".to_owned())),
         }
     }
 

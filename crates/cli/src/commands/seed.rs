@@ -19,14 +19,15 @@ const DEV_ROLE: &str = "developer";
 const DEV_TRUST: i16 = 2;
 
 pub(crate) fn load_policy(settings: &Settings) -> anyhow::Result<Policy> {
-    let path = &settings.policy_path;
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        anyhow::anyhow!(
-            "cannot read the policy file {} (POLICY_PATH): {e}",
-            path.display()
-        )
-    })?;
-    Policy::from_yaml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    let (text, name) = settings.policy_source()?;
+    Policy::from_yaml(&text).map_err(|e| anyhow::anyhow!("{name}: {e}"))
+}
+
+fn policy_name(settings: &Settings) -> String {
+    settings.policy_path.as_ref().map_or_else(
+        || "built-in default".to_owned(),
+        |p| p.display().to_string(),
+    )
 }
 
 pub(crate) async fn run(settings: &Settings, args: Args) -> anyhow::Result<Outcome> {
@@ -52,7 +53,7 @@ pub(crate) async fn run(settings: &Settings, args: Args) -> anyhow::Result<Outco
     };
     // The policy load is an administrative act too.
     let summary = serde_json::json!({
-        "path": settings.policy_path.display().to_string(),
+        "source": policy_name(settings),
         "roles": policy.roles.len(),
         "trust_levels": policy.trust_levels.len(),
         "dev_key_created": created.is_some(),
@@ -62,7 +63,7 @@ pub(crate) async fn run(settings: &Settings, args: Args) -> anyhow::Result<Outco
             actor: &actor,
             action: "policy.load",
             resource_type: "policy",
-            resource_id: &settings.policy_path.display().to_string(),
+            resource_id: &policy_name(settings),
             request_id: None,
             args_hash: None,
             note: None,
@@ -82,7 +83,7 @@ pub(crate) async fn run(settings: &Settings, args: Args) -> anyhow::Result<Outco
     } else {
         output::line(&format!(
             "policy {}: {} roles, {} trust levels",
-            settings.policy_path.display(),
+            policy_name(settings),
             policy.roles.len(),
             policy.trust_levels.len()
         ));
