@@ -337,7 +337,9 @@ impl AuditEvent {
                 .map(|t| identifier("tool_name", t))
                 .transpose()?,
             decision: call.decision,
-            reason: call.reason.map(free_text),
+            reason: call
+                .reason
+                .map(|r| crate::redact::redact_text(&free_text(r))),
             raw_args_hash,
             sanitized_args: redacted.value,
             redaction_flags: redacted.flags,

@@ -57,6 +57,7 @@ mod proof;
 mod query;
 mod redact;
 mod retention;
+mod secret_formats;
 mod spill;
 mod store;
 mod tree;

@@ -54,57 +54,88 @@ struct Pattern {
     replacement: &'static str,
 }
 
+/// Credential-like names, as they appear in free text (`DB_PASSWORD=…`,
+/// `client_secret: …`, `?access_token=…`, `AccountKey=…;`).
+const CREDENTIAL_NAMES: &str = r"(?:password|passwd|passphrase|pwd|secret|token|api[_-]?key|access[_-]?key|account[_-]?key|shared[_-]?access[_-]?key|private[_-]?key|client[_-]?secret|auth|credentials?|sig|signature)";
+
 static PATTERNS: LazyLock<Vec<Pattern>> = LazyLock::new(|| {
-    let specs: [(&str, &str, &str); 9] = [
+    let providers = crate::secret_formats::PROVIDER_FORMATS
+        .iter()
+        .map(|(_, regex)| format!("(?:{regex})"))
+        .collect::<Vec<_>>()
+        .join("|");
+    let specs: Vec<(&'static str, String, &'static str)> = vec![
         (
             "private_key",
-            r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----(?s:.*?)(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\z)",
+            r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----(?s:.*?)(?:-----END [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----|\z)".into(),
             "[REDACTED:private_key]",
         ),
         (
             "jwt",
-            r"\beyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*",
+            r"\beyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*".into(),
             "[REDACTED:jwt]",
         ),
         (
+            "authorization",
+            r#"(?i)\b((?:proxy-)?authorization\s*[:=]\s*"?(?:[A-Za-z][A-Za-z0-9_-]*\s+)?)[^\s"',;]+"#.into(),
+            "${1}[REDACTED:authorization]",
+        ),
+        (
             "bearer",
-            r"(?i)\bbearer\s+[A-Za-z0-9\-._~+/]{8,}=*",
+            r"(?i)\bbearer\s+[A-Za-z0-9\-._~+/]{8,}=*".into(),
             "Bearer [REDACTED:bearer]",
         ),
         (
             "basic_auth",
-            r"(?i)\bbasic\s+[A-Za-z0-9+/]{8,}={0,2}",
+            // Not prose ("Basic research"): base64 credentials are not all
+            // lowercase letters.
+            r"\b(?i:basic)\s+[a-z]*[A-Z0-9+/][A-Za-z0-9+/]{7,}={0,2}".into(),
             "Basic [REDACTED:basic_auth]",
         ),
         (
             "aws_access_key",
-            r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA)[A-Z0-9]{16}\b",
+            r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA)[A-Z0-9]{16}\b".into(),
             "[REDACTED:aws_access_key]",
         ),
         (
             "aws_secret_key",
-            r"(?i)\baws_?secret_?access_?key\b\s*[=:]\s*[A-Za-z0-9/+=]{40}",
+            r"(?i)\baws_?secret_?access_?key\b\s*[=:]\s*[A-Za-z0-9/+=]{40}".into(),
             "aws_secret_access_key=[REDACTED:aws_secret_key]",
         ),
         (
             "api_key",
-            r"\b(?:sk-(?:proj-|ant-)?[A-Za-z0-9_-]{20,}|gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{22,}|xox[abprs]-[A-Za-z0-9-]{10,}|AIza[0-9A-Za-z_-]{35}|(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]{16,}|glpat-[A-Za-z0-9_-]{20,}|npm_[A-Za-z0-9]{36}|wdn_[a-z]+_[A-Za-z0-9_-]{16,})",
+            format!(r"\b(?:{providers})"),
             "[REDACTED:api_key]",
         ),
         (
+            // Greedy to the last `@` of the token: a password may hold `/` or `@`.
             "url_password",
-            r"(?i)\b([a-z][a-z0-9+.-]*://[^\s:/@]*:)[^\s@/]+@",
+            r"(?i)\b([a-z][a-z0-9+.-]*://[^\s:/@]*:)[^\s]*@".into(),
             "${1}[REDACTED:url_password]@",
         ),
         (
+            "netrc",
+            r"(?i)\b(machine\s+\S+(?:\s+login\s+\S+)?\s+password\s+)\S+".into(),
+            "${1}[REDACTED:netrc]",
+        ),
+        (
+            // `--password hunter2`, `--api-key=…`, `-p` is too ambiguous.
+            "cli_flag",
+            format!(r#"(?i)(--(?:[a-z0-9]+-)*{CREDENTIAL_NAMES}(?:=|\s+))[^\s"']+"#),
+            "${1}[REDACTED:cli_flag]",
+        ),
+        (
+            // `name=value` / `name: value` for credential-like names with any
+            // prefix (`DB_PASSWORD`, `client_secret`, `?access_token`,
+            // `AccountKey`), values of any length.
             "secret_assignment",
-            r#"(?i)\b((?:password|passwd|secret|token|api[_-]?key)\s*[=:]\s*)[^\s"',;&]{6,}"#,
+            format!(r#"(?i)\b((?:[a-z0-9]+[_.-])*(?:[a-z0-9]*){CREDENTIAL_NAMES}\s*[=:]\s*"?)[^\s"',;&<>]+"#),
             "${1}[REDACTED:secret_assignment]",
         ),
     ];
     specs
         .into_iter()
-        .filter_map(|(kind, pattern, replacement)| match Regex::new(pattern) {
+        .filter_map(|(kind, pattern, replacement)| match Regex::new(&pattern) {
             Ok(regex) => Some(Pattern {
                 kind,
                 regex,
@@ -213,6 +244,17 @@ impl Redactor {
         if let Some(exact) = SECRET_KEY_EXACT.iter().find(|e| n == **e) {
             return Some(exact);
         }
+        // Environment-style names: `STRIPE_KEY`, `DB_PASS`, `SMTP_PWD`.
+        let env_style = key
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+        if env_style
+            && ["_KEY", "_PASS", "_PWD", "_SECRET", "_TOKEN"]
+                .iter()
+                .any(|s| key.ends_with(s))
+        {
+            return Some("env_secret");
+        }
         if self
             .extra_keys
             .iter()
@@ -235,12 +277,24 @@ impl Redactor {
         }
         Ok(match value {
             Value::Object(map) => {
+                // A name/value pair (`{"name": "DB_PASSWORD", "value": …}`,
+                // the shape of environment and header lists): the value is
+                // secret when the name is.
+                let pair_secret = ["name", "key", "header", "Name", "Key", "Header"]
+                    .iter()
+                    .filter_map(|field| map.get(*field).and_then(Value::as_str))
+                    .find_map(|name| self.is_secret_key(name));
                 let mut out = Map::new();
                 for (key, child) in map {
                     let len = path.len();
                     push_key(path, key);
-                    let clean_key = strip_nul(key, path, flags);
-                    let redacted = if let Some(rule) = self.is_secret_key(key) {
+                    // Keys are text too: a secret used as a key is redacted.
+                    let clean_key = redact_string(&strip_nul(key, path, flags), path, flags);
+                    let is_pair_value = matches!(key.as_str(), "value" | "Value");
+                    let rule = self
+                        .is_secret_key(key)
+                        .or(pair_secret.filter(|_| is_pair_value));
+                    let redacted = if let Some(rule) = rule {
                         flags.push(RedactionFlag {
                             path: path.clone(),
                             reason: format!("key:{rule}"),
@@ -264,7 +318,25 @@ impl Redactor {
                 }
                 Value::Array(out)
             }
-            Value::String(s) => Value::String(redact_string(s, path, flags)),
+            Value::String(s) => match embedded_json(s) {
+                // A JSON document inside a string is redacted as a document.
+                Some(inner) => {
+                    let len = path.len();
+                    path.push_str("<json>");
+                    let mut inner_flags = Vec::new();
+                    let walked = self.walk(&inner, path, depth + 1, &mut inner_flags);
+                    path.truncate(len);
+                    match walked {
+                        Ok(walked) => {
+                            flags.extend(inner_flags);
+                            Value::String(walked.to_string())
+                        }
+                        // Too deep to walk: redacted as text instead.
+                        Err(_) => Value::String(redact_string(s, path, flags)),
+                    }
+                }
+                None => Value::String(redact_string(s, path, flags)),
+            },
             Value::Number(n) => storable_number(n).unwrap_or_else(|| value.clone()),
             Value::Bool(_) | Value::Null => value.clone(),
         })
@@ -309,6 +381,24 @@ fn redact_string(s: &str, path: &str, flags: &mut Vec<RedactionFlag>) -> String 
         }
     }
     current
+}
+
+/// The JSON object or array a string holds, if it holds one (at most 1 MiB).
+fn embedded_json(s: &str) -> Option<Value> {
+    let t = s.trim();
+    if t.len() > 1024 * 1024
+        || !((t.starts_with('{') && t.ends_with('}')) || (t.starts_with('[') && t.ends_with(']')))
+    {
+        return None;
+    }
+    serde_json::from_str::<Value>(t)
+        .ok()
+        .filter(|v| v.is_object() || v.is_array())
+}
+
+/// Redacts free text (a reason, a note) with the value patterns.
+pub(crate) fn redact_text(s: &str) -> String {
+    redact_string(s, "$", &mut Vec::new())
 }
 
 fn strip_nul(s: &str, path: &str, flags: &mut Vec<RedactionFlag>) -> String {

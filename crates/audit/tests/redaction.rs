@@ -61,7 +61,7 @@ fn secrets_inside_values_are_redacted_by_pattern() {
     let cases: [(&str, &str, &str); 10] = [
         (
             "curl -H 'Authorization: Bearer abcdEFGH1234.xyz'",
-            "bearer",
+            "authorization",
             "abcdEFGH1234",
         ),
         (
