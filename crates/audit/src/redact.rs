@@ -4,7 +4,7 @@
 
 use std::sync::LazyLock;
 
-use regex::Regex;
+use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -135,16 +135,22 @@ static PATTERNS: LazyLock<Vec<Pattern>> = LazyLock::new(|| {
     ];
     specs
         .into_iter()
-        .filter_map(|(kind, pattern, replacement)| match Regex::new(&pattern) {
-            Ok(regex) => Some(Pattern {
-                kind,
-                regex,
-                replacement,
-            }),
-            Err(e) => {
-                // A pattern is a compile-time constant; a bad one is caught by the tests.
-                tracing::error!(kind, error = %e, "redaction pattern does not compile");
-                None
+        .filter_map(|(kind, pattern, replacement)| {
+            match RegexBuilder::new(&pattern)
+                .dfa_size_limit(32 << 20)
+                .size_limit(32 << 20)
+                .build()
+            {
+                Ok(regex) => Some(Pattern {
+                    kind,
+                    regex,
+                    replacement,
+                }),
+                Err(e) => {
+                    // A pattern is a compile-time constant; a bad one is caught by the tests.
+                    tracing::error!(kind, error = %e, "redaction pattern does not compile");
+                    None
+                }
             }
         })
         .collect()
@@ -288,8 +294,14 @@ impl Redactor {
                 for (key, child) in map {
                     let len = path.len();
                     push_key(path, key);
-                    // Keys are text too: a secret used as a key is redacted.
-                    let clean_key = redact_string(&strip_nul(key, path, flags), path, flags);
+                    // Keys are text too: a secret used as a key is redacted
+                    // (short identifiers cannot hold a token: not scanned).
+                    let clean_key = strip_nul(key, path, flags);
+                    let clean_key = if clean_key.len() >= 16 {
+                        redact_string(&clean_key, path, flags)
+                    } else {
+                        clean_key
+                    };
                     let is_pair_value = matches!(key.as_str(), "value" | "Value");
                     let rule = self
                         .is_secret_key(key)
@@ -366,9 +378,25 @@ fn storable_number(n: &serde_json::Number) -> Option<Value> {
     None
 }
 
+/// Every pattern in one set: one pass tells which (if any) match, so a
+/// value without secrets costs a single scan.
+static PATTERN_SET: LazyLock<Option<RegexSet>> = LazyLock::new(|| {
+    RegexSetBuilder::new(PATTERNS.iter().map(|p| p.regex.as_str()))
+        // Room for the lazy DFA of the provider alternation: without it the
+        // engine falls back to slower matching on every value.
+        .dfa_size_limit(64 << 20)
+        .size_limit(64 << 20)
+        .build()
+        .ok()
+});
+
 fn redact_string(s: &str, path: &str, flags: &mut Vec<RedactionFlag>) -> String {
     let mut current = strip_nul(s, path, flags);
-    for pattern in PATTERNS.iter() {
+    let candidates: Vec<usize> = match PATTERN_SET.as_ref() {
+        Some(set) => set.matches(&current).into_iter().collect(),
+        None => (0..PATTERNS.len()).collect(),
+    };
+    for pattern in candidates.into_iter().filter_map(|i| PATTERNS.get(i)) {
         if pattern.regex.is_match(&current) {
             current = pattern
                 .regex
