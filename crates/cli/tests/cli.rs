@@ -489,6 +489,16 @@ async fn demo_audit_and_approvals_end_to_end() {
         assert!(pruned.contains("pruned 0 rows"), "{pruned}");
         let exported = ok(&env.run(&["audit", "export"]));
         assert_eq!(exported.lines().count(), 30, "{exported}");
+        let admin = ok(&env.run(&["audit", "export", "--kind", "admin"]));
+        let admin_lines: Vec<serde_json::Value> = admin
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        // Three demo runs: key.create, approval.issue, .approve, .consume each.
+        assert_eq!(admin_lines.len(), 12, "{admin}");
+        assert!(admin_lines.iter().all(|e| e["kind"] == "admin"), "{admin}");
+        let revokes = ok(&env.run(&["audit", "export", "--action", "approval.approve"]));
+        assert_eq!(revokes.lines().count(), 3, "{revokes}");
         failed(
             &env.run(&["audit", "verify", "--checkpoint", "nonsense"]),
             1,

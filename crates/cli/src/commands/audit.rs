@@ -124,6 +124,18 @@ pub(crate) enum Audit {
         /// Write to this file instead of standard output.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Only this kind: tool_call, admin or prune.
+        #[arg(long)]
+        kind: Option<String>,
+        /// Only this actor / caller.
+        #[arg(long)]
+        actor: Option<String>,
+        /// Only this action / method (e.g. key.revoke).
+        #[arg(long)]
+        action: Option<String>,
+        /// Only this resource type / tool (e.g. api_key, approval).
+        #[arg(long)]
+        resource: Option<String>,
     },
 }
 
@@ -476,14 +488,34 @@ pub(crate) async fn run(settings: &Settings, cmd: Audit) -> anyhow::Result<Outco
             ));
             Outcome::Success
         }
-        Audit::Export { out } => {
-            let mut sink: Box<dyn std::io::Write + Send> = match &out {
+        Audit::Export {
+            out,
+            kind,
+            actor,
+            action,
+            resource,
+        } => {
+            let sink: Box<dyn std::io::Write + Send> = match &out {
                 Some(path) => Box::new(std::io::BufWriter::new(std::fs::File::create(path)?)),
                 None => Box::new(std::io::stdout()),
             };
-            let n = warden_audit::export(&storage.db, None, None, &mut *sink).await?;
+            let mut filtered = FilteredLines {
+                inner: sink,
+                pending: Vec::new(),
+                written: 0,
+                wanted: [
+                    ("kind", kind),
+                    ("caller_id", actor),
+                    ("method", action),
+                    ("tool_name", resource),
+                ]
+                .into_iter()
+                .filter_map(|(field, value)| value.map(|v| (field, v)))
+                .collect(),
+            };
+            warden_audit::export(&storage.db, None, None, &mut filtered).await?;
             if out.is_some() {
-                output::line(&format!("exported {n} events"));
+                output::line(&format!("exported {} events", filtered.written));
             }
             Outcome::Success
         }
@@ -497,4 +529,45 @@ pub(crate) async fn run(settings: &Settings, cmd: Audit) -> anyhow::Result<Outco
 
 fn unreachable_offline() -> anyhow::Result<Outcome> {
     anyhow::bail!("this command runs without the database")
+}
+
+/// Passes through the exported JSON lines whose fields equal every wanted
+/// value (kind, actor, action, resource); counts what it wrote.
+struct FilteredLines {
+    inner: Box<dyn std::io::Write + Send>,
+    pending: Vec<u8>,
+    written: u64,
+    wanted: Vec<(&'static str, String)>,
+}
+
+impl FilteredLines {
+    fn keep(&self, line: &[u8]) -> bool {
+        if self.wanted.is_empty() {
+            return true;
+        }
+        let Ok(event) = serde_json::from_slice::<serde_json::Value>(line) else {
+            return false;
+        };
+        self.wanted
+            .iter()
+            .all(|(field, value)| event[*field].as_str() == Some(value.as_str()))
+    }
+}
+
+impl std::io::Write for FilteredLines {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.pending.extend_from_slice(buf);
+        while let Some(end) = self.pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.pending.drain(..=end).collect();
+            if self.keep(&line[..line.len() - 1]) {
+                self.inner.write_all(&line)?;
+                self.written += 1;
+            }
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
