@@ -7,7 +7,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait,
-    FromQueryResult, QueryFilter, QueryOrder, QuerySelect, QueryTrait, SqlErr, TransactionTrait,
+    FromQueryResult, QueryFilter, QueryOrder, QuerySelect, QueryTrait, SqlErr,
 };
 use tracing::{Instrument, debug, info_span, instrument, warn};
 use uuid::Uuid;
@@ -103,6 +103,24 @@ fn identifier(field: &'static str, value: &str) -> Result<String, ApprovalError>
         return Err(invalid("contains control characters"));
     }
     Ok(value.to_owned())
+}
+
+/// The row for `token_hash` and the database's clock, in one statement, on
+/// `db` (the pool or a transaction).
+async fn read_row<C: ConnectionTrait>(db: &C, token_hash: &str) -> Result<RowAt, ApprovalError> {
+    let backend = db.get_database_backend();
+    let statement = approval_requests::Entity::find()
+        .filter(Column::TokenHash.eq(token_hash))
+        .expr_as(Expr::cust(now_sql(backend)), "db_now")
+        .build(backend);
+    let row = db
+        .query_one_raw(statement)
+        .await?
+        .ok_or(ApprovalError::NotFound)?;
+    Ok(RowAt {
+        now: row.try_get::<DateTime<Utc>>("", "db_now")?,
+        row: approval_requests::Model::from_query_result(&row, "")?,
+    })
 }
 
 /// A committed new approval, and the token hash of the one it superseded
@@ -303,7 +321,7 @@ impl ApprovalManager {
         lifetime: chrono::Duration,
         supersede: bool,
     ) -> Result<Result<Inserted, IssueOutcome>, ApprovalError> {
-        let txn = begin_write(&self.db).await?;
+        let txn = warden_audit::begin_write(&self.db).await?;
         let mut superseded = None;
         let now_expr = now_sql(txn.get_database_backend());
         let created_at = db_now(&txn).await?.trunc_subsecs(6);
@@ -495,19 +513,40 @@ impl ApprovalManager {
 
     /// The row for `token_hash` and the database's clock, in one statement.
     async fn read_database(&self, token_hash: &str) -> Result<RowAt, ApprovalError> {
-        let backend = self.db.get_database_backend();
-        let statement = approval_requests::Entity::find()
-            .filter(Column::TokenHash.eq(token_hash))
-            .expr_as(Expr::cust(now_sql(backend)), "db_now")
-            .build(backend);
-        let row = self
-            .bounded(async { Ok(self.db.query_one_raw(statement).await?) })
-            .await?
-            .ok_or(ApprovalError::NotFound)?;
-        Ok(RowAt {
-            now: row.try_get::<DateTime<Utc>>("", "db_now")?,
-            row: approval_requests::Model::from_query_result(&row, "")?,
+        self.bounded(read_row(&self.db, token_hash)).await
+    }
+
+    /// One change to the approval with `token_hash`, atomically with its
+    /// audit event: runs the conditional `update`; when it changed the row,
+    /// records `action` by `actor` (the summary built from the changed row).
+    /// Returns whether it changed, and the row as the transaction left it
+    /// with the database's clock (no read after the commit). Bounded.
+    async fn change_recorded(
+        &self,
+        token_hash: &str,
+        update: sea_orm::UpdateMany<approval_requests::Entity>,
+        actor: &str,
+        action: &str,
+        note: Option<&str>,
+        summary: impl FnOnce(&approval_requests::Model) -> serde_json::Value,
+    ) -> Result<(bool, RowAt), ApprovalError> {
+        self.bounded(async {
+            let txn = warden_audit::begin_write(&self.db).await?;
+            let changed = update
+                .filter(Column::TokenHash.eq(token_hash))
+                .exec(&txn)
+                .await?
+                .rows_affected
+                == 1;
+            let at = read_row(&txn, token_hash).await?;
+            if changed {
+                let event = self.admin_event(&at.row, actor, action, note, summary(&at.row))?;
+                warden_audit::record_in(&txn, &[event]).await?;
+            }
+            txn.commit().await?;
+            Ok((changed, at))
         })
+        .await
     }
 
     /// Approves the call `token` stands for.
@@ -558,50 +597,35 @@ impl ApprovalManager {
                 _ => Expr::value(Option::<DateTime<Utc>>::None),
             };
             // The decision and its audit event commit together, or neither.
-            let changed = self
-                .bounded(async {
-                    let txn = begin_write(&self.db).await?;
-                    let changed = approval_requests::Entity::update_many()
-                        .col_expr(Column::Status, Expr::value(status.as_str()))
-                        .col_expr(Column::DecidedAt, Expr::cust(now_expr.clone()))
-                        .col_expr(Column::ExecuteBy, execute_by)
-                        .col_expr(Column::ApproverId, Expr::value(approver_id.clone()))
-                        .col_expr(Column::Note, Expr::value(note.clone()))
-                        .filter(Column::TokenHash.eq(token_hash.as_str()))
-                        .filter(Column::Status.eq(ApprovalStatus::Pending.as_str()))
-                        .filter(Expr::col(Column::ExpiresAt).gt(Expr::cust(now_expr.clone())))
-                        .exec(&txn)
-                        .await?
-                        .rows_affected;
-                    if changed == 1 {
-                        let row = approval_requests::Entity::find()
-                            .filter(Column::TokenHash.eq(token_hash.as_str()))
-                            .one(&txn)
-                            .await?
-                            .ok_or(ApprovalError::NotFound)?;
-                        let action = match status {
-                            ApprovalStatus::Approved => "approval.approve",
-                            _ => "approval.deny",
-                        };
-                        let event = self.admin_event(
-                            &row,
-                            &approver_id,
-                            action,
-                            note.as_deref(),
-                            serde_json::json!({
-                                "before": {"status": ApprovalStatus::Pending.as_str()},
-                                "after": {"status": row.status, "execute_by": row.execute_by},
-                            }),
-                        )?;
-                        warden_audit::record_in(&txn, &[event]).await?;
-                    }
-                    txn.commit().await?;
-                    Ok(changed)
-                })
+            let action = match status {
+                ApprovalStatus::Approved => "approval.approve",
+                _ => "approval.deny",
+            };
+            let update = approval_requests::Entity::update_many()
+                .col_expr(Column::Status, Expr::value(status.as_str()))
+                .col_expr(Column::DecidedAt, Expr::cust(now_expr.clone()))
+                .col_expr(Column::ExecuteBy, execute_by)
+                .col_expr(Column::ApproverId, Expr::value(approver_id.clone()))
+                .col_expr(Column::Note, Expr::value(note.clone()))
+                .filter(Column::Status.eq(ApprovalStatus::Pending.as_str()))
+                .filter(Expr::col(Column::ExpiresAt).gt(Expr::cust(now_expr.clone())));
+            let (changed, RowAt { row, now }) = self
+                .change_recorded(
+                    &token_hash,
+                    update,
+                    &approver_id,
+                    action,
+                    note.as_deref(),
+                    |row| {
+                        serde_json::json!({
+                            "before": {"status": ApprovalStatus::Pending.as_str()},
+                            "after": {"status": row.status, "execute_by": row.execute_by},
+                        })
+                    },
+                )
                 .await?;
-            let RowAt { row, now } = self.read_database(&token_hash).await?;
             let approval = Approval::from_model(row)?;
-            if changed == 0 {
+            if !changed {
                 return Err(match approval.effective_status(now) {
                     // A PENDING row that did not change was expired by the
                     // database's clock.
@@ -635,50 +659,35 @@ impl ApprovalManager {
         let token = ApprovalToken::parse(token).ok_or(ApprovalError::NotFound)?;
         let token_hash = token.hash();
         let now_expr = now_sql(self.db.get_database_backend());
-        let changed = self
-            .bounded(async {
-                let txn = begin_write(&self.db).await?;
-                let changed = approval_requests::Entity::update_many()
-                    .col_expr(
-                        Column::Status,
-                        Expr::value(ApprovalStatus::Executed.as_str()),
-                    )
-                    .col_expr(Column::ExecutedAt, Expr::cust(now_expr.clone()))
-                    .filter(Column::TokenHash.eq(token_hash.as_str()))
-                    .filter(Column::Status.eq(ApprovalStatus::Approved.as_str()))
-                    .filter(Column::CallerId.eq(binding.caller_id.as_str()))
-                    .filter(Column::ToolName.eq(binding.tool_name.as_str()))
-                    .filter(Column::RawArgsHash.eq(binding.raw_args_hash.to_ascii_lowercase()))
-                    .filter(Column::PolicyVersion.eq(binding.policy_version.as_str()))
-                    .filter(Expr::col(Column::ExecuteBy).gt(Expr::cust(now_expr.clone())))
-                    .exec(&txn)
-                    .await?
-                    .rows_affected;
-                if changed == 1 {
-                    let row = approval_requests::Entity::find()
-                        .filter(Column::TokenHash.eq(token_hash.as_str()))
-                        .one(&txn)
-                        .await?
-                        .ok_or(ApprovalError::NotFound)?;
-                    let event = self.admin_event(
-                        &row,
-                        &binding.caller_id,
-                        "approval.consume",
-                        None,
-                        serde_json::json!({
-                            "before": {"status": ApprovalStatus::Approved.as_str()},
-                            "after": {"status": row.status, "executed_at": row.executed_at},
-                        }),
-                    )?;
-                    warden_audit::record_in(&txn, &[event]).await?;
-                }
-                txn.commit().await?;
-                Ok(changed)
-            })
+        let update = approval_requests::Entity::update_many()
+            .col_expr(
+                Column::Status,
+                Expr::value(ApprovalStatus::Executed.as_str()),
+            )
+            .col_expr(Column::ExecutedAt, Expr::cust(now_expr.clone()))
+            .filter(Column::Status.eq(ApprovalStatus::Approved.as_str()))
+            .filter(Column::CallerId.eq(binding.caller_id.as_str()))
+            .filter(Column::ToolName.eq(binding.tool_name.as_str()))
+            .filter(Column::RawArgsHash.eq(binding.raw_args_hash.to_ascii_lowercase()))
+            .filter(Column::PolicyVersion.eq(binding.policy_version.as_str()))
+            .filter(Expr::col(Column::ExecuteBy).gt(Expr::cust(now_expr)));
+        let (changed, RowAt { row, now }) = self
+            .change_recorded(
+                &token_hash,
+                update,
+                &binding.caller_id,
+                "approval.consume",
+                None,
+                |row| {
+                    serde_json::json!({
+                        "before": {"status": ApprovalStatus::Approved.as_str()},
+                        "after": {"status": row.status, "executed_at": row.executed_at},
+                    })
+                },
+            )
             .await?;
-        let RowAt { row, now } = self.read_database(&token_hash).await?;
         let approval = Approval::from_model(row)?;
-        if changed == 1 {
+        if changed {
             if let Err(e) = self.cache.delete(&cache_key(&token_hash)).await {
                 debug!(error = %e, "consumed approval's cache entry not removed; it is never trusted");
             }
@@ -769,7 +778,7 @@ impl ApprovalManager {
         loop {
             let (found, changed) = self
                 .bounded(async {
-                    let txn = begin_write(&self.db).await?;
+                    let txn = warden_audit::begin_write(&self.db).await?;
                     // Rows another expirer or a decider holds are skipped
                     // (PostgreSQL); SQLite serializes writers already.
                     let mut select = approval_requests::Entity::find()
@@ -788,21 +797,11 @@ impl ApprovalManager {
                         txn.commit().await?;
                         return Ok((0, 0));
                     }
-                    let note = "not decided before it expired";
-                    let changed = approval_requests::Entity::update_many()
-                        .col_expr(
-                            Column::Status,
-                            Expr::value(ApprovalStatus::Expired.as_str()),
-                        )
-                        .col_expr(Column::DecidedAt, Expr::cust(now_expr.clone()))
-                        .col_expr(Column::Note, Expr::value(note))
-                        .filter(Column::Id.is_in(rows.iter().map(|r| r.id)))
-                        .filter(Column::Status.eq(ApprovalStatus::Pending.as_str()))
-                        .exec(&txn)
-                        .await?
-                        .rows_affected;
+                    let changed = self
+                        .expire_rows(&txn, &rows, SYSTEM_ACTOR, "not decided before it expired")
+                        .await?;
                     // The rows are locked (or the database is): every one
-                    // selected changed, so each gets its event.
+                    // selected changed, so each got its event.
                     if changed != rows.len() as u64 {
                         return Err(ApprovalError::Database {
                             reason: format!(
@@ -811,22 +810,6 @@ impl ApprovalManager {
                             ),
                         });
                     }
-                    let events = rows
-                        .iter()
-                        .map(|row| {
-                            self.admin_event(
-                                row,
-                                SYSTEM_ACTOR,
-                                "approval.expire",
-                                Some(note),
-                                serde_json::json!({
-                                    "before": {"status": ApprovalStatus::Pending.as_str()},
-                                    "after": {"status": ApprovalStatus::Expired.as_str()},
-                                }),
-                            )
-                        })
-                        .collect::<Result<Vec<_>, _>>()?;
-                    warden_audit::record_in(&txn, &events).await?;
                     txn.commit().await?;
                     Ok((rows.len() as u64, changed))
                 })
@@ -848,6 +831,24 @@ impl ApprovalManager {
         actor: &str,
         note: &str,
     ) -> Result<bool, ApprovalError> {
+        Ok(self
+            .expire_rows(txn, std::slice::from_ref(row), actor, note)
+            .await?
+            == 1)
+    }
+
+    /// Inside `txn`: marks those of `rows` still PENDING as EXPIRED in one
+    /// statement and returns how many changed. Their `approval.expire`
+    /// events are recorded when all of them changed; when some but not all
+    /// did (which ones is unknown), nothing is recorded and this fails, so
+    /// the caller's transaction rolls back.
+    async fn expire_rows<C: ConnectionTrait>(
+        &self,
+        txn: &C,
+        rows: &[approval_requests::Model],
+        actor: &str,
+        note: &str,
+    ) -> Result<u64, ApprovalError> {
         let now_expr = now_sql(txn.get_database_backend());
         let changed = approval_requests::Entity::update_many()
             .col_expr(
@@ -856,25 +857,39 @@ impl ApprovalManager {
             )
             .col_expr(Column::DecidedAt, Expr::cust(now_expr))
             .col_expr(Column::Note, Expr::value(note))
-            .filter(Column::Id.eq(row.id))
+            .filter(Column::Id.is_in(rows.iter().map(|r| r.id)))
             .filter(Column::Status.eq(ApprovalStatus::Pending.as_str()))
             .exec(txn)
             .await?
             .rows_affected;
-        if changed == 1 {
-            let event = self.admin_event(
-                row,
-                actor,
-                "approval.expire",
-                Some(note),
-                serde_json::json!({
-                    "before": {"status": ApprovalStatus::Pending.as_str()},
-                    "after": {"status": ApprovalStatus::Expired.as_str()},
-                }),
-            )?;
-            warden_audit::record_in(txn, &[event]).await?;
+        if changed == 0 {
+            return Ok(0);
         }
-        Ok(changed == 1)
+        if changed != rows.len() as u64 {
+            return Err(ApprovalError::Database {
+                reason: format!(
+                    "expired {changed} of {} approvals; which ones is unknown, rolled back",
+                    rows.len()
+                ),
+            });
+        }
+        let events = rows
+            .iter()
+            .map(|row| {
+                self.admin_event(
+                    row,
+                    actor,
+                    "approval.expire",
+                    Some(note),
+                    serde_json::json!({
+                        "before": {"status": ApprovalStatus::Pending.as_str()},
+                        "after": {"status": ApprovalStatus::Expired.as_str()},
+                    }),
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        warden_audit::record_in(txn, &events).await?;
+        Ok(changed)
     }
 
     /// The admin event for `action` on approval `row` by `actor`: linked to
@@ -964,18 +979,4 @@ fn existing_outcome(row: &approval_requests::Model) -> IssueOutcome {
         status: ApprovalStatus::Pending,
         expires_at: row.expires_at,
     }
-}
-
-/// A write transaction: `BEGIN IMMEDIATE` on SQLite (a deferred one that
-/// reads first fails with "database is locked" instead of waiting when
-/// another writer is active); an ordinary one on PostgreSQL.
-async fn begin_write(
-    db: &DatabaseConnection,
-) -> Result<sea_orm::DatabaseTransaction, sea_orm::DbErr> {
-    db.begin_with_options(sea_orm::TransactionOptions {
-        isolation_level: None,
-        access_mode: None,
-        sqlite_transaction_mode: Some(sea_orm::SqliteTransactionMode::Immediate),
-    })
-    .await
 }

@@ -17,8 +17,7 @@ use chrono::Utc;
 use sea_orm::sea_query::Query;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, EntityTrait,
-    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set, SqliteTransactionMode, Statement,
-    TransactionOptions, TransactionTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set, Statement, TransactionTrait,
 };
 use tokio::sync::watch;
 use tracing::{debug, info, instrument, warn};
@@ -297,15 +296,7 @@ impl Integrator {
             }
             Ok(Some(txn))
         } else {
-            Ok(Some(
-                self.db
-                    .begin_with_options(TransactionOptions {
-                        isolation_level: None,
-                        access_mode: None,
-                        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
-                    })
-                    .await?,
-            ))
+            Ok(Some(crate::store::begin_write(&self.db).await?))
         }
     }
 

@@ -84,6 +84,6 @@ pub use query::{AuditFilter, AuditPage, AuditQuery, Cursor, MAX_LIMIT};
 pub use redact::{REDACTED, Redacted, RedactionFlag, Redactor};
 pub use retention::{PruneReport, export, prune};
 pub use spill::SpillMacKey;
-pub use store::{AppendOutcome, append, record_in};
+pub use store::{AppendOutcome, append, begin_write, record_in};
 pub use tree::MAX_TREE_SIZE;
 pub use verify::{BreakKind, ChainBreak, Verification, VerifyOptions, verify};

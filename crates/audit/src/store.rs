@@ -144,13 +144,7 @@ async fn append_in_transaction(
     db: &DatabaseConnection,
     events: &[AuditEvent],
 ) -> Result<AppendOutcome, AuditError> {
-    let txn = db
-        .begin_with_options(TransactionOptions {
-            isolation_level: None,
-            access_mode: None,
-            sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
-        })
-        .await?;
+    let txn = begin_write(db).await?;
     let ids: Vec<uuid::Uuid> = events.iter().map(AuditEvent::id).collect();
     let stored: HashSet<uuid::Uuid> = audit_events::Entity::find()
         .select_only()
@@ -174,6 +168,21 @@ async fn append_in_transaction(
         "audit batch appended"
     );
     Ok(outcome)
+}
+
+/// A write transaction for a change recorded with [`record_in`]:
+/// `BEGIN IMMEDIATE` on SQLite (a deferred one that reads first fails with
+/// "database is locked" instead of waiting when another writer is active);
+/// an ordinary one on PostgreSQL.
+pub async fn begin_write(
+    db: &DatabaseConnection,
+) -> Result<sea_orm::DatabaseTransaction, sea_orm::DbErr> {
+    db.begin_with_options(TransactionOptions {
+        isolation_level: None,
+        access_mode: None,
+        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+    })
+    .await
 }
 
 /// Records `events` inside the caller's transaction (any backend): they

@@ -417,6 +417,26 @@ impl<F: Fn(&str) -> Option<String>> Reader<F> {
         }
     }
 
+    /// A MAC key from secret text (at least 32 characters); the problem
+    /// never repeats the value.
+    fn mac_key<T, E>(
+        &mut self,
+        variable: &'static str,
+        from_bytes: impl FnOnce(&[u8]) -> Result<T, E>,
+    ) -> Option<T> {
+        let raw = self.get(variable)?;
+        match from_bytes(raw.trim().as_bytes()) {
+            Ok(key) => Some(key),
+            Err(_) => {
+                self.problem(
+                    variable,
+                    "too short: use at least 32 random characters (e.g. openssl rand -hex 32)",
+                );
+                None
+            }
+        }
+    }
+
     fn millis(&mut self, variable: &'static str, default_ms: u64) -> Duration {
         Duration::from_millis(self.number(variable, default_ms, (1, 600_000)))
     }
@@ -655,26 +675,8 @@ impl Settings {
             .map(|p| std::path::PathBuf::from(p.trim()));
         let audit_max_args_bytes =
             r.number("AUDIT_MAX_ARGS_BYTES", 65_536, (256, 16 * 1024 * 1024));
-        let cache_mac_key = r.get("CACHE_MAC_KEY").and_then(|raw| {
-            CacheMacKey::from_bytes(raw.trim().as_bytes())
-                .map_err(|_| {
-                    r.problem(
-                        "CACHE_MAC_KEY",
-                        "too short: use at least 32 random characters (e.g. openssl rand -hex 32)",
-                    );
-                })
-                .ok()
-        });
-        let audit_spill_mac_key = r.get("AUDIT_SPILL_MAC_KEY").and_then(|raw| {
-            SpillMacKey::from_bytes(raw.trim().as_bytes())
-                .map_err(|_| {
-                    r.problem(
-                        "AUDIT_SPILL_MAC_KEY",
-                        "too short: use at least 32 random characters (e.g. openssl rand -hex 32)",
-                    );
-                })
-                .ok()
-        });
+        let cache_mac_key = r.mac_key("CACHE_MAC_KEY", CacheMacKey::from_bytes);
+        let audit_spill_mac_key = r.mac_key("AUDIT_SPILL_MAC_KEY", SpillMacKey::from_bytes);
         if environment == Environment::Production {
             let present = [
                 r.get("AUDIT_SIGNING_KEY_FILE").is_some(),

@@ -7,7 +7,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, DatabaseConnection, EntityTrait, QueryFilter,
-    QueryOrder, Set, SqlErr, TransactionTrait,
+    QueryOrder, Set, SqlErr,
 };
 use serde::{Deserialize, Serialize};
 use tracing::{debug, instrument, warn};
@@ -408,7 +408,7 @@ impl KeyManager {
         let actor = field("actor", new.actor, 255)?;
         // The key and its `key.create` event commit together, or neither.
         let inserted = tokio::time::timeout(self.db_timeout, async {
-            let txn = begin_write(&self.db).await?;
+            let txn = warden_audit::begin_write(&self.db).await?;
             let stored = row.insert(&txn).await?;
             let event = key_event(
                 &stored,
@@ -645,7 +645,7 @@ impl KeyManager {
             })?;
         let now = Utc::now().trunc_subsecs(6);
         self.bounded(async {
-            let txn = begin_write(&self.db).await?;
+            let txn = warden_audit::begin_write(&self.db).await?;
             let changed = api_keys::Entity::update_many()
                 .col_expr(Column::IsActive, Expr::value(false))
                 .col_expr(Column::RevokedAt, Expr::value(now))
@@ -778,18 +778,4 @@ fn key_event(
     .map_err(|e| KeyError::AuditTrail {
         reason: e.to_string(),
     })
-}
-
-/// A write transaction: `BEGIN IMMEDIATE` on SQLite (a deferred one that
-/// reads first fails with "database is locked" instead of waiting when
-/// another writer is active); an ordinary one on PostgreSQL.
-async fn begin_write(
-    db: &DatabaseConnection,
-) -> Result<sea_orm::DatabaseTransaction, sea_orm::DbErr> {
-    db.begin_with_options(sea_orm::TransactionOptions {
-        isolation_level: None,
-        access_mode: None,
-        sqlite_transaction_mode: Some(sea_orm::SqliteTransactionMode::Immediate),
-    })
-    .await
 }

@@ -16,18 +16,8 @@ pub(crate) enum Audit {
         /// How many.
         #[arg(long, short = 'n', default_value_t = 20)]
         limit: u64,
-        /// Only this kind: tool_call, admin or prune.
-        #[arg(long)]
-        kind: Option<String>,
-        /// Only this actor / caller.
-        #[arg(long)]
-        actor: Option<String>,
-        /// Only this action / method (e.g. key.revoke, approval.approve).
-        #[arg(long)]
-        action: Option<String>,
-        /// Only this resource type / tool (e.g. api_key, approval).
-        #[arg(long)]
-        resource: Option<String>,
+        #[command(flatten)]
+        filter: EventFilter,
         /// Print machine-readable JSON.
         #[arg(long)]
         json: bool,
@@ -124,18 +114,8 @@ pub(crate) enum Audit {
         /// Write to this file instead of standard output.
         #[arg(long)]
         out: Option<PathBuf>,
-        /// Only this kind: tool_call, admin or prune.
-        #[arg(long)]
-        kind: Option<String>,
-        /// Only this actor / caller.
-        #[arg(long)]
-        actor: Option<String>,
-        /// Only this action / method (e.g. key.revoke).
-        #[arg(long)]
-        action: Option<String>,
-        /// Only this resource type / tool (e.g. api_key, approval).
-        #[arg(long)]
-        resource: Option<String>,
+        #[command(flatten)]
+        filter: EventFilter,
     },
 }
 
@@ -285,26 +265,12 @@ pub(crate) async fn run(settings: &Settings, cmd: Audit) -> anyhow::Result<Outco
     let outcome = match cmd {
         Audit::Tail {
             limit,
-            kind,
-            actor,
-            action,
-            resource,
+            filter,
             json,
         } => {
-            let kind = match kind.as_deref().map(warden_audit::EventKind::parse) {
-                Some(None) => {
-                    output::error(&"--kind must be tool_call, admin or prune");
-                    return Ok(Outcome::Failed);
-                }
-                Some(kind) => kind,
-                None => None,
-            };
-            let filter = warden_audit::AuditFilter {
-                caller_id: actor,
-                kind,
-                action,
-                resource_type: resource,
-                ..warden_audit::AuditFilter::default()
+            let Some(filter) = filter.to_audit_filter() else {
+                output::error(&"--kind must be tool_call, admin or prune");
+                return Ok(Outcome::Failed);
             };
             let events = query.page(&filter, None, limit).await?.events;
             if json {
@@ -488,13 +454,7 @@ pub(crate) async fn run(settings: &Settings, cmd: Audit) -> anyhow::Result<Outco
             ));
             Outcome::Success
         }
-        Audit::Export {
-            out,
-            kind,
-            actor,
-            action,
-            resource,
-        } => {
+        Audit::Export { out, filter } => {
             let sink: Box<dyn std::io::Write + Send> = match &out {
                 Some(path) => Box::new(std::io::BufWriter::new(std::fs::File::create(path)?)),
                 None => Box::new(std::io::stdout()),
@@ -503,15 +463,7 @@ pub(crate) async fn run(settings: &Settings, cmd: Audit) -> anyhow::Result<Outco
                 inner: sink,
                 pending: Vec::new(),
                 written: 0,
-                wanted: [
-                    ("kind", kind),
-                    ("caller_id", actor),
-                    ("method", action),
-                    ("tool_name", resource),
-                ]
-                .into_iter()
-                .filter_map(|(field, value)| value.map(|v| (field, v)))
-                .collect(),
+                wanted: filter.wanted(),
             };
             warden_audit::export(&storage.db, None, None, &mut filtered).await?;
             if out.is_some() {
@@ -529,6 +481,53 @@ pub(crate) async fn run(settings: &Settings, cmd: Audit) -> anyhow::Result<Outco
 
 fn unreachable_offline() -> anyhow::Result<Outcome> {
     anyhow::bail!("this command runs without the database")
+}
+
+/// Which events a listing keeps: by kind, actor, action and resource.
+#[derive(clap::Args)]
+pub(crate) struct EventFilter {
+    /// Only this kind: tool_call, admin or prune.
+    #[arg(long)]
+    kind: Option<String>,
+    /// Only this actor / caller.
+    #[arg(long)]
+    actor: Option<String>,
+    /// Only this action / method (e.g. key.revoke, approval.approve).
+    #[arg(long)]
+    action: Option<String>,
+    /// Only this resource type / tool (e.g. api_key, approval).
+    #[arg(long)]
+    resource: Option<String>,
+}
+
+impl EventFilter {
+    /// The query filter; `None` when `--kind` names no kind.
+    fn to_audit_filter(&self) -> Option<warden_audit::AuditFilter> {
+        let kind = match self.kind.as_deref() {
+            Some(kind) => Some(warden_audit::EventKind::parse(kind)?),
+            None => None,
+        };
+        Some(warden_audit::AuditFilter {
+            caller_id: self.actor.clone(),
+            kind,
+            action: self.action.clone(),
+            resource_type: self.resource.clone(),
+            ..warden_audit::AuditFilter::default()
+        })
+    }
+
+    /// The same conditions as (exported JSON field, wanted value) pairs.
+    fn wanted(self) -> Vec<(&'static str, String)> {
+        [
+            ("kind", self.kind),
+            ("caller_id", self.actor),
+            ("method", self.action),
+            ("tool_name", self.resource),
+        ]
+        .into_iter()
+        .filter_map(|(field, value)| value.map(|v| (field, v)))
+        .collect()
+    }
 }
 
 /// Passes through the exported JSON lines whose fields equal every wanted

@@ -34,8 +34,7 @@ pub(crate) async fn record_admin(
     storage: &Storage,
     event: warden_audit::AuditEvent,
 ) -> anyhow::Result<()> {
-    use sea_orm::TransactionTrait;
-    let txn = storage.db.begin().await?;
+    let txn = warden_audit::begin_write(&storage.db).await?;
     warden_audit::record_in(&txn, &[event]).await?;
     txn.commit().await?;
     Ok(())
