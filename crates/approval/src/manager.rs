@@ -161,6 +161,13 @@ impl ApprovalManager {
         self
     }
 
+    /// Redacts the notes and summaries of its admin events with `redactor`
+    /// (default: the built-in rules only).
+    pub fn with_redactor(mut self, redactor: warden_audit::Redactor) -> Self {
+        self.redactor = redactor;
+        self
+    }
+
     /// Adds a notifier, told about every new approval and every decision.
     pub fn with_notifier(mut self, notifier: Arc<dyn Notifier>) -> Self {
         self.notifiers.push(notifier);

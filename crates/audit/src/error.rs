@@ -17,6 +17,15 @@ pub enum AuditError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A redaction rule from the policy file is unusable: fix or remove it
+    /// (the message names the rule and what is wrong; never a matched value).
+    #[error("redaction rule {name:?}: {reason}")]
+    RedactionRule {
+        /// The rule's name (or its index when the name itself is bad).
+        name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The database refused or could not be reached.
     #[error("audit storage failed: {reason}")]
     Database {

@@ -339,7 +339,7 @@ impl AuditEvent {
             decision: call.decision,
             reason: call
                 .reason
-                .map(|r| crate::redact::redact_text(&free_text(r))),
+                .map(|r| redactor.redact_text(&free_text(r))),
             raw_args_hash,
             sanitized_args: redacted.value,
             redaction_flags: redacted.flags,

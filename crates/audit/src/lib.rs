@@ -81,7 +81,10 @@ pub use proof::{
     verify_consistency,
 };
 pub use query::{AuditFilter, AuditPage, AuditQuery, Cursor, MAX_LIMIT};
-pub use redact::{REDACTED, Redacted, RedactionFlag, Redactor};
+pub use redact::{
+    ExtraPattern, MAX_EXTRA_KEY_NAMES, MAX_EXTRA_PATTERNS, REDACTED, Redacted, RedactionFlag,
+    RedactionRules, Redactor,
+};
 pub use retention::{PruneReport, export, prune};
 pub use spill::SpillMacKey;
 pub use store::{AppendOutcome, append, begin_write, record_in};

@@ -2,7 +2,7 @@
 //! stored, by key name and by value pattern, and each replacement is recorded
 //! as a [`RedactionFlag`] naming the JSON path and the reason.
 
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 use serde::{Deserialize, Serialize};
@@ -156,11 +156,149 @@ static PATTERNS: LazyLock<Vec<Pattern>> = LazyLock::new(|| {
         .collect()
 });
 
-/// The redactor: which key names are secret (the built-in list plus extras)
-/// and the size cap on what is stored.
+/// Site-specific redaction rules, as the policy file's `redaction:` section
+/// states them: more key names to treat as secret, and more value patterns
+/// (an internal token format, a partner's key shape). They add to the
+/// built-in rules; they can never switch one off.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedactionRules {
+    /// Key names whose values are secret wherever a key contains one
+    /// (compared like the built-ins: case-insensitive, punctuation ignored).
+    #[serde(default)]
+    pub extra_key_names: Vec<String>,
+    /// Value patterns: each match is replaced by `[REDACTED:<name>]`.
+    #[serde(default)]
+    pub extra_patterns: Vec<ExtraPattern>,
+}
+
+/// One configured value pattern.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtraPattern {
+    /// Its name: 1 to 40 characters of `a-z`, `0-9` and `_`; it appears in
+    /// redaction flags (`pattern:custom_<name>`) and in the replacement.
+    pub name: String,
+    /// A regular expression (the `regex` crate's syntax: linear time, no
+    /// backreferences or look-around), at most 1,000 characters, that never
+    /// matches the empty string.
+    pub regex: String,
+}
+
+/// At most this many configured patterns.
+pub const MAX_EXTRA_PATTERNS: usize = 200;
+/// At most this many configured key names.
+pub const MAX_EXTRA_KEY_NAMES: usize = 500;
+
+/// Configured patterns, compiled once and shared by every clone.
+#[derive(Debug, Default)]
+struct ExtraPatterns {
+    kinds: Vec<String>,
+    replacements: Vec<String>,
+    regexes: Vec<Regex>,
+    set: Option<RegexSet>,
+}
+
+impl ExtraPatterns {
+    fn compile(patterns: &[ExtraPattern]) -> Result<Self, AuditError> {
+        if patterns.len() > MAX_EXTRA_PATTERNS {
+            return Err(AuditError::RedactionRule {
+                name: format!("extra_patterns ({} rules)", patterns.len()),
+                reason: format!("at most {MAX_EXTRA_PATTERNS} patterns"),
+            });
+        }
+        let mut out = Self::default();
+        for (i, p) in patterns.iter().enumerate() {
+            let valid_name = !p.name.is_empty()
+                && p.name.len() <= 40
+                && p.name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+            let fail = |reason: String| {
+                Err(AuditError::RedactionRule {
+                    name: if valid_name {
+                        p.name.clone()
+                    } else {
+                        format!("extra_patterns[{i}]")
+                    },
+                    reason,
+                })
+            };
+            if !valid_name {
+                return fail("name must be 1 to 40 characters of a-z, 0-9 and _".into());
+            }
+            if out.kinds.iter().any(|k| k == &format!("custom_{}", p.name)) {
+                return fail("a pattern with this name is already defined".into());
+            }
+            if p.regex.len() > 1000 {
+                return fail("pattern longer than 1000 characters".into());
+            }
+            let regex = match RegexBuilder::new(&p.regex)
+                .size_limit(1 << 20)
+                .dfa_size_limit(2 << 20)
+                .build()
+            {
+                Ok(regex) => regex,
+                Err(e) => return fail(format!("does not compile: {e}")),
+            };
+            if regex.is_match("") {
+                return fail("matches the empty string (it would match everywhere)".into());
+            }
+            out.kinds.push(format!("custom_{}", p.name));
+            out.replacements.push(format!("[REDACTED:{}]", p.name));
+            out.regexes.push(regex);
+        }
+        if !out.regexes.is_empty() {
+            out.set = Some(
+                RegexSetBuilder::new(out.regexes.iter().map(Regex::as_str))
+                    .size_limit(8 << 20)
+                    .dfa_size_limit(16 << 20)
+                    .build()
+                    .map_err(|e| AuditError::RedactionRule {
+                        name: "extra_patterns".into(),
+                        reason: format!("together they are too large: {e}"),
+                    })?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// Replaces every match of every configured pattern in `current`.
+    fn apply(&self, mut current: String, path: &str, flags: &mut Vec<RedactionFlag>) -> String {
+        let Some(set) = &self.set else {
+            return current;
+        };
+        let candidates: Vec<usize> = set.matches(&current).into_iter().collect();
+        for i in candidates {
+            let (Some(regex), Some(kind), Some(replacement)) = (
+                self.regexes.get(i),
+                self.kinds.get(i),
+                self.replacements.get(i),
+            ) else {
+                continue;
+            };
+            // An earlier replacement may have consumed the match.
+            if regex.is_match(&current) {
+                current = regex
+                    .replace_all(&current, regex::NoExpand(replacement))
+                    .into_owned();
+                flags.push(RedactionFlag {
+                    path: path.to_owned(),
+                    reason: format!("pattern:{kind}"),
+                });
+            }
+        }
+        current
+    }
+}
+
+/// The redactor: which key names are secret (the built-in list plus extras),
+/// which value patterns are (the built-in formats plus configured ones) and
+/// the size cap on what is stored.
 #[derive(Debug, Clone)]
 pub struct Redactor {
     extra_keys: Vec<String>,
+    extra_patterns: Arc<ExtraPatterns>,
     max_bytes: usize,
 }
 
@@ -168,6 +306,7 @@ impl Default for Redactor {
     fn default() -> Self {
         Self {
             extra_keys: Vec::new(),
+            extra_patterns: Arc::new(ExtraPatterns::default()),
             max_bytes: 64 * 1024,
         }
     }
@@ -196,6 +335,46 @@ impl Redactor {
                 .filter(|k| !k.is_empty()),
         );
         self
+    }
+
+    /// Adds the configured `rules` (see [`RedactionRules`]) to the built-in
+    /// ones. Every rule is validated first: a pattern that does not compile,
+    /// matches the empty string, is too long, or has a bad or repeated name
+    /// is [`AuditError::RedactionRule`] naming it; nothing is half-applied.
+    /// Replaces rules added by an earlier call.
+    pub fn with_rules(self, rules: &RedactionRules) -> Result<Self, AuditError> {
+        if rules.extra_key_names.len() > MAX_EXTRA_KEY_NAMES {
+            return Err(AuditError::RedactionRule {
+                name: "extra_key_names".into(),
+                reason: format!("at most {MAX_EXTRA_KEY_NAMES} names"),
+            });
+        }
+        if let Some((i, _)) = rules
+            .extra_key_names
+            .iter()
+            .enumerate()
+            .find(|(_, k)| normalize(k).is_empty())
+        {
+            return Err(AuditError::RedactionRule {
+                name: format!("extra_key_names[{i}]"),
+                reason: "needs at least one letter or digit".into(),
+            });
+        }
+        let patterns = ExtraPatterns::compile(&rules.extra_patterns)?;
+        let mut redactor = self.with_extra_keys(&rules.extra_key_names);
+        redactor.extra_patterns = Arc::new(patterns);
+        Ok(redactor)
+    }
+
+    /// Redacts free text (a reason, a note) with every value pattern,
+    /// built-in and configured.
+    pub fn redact_text(&self, text: &str) -> String {
+        self.redact_string(text, "$", &mut Vec::new())
+    }
+
+    fn redact_string(&self, s: &str, path: &str, flags: &mut Vec<RedactionFlag>) -> String {
+        let built_in = redact_string(s, path, flags);
+        self.extra_patterns.apply(built_in, path, flags)
     }
 
     /// Stored arguments larger than `max_bytes` (canonical JSON) are replaced
@@ -298,7 +477,7 @@ impl Redactor {
                     // (short identifiers cannot hold a token: not scanned).
                     let clean_key = strip_nul(key, path, flags);
                     let clean_key = if clean_key.len() >= 16 {
-                        redact_string(&clean_key, path, flags)
+                        self.redact_string(&clean_key, path, flags)
                     } else {
                         clean_key
                     };
@@ -344,10 +523,10 @@ impl Redactor {
                             Value::String(walked.to_string())
                         }
                         // Too deep to walk: redacted as text instead.
-                        Err(_) => Value::String(redact_string(s, path, flags)),
+                        Err(_) => Value::String(self.redact_string(s, path, flags)),
                     }
                 }
-                None => Value::String(redact_string(s, path, flags)),
+                None => Value::String(self.redact_string(s, path, flags)),
             },
             Value::Number(n) => storable_number(n).unwrap_or_else(|| value.clone()),
             Value::Bool(_) | Value::Null => value.clone(),
@@ -422,11 +601,6 @@ fn embedded_json(s: &str) -> Option<Value> {
     serde_json::from_str::<Value>(t)
         .ok()
         .filter(|v| v.is_object() || v.is_array())
-}
-
-/// Redacts free text (a reason, a note) with the value patterns.
-pub(crate) fn redact_text(s: &str) -> String {
-    redact_string(s, "$", &mut Vec::new())
 }
 
 fn strip_nul(s: &str, path: &str, flags: &mut Vec<RedactionFlag>) -> String {

@@ -271,3 +271,128 @@ fn call(args: &Value) -> ToolCall<'_> {
 fn event(args: &Value, redactor: &Redactor) -> AuditEvent {
     AuditEvent::record(&call(args), redactor).unwrap()
 }
+
+fn rule(name: &str, regex: &str) -> warden_audit::ExtraPattern {
+    warden_audit::ExtraPattern {
+        name: name.into(),
+        regex: regex.into(),
+    }
+}
+
+/// Hardening, item 1: the site adds its own formats and key names; they
+/// apply to values, object keys, embedded JSON and the event's reason.
+#[test]
+fn configured_patterns_and_key_names_are_redacted_everywhere() {
+    let rules = warden_audit::RedactionRules {
+        extra_key_names: vec!["tenant-seal".into()],
+        extra_patterns: vec![rule("acme_token", r"\bacme_[0-9a-f]{24}\b")],
+    };
+    let redactor = Redactor::default().with_rules(&rules).unwrap();
+    let token = "acme_0123456789abcdef01234567";
+    let args = json!({
+        "note": format!("use {token} for the upload"),
+        "TenantSeal": "short",
+        "nested": format!("{{\"inner\": \"{token}\"}}"),
+        "plain": "nothing to see",
+    });
+    let r = redactor.redact(&args).unwrap();
+    let text = r.value.to_string();
+    assert!(!text.contains(token), "{text}");
+    assert_eq!(r.value["note"], "use [REDACTED:acme_token] for the upload");
+    assert_eq!(r.value["TenantSeal"], REDACTED);
+    assert_eq!(r.value["plain"], "nothing to see");
+    assert!(
+        flags(&r.flags).contains(&pair("$.note", "pattern:custom_acme_token")),
+        "{:?}",
+        r.flags
+    );
+    assert!(flags(&r.flags).contains(&pair("$.TenantSeal", "key:custom")));
+    // Without the rules the built-ins do not know the format.
+    let plain = Redactor::default().redact(&args).unwrap();
+    assert!(plain.value.to_string().contains(token));
+
+    let event = AuditEvent::record(
+        &ToolCall {
+            request_id: "req-rules",
+            caller_id: "agent",
+            api_key_id: None,
+            method: "tools/call",
+            tool_name: Some("upload"),
+            raw_args: warden_audit::RawArgs::Parsed(&args),
+            decision: Decision::Deny,
+            reason: Some(&format!("refused: {token} is revoked")),
+            risk_labels: &[],
+            status_code: None,
+            latency_ms: None,
+            timestamp: None,
+        },
+        &redactor,
+    )
+    .unwrap();
+    assert_eq!(
+        event.reason(),
+        Some("refused: [REDACTED:acme_token] is revoked")
+    );
+}
+
+/// A bad rule is refused with its name and the reason, before anything runs:
+/// never a redactor that silently lacks it.
+#[test]
+fn bad_configured_patterns_are_refused_by_name() {
+    let refuse = |rules: warden_audit::RedactionRules, name: &str, reason: &str| {
+        match Redactor::default().with_rules(&rules) {
+            Err(AuditError::RedactionRule { name: n, reason: r }) => {
+                assert_eq!(n, name);
+                assert!(r.contains(reason), "{r}");
+            }
+            other => panic!("expected a refusal naming {name}, got {other:?}"),
+        }
+    };
+    let patterns = |p: Vec<warden_audit::ExtraPattern>| warden_audit::RedactionRules {
+        extra_key_names: vec![],
+        extra_patterns: p,
+    };
+    refuse(patterns(vec![rule("broken", "acme_[0-9")]), "broken", "does not compile");
+    refuse(patterns(vec![rule("backref", r"(a)\1")]), "backref", "does not compile");
+    refuse(patterns(vec![rule("everything", "x*")]), "everything", "empty string");
+    refuse(
+        patterns(vec![rule("Bad Name", "abc")]),
+        "extra_patterns[0]",
+        "name must be",
+    );
+    refuse(
+        patterns(vec![rule("twice", "abc"), rule("twice", "def")]),
+        "twice",
+        "already defined",
+    );
+    refuse(
+        patterns(vec![rule("long", &"a".repeat(1001))]),
+        "long",
+        "longer than 1000",
+    );
+    refuse(
+        warden_audit::RedactionRules {
+            extra_key_names: vec!["--".into()],
+            extra_patterns: vec![],
+        },
+        "extra_key_names[0]",
+        "letter or digit",
+    );
+}
+
+/// Configured patterns stay linear-time: a multi-megabyte value with a
+/// pattern built to blow up a backtracking engine finishes.
+#[test]
+fn configured_patterns_stay_linear_on_large_input() {
+    let rules = warden_audit::RedactionRules {
+        extra_key_names: vec![],
+        extra_patterns: vec![rule("nested", r"(a+)+b")],
+    };
+    let redactor = Redactor::default()
+        .with_rules(&rules)
+        .unwrap()
+        .with_max_bytes(8 << 20);
+    let big = "a".repeat(2 << 20);
+    let r = redactor.redact(&json!({ "blob": big })).unwrap();
+    assert_eq!(r.value["blob"].as_str().map(str::len), Some(2 << 20));
+}

@@ -581,7 +581,7 @@ fn raw_row(e: &AuditEvent, seq: i64) -> audit_events::ActiveModel {
 
 async fn audit_writes(b: &Bench, r: &mut Runner) -> anyhow::Result<()> {
     let events = r.params().audit_events;
-    let redactor = b.storage.settings.redactor();
+    let redactor = b.storage.redactor.clone();
     let batch = b.storage.settings.audit_batch_size;
     let mut raw_seq: i64 = 0;
     for c in CONCURRENCY {
@@ -851,7 +851,7 @@ fn peak_rss_kib() -> u64 {
 
 async fn audit_at_scale(b: &Bench, r: &mut Runner) -> anyhow::Result<()> {
     let rows = r.params().big_rows;
-    let redactor = b.storage.settings.redactor();
+    let redactor = b.storage.redactor.clone();
     let db = b.storage.db.clone();
     let integrator = Integrator::new(db.clone(), b.storage.settings.integrator_config());
     integrator.integrate_all().await?;

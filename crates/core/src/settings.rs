@@ -765,9 +765,23 @@ impl Settings {
         }
     }
 
-    /// The redactor audit events are built with.
-    pub fn redactor(&self) -> Redactor {
-        Redactor::default().with_max_bytes(self.audit_max_args_bytes)
+    /// The redactor audit events are built with: the built-in rules plus
+    /// the policy's `redaction:` rules, capped at `AUDIT_MAX_ARGS_BYTES`.
+    /// A policy that cannot be read or parsed, or a redaction rule that does
+    /// not compile, is an error naming `POLICY_PATH` (and the rule).
+    pub fn redactor(&self) -> Result<Redactor, SettingsError> {
+        let (text, name) = self.policy_source()?;
+        let invalid = |problem: String| {
+            SettingsError::Invalid(vec![SettingProblem {
+                variable: "POLICY_PATH",
+                problem: format!("policy {name}: {problem}"),
+            }])
+        };
+        let policy = warden_keys::Policy::from_yaml(&text).map_err(|e| invalid(e.to_string()))?;
+        Ok(policy
+            .redactor()
+            .map_err(|e| invalid(e.to_string()))?
+            .with_max_bytes(self.audit_max_args_bytes))
     }
 
     /// The Redis pool configuration, when `REDIS_URL` is set.
@@ -833,6 +847,59 @@ mod tests {
 
     /// Security review, item 12: production refuses to start without the
     /// secrets that make the guarantees real, naming each.
+    /// Hardening, item 1: the policy's redaction rules are in force, and a
+    /// bad one is an error naming POLICY_PATH and the rule, at start-up.
+    #[test]
+    fn the_policys_redaction_rules_are_validated_and_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("good.yaml");
+        std::fs::write(
+            &good,
+            format!(
+                "{DEFAULT_POLICY}\nredaction:\n  extra_key_names: [tenant_seal]\n  \
+                 extra_patterns:\n    - {{ name: acme_token, regex: 'acme_[0-9a-f]{{24}}' }}\n"
+            ),
+        )
+        .unwrap();
+        let s = load(&[
+            ("DATABASE_URL", "sqlite::memory:"),
+            ("POLICY_PATH", good.to_str().unwrap()),
+        ])
+        .unwrap();
+        let redactor = s.redactor().unwrap();
+        let r = redactor
+            .redact(&serde_json::json!({"x": "acme_0123456789abcdef01234567", "tenant_seal": "s"}))
+            .unwrap();
+        assert_eq!(
+            r.value,
+            serde_json::json!({"x": "[REDACTED:acme_token]", "tenant_seal": warden_audit::REDACTED})
+        );
+
+        let bad = dir.path().join("bad.yaml");
+        std::fs::write(
+            &bad,
+            format!(
+                "{DEFAULT_POLICY}\nredaction:\n  extra_patterns:\n    - {{ name: broken, regex: 'acme_[0-9' }}\n"
+            ),
+        )
+        .unwrap();
+        let s = load(&[
+            ("DATABASE_URL", "sqlite::memory:"),
+            ("POLICY_PATH", bad.to_str().unwrap()),
+        ])
+        .unwrap();
+        let err = s.redactor().unwrap_err();
+        assert_eq!(variables(&err), ["POLICY_PATH"]);
+        let text = err.to_string();
+        assert!(
+            text.contains("broken") && text.contains("does not compile"),
+            "{text}"
+        );
+        // The built-in policy has no extra rules and is always valid.
+        let s = load(&[("DATABASE_URL", "sqlite::memory:")]).unwrap();
+        assert!(s.redactor().is_ok());
+    }
+
     #[test]
     fn production_requires_every_guarantee_secret() {
         let err = load(&[

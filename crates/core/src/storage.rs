@@ -17,6 +17,9 @@ pub struct Storage {
     pub cache: Cache,
     /// The settings this storage was built from.
     pub settings: Settings,
+    /// The redactor every audit event is built with: the built-in rules plus
+    /// the policy's `redaction:` rules, validated when the storage was built.
+    pub redactor: warden_audit::Redactor,
 }
 
 impl Storage {
@@ -35,6 +38,9 @@ impl Storage {
     }
 
     async fn build(settings: &Settings, lazy: bool) -> Result<Self, CoreError> {
+        // Validated before anything connects: a bad redaction rule is a
+        // start-up error naming POLICY_PATH, never a silently weaker redactor.
+        let redactor = settings.redactor()?;
         let pool = &settings.database_pool;
         // sea-orm records its connect options (URL included) in a TRACE span:
         // it only ever sees the URL without credentials. On PostgreSQL the driver's
@@ -91,6 +97,7 @@ impl Storage {
             db,
             cache,
             settings: settings.clone(),
+            redactor,
         })
     }
 
@@ -116,6 +123,7 @@ impl Storage {
             self.cache.clone(),
             self.settings.approval_token_ttl,
         )
+        .with_redactor(self.redactor.clone())
     }
 
     /// Starts an audit logger (spill file, batch size, chain key from settings).

@@ -161,7 +161,7 @@ async fn the_demo_flow_leaks_no_secret_anywhere() {
                     latency_ms: Some(1),
                     timestamp: None,
                 },
-                &settings.redactor(),
+                &settings.redactor().unwrap(),
             )
             .unwrap();
             tracing::trace!(event = ?e, "audit event");
@@ -182,7 +182,7 @@ async fn the_demo_flow_leaks_no_secret_anywhere() {
                 request_id: "held".into(),
                 caller_id: "agent".into(),
                 tool_name: "http.post".into(),
-                sanitized_tool_call: settings.redactor().redact(&args).unwrap().value,
+                sanitized_tool_call: settings.redactor().unwrap().redact(&args).unwrap().value,
                 raw_args_hash: warden_audit::canonical_hash(&args).unwrap(),
                 risk_labels: vec!["egress".into()],
                 policy_version: "default".into(),

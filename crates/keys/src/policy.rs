@@ -33,7 +33,8 @@ pub struct Role {
 }
 
 /// Roles and trust levels, validated: unique names and levels, levels
-/// 0..=100, every role's maximum an existing level.
+/// 0..=100, every role's maximum an existing level; and the site's extra
+/// redaction rules, validated as the audit layer will compile them.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Policy {
@@ -41,6 +42,10 @@ pub struct Policy {
     pub trust_levels: Vec<TrustLevel>,
     /// The roles.
     pub roles: Vec<Role>,
+    /// Extra secret key names and value patterns (optional section
+    /// `redaction:`), added to the built-in redaction rules.
+    #[serde(default)]
+    pub redaction: warden_audit::RedactionRules,
 }
 
 impl Policy {
@@ -95,7 +100,20 @@ impl Policy {
                 ));
             }
         }
+        if let Err(e) = warden_audit::Redactor::default().with_rules(&self.redaction) {
+            return fail(format!("redaction: {e}"));
+        }
         Ok(())
+    }
+
+    /// A redactor with the built-in rules plus this policy's `redaction:`
+    /// rules (already validated when the policy was parsed).
+    pub fn redactor(&self) -> Result<warden_audit::Redactor, KeyError> {
+        warden_audit::Redactor::default()
+            .with_rules(&self.redaction)
+            .map_err(|e| KeyError::Policy {
+                reason: format!("redaction: {e}"),
+            })
     }
 
     /// Checks that a key with `role` may have `trust_level`.

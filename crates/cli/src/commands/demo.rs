@@ -143,7 +143,7 @@ pub(crate) async fn run(settings: &Settings, args: Args) -> anyhow::Result<Outco
         integrator.signer = Some(signer.clone());
     }
     let logger = AuditLogger::start(storage.db.clone(), logger_config);
-    let redactor = settings.redactor();
+    let redactor = storage.redactor.clone();
     let run_id = uuid::Uuid::now_v7().simple().to_string();
     let calls = [
         (

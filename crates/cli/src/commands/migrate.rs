@@ -84,7 +84,7 @@ async fn record_in_trail(
                 note: Some("confirmed with --yes-i-am-sure"),
                 summary: &args,
             },
-            &storage.settings.redactor(),
+            &storage.redactor,
         )?;
         super::record_admin(storage, event).await.map_err(|e| {
             warden_audit::AuditError::Database {

@@ -69,7 +69,7 @@ pub(crate) async fn run(settings: &Settings, args: Args) -> anyhow::Result<Outco
             note: None,
             summary: &summary,
         },
-        &settings.redactor(),
+        &policy.redactor()?,
     )?;
     // Recorded after the key's own (atomic) event; a failure here is
     // reported, never allowed to swallow the plaintext printed below.
