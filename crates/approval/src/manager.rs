@@ -6,8 +6,8 @@ use std::time::Duration;
 use chrono::{DateTime, SubsecRound, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait,
-    FromQueryResult, QueryFilter, QueryOrder, QuerySelect, QueryTrait, SqlErr,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait,
+    FromQueryResult, QueryFilter, QueryOrder, QuerySelect, QueryTrait, SqlErr, Statement,
 };
 use tracing::{Instrument, debug, info_span, instrument, warn};
 use uuid::Uuid;
@@ -286,9 +286,26 @@ impl ApprovalManager {
             execute_by: None,
             executed_at: None,
         };
-        let stored = self
-            .bounded(self.insert_pending(model, lifetime, supersede))
-            .await?;
+        let ttl_ms = u64::try_from(ttl.as_duration().as_millis()).unwrap_or(u64::MAX);
+        // PostgreSQL: the common case (no PENDING approval for the request
+        // yet) is one statement. Anything else — an existing, overdue or
+        // superseded approval, or SQLite — takes the transaction below.
+        let at_once = if !supersede && self.db.get_database_backend() == DbBackend::Postgres {
+            self.bounded(self.insert_pending_at_once(&model, ttl_ms))
+                .await?
+        } else {
+            None
+        };
+        let stored = match at_once {
+            Some(row) => Ok(Inserted {
+                row,
+                superseded: None,
+            }),
+            None => {
+                self.bounded(self.insert_pending(model, lifetime, ttl_ms, supersede))
+                    .await?
+            }
+        };
         let inserted = match stored {
             Ok(Inserted { row, superseded }) => {
                 // The lost token now reads as EXPIRED at once; a cache entry
@@ -322,10 +339,57 @@ impl ApprovalManager {
     /// The database half of `issue`: the new row, or the request's existing
     /// PENDING approval. With `supersede`, an existing PENDING approval bound
     /// to the same call is expired and replaced.
+    /// PostgreSQL's one-statement issue: inserts the PENDING row (the
+    /// database's clock sets created_at and expires_at) and its
+    /// `approval.issue` event together, unless the request already has a
+    /// PENDING approval (then nothing is written and `None` is returned).
+    async fn insert_pending_at_once(
+        &self,
+        model: &approval_requests::Model,
+        ttl_ms: u64,
+    ) -> Result<Option<approval_requests::Model>, ApprovalError> {
+        let event = self.admin_event(
+            model,
+            &model.caller_id,
+            "approval.issue",
+            None,
+            issue_summary(model, ttl_ms),
+        )?;
+        let insert = Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            format!(
+                "INSERT INTO approval_requests (id, token_hash, request_id, caller_id, \
+                 tool_name, tool_call, raw_args_hash, risk_labels, status, created_at, \
+                 expires_at, policy_version) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now(), {}, $10) \
+                 ON CONFLICT (request_id) WHERE status = 'PENDING' DO NOTHING RETURNING *",
+                plus_sql(DbBackend::Postgres, ttl_ms)
+            ),
+            [
+                model.id.into(),
+                model.token_hash.clone().into(),
+                model.request_id.clone().into(),
+                model.caller_id.clone().into(),
+                model.tool_name.clone().into(),
+                model.tool_call.clone().into(),
+                model.raw_args_hash.clone().into(),
+                model.risk_labels.clone().into(),
+                model.status.clone().into(),
+                model.policy_version.clone().into(),
+            ],
+        );
+        let rows = warden_audit::change_with_events(&self.db, insert, &[event]).await?;
+        rows.first()
+            .map(|row| approval_requests::Model::from_query_result(row, ""))
+            .transpose()
+            .map_err(Into::into)
+    }
+
     async fn insert_pending(
         &self,
         mut model: approval_requests::Model,
         lifetime: chrono::Duration,
+        ttl_ms: u64,
         supersede: bool,
     ) -> Result<Result<Inserted, IssueOutcome>, ApprovalError> {
         let txn = warden_audit::begin_write(&self.db).await?;
@@ -413,15 +477,7 @@ impl ApprovalManager {
                     &row.caller_id,
                     "approval.issue",
                     None,
-                    serde_json::json!({
-                        "after": {
-                            "status": row.status,
-                            "tool": row.tool_name,
-                            "risk_labels": row.risk_labels,
-                            "policy_version": row.policy_version,
-                            "expires_at": row.expires_at,
-                        }
-                    }),
+                    issue_summary(&row, ttl_ms),
                 )?;
                 warden_audit::record_in(&txn, &[event]).await?;
                 txn.commit().await?;
@@ -608,6 +664,30 @@ impl ApprovalManager {
                 ApprovalStatus::Approved => "approval.approve",
                 _ => "approval.deny",
             };
+            let summary = decision_summary(status, window_ms);
+            // PostgreSQL: one statement decides and records, after one read
+            // that names the row (from a shared cache, or the database).
+            if backend == DbBackend::Postgres
+                && let Some(subject) = self.decision_subject(&token_hash).await?
+                && let Some(RowAt { row, .. }) = self
+                    .bounded(self.decide_at_once(
+                        &token_hash,
+                        &subject,
+                        status,
+                        &approver_id,
+                        note.as_deref(),
+                        window_ms,
+                        summary.clone(),
+                    ))
+                    .await?
+            {
+                let approval = Approval::from_model(row)?;
+                self.publish_decision(&token_hash, &approval).await;
+                self.notify_decision(&approval);
+                return Ok(approval);
+            }
+            // Otherwise (SQLite, or the fast path changed nothing): one
+            // transaction, which also says why nothing changed.
             let update = approval_requests::Entity::update_many()
                 .col_expr(Column::Status, Expr::value(status.as_str()))
                 .col_expr(Column::DecidedAt, Expr::cust(now_expr.clone()))
@@ -623,12 +703,7 @@ impl ApprovalManager {
                     &approver_id,
                     action,
                     note.as_deref(),
-                    |row| {
-                        serde_json::json!({
-                            "before": {"status": ApprovalStatus::Pending.as_str()},
-                            "after": {"status": row.status, "execute_by": row.execute_by},
-                        })
-                    },
+                    |_| summary,
                 )
                 .await?;
             let approval = Approval::from_model(row)?;
@@ -646,6 +721,89 @@ impl ApprovalManager {
         }
         .instrument(span)
         .await
+    }
+
+    /// Which approval `token_hash` names, for the one-statement decision:
+    /// from a shared cache's PENDING entry when there is one, else from the
+    /// database. What it says is only used to build the decision's event,
+    /// and every part of it is re-checked by the decision's `WHERE` clause:
+    /// a stale or forged entry makes the statement change nothing.
+    /// `None`: the approval is no longer PENDING (the slow path explains).
+    async fn decision_subject(&self, token_hash: &str) -> Result<Option<Subject>, ApprovalError> {
+        if self.cache.is_shared()
+            && let Ok(Some(cached)) = self
+                .cache
+                .get_json::<Approval>(&cache_key(token_hash))
+                .await
+            && cached.status == ApprovalStatus::Pending
+        {
+            return Ok(Some(Subject {
+                id: cached.id,
+                request_id: cached.request_id,
+                raw_args_hash: cached.raw_args_hash,
+            }));
+        }
+        let RowAt { row, .. } = self.read_database(token_hash).await?;
+        Ok(
+            (row.status == ApprovalStatus::Pending.as_str()).then(|| Subject {
+                id: row.id,
+                request_id: row.request_id,
+                raw_args_hash: row.raw_args_hash,
+            }),
+        )
+    }
+
+    /// PostgreSQL's one-statement decision: the conditional UPDATE (PENDING,
+    /// unexpired by the database's clock, and exactly `subject`) and its
+    /// event, both or neither. `None` when nothing changed.
+    #[allow(clippy::too_many_arguments)]
+    async fn decide_at_once(
+        &self,
+        token_hash: &str,
+        subject: &Subject,
+        status: ApprovalStatus,
+        approver_id: &str,
+        note: Option<&str>,
+        window_ms: u64,
+        summary: serde_json::Value,
+    ) -> Result<Option<RowAt>, ApprovalError> {
+        let action = match status {
+            ApprovalStatus::Approved => "approval.approve",
+            _ => "approval.deny",
+        };
+        let event = self.admin_event_for(subject, approver_id, action, note, summary)?;
+        let execute_by = match status {
+            ApprovalStatus::Approved => plus_sql(DbBackend::Postgres, window_ms),
+            _ => "NULL".to_owned(),
+        };
+        let update = Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            format!(
+                "UPDATE approval_requests SET status = $1, decided_at = now(), \
+                 execute_by = {execute_by}, approver_id = $2, note = $3 \
+                 WHERE token_hash = $4 AND id = $5 AND request_id = $6 AND raw_args_hash = $7 \
+                 AND status = 'PENDING' AND expires_at > now() \
+                 RETURNING *, now() AS db_now"
+            ),
+            [
+                status.as_str().into(),
+                approver_id.into(),
+                note.map(str::to_owned).into(),
+                token_hash.into(),
+                subject.id.into(),
+                subject.request_id.clone().into(),
+                subject.raw_args_hash.clone().into(),
+            ],
+        );
+        let rows = warden_audit::change_with_events(&self.db, update, &[event]).await?;
+        rows.first()
+            .map(|row| {
+                Ok(RowAt {
+                    now: row.try_get::<DateTime<Utc>>("", "db_now")?,
+                    row: approval_requests::Model::from_query_result(row, "")?,
+                })
+            })
+            .transpose()
     }
 
     /// Consumes an APPROVED approval for the call about to run: one
@@ -717,14 +875,17 @@ impl ApprovalManager {
     /// answers for decided approvals) and wake waiters. Failures only cost
     /// speed, never correctness.
     async fn publish_decision(&self, token_hash: &str, approval: &Approval) {
-        if let Err(e) = self.cache.delete(&cache_key(token_hash)).await {
+        // Independent: both in flight at once (one round trip's wait).
+        let key = cache_key(token_hash);
+        let (deleted, published) = tokio::join!(
+            self.cache.delete(&key),
+            self.cache
+                .publish(decisions::CHANNEL, token_hash.as_bytes())
+        );
+        if let Err(e) = deleted {
             debug!(approval_id = %approval.id, error = %e, "decided approval's cache entry not removed; a decided entry is never trusted");
         }
-        if let Err(e) = self
-            .cache
-            .publish(decisions::CHANNEL, token_hash.as_bytes())
-            .await
-        {
+        if let Err(e) = published {
             debug!(error = %e, "decision not published; waiters fall back to polling");
         }
     }
@@ -909,6 +1070,23 @@ impl ApprovalManager {
         note: Option<&str>,
         summary: serde_json::Value,
     ) -> Result<warden_audit::AuditEvent, ApprovalError> {
+        let subject = Subject {
+            id: row.id,
+            request_id: row.request_id.clone(),
+            raw_args_hash: row.raw_args_hash.clone(),
+        };
+        self.admin_event_for(&subject, actor, action, note, summary)
+    }
+
+    /// The admin event for `action` on the approval `subject` names.
+    fn admin_event_for(
+        &self,
+        row: &Subject,
+        actor: &str,
+        action: &str,
+        note: Option<&str>,
+        summary: serde_json::Value,
+    ) -> Result<warden_audit::AuditEvent, ApprovalError> {
         let id = row.id.to_string();
         Ok(warden_audit::AuditEvent::admin(
             &warden_audit::AdminAction {
@@ -978,6 +1156,42 @@ impl ApprovalManager {
             });
         }
     }
+}
+
+/// The parts of an approval its admin events name.
+struct Subject {
+    id: Uuid,
+    request_id: String,
+    raw_args_hash: String,
+}
+
+/// What an `approval.approve` / `approval.deny` event says (the exact
+/// execute-by instant is the row's, set by the database's clock).
+fn decision_summary(status: ApprovalStatus, window_ms: u64) -> serde_json::Value {
+    match status {
+        ApprovalStatus::Approved => serde_json::json!({
+            "before": {"status": ApprovalStatus::Pending.as_str()},
+            "after": {"status": status.as_str(), "execution_window_ms": window_ms},
+        }),
+        _ => serde_json::json!({
+            "before": {"status": ApprovalStatus::Pending.as_str()},
+            "after": {"status": status.as_str()},
+        }),
+    }
+}
+
+/// What an `approval.issue` event says: the call held, and for how long
+/// (the exact expiry is the row's, set by the database's clock).
+fn issue_summary(row: &approval_requests::Model, ttl_ms: u64) -> serde_json::Value {
+    serde_json::json!({
+        "after": {
+            "status": row.status,
+            "tool": row.tool_name,
+            "risk_labels": row.risk_labels,
+            "policy_version": row.policy_version,
+            "ttl_ms": ttl_ms,
+        }
+    })
 }
 
 fn existing_outcome(row: &approval_requests::Model) -> IssueOutcome {

@@ -32,6 +32,7 @@ contract!(
     decisions_are_visible_on_both_paths,
     a_decision_drops_the_cache_entry,
     no_cache_write_can_approve_or_decide_a_call,
+    a_cache_entry_naming_another_approval_cannot_misdirect_a_decision,
     consume_runs_an_approved_call_once_for_its_exact_binding,
     an_approved_call_not_run_within_its_window_expires,
     reissue_replaces_a_pending_approval_whose_token_was_lost,
@@ -241,6 +242,60 @@ async fn no_cache_write_can_approve_or_decide_a_call(f: Fixture) {
         f.manager.check(token.expose()).await.unwrap().status,
         ApprovalStatus::Denied
     );
+}
+
+/// Hardening, item 3: the one-statement decision names its row from the
+/// cache; an entry pointing at another approval (or another call) must
+/// neither decide that one nor record an event about it.
+async fn a_cache_entry_naming_another_approval_cannot_misdirect_a_decision(f: Fixture) {
+    let token_a = issued(f.manager.issue(&request("r-mis-a")).await.unwrap());
+    let token_b = issued(f.manager.issue(&request("r-mis-b")).await.unwrap());
+    let a = f.manager.check(token_a.expose()).await.unwrap();
+    let b = f.manager.check(token_b.expose()).await.unwrap();
+    // A's cache entry now claims to be B, then a foreign call's arguments.
+    let mut wrong_args = a.clone();
+    wrong_args.raw_args_hash = "0".repeat(64);
+    for forged in [b.clone(), wrong_args] {
+        f.cache
+            .set_json(&cache_key(&token_a), &forged, Ttl::from_secs(60).unwrap())
+            .await
+            .unwrap();
+    }
+    let decided = f
+        .manager
+        .approve(token_a.expose(), "alice", None)
+        .await
+        .unwrap();
+    assert_eq!(decided.id, a.id);
+    assert_eq!(decided.request_id, "r-mis-a");
+    assert_eq!(decided.raw_args_hash, a.raw_args_hash);
+    assert_eq!(
+        f.manager.check(token_b.expose()).await.unwrap().status,
+        ApprovalStatus::Pending
+    );
+    let decisions: Vec<_> = admin_events(&f)
+        .await
+        .into_iter()
+        .filter(|(action, _, _)| action == "approval.approve")
+        .collect();
+    assert_eq!(
+        decisions,
+        [(
+            "approval.approve".to_owned(),
+            "alice".to_owned(),
+            "r-mis-a".to_owned()
+        )]
+    );
+    let args_hashes =
+        f.db.strings("SELECT raw_args_hash FROM audit_events WHERE method = 'approval.approve'")
+            .await;
+    assert_eq!(args_hashes, [a.raw_args_hash.clone()]);
+    // B is still decided on its own, once.
+    f.manager.deny(token_b.expose(), "bob", None).await.unwrap();
+    assert!(matches!(
+        f.manager.deny(token_b.expose(), "bob", None).await,
+        Err(ApprovalError::AlreadyDecided { .. })
+    ));
 }
 
 /// Security review, item 8: an approval is one-time and bound to the whole call.

@@ -337,9 +337,7 @@ impl AuditEvent {
                 .map(|t| identifier("tool_name", t))
                 .transpose()?,
             decision: call.decision,
-            reason: call
-                .reason
-                .map(|r| redactor.redact_text(&free_text(r))),
+            reason: call.reason.map(|r| redactor.redact_text(&free_text(r))),
             raw_args_hash,
             sanitized_args: redacted.value,
             redaction_flags: redacted.flags,

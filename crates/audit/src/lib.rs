@@ -87,6 +87,6 @@ pub use redact::{
 };
 pub use retention::{PruneReport, export, prune};
 pub use spill::SpillMacKey;
-pub use store::{AppendOutcome, append, begin_write, record_in};
+pub use store::{AppendOutcome, append, begin_write, change_with_events, record_in};
 pub use tree::MAX_TREE_SIZE;
 pub use verify::{BreakKind, ChainBreak, Verification, VerifyOptions, verify};

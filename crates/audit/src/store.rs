@@ -200,6 +200,82 @@ pub async fn record_in<C: ConnectionTrait>(
     insert_rows(txn, rows).await
 }
 
+/// One PostgreSQL statement that makes a change and records it: `change` is
+/// a single data-modifying statement with a `RETURNING` clause (an
+/// `INSERT … ON CONFLICT DO NOTHING RETURNING …` or a conditional
+/// `UPDATE … RETURNING …`, placeholders `$1…`); `events` are stored and
+/// queued for the integrator **if and only if** `change` returned a row, in
+/// the same statement (so in the same implicit transaction: one round trip,
+/// one commit). Returns what `change` returned: empty when it changed
+/// nothing, and then nothing was recorded.
+///
+/// The events must already describe the change exactly (they are built by
+/// the caller before the statement runs); callers bind every event field
+/// taken from the row into `change`'s `WHERE` clause, so a row that does not
+/// match them is not changed. Refused on SQLite (no data-modifying CTEs):
+/// use [`begin_write`] + [`record_in`] there.
+#[instrument(skip_all, fields(events = events.len()))]
+pub async fn change_with_events<C: ConnectionTrait>(
+    db: &C,
+    change: sea_orm::Statement,
+    events: &[AuditEvent],
+) -> Result<Vec<sea_orm::QueryResult>, AuditError> {
+    use sea_orm::{ActiveModelTrait, Iterable};
+    if db.get_database_backend() != DbBackend::Postgres || change.db_backend != DbBackend::Postgres
+    {
+        return Err(AuditError::Database {
+            reason: "change_with_events needs PostgreSQL".into(),
+        });
+    }
+    let mut values = change.values.map(|v| v.0).unwrap_or_default();
+    let columns: Vec<audit_events::Column> = audit_events::Column::iter().collect();
+    let names = columns
+        .iter()
+        .map(|c| format!("\"{}\"", sea_orm::IdenStatic::as_str(c)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut rows = Vec::with_capacity(events.len());
+    for event in events {
+        let model = audit_events::ActiveModel::from(event.to_model()?);
+        let mut placeholders = Vec::with_capacity(columns.len());
+        for column in &columns {
+            let value = model
+                .get(*column)
+                .into_value()
+                .ok_or_else(|| AuditError::Database {
+                    reason: format!(
+                        "audit event column {} has no value",
+                        sea_orm::IdenStatic::as_str(column)
+                    ),
+                })?;
+            values.push(value);
+            placeholders.push(format!("${}", values.len()));
+        }
+        rows.push(format!("({})", placeholders.join(", ")));
+    }
+    let sql = if rows.is_empty() {
+        change.sql
+    } else {
+        format!(
+            "WITH change AS ({}), \
+             recorded AS (INSERT INTO audit_events ({names}) \
+                 SELECT * FROM (VALUES {}) AS event ({names}) \
+                 WHERE EXISTS (SELECT 1 FROM change) RETURNING id), \
+             queued AS (INSERT INTO audit_pending (event_id) SELECT id FROM recorded) \
+             SELECT * FROM change",
+            change.sql,
+            rows.join(", ")
+        )
+    };
+    Ok(db
+        .query_all_raw(sea_orm::Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            sql,
+            values,
+        ))
+        .await?)
+}
+
 /// Inserts rows and queues them, inside the caller's transaction (any backend).
 pub(crate) async fn insert_rows<C: ConnectionTrait>(
     txn: &C,

@@ -339,22 +339,35 @@ fn configured_patterns_and_key_names_are_redacted_everywhere() {
 /// never a redactor that silently lacks it.
 #[test]
 fn bad_configured_patterns_are_refused_by_name() {
-    let refuse = |rules: warden_audit::RedactionRules, name: &str, reason: &str| {
-        match Redactor::default().with_rules(&rules) {
+    let refuse =
+        |rules: warden_audit::RedactionRules, name: &str, reason: &str| match Redactor::default()
+            .with_rules(&rules)
+        {
             Err(AuditError::RedactionRule { name: n, reason: r }) => {
                 assert_eq!(n, name);
                 assert!(r.contains(reason), "{r}");
             }
             other => panic!("expected a refusal naming {name}, got {other:?}"),
-        }
-    };
+        };
     let patterns = |p: Vec<warden_audit::ExtraPattern>| warden_audit::RedactionRules {
         extra_key_names: vec![],
         extra_patterns: p,
     };
-    refuse(patterns(vec![rule("broken", "acme_[0-9")]), "broken", "does not compile");
-    refuse(patterns(vec![rule("backref", r"(a)\1")]), "backref", "does not compile");
-    refuse(patterns(vec![rule("everything", "x*")]), "everything", "empty string");
+    refuse(
+        patterns(vec![rule("broken", "acme_[0-9")]),
+        "broken",
+        "does not compile",
+    );
+    refuse(
+        patterns(vec![rule("backref", r"(a)\1")]),
+        "backref",
+        "does not compile",
+    );
+    refuse(
+        patterns(vec![rule("everything", "x*")]),
+        "everything",
+        "empty string",
+    );
     refuse(
         patterns(vec![rule("Bad Name", "abc")]),
         "extra_patterns[0]",
