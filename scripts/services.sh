@@ -24,6 +24,8 @@ install_missing() {
     command -v redis-server >/dev/null 2>&1 || packages+=(redis-server)
     # The clock-skew tests run a process under libfaketime.
     command -v faketime >/dev/null 2>&1 || packages+=(faketime)
+    # The HTTPS webhook test makes its throwaway CA with openssl.
+    command -v openssl >/dev/null 2>&1 || packages+=(openssl)
     if [ ${#packages[@]} -gt 0 ]; then
         log "installing ${packages[*]} with apt-get"
         as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q

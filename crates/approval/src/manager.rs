@@ -745,7 +745,7 @@ impl ApprovalManager {
         }
         let RowAt { row, .. } = self.read_database(token_hash).await?;
         Ok(
-            (row.status == ApprovalStatus::Pending.as_str()).then(|| Subject {
+            (row.status == ApprovalStatus::Pending.as_str()).then_some(Subject {
                 id: row.id,
                 request_id: row.request_id,
                 raw_args_hash: row.raw_args_hash,

@@ -71,6 +71,7 @@ pub struct WebhookNotifier {
     url: String,
     secret: Arc<Vec<u8>>,
     client: reqwest::Client,
+    timeout: Duration,
     max_attempts: u32,
     backoff: Duration,
 }
@@ -131,33 +132,36 @@ impl WebhookNotifier {
                 reason: "webhook URL must be http(s)".into(),
             });
         }
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| NotifyError {
-            reason: e.to_string(),
-        })?
-        .with_root_certificates(rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        })
-        .with_no_client_auth();
-        let client = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| NotifyError {
-                reason: e.to_string(),
-            })?;
+        let client = http_client(timeout, &[])?;
         Ok(Self {
             url: url.to_owned(),
             secret: Arc::new(secret.to_vec()),
             client,
+            timeout,
             max_attempts: max_attempts.clamp(1, 10),
             backoff: Duration::from_millis(200),
         })
+    }
+
+    /// Also trusts the CA certificates in `pem` (one or more PEM
+    /// certificates), beside the public web roots: for an endpoint behind a
+    /// private CA. The server's name is still verified against its
+    /// certificate. Errors when `pem` holds no usable certificate.
+    pub fn with_root_certificates_pem(mut self, pem: &[u8]) -> Result<Self, NotifyError> {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        let roots = CertificateDer::pem_slice_iter(pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| NotifyError {
+                reason: format!("webhook CA certificates: {e}"),
+            })?;
+        if roots.is_empty() {
+            return Err(NotifyError {
+                reason: "webhook CA certificates: no PEM certificate found".into(),
+            });
+        }
+        self.client = http_client(self.timeout, &roots)?;
+        Ok(self)
     }
 
     async fn post(&self, payload: serde_json::Value) -> Result<(), NotifyError> {
@@ -205,6 +209,40 @@ impl WebhookNotifier {
             ),
         })
     }
+}
+
+/// The HTTPS client: rustls (ring) trusting the public web roots plus
+/// `extra_roots`; no redirects (a redirect could carry the token elsewhere).
+fn http_client(
+    timeout: Duration,
+    extra_roots: &[rustls::pki_types::CertificateDer<'static>],
+) -> Result<reqwest::Client, NotifyError> {
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    for root in extra_roots {
+        roots.add(root.clone()).map_err(|e| NotifyError {
+            reason: format!("webhook CA certificate refused: {e}"),
+        })?;
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| NotifyError {
+        reason: e.to_string(),
+    })?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| NotifyError {
+            reason: e.to_string(),
+        })
 }
 
 #[async_trait::async_trait]

@@ -95,3 +95,63 @@ async fn webhook_configuration_is_validated() {
         WebhookNotifier::new("https://hooks.example", SECRET, Duration::from_secs(1), 3).unwrap();
     assert!(!format!("{n:?}").contains("webhook-secret"));
 }
+
+/// Hardening, item 4: the webhook over real TLS. A server whose CA the
+/// notifier does not trust gets nothing (the token never leaves); trusted,
+/// the signed notification arrives over HTTPS; a trusted CA's certificate
+/// for another name is still refused.
+#[tokio::test]
+async fn webhook_over_tls_trusts_only_what_it_is_told_and_checks_the_name() {
+    use warden_testkit::TlsIdentity;
+    let identity = TlsIdentity::new(&["IP:127.0.0.1", "DNS:localhost"]);
+    let mut sink = HttpSink::start_tls(0, &identity).await;
+    assert!(sink.url().starts_with("https://"));
+
+    // Not trusted: the handshake fails, nothing is delivered.
+    let untrusting = WebhookNotifier::new(&sink.url(), SECRET, Duration::from_secs(2), 1).unwrap();
+    let f = common::sqlite_in_process().await;
+    let token = issued(f.manager.issue(&request("r-tls")).await.unwrap());
+    let approval = f.manager.check(token.expose()).await.unwrap();
+    let err = untrusting
+        .notify_pending(&approval, &token)
+        .await
+        .unwrap_err();
+    assert!(!err.reason.contains(token.expose()), "{err}");
+    assert!(sink.next(Duration::from_millis(300)).await.is_none());
+    assert!(sink.failed_handshakes() >= 1);
+
+    // Trusted: delivered, signed, over HTTPS — by IP and by name.
+    for url in [sink.url(), sink.url_with_host("localhost")] {
+        let trusting = WebhookNotifier::new(&url, SECRET, Duration::from_secs(2), 1)
+            .unwrap()
+            .with_root_certificates_pem(&identity.ca_pem)
+            .unwrap();
+        trusting.notify_pending(&approval, &token).await.unwrap();
+        let delivered = sink
+            .next(Duration::from_secs(5))
+            .await
+            .expect("an HTTPS delivery");
+        verify_signature(&delivered);
+        let body: serde_json::Value = serde_json::from_slice(&delivered.body).unwrap();
+        assert_eq!(body["event"], "approval.pending");
+        assert_eq!(body["approval"]["request_id"], "r-tls");
+    }
+
+    // The same CA, a certificate for another name: refused.
+    let elsewhere = TlsIdentity::new(&["DNS:hooks.example"]);
+    let mut wrong_name = HttpSink::start_tls(0, &elsewhere).await;
+    let notifier = WebhookNotifier::new(&wrong_name.url(), SECRET, Duration::from_secs(2), 1)
+        .unwrap()
+        .with_root_certificates_pem(&elsewhere.ca_pem)
+        .unwrap();
+    assert!(notifier.notify_pending(&approval, &token).await.is_err());
+    assert!(wrong_name.next(Duration::from_millis(300)).await.is_none());
+
+    // A CA file with no certificate in it is a configuration error.
+    assert!(
+        WebhookNotifier::new(&sink.url(), SECRET, Duration::from_secs(1), 1)
+            .unwrap()
+            .with_root_certificates_pem(b"not a certificate")
+            .is_err()
+    );
+}

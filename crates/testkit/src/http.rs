@@ -1,7 +1,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -32,50 +32,89 @@ impl ReceivedRequest {
 
 /// A tiny HTTP/1.1 server on a free loopback port that records every request
 /// and answers `500` to the first `fail_first` of them, `200` afterwards.
+/// [`HttpSink::start_tls`] serves HTTPS instead.
 #[derive(Debug)]
 pub struct HttpSink {
     port: u16,
+    scheme: &'static str,
     rx: mpsc::UnboundedReceiver<ReceivedRequest>,
+    /// TLS handshakes that failed (the client refused the certificate, …).
+    failed_handshakes: Arc<AtomicUsize>,
     task: JoinHandle<()>,
 }
 
 impl HttpSink {
-    /// Starts listening.
+    /// Starts listening (plain HTTP).
     pub async fn start(fail_first: usize) -> Self {
+        Self::listen(fail_first, None).await
+    }
+
+    /// Starts listening for HTTPS with `identity`'s certificate and key.
+    pub async fn start_tls(fail_first: usize, identity: &crate::TlsIdentity) -> Self {
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(identity.chain(), identity.key())
+        .expect("the test certificate and key");
+        Self::listen(
+            fail_first,
+            Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))),
+        )
+        .await
+    }
+
+    async fn listen(fail_first: usize, tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("binding the HTTP sink");
         let port = listener.local_addr().expect("sink address").port();
         let (tx, rx) = mpsc::unbounded_channel();
         let seen = Arc::new(AtomicUsize::new(0));
+        let failed_handshakes = Arc::new(AtomicUsize::new(0));
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let failed = failed_handshakes.clone();
         let task = tokio::spawn(async move {
-            while let Ok((mut socket, _)) = listener.accept().await {
-                let (tx, seen) = (tx.clone(), seen.clone());
+            while let Ok((socket, _)) = listener.accept().await {
+                let (tx, seen, tls, failed) =
+                    (tx.clone(), seen.clone(), tls.clone(), failed.clone());
                 tokio::spawn(async move {
-                    let Some(request) = read_request(&mut socket).await else {
-                        return;
-                    };
-                    let n = seen.fetch_add(1, Ordering::SeqCst);
-                    let status = if n < fail_first {
-                        "500 Internal Server Error"
-                    } else {
-                        "200 OK"
-                    };
-                    let reply = format!(
-                        "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-                    );
-                    let _ = socket.write_all(reply.as_bytes()).await;
-                    let _ = socket.shutdown().await;
-                    let _ = tx.send(request);
+                    match tls {
+                        None => serve(socket, fail_first, &seen, &tx).await,
+                        Some(acceptor) => match acceptor.accept(socket).await {
+                            Ok(stream) => serve(stream, fail_first, &seen, &tx).await,
+                            Err(_) => {
+                                failed.fetch_add(1, Ordering::SeqCst);
+                            }
+                        },
+                    }
                 });
             }
         });
-        Self { port, rx, task }
+        Self {
+            port,
+            scheme,
+            rx,
+            failed_handshakes,
+            task,
+        }
     }
 
-    /// `http://127.0.0.1:PORT/hook`.
+    /// `http://127.0.0.1:PORT/hook` (or `https://`).
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/hook", self.port)
+        format!("{}://127.0.0.1:{}/hook", self.scheme, self.port)
+    }
+
+    /// The same URL with `host` instead of 127.0.0.1 (`localhost`, …).
+    pub fn url_with_host(&self, host: &str) -> String {
+        format!("{}://{host}:{}/hook", self.scheme, self.port)
+    }
+
+    /// How many TLS handshakes failed so far.
+    pub fn failed_handshakes(&self) -> usize {
+        self.failed_handshakes.load(Ordering::SeqCst)
     }
 
     /// The next request received, waiting up to `timeout`.
@@ -93,7 +132,28 @@ impl Drop for HttpSink {
     }
 }
 
-async fn read_request(socket: &mut tokio::net::TcpStream) -> Option<ReceivedRequest> {
+async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+    mut socket: S,
+    fail_first: usize,
+    seen: &AtomicUsize,
+    tx: &mpsc::UnboundedSender<ReceivedRequest>,
+) {
+    let Some(request) = read_request(&mut socket).await else {
+        return;
+    };
+    let n = seen.fetch_add(1, Ordering::SeqCst);
+    let status = if n < fail_first {
+        "500 Internal Server Error"
+    } else {
+        "200 OK"
+    };
+    let reply = format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+    let _ = socket.write_all(reply.as_bytes()).await;
+    let _ = socket.shutdown().await;
+    let _ = tx.send(request);
+}
+
+async fn read_request<S: AsyncRead + Unpin>(socket: &mut S) -> Option<ReceivedRequest> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     let header_end = loop {

@@ -31,6 +31,7 @@ mod logs;
 mod net;
 mod postgres;
 mod redis;
+mod tls;
 
 pub use database::{Backend, TestDatabase};
 pub use http::{HttpSink, ReceivedRequest};
@@ -38,6 +39,7 @@ pub use logs::LogCapture;
 pub use net::{Blackhole, free_port};
 pub use postgres::PrivatePostgres;
 pub use redis::{PrivateRedis, TestRedis};
+pub use tls::TlsIdentity;
 
 /// Runs `f` on a fresh current-thread runtime in its own OS thread and waits for
 /// it: lets `Drop` impls do async clean-up even while a test's runtime is
