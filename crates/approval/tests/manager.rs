@@ -289,7 +289,7 @@ async fn a_cache_entry_naming_another_approval_cannot_misdirect_a_decision(f: Fi
     let args_hashes =
         f.db.strings("SELECT raw_args_hash FROM audit_events WHERE method = 'approval.approve'")
             .await;
-    assert_eq!(args_hashes, [a.raw_args_hash.clone()]);
+    assert_eq!(args_hashes, vec![a.raw_args_hash.clone()]);
     // B is still decided on its own, once.
     f.manager.deny(token_b.expose(), "bob", None).await.unwrap();
     assert!(matches!(
