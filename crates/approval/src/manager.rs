@@ -378,7 +378,7 @@ impl ApprovalManager {
                 model.policy_version.clone().into(),
             ],
         );
-        let rows = warden_audit::change_with_events(&self.db, insert, &[event]).await?;
+        let rows = warden_audit::change_with_events(&self.db, insert, &[event]).await??;
         rows.first()
             .map(|row| approval_requests::Model::from_query_result(row, ""))
             .transpose()
@@ -795,7 +795,7 @@ impl ApprovalManager {
                 subject.raw_args_hash.clone().into(),
             ],
         );
-        let rows = warden_audit::change_with_events(&self.db, update, &[event]).await?;
+        let rows = warden_audit::change_with_events(&self.db, update, &[event]).await??;
         rows.first()
             .map(|row| {
                 Ok(RowAt {

@@ -23,3 +23,23 @@ where
         Err(_) => Err(AuditError::Timeout { after: timeout }),
     }
 }
+
+/// The default bound on one storage step (one page or one query) of a
+/// long-running read such as verify or export: generous for a page of a
+/// large log, short of "hangs forever" on a paused or blackholed server.
+pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Waits at most `limit` for one storage step; past it,
+/// [`AuditError::Timeout`].
+pub(crate) async fn step<T, E>(
+    limit: Duration,
+    work: impl Future<Output = Result<T, E>>,
+) -> Result<T, AuditError>
+where
+    AuditError: From<E>,
+{
+    match tokio::time::timeout(limit, work).await {
+        Ok(result) => result.map_err(AuditError::from),
+        Err(_) => Err(AuditError::Timeout { after: limit }),
+    }
+}

@@ -70,6 +70,7 @@ pub use checkpoint::{
     CheckpointPublisher, CheckpointSigner, CheckpointVerifier, DEFAULT_ORIGIN, ProofFailure,
     SignedCheckpoint,
 };
+pub use detached::DEFAULT_STEP_TIMEOUT;
 pub use error::AuditError;
 pub use event::{AdminAction, AuditEvent, Decision, Inclusion, RawArgs, ToolCall};
 pub use integrator::{IntegrationReport, Integrator, IntegratorConfig, backlog};

@@ -13,7 +13,7 @@ use tracing::{info, instrument};
 use uuid::Uuid;
 use warden_entity::{audit_events, audit_leaves};
 
-use crate::detached::detached;
+use crate::detached::{detached, step};
 use crate::integrator::{Integrator, latest_checkpoint};
 use crate::leaf::{EventKind, TreeHash, hash_hex, leaf_hash_of};
 use crate::{AuditError, AuditEvent};
@@ -255,12 +255,15 @@ impl PrunedRanges {
 
 /// Writes the events at leaf indexes `from..=to` (either bound optional),
 /// oldest first, to `out` as JSON lines, reading in pages; pruned leaves are
-/// skipped. Returns the count.
+/// skipped. Returns the count. Each page's reads are bounded by
+/// `step_timeout` ([`AuditError::Timeout`] past it; what was written stays
+/// written).
 #[instrument(skip(db, out))]
 pub async fn export(
     db: &DatabaseConnection,
     from_leaf: Option<u64>,
     to_leaf: Option<u64>,
+    step_timeout: std::time::Duration,
     out: &mut (dyn Write + Send),
 ) -> Result<u64, AuditError> {
     let mut cursor = from_leaf.unwrap_or(0) as i64;
@@ -276,17 +279,20 @@ pub async fn export(
         if let Some(to) = to_leaf {
             select = select.filter(audit_leaves::Column::LeafIndex.lte(to as i64));
         }
-        let leaves = select.all(db).await?;
+        let leaves = step(step_timeout, select.all(db)).await?;
         let Some(last) = leaves.last() else { break };
         cursor = last.leaf_index + 1;
         let ids: Vec<Uuid> = leaves.iter().map(|l| l.event_id).collect();
-        let mut rows: HashMap<Uuid, audit_events::Model> = audit_events::Entity::find()
-            .filter(audit_events::Column::Id.is_in(ids))
-            .all(db)
-            .await?
-            .into_iter()
-            .map(|r| (r.id, r))
-            .collect();
+        let mut rows: HashMap<Uuid, audit_events::Model> = step(
+            step_timeout,
+            audit_events::Entity::find()
+                .filter(audit_events::Column::Id.is_in(ids))
+                .all(db),
+        )
+        .await?
+        .into_iter()
+        .map(|r| (r.id, r))
+        .collect();
         for leaf in &leaves {
             let Some(row) = rows.remove(&leaf.event_id) else {
                 continue;

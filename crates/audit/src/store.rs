@@ -214,12 +214,17 @@ pub async fn record_in<C: ConnectionTrait>(
 /// taken from the row into `change`'s `WHERE` clause, so a row that does not
 /// match them is not changed. Refused on SQLite (no data-modifying CTEs):
 /// use [`begin_write`] + [`record_in`] there.
+///
+/// Errors: the outer one when an event cannot be encoded (or the backend is
+/// not PostgreSQL), before anything is sent; the inner one is the database's
+/// own answer, for the caller to map like its other statements (pool
+/// exhausted, timeout, constraint).
 #[instrument(skip_all, fields(events = events.len()))]
 pub async fn change_with_events<C: ConnectionTrait>(
     db: &C,
     change: sea_orm::Statement,
     events: &[AuditEvent],
-) -> Result<Vec<sea_orm::QueryResult>, AuditError> {
+) -> Result<Result<Vec<sea_orm::QueryResult>, sea_orm::DbErr>, AuditError> {
     use sea_orm::{ActiveModelTrait, Iterable};
     if db.get_database_backend() != DbBackend::Postgres || change.db_backend != DbBackend::Postgres
     {
@@ -273,7 +278,7 @@ pub async fn change_with_events<C: ConnectionTrait>(
             sql,
             values,
         ))
-        .await?)
+        .await)
 }
 
 /// Inserts rows and queues them, inside the caller's transaction (any backend).

@@ -26,6 +26,7 @@ use warden_entity::{audit_checkpoints, audit_events, audit_leaves, audit_tree_ha
 
 use crate::AuditError;
 use crate::checkpoint::{CheckpointVerifier, SignedCheckpoint};
+use crate::detached::{DEFAULT_STEP_TIMEOUT, step};
 use crate::leaf::{EventKind, hash_hex, leaf_hash_of, parse_hash_hex};
 use crate::retention::{PrunedRanges, declared_range};
 use crate::tree::Frontier;
@@ -45,6 +46,10 @@ pub struct VerifyOptions {
     /// How long an event may wait to be integrated, and a leaf to be
     /// covered by a checkpoint, before that is a problem (default 5 min).
     pub integration_window: Option<Duration>,
+    /// The bound on each storage step (one page or one query; default
+    /// [`DEFAULT_STEP_TIMEOUT`](crate::DEFAULT_STEP_TIMEOUT)): past it the
+    /// verification fails with [`AuditError::Timeout`] instead of hanging.
+    pub step_timeout: Option<Duration>,
 }
 
 /// The kind of problem found.
@@ -168,6 +173,7 @@ fn open_row(
 
 /// The stored checkpoints in size order, read a page at a time.
 struct Checkpoints {
+    limit: Duration,
     after: i64,
     buf: VecDeque<Expect>,
     done: bool,
@@ -182,12 +188,15 @@ impl Checkpoints {
         verifier: Option<&CheckpointVerifier>,
     ) -> Result<Result<Option<&Expect>, Verification>, AuditError> {
         if self.buf.is_empty() && !self.done {
-            let page = audit_checkpoints::Entity::find()
-                .filter(audit_checkpoints::Column::TreeSize.gt(self.after))
-                .order_by_asc(audit_checkpoints::Column::TreeSize)
-                .limit(PAGE)
-                .all(db)
-                .await?;
+            let page = step(
+                self.limit,
+                audit_checkpoints::Entity::find()
+                    .filter(audit_checkpoints::Column::TreeSize.gt(self.after))
+                    .order_by_asc(audit_checkpoints::Column::TreeSize)
+                    .limit(PAGE)
+                    .all(db),
+            )
+            .await?;
             self.done = page.len() < PAGE as usize;
             for row in &page {
                 self.after = row.tree_size;
@@ -206,7 +215,11 @@ impl Checkpoints {
 /// excused. Only prune rows that are leaves before `signed` (the newest
 /// signed checkpoint) and that come after their whole range count; the walk
 /// then recomputes each of those rows against its leaf like any other.
-async fn prune_cover(db: &DatabaseConnection, signed: u64) -> Result<PrunedRanges, AuditError> {
+async fn prune_cover(
+    db: &DatabaseConnection,
+    signed: u64,
+    limit: Duration,
+) -> Result<PrunedRanges, AuditError> {
     let mut ranges = Vec::new();
     let mut after: Option<Uuid> = None;
     loop {
@@ -217,21 +230,24 @@ async fn prune_cover(db: &DatabaseConnection, signed: u64) -> Result<PrunedRange
         if let Some(id) = after {
             select = select.filter(audit_events::Column::Id.gt(id));
         }
-        let rows = select.all(db).await?;
+        let rows = step(limit, select.all(db)).await?;
         let Some(last) = rows.last() else { break };
         after = Some(last.id);
-        let leaves: HashMap<Uuid, (i64, String)> = audit_leaves::Entity::find()
-            .select_only()
-            .column(audit_leaves::Column::EventId)
-            .column(audit_leaves::Column::LeafIndex)
-            .column(audit_leaves::Column::LeafHash)
-            .filter(audit_leaves::Column::EventId.is_in(rows.iter().map(|r| r.id)))
-            .into_tuple::<(Uuid, i64, String)>()
-            .all(db)
-            .await?
-            .into_iter()
-            .map(|(id, index, hash)| (id, (index, hash)))
-            .collect();
+        let leaves: HashMap<Uuid, (i64, String)> = step(
+            limit,
+            audit_leaves::Entity::find()
+                .select_only()
+                .column(audit_leaves::Column::EventId)
+                .column(audit_leaves::Column::LeafIndex)
+                .column(audit_leaves::Column::LeafHash)
+                .filter(audit_leaves::Column::EventId.is_in(rows.iter().map(|r| r.id)))
+                .into_tuple::<(Uuid, i64, String)>()
+                .all(db),
+        )
+        .await?
+        .into_iter()
+        .map(|(id, index, hash)| (id, (index, hash)))
+        .collect();
         for row in &rows {
             let Some((p, leaf_hash)) = leaves.get(&row.id) else {
                 continue;
@@ -257,43 +273,56 @@ struct Page {
     stored: HashMap<u64, String>,
 }
 
-async fn fetch_page(db: DatabaseConnection, from: i64) -> Result<Option<Page>, AuditError> {
-    let leaves = audit_leaves::Entity::find()
-        .filter(audit_leaves::Column::LeafIndex.gte(from))
-        .order_by_asc(audit_leaves::Column::LeafIndex)
-        .limit(PAGE)
-        .all(&db)
-        .await?;
+async fn fetch_page(
+    db: DatabaseConnection,
+    from: i64,
+    limit: Duration,
+) -> Result<Option<Page>, AuditError> {
+    let leaves = step(
+        limit,
+        audit_leaves::Entity::find()
+            .filter(audit_leaves::Column::LeafIndex.gte(from))
+            .order_by_asc(audit_leaves::Column::LeafIndex)
+            .limit(PAGE)
+            .all(&db),
+    )
+    .await?;
     let (Some(first), Some(last)) = (leaves.first(), leaves.last()) else {
         return Ok(None);
     };
     let (first, last) = (first.leaf_index, last.leaf_index);
     // One semi-join per page (an id list would cost the database far more).
-    let rows: HashMap<Uuid, audit_events::Model> = audit_events::Entity::find()
-        .filter(
-            audit_events::Column::Id.in_subquery(
-                Query::select()
-                    .column(audit_leaves::Column::EventId)
-                    .from(audit_leaves::Entity)
-                    .and_where(audit_leaves::Column::LeafIndex.between(first, last))
-                    .to_owned(),
-            ),
-        )
-        .all(&db)
-        .await?
-        .into_iter()
-        .map(|r| (r.id, r))
-        .collect();
+    let rows: HashMap<Uuid, audit_events::Model> = step(
+        limit,
+        audit_events::Entity::find()
+            .filter(
+                audit_events::Column::Id.in_subquery(
+                    Query::select()
+                        .column(audit_leaves::Column::EventId)
+                        .from(audit_leaves::Entity)
+                        .and_where(audit_leaves::Column::LeafIndex.between(first, last))
+                        .to_owned(),
+                ),
+            )
+            .all(&db),
+    )
+    .await?
+    .into_iter()
+    .map(|r| (r.id, r))
+    .collect();
     let lo = tlog_tiles::stored_hash_index(0, first.max(0) as u64) as i64;
     let hi = tlog_tiles::stored_hash_index(0, last.max(0) as u64 + 1) as i64;
-    let stored: HashMap<u64, String> = audit_tree_hashes::Entity::find()
-        .filter(audit_tree_hashes::Column::Idx.gte(lo))
-        .filter(audit_tree_hashes::Column::Idx.lt(hi))
-        .all(&db)
-        .await?
-        .into_iter()
-        .map(|h| (h.idx as u64, h.hash))
-        .collect();
+    let stored: HashMap<u64, String> = step(
+        limit,
+        audit_tree_hashes::Entity::find()
+            .filter(audit_tree_hashes::Column::Idx.gte(lo))
+            .filter(audit_tree_hashes::Column::Idx.lt(hi))
+            .all(&db),
+    )
+    .await?
+    .into_iter()
+    .map(|h| (h.idx as u64, h.hash))
+    .collect();
     Ok(Some(Page {
         leaves,
         rows,
@@ -312,12 +341,16 @@ pub async fn verify(
         .integration_window
         .unwrap_or(Duration::from_secs(300));
     let window = chrono::Duration::from_std(window).unwrap_or(chrono::Duration::minutes(5));
+    let limit = options.step_timeout.unwrap_or(DEFAULT_STEP_TIMEOUT);
 
     // The newest stored checkpoint, checked first: it bounds what counts as signed.
-    let newest = audit_checkpoints::Entity::find()
-        .order_by_desc(audit_checkpoints::Column::TreeSize)
-        .one(db)
-        .await?;
+    let newest = step(
+        limit,
+        audit_checkpoints::Entity::find()
+            .order_by_desc(audit_checkpoints::Column::TreeSize)
+            .one(db),
+    )
+    .await?;
     let newest_signed = match newest.as_ref().map(|row| open_row(row, verifier)) {
         None => 0,
         Some(Ok(e)) => e.size,
@@ -348,8 +381,9 @@ pub async fn verify(
             }
         }
     }
-    let cover = prune_cover(db, newest_signed).await?;
+    let cover = prune_cover(db, newest_signed, limit).await?;
     let mut checkpoints = Checkpoints {
+        limit,
         after: -1,
         buf: VecDeque::new(),
         done: false,
@@ -363,7 +397,7 @@ pub async fn verify(
     let mut next_index: i64 = 0;
     // The next page is read while this one is checked: the database and the
     // hashing overlap.
-    let mut prefetch = Some(tokio::spawn(fetch_page(db.clone(), 0)));
+    let mut prefetch = Some(tokio::spawn(fetch_page(db.clone(), 0, limit)));
     while let Some(task) = prefetch.take() {
         let page = task.await.map_err(|e| AuditError::Database {
             reason: format!("verify page task failed: {e}"),
@@ -375,7 +409,11 @@ pub async fn verify(
             mut stored,
         } = page;
         if let Some(last) = leaves.last() {
-            prefetch = Some(tokio::spawn(fetch_page(db.clone(), last.leaf_index + 1)));
+            prefetch = Some(tokio::spawn(fetch_page(
+                db.clone(),
+                last.leaf_index + 1,
+                limit,
+            )));
         }
         for (i, leaf) in leaves.iter().enumerate() {
             let index = leaf.leaf_index as u64;
@@ -548,7 +586,7 @@ pub async fn verify(
             format!("{whose} records {size} leaves but the tree has only {tree_size}"),
         ));
     }
-    if let Some(idx) = crate::tree::hash_beyond(db, tree_size).await? {
+    if let Some(idx) = step(limit, crate::tree::hash_beyond(db, tree_size)).await? {
         return Ok(broken(
             BreakKind::TreeTampered,
             None,
@@ -558,14 +596,16 @@ pub async fn verify(
     }
 
     // Rows that are neither in the tree nor queued.
-    let outside = db
-        .query_one_raw(Statement::from_string(
+    let outside = step(
+        limit,
+        db.query_one_raw(Statement::from_string(
             db.get_database_backend(),
             "SELECT e.request_id FROM audit_events e WHERE NOT EXISTS \
              (SELECT 1 FROM audit_leaves l WHERE l.event_id = e.id) AND NOT EXISTS \
              (SELECT 1 FROM audit_pending p WHERE p.event_id = e.id) LIMIT 1",
-        ))
-        .await?;
+        )),
+    )
+    .await?;
     if let Some(row) = outside {
         let rid: String = row.try_get("", "request_id")?;
         return Ok(broken(
@@ -578,13 +618,15 @@ pub async fn verify(
 
     // Events waiting too long to be integrated or checkpointed.
     let now = Utc::now();
-    let stale = db
-        .query_one_raw(Statement::from_string(
+    let stale = step(
+        limit,
+        db.query_one_raw(Statement::from_string(
             db.get_database_backend(),
             "SELECT e.request_id, e.timestamp FROM audit_pending p JOIN audit_events e ON e.id = p.event_id \
              ORDER BY p.pos LIMIT 1",
-        ))
-        .await?;
+        )),
+    )
+    .await?;
     if let Some(row) = stale {
         let rid: String = row.try_get("", "request_id")?;
         let at: chrono::DateTime<Utc> = row.try_get("", "timestamp")?;

@@ -880,7 +880,15 @@ async fn export_writes_json_lines_in_leaf_order() {
         let t = TestDatabase::new(backend).await;
         log_of(&t, 7, &signer()).await;
         let mut out = Vec::new();
-        let n = export(&t.db, Some(2), Some(5), &mut out).await.unwrap();
+        let n = export(
+            &t.db,
+            Some(2),
+            Some(5),
+            warden_audit::DEFAULT_STEP_TIMEOUT,
+            &mut out,
+        )
+        .await
+        .unwrap();
         assert_eq!(n, 4);
         let ids: Vec<String> = String::from_utf8(out)
             .unwrap()

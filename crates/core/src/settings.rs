@@ -257,6 +257,10 @@ pub struct Settings {
     pub environment: Environment,
     /// `HEALTH_TIMEOUT_MS` (default 3000): bound on each health check.
     pub health_timeout: Duration,
+    /// `AUDIT_STEP_TIMEOUT_MS` (default 30000): bound on each storage step
+    /// (one page, one query) of audit verify, export, prune, prove and the
+    /// other audit commands; past it they fail with a timeout, not a hang.
+    pub audit_step_timeout: Duration,
     /// `AUDIT_SIGNING_KEY_FILE` (optional): the Ed25519 key file (from
     /// `warden audit keygen`) that signs audit checkpoints. Without it
     /// checkpoints are unsigned and `health` warns. The key is never printed.
@@ -612,6 +616,7 @@ impl Settings {
             }),
         };
         let health_timeout = r.millis("HEALTH_TIMEOUT_MS", 3_000);
+        let audit_step_timeout = r.millis("AUDIT_STEP_TIMEOUT_MS", 30_000);
         let audit_signing_key = match r
             .get("AUDIT_SIGNING_KEY_FILE")
             .filter(|v| !v.trim().is_empty())
@@ -708,6 +713,7 @@ impl Settings {
                 approval_token_ttl,
                 environment,
                 health_timeout,
+                audit_step_timeout,
                 audit_signing_key,
                 audit_log_origin,
                 audit_checkpoint_interval,

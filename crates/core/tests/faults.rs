@@ -91,6 +91,15 @@ async fn postgres_paused_past_the_timeouts_gives_typed_timeouts_then_recovers() 
         .unwrap();
     // Pending approvals are confirmed with the database when the cache is per-process.
     approvals.check(token.expose()).await.unwrap();
+    // A pool that would wait 10 s for a connection: only the audit step
+    // bound (1 s) can end its reads sooner.
+    let patient = Storage::connect(&settings(
+        &server.url(),
+        None,
+        &[("DATABASE_ACQUIRE_TIMEOUT_MS", "10000")],
+    ))
+    .await
+    .unwrap();
 
     server.pause();
     let started = Instant::now();
@@ -136,6 +145,41 @@ async fn postgres_paused_past_the_timeouts_gives_typed_timeouts_then_recovers() 
             AuditError::Timeout { .. } | AuditError::Database { .. }
         ),
         "{recent:?}"
+    );
+    // Hardening, item 4: the long audit reads are bounded per step too.
+    let step = Duration::from_secs(1);
+    let verify_started = Instant::now();
+    let verdict = bounded(warden_audit::verify(
+        &patient.db,
+        &warden_audit::VerifyOptions {
+            step_timeout: Some(step),
+            ..Default::default()
+        },
+    ))
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(verdict, AuditError::Timeout { after } if after == step),
+        "{verdict:?}"
+    );
+    let mut sink = Vec::new();
+    let exported = bounded(warden_audit::export(
+        &patient.db,
+        None,
+        None,
+        step,
+        &mut sink,
+    ))
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(exported, AuditError::Timeout { after } if after == step),
+        "{exported:?}"
+    );
+    assert!(
+        verify_started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        verify_started.elapsed()
     );
     let health = bounded(warden_core::health::check(&storage)).await;
     assert!(!health.is_healthy());

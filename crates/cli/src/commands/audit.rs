@@ -342,6 +342,7 @@ pub(crate) async fn run(settings: &Settings, cmd: Audit) -> anyhow::Result<Outco
                 verifier,
                 external_checkpoint: external,
                 integration_window: None,
+                step_timeout: Some(settings.audit_step_timeout),
             };
             let verdict = verify(&storage.db, &options).await?;
             if json {
@@ -377,7 +378,7 @@ pub(crate) async fn run(settings: &Settings, cmd: Audit) -> anyhow::Result<Outco
             }
         }
         Audit::Checkpoint { json } => {
-            match warden_audit::latest_checkpoint_note(&storage.db).await? {
+            match bounded(settings, warden_audit::latest_checkpoint_note(&storage.db)).await? {
                 Some(note) => {
                     if json {
                         let cp = warden_audit::SignedCheckpoint::open_unverified(&note)
@@ -399,7 +400,11 @@ pub(crate) async fn run(settings: &Settings, cmd: Audit) -> anyhow::Result<Outco
             }
         }
         Audit::Prove { request_id, out } => {
-            let bundle = warden_audit::prove_inclusion(&storage.db, &request_id).await?;
+            let bundle = bounded(
+                settings,
+                warden_audit::prove_inclusion(&storage.db, &request_id),
+            )
+            .await?;
             write_out(out.as_deref(), &serde_json::to_string_pretty(&bundle)?)?;
             Outcome::Success
         }
@@ -417,7 +422,11 @@ pub(crate) async fn run(settings: &Settings, cmd: Audit) -> anyhow::Result<Outco
             );
             let proof = match sizes {
                 (Ok(o), Ok(n)) if o.size > 0 && n.size > o.size => {
-                    warden_audit::consistency_proof_hashes(&storage.db, o.size, n.size).await?
+                    bounded(
+                        settings,
+                        warden_audit::consistency_proof_hashes(&storage.db, o.size, n.size),
+                    )
+                    .await?
                 }
                 _ => Vec::new(),
             };
@@ -465,7 +474,14 @@ pub(crate) async fn run(settings: &Settings, cmd: Audit) -> anyhow::Result<Outco
                 written: 0,
                 wanted: filter.wanted(),
             };
-            warden_audit::export(&storage.db, None, None, &mut filtered).await?;
+            warden_audit::export(
+                &storage.db,
+                None,
+                None,
+                settings.audit_step_timeout,
+                &mut filtered,
+            )
+            .await?;
             if out.is_some() {
                 output::line(&format!("exported {} events", filtered.written));
             }
@@ -569,4 +585,17 @@ impl std::io::Write for FilteredLines {
     fn flush(&mut self) -> std::io::Result<()> {
         self.inner.flush()
     }
+}
+
+/// One bounded audit step of a command (`AUDIT_STEP_TIMEOUT_MS`): a typed
+/// timeout instead of a hang on a paused or unreachable database.
+async fn bounded<T>(
+    settings: &Settings,
+    work: impl std::future::Future<Output = Result<T, warden_audit::AuditError>>,
+) -> Result<T, warden_audit::AuditError> {
+    tokio::time::timeout(settings.audit_step_timeout, work)
+        .await
+        .unwrap_or(Err(warden_audit::AuditError::Timeout {
+            after: settings.audit_step_timeout,
+        }))
 }
