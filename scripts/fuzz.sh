@@ -1,19 +1,36 @@
 #!/usr/bin/env bash
-# Fuzzes the canonical JSON hasher and the redactor, then proof, note and key
-# parsing (fuzz/fuzz_targets).
-# Needs cargo-fuzz (`cargo install cargo-fuzz --locked`). On a stable toolchain
-# RUSTC_BOOTSTRAP=1 lets cargo-fuzz pass its flags; `-s none` skips the
-# sanitizer, which needs nightly. Usage: scripts/fuzz.sh [SECONDS]
+# Fuzzes the canonical JSON hasher and the redactor (canonical_redact), then
+# proof, note and key parsing (proof_parse): fuzz/fuzz_targets.
+#
+# Builds the targets the way cargo-fuzz does (libFuzzer via libfuzzer-sys,
+# SanitizerCoverage instrumentation, debug assertions; no sanitizer, which
+# would need a nightly toolchain) with plain cargo on the stable toolchain,
+# so nothing has to be installed. CI runs it for a short, bounded time.
+#
+# Usage: scripts/fuzz.sh [SECONDS_PER_TARGET]   (default 120)
+# A crash leaves its input in fuzz/artifacts/<target>/ and fails the script.
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
-command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
-mkdir -p corpus/canonical_redact
+seconds="${1:-120}"
+
+export CARGO_TARGET_DIR="${FUZZ_TARGET_DIR:-$PWD/target}"
+export RUSTFLAGS="--cfg fuzzing -Cpasses=sancov-module \
+-Cllvm-args=-sanitizer-coverage-level=4 \
+-Cllvm-args=-sanitizer-coverage-inline-8bit-counters \
+-Cllvm-args=-sanitizer-coverage-pc-table \
+-Cllvm-args=-sanitizer-coverage-trace-compares \
+-Cdebug-assertions -Coverflow-checks -Cforce-frame-pointers"
+cargo build --release --locked --bins
+
+mkdir -p corpus/canonical_redact corpus/proof_parse artifacts/canonical_redact artifacts/proof_parse
 printf '{"a":{"password":"x","b":[1,2.5,null]}}' > corpus/canonical_redact/seed-json
 printf 'Bearer abcdefghijklmnop' > corpus/canonical_redact/seed-text
-RUSTC_BOOTSTRAP=1 cargo fuzz run -s none canonical_redact -- \
-    -max_total_time="${1:-120}" -print_final_stats=1
-mkdir -p corpus/proof_parse
 printf 'warden.local/audit\n6\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n\n\u2014 warden.local/audit abcd\n' > corpus/proof_parse/seed-note
 printf '{"format":"warden-audit-inclusion-proof/v1","leaf_index":0,"tree_size":1,"proof":[]}' > corpus/proof_parse/seed-bundle
-RUSTC_BOOTSTRAP=1 cargo fuzz run -s none proof_parse -- \
-    -max_total_time="${1:-120}" -print_final_stats=1
+
+for target in canonical_redact proof_parse; do
+    echo "fuzz: $target for ${seconds}s" >&2
+    "$CARGO_TARGET_DIR/release/$target" \
+        -max_total_time="$seconds" -print_final_stats=1 -rss_limit_mb=2048 -timeout=10 \
+        -artifact_prefix="artifacts/$target/" "corpus/$target"
+done

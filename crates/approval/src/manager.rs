@@ -378,7 +378,11 @@ impl ApprovalManager {
                 model.policy_version.clone().into(),
             ],
         );
-        let rows = warden_audit::change_with_events(&self.db, insert, &[event]).await??;
+        let Some(rows) =
+            refused_is_none(warden_audit::change_with_events(&self.db, insert, &[event]).await?)?
+        else {
+            return Ok(None);
+        };
         rows.first()
             .map(|row| approval_requests::Model::from_query_result(row, ""))
             .transpose()
@@ -795,7 +799,11 @@ impl ApprovalManager {
                 subject.raw_args_hash.clone().into(),
             ],
         );
-        let rows = warden_audit::change_with_events(&self.db, update, &[event]).await??;
+        let Some(rows) =
+            refused_is_none(warden_audit::change_with_events(&self.db, update, &[event]).await?)?
+        else {
+            return Ok(None);
+        };
         rows.first()
             .map(|row| {
                 Ok(RowAt {
@@ -1155,6 +1163,27 @@ impl ApprovalManager {
                 }
             });
         }
+    }
+}
+
+/// A one-statement change's result: `None` when the database answered with
+/// a refusal (a constraint, a trigger — such as the trail refusing the
+/// event): nothing was written, and the transaction path, which attributes
+/// the failure to the change or to its event, runs instead. Connection and
+/// pool failures are errors as they are.
+fn refused_is_none(
+    result: Result<Vec<sea_orm::QueryResult>, sea_orm::DbErr>,
+) -> Result<Option<Vec<sea_orm::QueryResult>>, ApprovalError> {
+    use sea_orm::{DbErr, RuntimeErr};
+    match result {
+        Ok(rows) => Ok(Some(rows)),
+        Err(DbErr::Query(RuntimeErr::SqlxError(e)) | DbErr::Exec(RuntimeErr::SqlxError(e)))
+            if matches!(e.as_ref(), sea_orm::sqlx::Error::Database(_)) =>
+        {
+            debug!("the one-statement change was refused; taking the transaction path");
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
     }
 }
 
