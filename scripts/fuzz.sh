@@ -20,7 +20,10 @@ export RUSTFLAGS="--cfg fuzzing -Cpasses=sancov-module \
 -Cllvm-args=-sanitizer-coverage-pc-table \
 -Cllvm-args=-sanitizer-coverage-trace-compares \
 -Cdebug-assertions -Coverflow-checks -Cforce-frame-pointers"
-cargo build --release --locked --bins
+# An explicit --target keeps the instrumentation flags off build scripts and
+# proc macros (they run on the host and are not linked against libFuzzer).
+triple="$(rustc -vV | sed -n 's/^host: //p')"
+cargo build --release --locked --bins --target "$triple"
 
 mkdir -p corpus/canonical_redact corpus/proof_parse artifacts/canonical_redact artifacts/proof_parse
 printf '{"a":{"password":"x","b":[1,2.5,null]}}' > corpus/canonical_redact/seed-json
@@ -30,7 +33,7 @@ printf '{"format":"warden-audit-inclusion-proof/v1","leaf_index":0,"tree_size":1
 
 for target in canonical_redact proof_parse; do
     echo "fuzz: $target for ${seconds}s" >&2
-    "$CARGO_TARGET_DIR/release/$target" \
+    "$CARGO_TARGET_DIR/$triple/release/$target" \
         -max_total_time="$seconds" -print_final_stats=1 -rss_limit_mb=2048 -timeout=10 \
         -artifact_prefix="artifacts/$target/" "corpus/$target"
 done
