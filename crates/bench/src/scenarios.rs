@@ -54,6 +54,9 @@ pub async fn all(b: &Bench, r: &mut Runner, only: Option<&str>) -> anyhow::Resul
     if run("approvals") {
         approvals(b, r).await?;
     }
+    if run("audit redaction") {
+        audit_redaction(b, r).await?;
+    }
     if run("audit writes") {
         audit_writes(b, r).await?;
     }
@@ -577,6 +580,85 @@ fn raw_row(e: &AuditEvent, seq: i64) -> audit_events::ActiveModel {
         kind: "tool_call".into(),
         leaf_hash: Some(format!("{seq:064x}")),
     })
+}
+
+/// The cost of building one event (canonical hash + every redaction rule +
+/// leaf encoding happen later, at append) beside serializing the same
+/// arguments: what redaction adds per event, against the sustained write's
+/// per-row budget (the audit writes rows below).
+async fn audit_redaction(b: &Bench, r: &mut Runner) -> anyhow::Result<()> {
+    let redactor = b.storage.redactor.clone();
+    // A 16 KiB document: prose, code, URLs, ids and hashes, with a few
+    // secrets, the way a tool's arguments carry a file or a page.
+    let mut doc = String::new();
+    let mut i = 0u64;
+    while doc.len() < 16 * 1024 {
+        doc.push_str(&format!(
+            "Line {i}: see https://docs.example.com/guide/{i} and commit {:040x}; \
+             the request id is 7f3c{i:08x}-aaaa-4bbb-8ccc-0123456789ab and max_tokens=512.\n",
+            i * 7919
+        ));
+        if i % 40 == 0 {
+            doc.push_str(&format!(
+                "export DB_PASSWORD=hunter{i}x\nAuthorization: Bearer sk-live-{i:024}\n"
+            ));
+        }
+        i += 1;
+    }
+    let shapes = [
+        (
+            "typical args (3 fields, 1 secret)",
+            json!({"query": "SELECT * FROM orders WHERE id = $1", "params": [7], "token": "sk-live-abcdefghijklmnop0123456789"}),
+        ),
+        (
+            "a 16 KiB document with secrets",
+            json!({"path": "notes.md", "content": doc}),
+        ),
+    ];
+    for (what, args) in shapes {
+        let args = std::sync::Arc::new(args);
+        let (a, red) = (args.clone(), redactor.clone());
+        let a2 = args.clone();
+        r.compare(
+            &format!("audit event build (hash + redact), {what}"),
+            1,
+            r.params().fast_ops / 4,
+            move |n| {
+                let (a, red) = (a.clone(), red.clone());
+                async move {
+                    let event = AuditEvent::record(
+                        &ToolCall {
+                            request_id: &format!("build-{n}"),
+                            caller_id: "bench",
+                            api_key_id: None,
+                            method: "tools/call",
+                            tool_name: Some("fs.write"),
+                            raw_args: a.as_ref().into(),
+                            decision: Decision::Allow,
+                            reason: None,
+                            risk_labels: &[],
+                            status_code: None,
+                            latency_ms: None,
+                            timestamp: None,
+                        },
+                        &red,
+                    )?;
+                    std::hint::black_box(event);
+                    Ok(())
+                }
+            },
+            Some(("serde_json::to_vec of the same args", move |_| {
+                let a = a2.clone();
+                async move {
+                    std::hint::black_box(serde_json::to_vec(a.as_ref())?);
+                    Ok(())
+                }
+            })),
+            None,
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 async fn audit_writes(b: &Bench, r: &mut Runner) -> anyhow::Result<()> {
