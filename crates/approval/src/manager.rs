@@ -647,8 +647,12 @@ impl ApprovalManager {
     ) -> Result<Approval, ApprovalError> {
         let token = ApprovalToken::parse(token).ok_or(ApprovalError::NotFound)?;
         let approver_id = identifier("approver_id", approver_id)?;
+        // The note is a person's free text: stored redacted (whole, then
+        // cut, so a cut never leaves a fragment no pattern recognises).
         let note = note.map(|n| {
-            n.replace('\0', "\u{FFFD}")
+            self.redactor
+                .redact_text(n)
+                .replace('\0', "\u{FFFD}")
                 .chars()
                 .take(MAX_NOTE_LEN)
                 .collect::<String>()

@@ -248,27 +248,32 @@ async fn no_cache_write_can_approve_or_decide_a_call(f: Fixture) {
 /// cache; an entry pointing at another approval (or another call) must
 /// neither decide that one nor record an event about it.
 async fn a_cache_entry_naming_another_approval_cannot_misdirect_a_decision(f: Fixture) {
+    // Two forgeries, each against its own approval: A's entry claims to be
+    // B; C's entry carries a foreign call's arguments hash.
     let token_a = issued(f.manager.issue(&request("r-mis-a")).await.unwrap());
     let token_b = issued(f.manager.issue(&request("r-mis-b")).await.unwrap());
+    let token_c = issued(f.manager.issue(&request("r-mis-c")).await.unwrap());
     let a = f.manager.check(token_a.expose()).await.unwrap();
     let b = f.manager.check(token_b.expose()).await.unwrap();
-    // A's cache entry now claims to be B, then a foreign call's arguments.
-    let mut wrong_args = a.clone();
+    let c = f.manager.check(token_c.expose()).await.unwrap();
+    let mut wrong_args = c.clone();
     wrong_args.raw_args_hash = "0".repeat(64);
-    for forged in [b.clone(), wrong_args] {
+    for (token, forged) in [(&token_a, &b), (&token_c, &wrong_args)] {
         f.cache
-            .set_json(&cache_key(&token_a), &forged, Ttl::from_secs(60).unwrap())
+            .set_json(&cache_key(token), forged, Ttl::from_secs(60).unwrap())
             .await
             .unwrap();
     }
-    let decided = f
-        .manager
-        .approve(token_a.expose(), "alice", None)
-        .await
-        .unwrap();
-    assert_eq!(decided.id, a.id);
-    assert_eq!(decided.request_id, "r-mis-a");
-    assert_eq!(decided.raw_args_hash, a.raw_args_hash);
+    for (token, genuine) in [(&token_a, &a), (&token_c, &c)] {
+        let decided = f
+            .manager
+            .approve(token.expose(), "alice", None)
+            .await
+            .unwrap();
+        assert_eq!(decided.id, genuine.id);
+        assert_eq!(decided.request_id, genuine.request_id);
+        assert_eq!(decided.raw_args_hash, genuine.raw_args_hash);
+    }
     assert_eq!(
         f.manager.check(token_b.expose()).await.unwrap().status,
         ApprovalStatus::Pending
@@ -280,16 +285,26 @@ async fn a_cache_entry_naming_another_approval_cannot_misdirect_a_decision(f: Fi
         .collect();
     assert_eq!(
         decisions,
-        [(
-            "approval.approve".to_owned(),
-            "alice".to_owned(),
-            "r-mis-a".to_owned()
-        )]
+        [
+            (
+                "approval.approve".to_owned(),
+                "alice".to_owned(),
+                "r-mis-a".to_owned()
+            ),
+            (
+                "approval.approve".to_owned(),
+                "alice".to_owned(),
+                "r-mis-c".to_owned()
+            )
+        ]
     );
     let args_hashes =
         f.db.strings("SELECT raw_args_hash FROM audit_events WHERE method = 'approval.approve'")
             .await;
-    assert_eq!(args_hashes, vec![a.raw_args_hash.clone()]);
+    assert_eq!(
+        args_hashes,
+        vec![a.raw_args_hash.clone(), c.raw_args_hash.clone()]
+    );
     // B is still decided on its own, once.
     f.manager.deny(token_b.expose(), "bob", None).await.unwrap();
     assert!(matches!(

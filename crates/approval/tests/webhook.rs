@@ -137,7 +137,8 @@ async fn webhook_over_tls_trusts_only_what_it_is_told_and_checks_the_name() {
         assert_eq!(body["approval"]["request_id"], "r-tls");
     }
 
-    // The same CA, a certificate for another name: refused.
+    // A CA the notifier trusts, a certificate for another name: refused at
+    // the handshake (the name check), nothing delivered.
     let elsewhere = TlsIdentity::new(&["DNS:hooks.example"]);
     let mut wrong_name = HttpSink::start_tls(0, &elsewhere).await;
     let notifier = WebhookNotifier::new(&wrong_name.url(), SECRET, Duration::from_secs(2), 1)
@@ -146,6 +147,7 @@ async fn webhook_over_tls_trusts_only_what_it_is_told_and_checks_the_name() {
         .unwrap();
     assert!(notifier.notify_pending(&approval, &token).await.is_err());
     assert!(wrong_name.next(Duration::from_millis(300)).await.is_none());
+    assert!(wrong_name.failed_handshakes() >= 1);
 
     // A CA file with no certificate in it is a configuration error.
     assert!(

@@ -269,9 +269,10 @@ impl AuditEvent {
         // A note is free text from a person: redacted like arguments, since
         // the leaf it lands in can never be changed.
         let note = match action.note {
-            Some(note) => match redactor.redact(&Value::String(free_text(note)))?.value {
-                Value::String(clean) => Some(clean),
-                other => Some(other.to_string()),
+            // Redacted whole, then cut (see the reason in `record`).
+            Some(note) => match redactor.redact(&Value::String(note.to_owned()))?.value {
+                Value::String(clean) => Some(free_text(&clean)),
+                other => Some(free_text(&other.to_string())),
             },
             None => None,
         };
@@ -337,7 +338,9 @@ impl AuditEvent {
                 .map(|t| identifier("tool_name", t))
                 .transpose()?,
             decision: call.decision,
-            reason: call.reason.map(|r| redactor.redact_text(&free_text(r))),
+            // Redacted whole, then cut: a cut first could leave a fragment
+            // no pattern recognises.
+            reason: call.reason.map(|r| free_text(&redactor.redact_text(r))),
             raw_args_hash,
             sanitized_args: redacted.value,
             redaction_flags: redacted.flags,

@@ -83,8 +83,8 @@ pub use proof::{
 };
 pub use query::{AuditFilter, AuditPage, AuditQuery, Cursor, MAX_LIMIT};
 pub use redact::{
-    ExtraPattern, MAX_EXTRA_KEY_NAMES, MAX_EXTRA_PATTERNS, REDACTED, Redacted, RedactionFlag,
-    RedactionRules, Redactor,
+    ExtraPattern, MAX_EXTRA_KEY_NAMES, MAX_EXTRA_PATTERNS, MIN_PATTERN_MATCH_LEN, REDACTED,
+    Redacted, RedactionFlag, RedactionRules, Redactor,
 };
 pub use retention::{PruneReport, export, prune};
 pub use spill::SpillMacKey;

@@ -172,6 +172,11 @@ pub struct RedactionRules {
     pub extra_patterns: Vec<ExtraPattern>,
 }
 
+/// The shortest match a configured pattern may have: a pattern that can
+/// match less (or nothing at all, such as `\b`) would rewrite ordinary text
+/// everywhere.
+pub const MIN_PATTERN_MATCH_LEN: usize = 4;
+
 /// One configured value pattern.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -180,8 +185,8 @@ pub struct ExtraPattern {
     /// redaction flags (`pattern:custom_<name>`) and in the replacement.
     pub name: String,
     /// A regular expression (the `regex` crate's syntax: linear time, no
-    /// backreferences or look-around), at most 1,000 characters, that never
-    /// matches the empty string.
+    /// backreferences or look-around), at most 1,000 characters, whose every
+    /// match is at least [`MIN_PATTERN_MATCH_LEN`] characters long.
     pub regex: String,
 }
 
@@ -190,17 +195,22 @@ pub const MAX_EXTRA_PATTERNS: usize = 200;
 /// At most this many configured key names.
 pub const MAX_EXTRA_KEY_NAMES: usize = 500;
 
-/// Configured patterns, compiled once and shared by every clone.
+/// Configured patterns, compiled once and shared by every clone: the
+/// operator's value patterns, and free-text shapes (`NAME=value`,
+/// `--name value`) of the configured key names.
 #[derive(Debug, Default)]
 struct ExtraPatterns {
     kinds: Vec<String>,
     replacements: Vec<String>,
+    /// Whether the replacement keeps capture group 1 (the name before the
+    /// value); false for operator patterns (their text is never expanded).
+    expand: Vec<bool>,
     regexes: Vec<Regex>,
     set: Option<RegexSet>,
 }
 
 impl ExtraPatterns {
-    fn compile(patterns: &[ExtraPattern]) -> Result<Self, AuditError> {
+    fn compile(patterns: &[ExtraPattern], key_names: &[String]) -> Result<Self, AuditError> {
         if patterns.len() > MAX_EXTRA_PATTERNS {
             return Err(AuditError::RedactionRule {
                 name: format!("extra_patterns ({} rules)", patterns.len()),
@@ -241,12 +251,61 @@ impl ExtraPatterns {
                 Ok(regex) => regex,
                 Err(e) => return fail(format!("does not compile: {e}")),
             };
-            if regex.is_match("") {
-                return fail("matches the empty string (it would match everywhere)".into());
+            let shortest = regex_syntax::parse(&p.regex)
+                .ok()
+                .and_then(|hir| hir.properties().minimum_len());
+            if regex.is_match("") || shortest.is_none_or(|n| n < MIN_PATTERN_MATCH_LEN) {
+                return fail(format!(
+                    "can match fewer than {MIN_PATTERN_MATCH_LEN} characters (it would rewrite \
+                     ordinary text everywhere)"
+                ));
             }
             out.kinds.push(format!("custom_{}", p.name));
             out.replacements.push(format!("[REDACTED:{}]", p.name));
+            out.expand.push(false);
             out.regexes.push(regex);
+        }
+        // The configured key names in free text, like the built-in names:
+        // `TENANT_SEAL=…`, `tenant-seal: …`, `?tenantSeal=…`, `--tenant-seal …`.
+        let names: Vec<String> = key_names
+            .iter()
+            .map(|name| {
+                name.split(|c: char| !c.is_ascii_alphanumeric())
+                    .filter(|part| !part.is_empty())
+                    .map(regex::escape)
+                    .collect::<Vec<_>>()
+                    .join("[_.-]?")
+            })
+            .filter(|n| !n.is_empty())
+            .collect();
+        if !names.is_empty() {
+            let names = names.join("|");
+            for (kind, pattern) in [
+                (
+                    "custom_key_assignment",
+                    format!(
+                        r#"(?i)\b((?:[a-z0-9]+[_.-])*[a-z0-9]*(?:{names})\s*[=:]\s*"?)[^\s"',;&<>]+"#
+                    ),
+                ),
+                (
+                    "custom_key_flag",
+                    format!(r#"(?i)(--(?:[a-z0-9]+-)*(?:{names})(?:=|\s+))[^\s"']+"#),
+                ),
+            ] {
+                let regex = RegexBuilder::new(&pattern)
+                    .size_limit(4 << 20)
+                    .dfa_size_limit(8 << 20)
+                    .build()
+                    .map_err(|e| AuditError::RedactionRule {
+                        name: "extra_key_names".into(),
+                        reason: format!("together they are too large: {e}"),
+                    })?;
+                out.kinds.push(kind.to_owned());
+                out.replacements
+                    .push("${1}[REDACTED:custom_key]".to_owned());
+                out.expand.push(true);
+                out.regexes.push(regex);
+            }
         }
         if !out.regexes.is_empty() {
             out.set = Some(
@@ -263,25 +322,75 @@ impl ExtraPatterns {
         Ok(out)
     }
 
-    /// Replaces every match of every configured pattern in `current`.
-    fn apply(&self, mut current: String, path: &str, flags: &mut Vec<RedactionFlag>) -> String {
+    /// Replaces every match of every configured pattern. `original` is the
+    /// text before the built-in rules ran, `current` after: a configured
+    /// match the built-ins partly rewrote (so it no longer matches in
+    /// `current`) still has each surviving piece of it (runs of letters and
+    /// digits, 4 or more) replaced — never left half-hidden.
+    fn apply(
+        &self,
+        original: &str,
+        mut current: String,
+        path: &str,
+        flags: &mut Vec<RedactionFlag>,
+    ) -> String {
         let Some(set) = &self.set else {
             return current;
         };
-        let candidates: Vec<usize> = set.matches(&current).into_iter().collect();
-        for i in candidates {
-            let (Some(regex), Some(kind), Some(replacement)) = (
+        for i in set.matches(original).into_iter() {
+            let (Some(regex), Some(kind), Some(replacement), Some(expand)) = (
                 self.regexes.get(i),
                 self.kinds.get(i),
                 self.replacements.get(i),
+                self.expand.get(i),
             ) else {
                 continue;
             };
-            // An earlier replacement may have consumed the match.
+            let secrets: Vec<&str> = if *expand {
+                regex
+                    .captures_iter(original)
+                    .filter_map(|c| {
+                        let all = c.get(0)?;
+                        let name_end = c.get(1).map_or(all.start(), |g| g.end());
+                        original.get(name_end..all.end())
+                    })
+                    .collect()
+            } else {
+                regex.find_iter(original).map(|m| m.as_str()).collect()
+            };
+            let mut hit = false;
+            // A match the built-ins partly rewrote is no longer whole in
+            // `current`: hide each surviving piece of it, before any label
+            // of ours is inserted (a piece must not hit our own labels).
+            let broken: Vec<&str> = secrets
+                .iter()
+                .copied()
+                .filter(|s| !current.contains(*s))
+                .collect();
+            for secret in broken {
+                for piece in secret
+                    .split(|c: char| !c.is_alphanumeric())
+                    .filter(|p| p.chars().count() >= 4)
+                {
+                    if current.contains(piece) {
+                        current = current.replace(piece, "[REDACTED:custom]");
+                        hit = true;
+                    }
+                }
+            }
             if regex.is_match(&current) {
-                current = regex
-                    .replace_all(&current, regex::NoExpand(replacement))
-                    .into_owned();
+                current = if *expand {
+                    regex
+                        .replace_all(&current, replacement.as_str())
+                        .into_owned()
+                } else {
+                    regex
+                        .replace_all(&current, regex::NoExpand(replacement))
+                        .into_owned()
+                };
+                hit = true;
+            }
+            if hit {
                 flags.push(RedactionFlag {
                     path: path.to_owned(),
                     reason: format!("pattern:{kind}"),
@@ -289,6 +398,11 @@ impl ExtraPatterns {
             }
         }
         current
+    }
+
+    /// Whether any configured pattern matches `text`.
+    fn matches(&self, text: &str) -> bool {
+        self.set.as_ref().is_some_and(|set| set.is_match(text))
     }
 }
 
@@ -339,9 +453,11 @@ impl Redactor {
 
     /// Adds the configured `rules` (see [`RedactionRules`]) to the built-in
     /// ones. Every rule is validated first: a pattern that does not compile,
-    /// matches the empty string, is too long, or has a bad or repeated name
-    /// is [`AuditError::RedactionRule`] naming it; nothing is half-applied.
-    /// Replaces rules added by an earlier call.
+    /// can match fewer than [`MIN_PATTERN_MATCH_LEN`] characters, is too
+    /// long, or has a bad or repeated name is [`AuditError::RedactionRule`]
+    /// naming it; nothing is half-applied. The rules' key names add to those
+    /// of [`with_extra_keys`](Self::with_extra_keys); their patterns replace
+    /// the patterns of an earlier `with_rules`.
     pub fn with_rules(self, rules: &RedactionRules) -> Result<Self, AuditError> {
         if rules.extra_key_names.len() > MAX_EXTRA_KEY_NAMES {
             return Err(AuditError::RedactionRule {
@@ -360,7 +476,7 @@ impl Redactor {
                 reason: "needs at least one letter or digit".into(),
             });
         }
-        let patterns = ExtraPatterns::compile(&rules.extra_patterns)?;
+        let patterns = ExtraPatterns::compile(&rules.extra_patterns, &rules.extra_key_names)?;
         let mut redactor = self.with_extra_keys(&rules.extra_key_names);
         redactor.extra_patterns = Arc::new(patterns);
         Ok(redactor)
@@ -374,7 +490,7 @@ impl Redactor {
 
     fn redact_string(&self, s: &str, path: &str, flags: &mut Vec<RedactionFlag>) -> String {
         let built_in = redact_string(s, path, flags);
-        self.extra_patterns.apply(built_in, path, flags)
+        self.extra_patterns.apply(s, built_in, path, flags)
     }
 
     /// Stored arguments larger than `max_bytes` (canonical JSON) are replaced
@@ -472,15 +588,26 @@ impl Redactor {
                 let mut out = Map::new();
                 for (key, child) in map {
                     let len = path.len();
-                    push_key(path, key);
                     // Keys are text too: a secret used as a key is redacted
-                    // (short identifiers cannot hold a token: not scanned).
-                    let clean_key = strip_nul(key, path, flags);
+                    // (short identifiers cannot hold a built-in token: only
+                    // the configured patterns scan them). The key is cleaned
+                    // before it becomes part of any path: a flag must never
+                    // carry the secret it flags.
+                    let mut key_flags = Vec::new();
+                    let clean_key = strip_nul(key, "", &mut key_flags);
                     let clean_key = if clean_key.len() >= 16 {
-                        self.redact_string(&clean_key, path, flags)
+                        self.redact_string(&clean_key, "", &mut key_flags)
+                    } else if self.extra_patterns.matches(&clean_key) {
+                        self.extra_patterns
+                            .apply(&clean_key, clean_key.clone(), "", &mut key_flags)
                     } else {
                         clean_key
                     };
+                    push_key(path, &clean_key);
+                    flags.extend(key_flags.into_iter().map(|f| RedactionFlag {
+                        path: path.clone(),
+                        reason: f.reason,
+                    }));
                     let is_pair_value = matches!(key.as_str(), "value" | "Value");
                     let rule = self
                         .is_secret_key(key)
@@ -528,6 +655,12 @@ impl Redactor {
                 }
                 None => Value::String(self.redact_string(s, path, flags)),
             },
+            // A number is scanned by the configured patterns only (an
+            // employee PIN, a card number): a match stores redacted text.
+            Value::Number(n) if self.extra_patterns.matches(&n.to_string()) => {
+                let text = n.to_string();
+                Value::String(self.extra_patterns.apply(&text, text.clone(), path, flags))
+            }
             Value::Number(n) => storable_number(n).unwrap_or_else(|| value.clone()),
             Value::Bool(_) | Value::Null => value.clone(),
         })

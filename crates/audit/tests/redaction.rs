@@ -366,15 +366,15 @@ fn bad_configured_patterns_are_refused_by_name() {
     refuse(
         patterns(vec![rule("everything", "x*")]),
         "everything",
-        "empty string",
+        "fewer than 4",
     );
     refuse(
-        patterns(vec![rule("Bad Name", "abc")]),
+        patterns(vec![rule("Bad Name", "abcd")]),
         "extra_patterns[0]",
         "name must be",
     );
     refuse(
-        patterns(vec![rule("twice", "abc"), rule("twice", "def")]),
+        patterns(vec![rule("twice", "abcd"), rule("twice", "defg")]),
         "twice",
         "already defined",
     );
@@ -399,7 +399,7 @@ fn bad_configured_patterns_are_refused_by_name() {
 fn configured_patterns_stay_linear_on_large_input() {
     let rules = warden_audit::RedactionRules {
         extra_key_names: vec![],
-        extra_patterns: vec![rule("nested", r"(a+)+b")],
+        extra_patterns: vec![rule("nested", r"(a+)+bbbb")],
     };
     let redactor = Redactor::default()
         .with_rules(&rules)
@@ -408,4 +408,140 @@ fn configured_patterns_stay_linear_on_large_input() {
     let big = "a".repeat(2 << 20);
     let r = redactor.redact(&json!({ "blob": big })).unwrap();
     assert_eq!(r.value["blob"].as_str().map(str::len), Some(2 << 20));
+}
+
+/// Review of issue 14: a secret used as an object key never reaches a
+/// flag's path (the stored `redaction_flags`), itself or its children's.
+#[test]
+fn a_secret_used_as_a_key_never_reaches_a_flag_path() {
+    let secret = format!("ghp_{}", "aB3dE6gH9kLmN0pQ2rS5tU8vW1xY4zA7bC0d");
+    let args = json!({ secret.clone(): {"password": "x", "ok": 1}, "doc": format!("{{\"{secret}\": 1}}") });
+    let r = Redactor::default().redact(&args).unwrap();
+    let stored = format!("{} {:?}", r.value, r.flags);
+    assert!(!stored.contains(&secret[4..]), "{stored}");
+    assert!(!r.flags.is_empty());
+}
+
+fn rules(names: &[&str], patterns: &[(&str, &str)]) -> Redactor {
+    Redactor::default()
+        .with_rules(&warden_audit::RedactionRules {
+            extra_key_names: names.iter().map(|n| (*n).to_owned()).collect(),
+            extra_patterns: patterns.iter().map(|(n, r)| rule(n, r)).collect(),
+        })
+        .unwrap()
+}
+
+/// Configured key names are found in free text like the built-in names.
+#[test]
+fn configured_key_names_are_redacted_in_free_text() {
+    let redactor = rules(&["tenant_seal"], &[]);
+    for text in [
+        "TENANT_SEAL=s3cr3tvalue ./run",
+        "run --tenant-seal s3cr3tvalue now",
+        "https://x.example/?tenantSeal=s3cr3tvalue&a=1",
+        "tenant-seal: s3cr3tvalue",
+    ] {
+        let out = redactor.redact_text(text);
+        assert!(!out.contains("s3cr3tvalue"), "{text} -> {out}");
+        assert!(out.contains("[REDACTED:custom_key]"), "{out}");
+    }
+    assert_eq!(
+        redactor.redact_text("the tenant is sealed"),
+        "the tenant is sealed"
+    );
+}
+
+/// A configured pattern that a built-in rule partly rewrote still hides
+/// every piece of its match.
+#[test]
+fn a_configured_match_partly_rewritten_by_a_built_in_leaves_no_piece() {
+    let session = "Q".repeat(8) + "w9e8r7t6y5u4i3o2p1a0s9d8";
+    let redactor = rules(
+        &[],
+        &[("session", r"SESSION=[A-Za-z0-9]{32};sig=[0-9a-f]{64}")],
+    );
+    let text = format!(
+        "curl -b 'SESSION={session};sig={}' https://x",
+        "ab".repeat(32)
+    );
+    let out = redactor.redact_text(&text);
+    assert!(!out.contains(&session), "{out}");
+    assert!(!out.contains(&"ab".repeat(32)), "{out}");
+}
+
+/// A reason is redacted whole before it is cut to length: a secret across
+/// the cut leaves no fragment.
+#[test]
+fn a_reason_is_redacted_before_it_is_cut() {
+    let token = format!("ghp_{}", "aB3dE6gH9kLmN0pQ2rS5tU8vW1xY4zA7bC0d");
+    for lead in 4070..4100 {
+        let reason = format!("{} {token}", "x".repeat(lead));
+        let event = AuditEvent::record(
+            &ToolCall {
+                request_id: "r-cut",
+                caller_id: "agent",
+                api_key_id: None,
+                method: "tools/call",
+                tool_name: None,
+                raw_args: warden_audit::RawArgs::Parsed(&json!({})),
+                decision: Decision::Deny,
+                reason: Some(&reason),
+                risk_labels: &[],
+                status_code: None,
+                latency_ms: None,
+                timestamp: None,
+            },
+            &Redactor::default(),
+        )
+        .unwrap();
+        let stored = event.reason().unwrap_or_default();
+        assert!(
+            !stored.contains("aB3dE6gH9k"),
+            "lead {lead}: ...{}",
+            &stored[stored.len().saturating_sub(40)..]
+        );
+    }
+}
+
+/// Patterns that can match (almost) nothing are refused: they would rewrite
+/// ordinary text at every word boundary or character.
+#[test]
+fn patterns_with_tiny_matches_are_refused() {
+    for (name, regex) in [
+        ("boundary", r"\b(?:CORP-\d{6})?\b"),
+        ("digit", "[0-9]"),
+        ("optional", r"\b[A-Z0-9]{0,40}\b"),
+        ("three", "abc"),
+    ] {
+        match Redactor::default().with_rules(&warden_audit::RedactionRules {
+            extra_key_names: vec![],
+            extra_patterns: vec![rule(name, regex)],
+        }) {
+            Err(AuditError::RedactionRule { name: n, reason }) => {
+                assert_eq!(n, name);
+                assert!(reason.contains("fewer than 4"), "{reason}");
+            }
+            other => panic!("{name}: expected a refusal, got {other:?}"),
+        }
+    }
+}
+
+/// Configured patterns also scan numbers and short keys.
+#[test]
+fn configured_patterns_scan_numbers_and_short_keys() {
+    let redactor = rules(&[], &[("badge", r"\b9\d{7}\b")]);
+    let r = redactor
+        .redact(&json!({"badge": 91234567, "91234568": {"x": 1}, "other": 12345678}))
+        .unwrap();
+    let text = r.value.to_string();
+    assert!(
+        !text.contains("91234567") && !text.contains("91234568"),
+        "{text}"
+    );
+    assert!(text.contains("12345678"), "{text}");
+    assert!(
+        !format!("{:?}", r.flags).contains("9123456"),
+        "{:?}",
+        r.flags
+    );
 }

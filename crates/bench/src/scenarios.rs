@@ -598,7 +598,7 @@ async fn audit_redaction(b: &Bench, r: &mut Runner) -> anyhow::Result<()> {
              the request id is 7f3c{i:08x}-aaaa-4bbb-8ccc-0123456789ab and max_tokens=512.\n",
             i * 7919
         ));
-        if i % 40 == 0 {
+        if i.is_multiple_of(40) {
             doc.push_str(&format!(
                 "export DB_PASSWORD=hunter{i}x\nAuthorization: Bearer sk-live-{i:024}\n"
             ));

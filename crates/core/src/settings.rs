@@ -258,8 +258,10 @@ pub struct Settings {
     /// `HEALTH_TIMEOUT_MS` (default 3000): bound on each health check.
     pub health_timeout: Duration,
     /// `AUDIT_STEP_TIMEOUT_MS` (default 30000): bound on each storage step
-    /// (one page, one query) of audit verify, export, prune, prove and the
-    /// other audit commands; past it they fail with a timeout, not a hang.
+    /// (one page, one query) of audit verify, export, prove, checkpoint and
+    /// consistency, and on the CLI's schema check and standalone admin
+    /// events; past it they fail with a timeout, not a hang. (Prune's
+    /// batches are bounded by the integrator's own timeout.)
     pub audit_step_timeout: Duration,
     /// `AUDIT_SIGNING_KEY_FILE` (optional): the Ed25519 key file (from
     /// `warden audit keygen`) that signs audit checkpoints. Without it

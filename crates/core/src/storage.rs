@@ -40,7 +40,15 @@ impl Storage {
     async fn build(settings: &Settings, lazy: bool) -> Result<Self, CoreError> {
         // Validated before anything connects: a bad redaction rule is a
         // start-up error naming POLICY_PATH, never a silently weaker redactor.
-        let redactor = settings.redactor()?;
+        // The health check's lazy storage writes no event: it reports the bad
+        // policy in its posture check instead of as a database failure.
+        let redactor = match settings.redactor() {
+            Ok(redactor) => redactor,
+            Err(_) if lazy => {
+                warden_audit::Redactor::default().with_max_bytes(settings.audit_max_args_bytes)
+            }
+            Err(e) => return Err(e.into()),
+        };
         let pool = &settings.database_pool;
         // sea-orm records its connect options (URL included) in a TRACE span:
         // it only ever sees the URL without credentials. On PostgreSQL the driver's
