@@ -6,6 +6,8 @@
 #
 #   PostgreSQL: 127.0.0.1:5432, role postgres / password postgres (or trust auth)
 #   Redis:      127.0.0.1:6379, no persistence
+#   PgBouncer:  1.21+ for the transaction-pooling tests (built into .cache/pgbouncer
+#               from Debian's source when the installed one is older)
 set -euo pipefail
 
 log() { printf 'services: %s\n' "$*" >&2; }
@@ -18,6 +20,45 @@ pg_bin_dir() {
     ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1
 }
 
+# PgBouncer for the transaction-pooling tests must be 1.21 or later (its
+# protocol-level prepared statements carry sqlx's named statements across
+# transactions). Prints the path of one, if any.
+repo_root="$(cd "$(dirname "$0")/.." && pwd)"
+pgbouncer_dir="$repo_root/.cache/pgbouncer"
+recent_pgbouncer() {
+    local candidate version
+    for candidate in "${WARDEN_TEST_PGBOUNCER:-}" "$pgbouncer_dir/bin/pgbouncer" \
+        /usr/sbin/pgbouncer /usr/bin/pgbouncer; do
+        [ -n "$candidate" ] && [ -x "$candidate" ] || continue
+        version=$("$candidate" --version 2>/dev/null | awk 'NR==1 {print $2}')
+        if [ -n "$version" ] && [ "$(printf '%s\n1.21\n' "$version" | sort -V | head -n 1)" = 1.21 ]; then
+            echo "$candidate"
+            return 0
+        fi
+    done
+    return 1
+}
+
+# Debian bookworm ships PgBouncer 1.18; build Debian trixie's 1.24.1 source
+# (from Debian's archive, checksum-pinned) into .cache/pgbouncer instead.
+build_pgbouncer() {
+    if recent_pgbouncer >/dev/null; then return; fi
+    local version=1.24.1
+    local sha256=da72a3aba13072876d055a3e58dd4aba4a5de4ed6148e73033185245598fd3e0
+    local url="http://deb.debian.org/debian/pool/main/p/pgbouncer/pgbouncer_${version}.orig.tar.gz"
+    local work
+    work=$(mktemp -d)
+    log "building PgBouncer $version (Debian's source) into $pgbouncer_dir"
+    curl -fsSL --retry 3 -o "$work/src.tar.gz" "$url"
+    echo "$sha256  $work/src.tar.gz" | sha256sum -c --quiet
+    tar -xzf "$work/src.tar.gz" -C "$work"
+    (cd "$work/pgbouncer-$version" &&
+        ./configure --prefix="$pgbouncer_dir" --without-cares --with-openssl >/dev/null &&
+        make -j"$(nproc)" >/dev/null && make install >/dev/null)
+    rm -rf "$work"
+    recent_pgbouncer >/dev/null || { log "the PgBouncer build did not produce a usable binary"; exit 1; }
+}
+
 install_missing() {
     local packages=()
     [ -n "$(pg_bin_dir)" ] || packages+=(postgresql postgresql-client)
@@ -26,6 +67,15 @@ install_missing() {
     command -v faketime >/dev/null 2>&1 || packages+=(faketime)
     # The HTTPS webhook test makes its throwaway CA with openssl.
     command -v openssl >/dev/null 2>&1 || packages+=(openssl)
+    # libFuzzer (scripts/fuzz.sh) and the PgBouncer build need a C/C++ toolchain.
+    command -v c++ >/dev/null 2>&1 || packages+=(g++)
+    command -v make >/dev/null 2>&1 || packages+=(make)
+    if ! recent_pgbouncer >/dev/null; then
+        dpkg -s libevent-dev >/dev/null 2>&1 || packages+=(libevent-dev)
+        dpkg -s libssl-dev >/dev/null 2>&1 || packages+=(libssl-dev)
+        command -v pkg-config >/dev/null 2>&1 || packages+=(pkg-config)
+        command -v curl >/dev/null 2>&1 || packages+=(curl ca-certificates)
+    fi
     if [ ${#packages[@]} -gt 0 ]; then
         log "installing ${packages[*]} with apt-get"
         as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
@@ -90,6 +140,7 @@ start_redis() {
 }
 
 install_missing
+build_pgbouncer
 start_postgres
 configure_postgres_password
 start_redis

@@ -16,6 +16,13 @@ if cargo nextest --version >/dev/null 2>&1; then
     # so the run ends on nextest's summary of every other test.
     cargo test --workspace --doc --quiet
     cargo nextest run --workspace --no-fail-fast "$@"
+    # The audit, approval and key suites once more, every PostgreSQL database
+    # reached through PgBouncer in transaction pooling mode (3 server
+    # connections): what breaks under transaction pooling fails here.
+    WARDEN_TEST_VIA_PGBOUNCER=1 cargo nextest run --no-fail-fast \
+        -p warden-audit -p warden-approval -p warden-keys "$@"
 else
     cargo test --workspace --no-fail-fast "$@" -- --test-threads 4
+    WARDEN_TEST_VIA_PGBOUNCER=1 cargo test --no-fail-fast \
+        -p warden-audit -p warden-approval -p warden-keys "$@" -- --test-threads 4
 fi

@@ -1,8 +1,13 @@
 //! The migration lock: one migrator at a time per database.
 //!
-//! PostgreSQL: a session-level advisory lock held on a dedicated connection
-//! opened outside the pool (so a pool of any size works, and no transaction
-//! stays open); a migrator that dies releases it with its connection.
+//! PostgreSQL: a transaction-scoped advisory lock (`pg_try_advisory_xact_lock`,
+//! retried every 200 ms with nothing held in between) taken in a transaction
+//! held open on a dedicated connection opened outside the pool (so a pool of
+//! any size works) until the migrator is done. A
+//! transaction, unlike a session, keeps its server connection through a
+//! transaction-pooling PgBouncer, so the lock means the same there; the
+//! transaction opts out of `idle_in_transaction_session_timeout`. A migrator
+//! that dies releases the lock with its connection.
 //! SQLite: an exclusive file lock on `<database file>.migrate-lock`
 //! (in-memory databases need none).
 
@@ -35,11 +40,33 @@ impl MigrationLock {
                 let mut conn = sqlx::PgConnection::connect_with(&options)
                     .await
                     .map_err(lock_error)?;
-                sqlx::query("SELECT pg_advisory_lock($1)")
-                    .bind(ADVISORY_KEY)
-                    .execute(&mut conn)
-                    .await
-                    .map_err(lock_error)?;
+                // Try, and between tries hold nothing: a waiting migrator
+                // must not pin a server connection behind a pooler.
+                loop {
+                    for statement in [
+                        "BEGIN",
+                        // Idle between the migrator's statements, by design.
+                        "SET LOCAL idle_in_transaction_session_timeout = 0",
+                    ] {
+                        sqlx::raw_sql(statement)
+                            .execute(&mut conn)
+                            .await
+                            .map_err(lock_error)?;
+                    }
+                    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+                        .bind(ADVISORY_KEY)
+                        .fetch_one(&mut conn)
+                        .await
+                        .map_err(lock_error)?;
+                    if locked {
+                        break;
+                    }
+                    sqlx::raw_sql("ROLLBACK")
+                        .execute(&mut conn)
+                        .await
+                        .map_err(lock_error)?;
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
                 Ok(Self::Postgres(conn))
             }
             backend => {
@@ -76,12 +103,10 @@ impl MigrationLock {
     /// Lets the next migrator in.
     pub(crate) async fn release(self) {
         match self {
-            // Unlocking, or failing that closing the connection, releases it.
+            // Ending the transaction, or failing that closing the
+            // connection, releases it.
             Self::Postgres(mut conn) => {
-                let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
-                    .bind(ADVISORY_KEY)
-                    .execute(&mut conn)
-                    .await;
+                let _ = sqlx::raw_sql("ROLLBACK").execute(&mut conn).await;
                 let _ = conn.close().await;
             }
             Self::Sqlite(file) => drop(file),

@@ -203,6 +203,43 @@ async fn concurrent_migrators_wait_for_each_other() {
     }
 }
 
+/// Scale-out: through PgBouncer in transaction pooling mode (3 server
+/// connections for 4 migrators), concurrent migrators still wait for each
+/// other: the lock is a transaction-scoped advisory lock in a transaction
+/// held open, which keeps its server connection (a session lock would not).
+#[tokio::test]
+async fn concurrent_migrators_through_pgbouncer_wait_for_each_other() {
+    let t = TestDatabase::empty(Backend::Postgres).await;
+    let bouncer = warden_testkit::PgBouncer::start(&t.url, 3);
+    let url = bouncer.url_for(&t.url);
+    let children: Vec<_> = (0..4)
+        .map(|_| {
+            Command::new(env!("CARGO_BIN_EXE_migration"))
+                .arg("up")
+                .env("DATABASE_URL", &url)
+                .env_remove("ENVIRONMENT")
+                .current_dir(std::env::temp_dir())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        assert!(stdout(&out).contains("7 applied, 0 pending"));
+    }
+    // Nothing left holding the lock: a fifth migrator gets it at once.
+    let again = Command::new(env!("CARGO_BIN_EXE_migration"))
+        .arg("up")
+        .env("DATABASE_URL", &url)
+        .env_remove("ENVIRONMENT")
+        .output()
+        .unwrap();
+    assert!(again.status.success(), "{again:?}");
+}
+
 #[test]
 fn missing_database_url_is_a_clear_error_not_a_panic() {
     let out = migration(None, &["status"]);

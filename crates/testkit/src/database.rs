@@ -33,6 +33,9 @@ pub struct TestDatabase {
     /// Which engine this is.
     pub backend: Backend,
     cleanup: Cleanup,
+    /// The PgBouncer `db` and `url` go through, if any (dropped after the
+    /// database).
+    pooler: Option<crate::PgBouncer>,
 }
 
 enum Cleanup {
@@ -50,8 +53,22 @@ impl std::fmt::Debug for TestDatabase {
 }
 
 impl TestDatabase {
-    /// A freshly migrated database on `backend`.
+    /// A freshly migrated database on `backend`. With
+    /// `WARDEN_TEST_VIA_PGBOUNCER=1` in the environment, a PostgreSQL one is
+    /// reached through PgBouncer in transaction mode (see
+    /// [`TestDatabase::postgres_via_pgbouncer`]): the test command runs the
+    /// audit, approval and key suites a second time that way.
     pub async fn new(backend: Backend) -> Self {
+        let test_db = Self::migrated(backend).await;
+        if backend == Backend::Postgres
+            && std::env::var("WARDEN_TEST_VIA_PGBOUNCER").is_ok_and(|v| v == "1")
+        {
+            return test_db.through_pgbouncer().await;
+        }
+        test_db
+    }
+
+    async fn migrated(backend: Backend) -> Self {
         let test_db = Self::empty(backend).await;
         Migrator::up(&test_db.db, None)
             .await
@@ -59,9 +76,35 @@ impl TestDatabase {
         test_db
     }
 
-    /// A freshly migrated database of its own on the shared PostgreSQL server.
+    /// A freshly migrated database of its own on the shared PostgreSQL server
+    /// (through PgBouncer with `WARDEN_TEST_VIA_PGBOUNCER=1`).
     pub async fn postgres() -> Self {
         Self::new(Backend::Postgres).await
+    }
+
+    /// A freshly migrated database of its own on the shared PostgreSQL
+    /// server, reached through a private PgBouncer in transaction pooling
+    /// mode with 3 server connections for many clients (migrated through it
+    /// too). `db` and `url` are PgBouncer's; the pool keeps sqlx's
+    /// prepared-statement cache, which PgBouncer 1.21+ carries.
+    pub async fn postgres_via_pgbouncer() -> Self {
+        Self::migrated(Backend::Postgres)
+            .await
+            .through_pgbouncer()
+            .await
+    }
+
+    async fn through_pgbouncer(self) -> Self {
+        let mut test_db = self;
+        let bouncer = crate::PgBouncer::start(&test_db.url, 3);
+        let url = bouncer.url_for(&test_db.url);
+        let db = connect(&url, 10)
+            .await
+            .unwrap_or_else(|e| panic!("connecting through PgBouncer failed: {e}"));
+        let _ = std::mem::replace(&mut test_db.db, db).close().await;
+        test_db.url = url;
+        test_db.pooler = Some(bouncer);
+        test_db
     }
 
     /// A freshly migrated SQLite file in a temporary directory.
@@ -115,6 +158,7 @@ impl TestDatabase {
             url,
             backend: Backend::Postgres,
             cleanup: Cleanup::Postgres { admin_url, name },
+            pooler: None,
         }
     }
 
@@ -135,6 +179,7 @@ impl TestDatabase {
             url,
             backend: Backend::Sqlite,
             cleanup: Cleanup::Sqlite { _dir: dir },
+            pooler: None,
         }
     }
 
