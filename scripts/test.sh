@@ -8,6 +8,9 @@ scripts/services.sh
 
 export WARDEN_TEST_POSTGRES_URL="${WARDEN_TEST_POSTGRES_URL:-postgres://postgres:postgres@127.0.0.1:5432/postgres}"
 export WARDEN_TEST_REDIS_URL="${WARDEN_TEST_REDIS_URL:-redis://127.0.0.1:6379}"
+# The shared test Redis Cluster (3 primaries + 3 replicas on 7101-7106).
+WARDEN_TEST_REDIS_CLUSTER_URL="${WARDEN_TEST_REDIS_CLUSTER_URL:-$(scripts/redis-cluster.sh)}"
+export WARDEN_TEST_REDIS_CLUSTER_URL
 # Tests read no .env: each builds its own settings.
 export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
 
@@ -20,9 +23,14 @@ if cargo nextest --version >/dev/null 2>&1; then
     # reached through PgBouncer in transaction pooling mode (3 server
     # connections): what breaks under transaction pooling fails here.
     WARDEN_TEST_VIA_PGBOUNCER=1 cargo nextest run --no-fail-fast \
-        -p warden-audit -p warden-approval -p warden-keys "$@"
+        -p warden-audit -p warden-approval -p warden-keys -E 'not test(/sqlite|in_process/)' "$@"
+    # The cache, approval and key suites once more on the Redis Cluster.
+    WARDEN_TEST_VIA_REDIS_CLUSTER=1 cargo nextest run --no-fail-fast \
+        -p warden-cache -p warden-approval -p warden-keys -E 'not test(/sqlite|in_process/)' "$@"
 else
     cargo test --workspace --no-fail-fast "$@" -- --test-threads 4
     WARDEN_TEST_VIA_PGBOUNCER=1 cargo test --no-fail-fast \
         -p warden-audit -p warden-approval -p warden-keys "$@" -- --test-threads 4
+    WARDEN_TEST_VIA_REDIS_CLUSTER=1 cargo test --no-fail-fast \
+        -p warden-cache -p warden-approval -p warden-keys "$@" -- --test-threads 4
 fi

@@ -72,7 +72,15 @@ pub struct ApprovalManager {
     notifiers: Vec<Arc<dyn Notifier>>,
     decisions: Arc<DecisionHub>,
     redactor: warden_audit::Redactor,
+    /// Cache entries of decided approvals whose removal failed (the cache
+    /// was down): this process never trusts them, and retries the removal
+    /// in the background until it succeeds or the entry would have expired.
+    stale: Arc<std::sync::Mutex<std::collections::HashMap<String, DateTime<Utc>>>>,
 }
+
+/// At most this many failed cache removals are retried at once; beyond it
+/// the oldest is dropped (its entry still expires with its TTL).
+const MAX_STALE_ENTRIES: usize = 10_000;
 
 impl std::fmt::Debug for ApprovalManager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -150,6 +158,7 @@ impl ApprovalManager {
             notifiers: Vec::new(),
             decisions: DecisionHub::new(),
             redactor: warden_audit::Redactor::default(),
+            stale: Arc::default(),
         }
     }
 
@@ -538,7 +547,7 @@ impl ApprovalManager {
     /// while this process's clock agrees it has not expired (otherwise the
     /// database's clock decides).
     async fn cached_pending(&self, token_hash: &str) -> Option<Approval> {
-        if !self.cache.is_shared() {
+        if !self.cache.is_shared() || self.is_stale(token_hash) {
             return None;
         }
         match self
@@ -895,11 +904,54 @@ impl ApprovalManager {
                 .publish(decisions::CHANNEL, token_hash.as_bytes())
         );
         if let Err(e) = deleted {
-            debug!(approval_id = %approval.id, error = %e, "decided approval's cache entry not removed; a decided entry is never trusted");
+            // The entry still says PENDING (a failover can even bring it
+            // back from a replica): never trust it here, and keep removing
+            // it until the cache answers or it would have expired anyway.
+            warn!(approval_id = %approval.id, error = %e, "decided approval's cache entry not removed; retrying in the background");
+            self.retry_removal(token_hash.to_owned(), key, approval.expires_at);
         }
         if let Err(e) = published {
             debug!(error = %e, "decision not published; waiters fall back to polling");
         }
+    }
+
+    fn is_stale(&self, token_hash: &str) -> bool {
+        self.stale
+            .lock()
+            .map(|stale| stale.contains_key(token_hash))
+            // A poisoned lock: trust no cached entry.
+            .unwrap_or(true)
+    }
+
+    /// Removes `key` from the cache in the background, every 200 ms until
+    /// it succeeds or `until` (the entry's own expiry) passes; meanwhile this
+    /// process ignores the entry.
+    fn retry_removal(&self, token_hash: String, key: String, until: DateTime<Utc>) {
+        if let Ok(mut stale) = self.stale.lock() {
+            if stale.len() >= MAX_STALE_ENTRIES
+                && let Some(oldest) = stale
+                    .iter()
+                    .min_by_key(|(_, t)| **t)
+                    .map(|(k, _)| k.clone())
+            {
+                stale.remove(&oldest);
+            }
+            stale.insert(token_hash.clone(), until);
+        }
+        let (cache, stale) = (self.cache.clone(), self.stale.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let done = Utc::now() >= until || cache.delete(&key).await.is_ok();
+                if done {
+                    if let Ok(mut stale) = stale.lock() {
+                        stale.remove(&token_hash);
+                    }
+                    debug!("decided approval's cache entry removed after a cache outage");
+                    return;
+                }
+            }
+        });
     }
 
     /// Waits until the approval is decided or `timeout` passes. Wakes on a

@@ -3,7 +3,10 @@ use std::time::Duration;
 
 use deadpool::Runtime;
 use deadpool::managed::{self, Metrics, Object, Pool, PoolError, RecycleResult, Timeouts};
-use deadpool_redis::redis::{self, AsyncConnectionConfig, aio::MultiplexedConnection};
+use deadpool_redis::redis::{
+    self, AsyncConnectionConfig, aio::ConnectionLike, aio::MultiplexedConnection,
+    cluster::ClusterClient, cluster_async::ClusterConnection,
+};
 use tracing::Instrument;
 
 use crate::{CacheError, LuaScript};
@@ -12,7 +15,9 @@ use crate::{CacheError, LuaScript};
 /// deadpool's defaults are "wait forever".
 #[derive(Clone)]
 pub struct RedisPoolConfig {
-    /// `redis://[user:password@]host:port[/db]` (or `rediss://`). Never printed.
+    /// `redis://[user:password@]host:port[/db]` (or `rediss://`); several
+    /// comma-separated node URLs mean a Redis Cluster (the nodes are seeds:
+    /// the rest of the cluster is discovered). Never printed.
     pub url: String,
     /// Most connections the pool opens (default 50).
     pub max_size: usize,
@@ -59,9 +64,62 @@ impl fmt::Debug for RedisPoolConfig {
 /// at the connection level never returns to the pool.
 const IDLE_BEFORE_PING: Duration = Duration::from_secs(2);
 
+/// One pooled connection: to a single Redis, or to a Redis Cluster (which
+/// routes each command to its slot's primary and follows MOVED/ASK
+/// redirects and failovers itself). Both are multiplexed.
+#[derive(Clone)]
+pub enum RedisConnection {
+    /// A single Redis server.
+    Single(MultiplexedConnection),
+    /// A Redis Cluster.
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for RedisConnection {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Self::Single(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Self::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// What a [`RedisManager`] connects to.
+enum Target {
+    Single(redis::Client),
+    Cluster {
+        client: Box<ClusterClient>,
+        /// The seed nodes, for pub/sub (classic pub/sub is cluster-wide:
+        /// any node's subscribers get every node's messages).
+        nodes: Vec<redis::Client>,
+    },
+}
+
 /// Creates and health-checks pooled Redis connections (for [`RedisPool`]).
 pub struct RedisManager {
-    client: redis::Client,
+    target: Target,
     connection: AsyncConnectionConfig,
 }
 
@@ -72,18 +130,25 @@ impl fmt::Debug for RedisManager {
 }
 
 impl managed::Manager for RedisManager {
-    type Type = MultiplexedConnection;
+    type Type = RedisConnection;
     type Error = redis::RedisError;
 
-    async fn create(&self) -> Result<MultiplexedConnection, redis::RedisError> {
-        self.client
-            .get_multiplexed_async_connection_with_config(&self.connection)
-            .await
+    async fn create(&self) -> Result<RedisConnection, redis::RedisError> {
+        match &self.target {
+            Target::Single(client) => client
+                .get_multiplexed_async_connection_with_config(&self.connection)
+                .await
+                .map(RedisConnection::Single),
+            Target::Cluster { client, .. } => client
+                .get_async_connection()
+                .await
+                .map(RedisConnection::Cluster),
+        }
     }
 
     async fn recycle(
         &self,
-        conn: &mut MultiplexedConnection,
+        conn: &mut RedisConnection,
         metrics: &Metrics,
     ) -> RecycleResult<redis::RedisError> {
         if metrics.last_used() < IDLE_BEFORE_PING {
@@ -155,13 +220,43 @@ impl RedisPool {
         let connection = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(config.create_timeout))
             .set_response_timeout(Some(config.command_timeout));
-        let client =
-            redis::Client::open(config.url.as_str()).map_err(|e| CacheError::InvalidConfig {
-                what: "REDIS_URL",
-                // The driver's parse errors describe the problem without echoing the URL.
-                reason: e.to_string(),
-            })?;
-        let manager = RedisManager { client, connection };
+        // The driver's parse errors describe the problem without echoing the URL.
+        let invalid = |e: redis::RedisError| CacheError::InvalidConfig {
+            what: "REDIS_URL",
+            reason: e.to_string(),
+        };
+        let urls: Vec<&str> = config
+            .url
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .collect();
+        let target = if urls.len() > 1 {
+            let nodes = urls
+                .iter()
+                .map(|u| redis::Client::open(*u))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(invalid)?;
+            // Bounded like a single server: each attempt by the command
+            // timeout, the whole command (redirects and failover retries
+            // included) by twice that.
+            let client = ClusterClient::builder(urls.iter().copied())
+                .connection_timeout(config.create_timeout)
+                .response_timeout(config.command_timeout)
+                .overall_response_timeout(Some(config.command_timeout * 2))
+                .retries(3)
+                .min_retry_wait(10)
+                .max_retry_wait(200)
+                .build()
+                .map_err(invalid)?;
+            Target::Cluster {
+                client: Box::new(client),
+                nodes,
+            }
+        } else {
+            Target::Single(redis::Client::open(config.url.as_str()).map_err(invalid)?)
+        };
+        let manager = RedisManager { target, connection };
         let pool = Pool::builder(manager)
             .max_size(config.max_size)
             .timeouts(Timeouts {
@@ -227,25 +322,46 @@ impl RedisPool {
         .await
     }
 
+    /// Whether this pool talks to a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.pool.manager().target, Target::Cluster { .. })
+    }
+
     /// A dedicated (unpooled) connection subscribed to `channel`; connecting
-    /// and subscribing are bounded by the create timeout.
+    /// and subscribing are bounded by the create timeout. On a cluster it
+    /// subscribes on the first seed node that answers: classic pub/sub is
+    /// cluster-wide, so it receives what any node's clients publish.
     pub async fn subscribe(&self, channel: &str) -> Result<crate::Subscription, CacheError> {
         let timeout = self.config.create_timeout;
         let timed_out = || CacheError::Timeout {
             operation: "subscribe",
             after: timeout,
         };
-        let client =
-            redis::Client::open(self.config.url.as_str()).map_err(|e| self.redis_error(&e))?;
-        let mut pubsub = tokio::time::timeout(timeout, client.get_async_pubsub())
-            .await
-            .map_err(|_| timed_out())?
-            .map_err(|e| self.redis_error(&e))?;
-        tokio::time::timeout(timeout, pubsub.subscribe(channel))
-            .await
-            .map_err(|_| timed_out())?
-            .map_err(|e| self.redis_error(&e))?;
-        Ok(crate::Subscription::redis(pubsub.into_on_message()))
+        let nodes: Vec<redis::Client> = match &self.pool.manager().target {
+            Target::Single(client) => vec![client.clone()],
+            Target::Cluster { nodes, .. } => nodes.clone(),
+        };
+        let mut last = CacheError::Unavailable {
+            reason: "no Redis node to subscribe on".into(),
+        };
+        for client in nodes {
+            let attempt = async {
+                let mut pubsub = tokio::time::timeout(timeout, client.get_async_pubsub())
+                    .await
+                    .map_err(|_| timed_out())?
+                    .map_err(|e| self.redis_error(&e))?;
+                tokio::time::timeout(timeout, pubsub.subscribe(channel))
+                    .await
+                    .map_err(|_| timed_out())?
+                    .map_err(|e| self.redis_error(&e))?;
+                Ok::<_, CacheError>(pubsub)
+            };
+            match attempt.await {
+                Ok(pubsub) => return Ok(crate::Subscription::redis(pubsub.into_on_message())),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
     }
 
     /// Round trip to Redis: `Ok` when a connection can be had and answers PING.

@@ -192,14 +192,15 @@ async fn every_write_has_a_ttl(f: Fixture) {
     }
     if let Some(redis) = &f.redis {
         // Directly on the server: no key under the prefix lacks an expiry.
-        let client = redis::Client::open(redis.url.as_str()).unwrap();
-        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        // A raw connection of the same kind (single server or cluster).
+        let mut pooled = f.cache.redis_pool().unwrap().get().await.unwrap();
+        let conn = &mut *pooled;
         let keys = redis.keys().await;
         assert_eq!(keys.len(), 4, "{keys:?}");
         for key in keys {
             let pttl: i64 = redis::cmd("PTTL")
                 .arg(&key)
-                .query_async(&mut conn)
+                .query_async(conn)
                 .await
                 .unwrap();
             assert!(pttl > 0, "{key} has no expiry");
@@ -294,19 +295,19 @@ async fn corrupt_value_is_a_miss(f: Fixture) {
     }
     if let Some(redis) = &f.redis {
         // A different Redis type under the key (a list) is also a miss.
-        let client = redis::Client::open(redis.url.as_str()).unwrap();
-        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let mut pooled = f.cache.redis_pool().unwrap().get().await.unwrap();
+        let conn = &mut *pooled;
         let key = format!("{}listy", redis.prefix);
         let _: () = redis::cmd("RPUSH")
             .arg(&key)
             .arg("x")
-            .query_async(&mut conn)
+            .query_async(conn)
             .await
             .unwrap();
         let _: () = redis::cmd("EXPIRE")
             .arg(&key)
             .arg(60)
-            .query_async(&mut conn)
+            .query_async(conn)
             .await
             .unwrap();
         assert_eq!(f.cache.get_json::<Approval>("listy").await.unwrap(), None);

@@ -117,6 +117,15 @@ impl SecretUrl {
     /// known to be harmless (drivers accept `?password=…`, `?sslpassword=…`,
     /// tokens…), and any fragment.
     pub fn redacted(&self) -> String {
+        // A Redis Cluster's node list: each node redacted on its own.
+        let parts: Vec<&str> = self.0.split(',').map(str::trim).collect();
+        if parts.len() > 1 && parts.iter().all(|p| Url::parse(p).is_ok()) {
+            return parts
+                .iter()
+                .map(|p| SecretUrl((*p).to_owned()).redacted())
+                .collect::<Vec<_>>()
+                .join(",");
+        }
         /// Query parameters whose values are never secret.
         const HARMLESS: [&str; 10] = [
             "sslmode",
@@ -234,7 +243,9 @@ pub struct Settings {
     pub database_backend: DatabaseBackend,
     /// Database pool sizing and timeouts.
     pub database_pool: DatabasePoolSettings,
-    /// `REDIS_URL` (optional): unset selects the in-process cache.
+    /// `REDIS_URL` (optional): unset selects the in-process cache. Several
+    /// comma-separated `redis://` node URLs select Redis Cluster (any
+    /// subset of the nodes: the rest is discovered).
     pub redis_url: Option<SecretUrl>,
     /// Redis pool sizing and timeouts.
     pub redis_pool: RedisPoolSettings,
@@ -447,6 +458,31 @@ impl<F: Fn(&str) -> Option<String>> Reader<F> {
         Duration::from_millis(self.number(variable, default_ms, (1, 600_000)))
     }
 
+    /// One URL, or a comma-separated list of them (each checked like
+    /// [`url`](Self::url)); the problem names the position of a bad one.
+    fn url_list(&mut self, variable: &'static str, schemes: &[&str]) -> Option<SecretUrl> {
+        let raw = self.get(variable)?;
+        let parts: Vec<String> = raw.split(',').map(|p| p.trim().to_owned()).collect();
+        if parts.len() == 1 {
+            return self.url(variable, schemes);
+        }
+        for (i, part) in parts.iter().enumerate() {
+            let problem = match Url::parse(part) {
+                Ok(url) if schemes.contains(&url.scheme()) => continue,
+                Ok(url) => format!(
+                    "node {} has unsupported scheme {:?} (expected one of {})",
+                    i + 1,
+                    url.scheme(),
+                    schemes.join(", ")
+                ),
+                Err(e) => format!("node {} is not a valid URL ({e})", i + 1),
+            };
+            self.problem(variable, problem);
+            return None;
+        }
+        Some(SecretUrl(parts.join(",")))
+    }
+
     fn url(&mut self, variable: &'static str, schemes: &[&str]) -> Option<SecretUrl> {
         let raw = self.get(variable)?;
         match Url::parse(raw.trim()) {
@@ -563,7 +599,7 @@ impl Settings {
                 ),
             );
         }
-        let redis_url = r.url("REDIS_URL", &["redis", "rediss"]);
+        let redis_url = r.url_list("REDIS_URL", &["redis", "rediss"]);
         let redis_pool = RedisPoolSettings {
             max_size: r.number("REDIS_POOL_MAX_SIZE", 50, (1, 10_000)),
             wait_timeout: r.millis("REDIS_WAIT_TIMEOUT_MS", 2_000),

@@ -32,6 +32,7 @@ mod net;
 mod pgbouncer;
 mod postgres;
 mod redis;
+mod redis_cluster;
 mod tls;
 
 pub use database::{Backend, TestDatabase};
@@ -41,6 +42,7 @@ pub use net::{Blackhole, free_port};
 pub use pgbouncer::PgBouncer;
 pub use postgres::PrivatePostgres;
 pub use redis::{PrivateRedis, TestRedis};
+pub use redis_cluster::PrivateRedisCluster;
 pub use tls::TlsIdentity;
 
 /// Runs `f` on a fresh current-thread runtime in its own OS thread and waits for

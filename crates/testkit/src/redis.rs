@@ -16,9 +16,23 @@ pub struct TestRedis {
 
 impl TestRedis {
     /// Checks that the shared Redis answers and hands out a fresh prefix.
+    /// With `WARDEN_TEST_VIA_REDIS_CLUSTER=1` the shared Redis is the test
+    /// Redis Cluster (`WARDEN_TEST_REDIS_CLUSTER_URL`, the comma-separated
+    /// node list `scripts/redis-cluster.sh` prints): the test command runs
+    /// the cache, approval and key suites a second time that way.
     pub async fn new() -> Self {
-        let url = std::env::var("WARDEN_TEST_REDIS_URL")
-            .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        let cluster = std::env::var("WARDEN_TEST_VIA_REDIS_CLUSTER").is_ok_and(|v| v == "1");
+        let url = if cluster {
+            std::env::var("WARDEN_TEST_REDIS_CLUSTER_URL").unwrap_or_else(|_| {
+                panic!(
+                    "WARDEN_TEST_VIA_REDIS_CLUSTER=1 needs WARDEN_TEST_REDIS_CLUSTER_URL: \
+                     start the test cluster with `scripts/redis-cluster.sh` (it prints the URL)"
+                )
+            })
+        } else {
+            std::env::var("WARDEN_TEST_REDIS_URL")
+                .unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+        };
         if let Err(e) = ping(&url).await {
             panic!(
                 "Redis is not reachable at {url} ({e}).\n\
@@ -43,9 +57,22 @@ impl Drop for TestRedis {
     fn drop(&mut self) {
         let (url, prefix) = (self.url.clone(), self.prefix.clone());
         crate::block_on_side_thread(async move {
-            if let Ok(keys) = scan_prefix(&url, &prefix).await
-                && !keys.is_empty()
-                && let Ok(client) = redis::Client::open(url.as_str())
+            let Ok(keys) = scan_prefix(&url, &prefix).await else {
+                return;
+            };
+            if keys.is_empty() {
+                return;
+            }
+            if url.contains(',') {
+                // One DEL per key: keys of other slots cannot share a DEL.
+                if let Ok(client) = redis::cluster::ClusterClient::new(url.split(','))
+                    && let Ok(mut conn) = client.get_async_connection().await
+                {
+                    for key in keys {
+                        let _: Result<i64, _> = conn.del(key).await;
+                    }
+                }
+            } else if let Ok(client) = redis::Client::open(url.as_str())
                 && let Ok(mut conn) = client.get_multiplexed_async_connection().await
             {
                 let _: Result<i64, _> = conn.del(keys).await;
@@ -55,6 +82,15 @@ impl Drop for TestRedis {
 }
 
 async fn ping(url: &str) -> Result<(), redis::RedisError> {
+    if url.contains(',') {
+        let client = redis::cluster::ClusterClient::builder(url.split(','))
+            .connection_timeout(Duration::from_secs(3))
+            .response_timeout(Duration::from_secs(3))
+            .build()?;
+        let mut conn = client.get_async_connection().await?;
+        redis::cmd("PING").query_async::<String>(&mut conn).await?;
+        return Ok(());
+    }
     let client = redis::Client::open(url)?;
     let config = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(3)))
@@ -66,7 +102,19 @@ async fn ping(url: &str) -> Result<(), redis::RedisError> {
     Ok(())
 }
 
+/// Every key under `prefix`: on a cluster, the union over every node (a
+/// replica repeats its primary's keys).
 async fn scan_prefix(url: &str, prefix: &str) -> Result<Vec<String>, redis::RedisError> {
+    let mut keys = Vec::new();
+    for node in url.split(',') {
+        keys.extend(scan_node(node, prefix).await?);
+    }
+    keys.sort();
+    keys.dedup();
+    Ok(keys)
+}
+
+async fn scan_node(url: &str, prefix: &str) -> Result<Vec<String>, redis::RedisError> {
     let client = redis::Client::open(url)?;
     let mut conn = client.get_multiplexed_async_connection().await?;
     let mut keys = Vec::new();
