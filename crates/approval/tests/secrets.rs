@@ -54,13 +54,14 @@ async fn tokens_never_reach_logs_columns_or_the_cache() {
         .strings("SELECT row_to_json(r)::text FROM approval_requests r")
         .await
         .join("\n");
-    let client = redis::Client::open(redis_guard.url.as_str()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    // A raw connection of the cache's own kind (single server or cluster).
+    let mut pooled = cache.redis_pool().unwrap().get().await.unwrap();
+    let conn = &mut *pooled;
     let mut cached = String::new();
     for key in redis_guard.keys().await {
         let value: Option<String> = redis::cmd("GET")
             .arg(&key)
-            .query_async(&mut conn)
+            .query_async(conn)
             .await
             .unwrap();
         cached.push_str(&key);

@@ -100,7 +100,9 @@ impl Bench {
                 .arg(&pattern)
                 .query_async(&mut *conn)
                 .await?;
-            for chunk in keys.chunks(1000) {
+            // On a cluster one DEL cannot span slots: one key at a time.
+            let chunk_size = if pool.is_cluster() { 1 } else { 1000 };
+            for chunk in keys.chunks(chunk_size) {
                 let _: () = deadpool_redis::redis::cmd("DEL")
                     .arg(chunk)
                     .query_async(&mut *conn)
