@@ -59,11 +59,7 @@ async fn tokens_never_reach_logs_columns_or_the_cache() {
     let conn = &mut *pooled;
     let mut cached = String::new();
     for key in redis_guard.keys().await {
-        let value: Option<String> = redis::cmd("GET")
-            .arg(&key)
-            .query_async(conn)
-            .await
-            .unwrap();
+        let value: Option<String> = redis::cmd("GET").arg(&key).query_async(conn).await.unwrap();
         cached.push_str(&key);
         cached.push_str(&value.unwrap_or_default());
     }
