@@ -34,15 +34,31 @@ healthy() {
 }
 
 if [ "${1:-}" = stop ]; then
-    for p in "${ports[@]}"; do redis-cli -p "$p" shutdown nosave >/dev/null 2>&1 || true; done
+    for p in "${ports[@]}"; do
+        [ "$(redis-cli -p "$p" config get dir 2>/dev/null | tail -n 1)" = "$dir/$p" ] &&
+            redis-cli -p "$p" shutdown nosave >/dev/null 2>&1 || true
+    done
     rm -rf "$dir"
     exit 0
 fi
 
 if healthy; then urls; exit 0; fi
 
+ours() { # whether the Redis on port $1 is one of this script's nodes
+    [ "$(redis-cli -p "$1" config get dir 2>/dev/null | tail -n 1)" = "$dir/$1" ]
+}
+
 log "starting 6 nodes on ports ${ports[0]}-${ports[5]}"
-for p in "${ports[@]}"; do redis-cli -p "$p" shutdown nosave >/dev/null 2>&1 || true; done
+for p in "${ports[@]}"; do
+    if [ "$(redis-cli -p "$p" ping 2>/dev/null)" = PONG ]; then
+        if ours "$p"; then
+            redis-cli -p "$p" shutdown nosave >/dev/null 2>&1 || true
+        else
+            log "port $p is used by another Redis; set WARDEN_TEST_REDIS_CLUSTER_BASE_PORT"
+            exit 1
+        fi
+    fi
+done
 rm -rf "$dir"
 mkdir -p "$dir"
 for p in "${ports[@]}"; do
@@ -57,6 +73,7 @@ for p in "${ports[@]}"; do
         [ "$(redis-cli -p "$p" ping 2>/dev/null)" = PONG ] && break
         sleep 0.1
     done
+    ours "$p" || { log "node $p did not start (port taken? see $dir/$p/redis.log)"; exit 1; }
 done
 nodes=()
 for p in "${ports[@]}"; do nodes+=("127.0.0.1:$p"); done

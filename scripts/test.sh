@@ -14,23 +14,26 @@ export WARDEN_TEST_REDIS_CLUSTER_URL
 # Tests read no .env: each builds its own settings.
 export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
 
+# Every pass runs even when an earlier one failed; the command fails if any did.
+status=0
 if cargo nextest --version >/dev/null 2>&1; then
     # nextest does not run doc tests (compile-fail examples live there): run them first,
     # so the run ends on nextest's summary of every other test.
-    cargo test --workspace --doc --quiet
-    cargo nextest run --workspace --no-fail-fast "$@"
+    cargo test --workspace --doc --quiet || status=1
+    cargo nextest run --workspace --no-fail-fast "$@" || status=1
     # The audit, approval and key suites once more, every PostgreSQL database
     # reached through PgBouncer in transaction pooling mode (3 server
     # connections): what breaks under transaction pooling fails here.
     WARDEN_TEST_VIA_PGBOUNCER=1 cargo nextest run --no-fail-fast \
-        -p warden-audit -p warden-approval -p warden-keys -E 'not test(/sqlite|in_process/)' "$@"
+        -p warden-audit -p warden-approval -p warden-keys -E 'not test(/sqlite|in_process/)' || status=1
     # The cache, approval and key suites once more on the Redis Cluster.
     WARDEN_TEST_VIA_REDIS_CLUSTER=1 cargo nextest run --no-fail-fast \
-        -p warden-cache -p warden-approval -p warden-keys -E 'not test(/sqlite|in_process/)' "$@"
+        -p warden-cache -p warden-approval -p warden-keys -E 'not test(/sqlite|in_process/)' || status=1
 else
-    cargo test --workspace --no-fail-fast "$@" -- --test-threads 4
+    cargo test --workspace --no-fail-fast "$@" -- --test-threads 4 || status=1
     WARDEN_TEST_VIA_PGBOUNCER=1 cargo test --no-fail-fast \
-        -p warden-audit -p warden-approval -p warden-keys "$@" -- --test-threads 4
+        -p warden-audit -p warden-approval -p warden-keys -- --test-threads 4 || status=1
     WARDEN_TEST_VIA_REDIS_CLUSTER=1 cargo test --no-fail-fast \
-        -p warden-cache -p warden-approval -p warden-keys "$@" -- --test-threads 4
+        -p warden-cache -p warden-approval -p warden-keys -- --test-threads 4 || status=1
 fi
+exit "$status"

@@ -78,8 +78,9 @@ pub struct ApprovalManager {
     stale: Arc<std::sync::Mutex<std::collections::HashMap<String, DateTime<Utc>>>>,
 }
 
-/// At most this many failed cache removals are retried at once; beyond it
-/// the oldest is dropped (its entry still expires with its TTL).
+/// At most this many failed cache removals are tracked and retried at once;
+/// beyond it a failed removal is only logged (the entry still expires with
+/// its TTL, and only ever says PENDING).
 const MAX_STALE_ENTRIES: usize = 10_000;
 
 impl std::fmt::Debug for ApprovalManager {
@@ -927,16 +928,15 @@ impl ApprovalManager {
     /// it succeeds or `until` (the entry's own expiry) passes; meanwhile this
     /// process ignores the entry.
     fn retry_removal(&self, token_hash: String, key: String, until: DateTime<Utc>) {
-        if let Ok(mut stale) = self.stale.lock() {
-            if stale.len() >= MAX_STALE_ENTRIES
-                && let Some(oldest) = stale
-                    .iter()
-                    .min_by_key(|(_, t)| **t)
-                    .map(|(k, _)| k.clone())
-            {
-                stale.remove(&oldest);
+        let tracked = match self.stale.lock() {
+            Ok(mut stale) if stale.len() < MAX_STALE_ENTRIES => {
+                stale.insert(token_hash.clone(), until).is_none()
             }
-            stale.insert(token_hash.clone(), until);
+            _ => false,
+        };
+        // One retry task per entry, and never more than the bound.
+        if !tracked {
+            return;
         }
         let (cache, stale) = (self.cache.clone(), self.stale.clone());
         tokio::spawn(async move {

@@ -23,12 +23,14 @@ impl KeyPrefix {
         if prefix.len() > 64 {
             return Err(invalid("must be at most 64 bytes"));
         }
-        if let Some(bad) = prefix
-            .chars()
-            .find(|c| !c.is_ascii_graphic() || matches!(c, '*' | '?' | '[' | ']' | '\\'))
-        {
+        if let Some(bad) = prefix.chars().find(|c| {
+            !c.is_ascii_graphic() || matches!(c, '*' | '?' | '[' | ']' | '\\' | '{' | '}')
+        }) {
+            // Braces would become the Redis Cluster hash tag of every key:
+            // keys that must share a slot could be split, or all keys piled
+            // into one slot.
             return Err(invalid(&format!(
-                "must be printable ASCII without spaces or glob characters, found {bad:?}"
+                "must be printable ASCII without spaces, glob characters or braces, found {bad:?}"
             )));
         }
         let mut owned = prefix.to_owned();
@@ -87,6 +89,8 @@ mod tests {
             "a b",
             "a*",
             "pre?",
+            "x{}",
+            "{tenant}:",
             "x[1]",
             "tab\t",
             "ünï",

@@ -151,7 +151,9 @@ impl managed::Manager for RedisManager {
         conn: &mut RedisConnection,
         metrics: &Metrics,
     ) -> RecycleResult<redis::RedisError> {
-        if metrics.last_used() < IDLE_BEFORE_PING {
+        // A cluster connection reconnects to its nodes by itself, and its
+        // PING would need every primary to answer: never checked here.
+        if metrics.last_used() < IDLE_BEFORE_PING || matches!(conn, RedisConnection::Cluster(_)) {
             return Ok(());
         }
         let pong: String = redis::cmd("PING").query_async(conn).await?;
@@ -225,12 +227,19 @@ impl RedisPool {
             what: "REDIS_URL",
             reason: e.to_string(),
         };
-        let urls: Vec<&str> = config
-            .url
-            .split(',')
-            .map(str::trim)
-            .filter(|u| !u.is_empty())
-            .collect();
+        // Nodes are separated by a comma that starts another redis URL (a
+        // comma may be part of a password).
+        let mut urls: Vec<&str> = Vec::new();
+        let mut start = 0;
+        for (i, _) in config.url.match_indices(',') {
+            let rest = config.url[i + 1..].trim_start().to_ascii_lowercase();
+            if rest.starts_with("redis://") || rest.starts_with("rediss://") {
+                urls.push(config.url[start..i].trim());
+                start = i + 1;
+            }
+        }
+        urls.push(config.url[start..].trim());
+        urls.retain(|u| !u.is_empty());
         let target = if urls.len() > 1 {
             let nodes = urls
                 .iter()
@@ -284,15 +293,15 @@ impl RedisPool {
     }
 
     /// Runs one command on a pooled connection and maps every failure to a
-    /// [`CacheError`]. The whole call (acquire + round trip) is bounded by the
-    /// pool's timeouts.
+    /// [`CacheError`]. The whole call (acquire + round trip) is bounded by
+    /// [`call_bound`](Self::call_bound).
     pub async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, CacheError> {
         let span = tracing::debug_span!("redis.query", command = command_name(cmd));
-        async {
+        self.within_bound(async {
             let mut conn = self.get().await?;
             let result = cmd.query_async(&mut *conn).await;
             self.settle(conn, result)
-        }
+        })
         .instrument(span)
         .await
     }
@@ -306,7 +315,7 @@ impl RedisPool {
         args: &[&[u8]],
     ) -> Result<T, CacheError> {
         let span = tracing::debug_span!("redis.eval", script = script.name(), keys = keys.len());
-        async {
+        let work = async {
             let mut invocation = script.script().prepare_invoke();
             for key in keys {
                 invocation.key(*key);
@@ -317,9 +326,31 @@ impl RedisPool {
             let mut conn = self.get().await?;
             let result = invocation.invoke_async(&mut *conn).await;
             self.settle(conn, result)
-        }
-        .instrument(span)
-        .await
+        };
+        self.within_bound(work).instrument(span).await
+    }
+
+    /// The longest one call (checkout + command, redirects and a script load
+    /// included) may take: wait + create + recycle timeouts and four command
+    /// timeouts. Past it, [`CacheError::Timeout`].
+    pub fn call_bound(&self) -> std::time::Duration {
+        self.config.wait_timeout
+            + self.config.create_timeout
+            + self.config.recycle_timeout
+            + self.config.command_timeout * 4
+    }
+
+    async fn within_bound<T>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, CacheError>>,
+    ) -> Result<T, CacheError> {
+        let bound = self.call_bound();
+        tokio::time::timeout(bound, work)
+            .await
+            .unwrap_or(Err(CacheError::Timeout {
+                operation: "command",
+                after: bound,
+            }))
     }
 
     /// Whether this pool talks to a Redis Cluster.
@@ -428,6 +459,7 @@ impl RedisPool {
             || error.is_connection_dropped()
             || error.is_connection_refusal()
             || error.kind() == redis::ErrorKind::AuthenticationFailed
+            || is_cluster_outage(error.kind())
         {
             CacheError::Unavailable {
                 reason: error.to_string(),
@@ -438,6 +470,21 @@ impl RedisPool {
             }
         }
     }
+}
+
+/// Errors a cluster answers while a slot has no reachable primary (between a
+/// primary's death and its replica's promotion), or while a node loads: the
+/// cache is unavailable, not the command wrong — so a rate limiter applies
+/// its fail mode.
+fn is_cluster_outage(kind: redis::ErrorKind) -> bool {
+    use redis::ServerErrorKind as S;
+    matches!(
+        kind,
+        redis::ErrorKind::ClusterConnectionNotFound
+            | redis::ErrorKind::Server(
+                S::ClusterDown | S::TryAgain | S::MasterDown | S::BusyLoading | S::Moved | S::Ask
+            )
+    )
 }
 
 fn command_name(cmd: &redis::Cmd) -> String {

@@ -30,12 +30,16 @@ async fn processes_sharing_a_limit_allow_exactly_the_limit() {
                     "--concurrency",
                     "8",
                 ])
-                .output()
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
                 .unwrap()
         })
         .collect();
+    // All three run at once; then each is waited for.
     let mut allowed = 0;
-    for out in children {
+    for child in children {
+        let out = child.wait_with_output().unwrap();
         assert!(
             out.status.success(),
             "{}",

@@ -117,9 +117,11 @@ impl SecretUrl {
     /// known to be harmless (drivers accept `?password=…`, `?sslpassword=…`,
     /// tokens…), and any fragment.
     pub fn redacted(&self) -> String {
-        // A Redis Cluster's node list: each node redacted on its own.
-        let parts: Vec<&str> = self.0.split(',').map(str::trim).collect();
-        if parts.len() > 1 && parts.iter().all(|p| Url::parse(p).is_ok()) {
+        // A Redis Cluster's node list: each node redacted on its own. Only
+        // a comma that starts another redis:// URL separates nodes (a comma
+        // may be part of a password, in any URL).
+        let parts = redis_nodes(&self.0);
+        if parts.len() > 1 {
             return parts
                 .iter()
                 .map(|p| SecretUrl((*p).to_owned()).redacted())
@@ -164,6 +166,22 @@ impl SecretUrl {
             Err(_) => "[unparseable URL]".into(),
         }
     }
+}
+
+/// `text` split into Redis node URLs: at each comma followed by
+/// `redis://` or `rediss://` (any other comma stays inside its URL).
+pub(crate) fn redis_nodes(text: &str) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let mut start = 0;
+    for (i, _) in text.match_indices(',') {
+        let rest = text[i + 1..].trim_start().to_ascii_lowercase();
+        if rest.starts_with("redis://") || rest.starts_with("rediss://") {
+            parts.push(&text[start..i]);
+            start = i + 1;
+        }
+    }
+    parts.push(&text[start..]);
+    parts
 }
 
 impl SecretUrl {
@@ -458,11 +476,14 @@ impl<F: Fn(&str) -> Option<String>> Reader<F> {
         Duration::from_millis(self.number(variable, default_ms, (1, 600_000)))
     }
 
-    /// One URL, or a comma-separated list of them (each checked like
+    /// One URL, or a comma-separated list of `redis://` URLs (each checked like
     /// [`url`](Self::url)); the problem names the position of a bad one.
     fn url_list(&mut self, variable: &'static str, schemes: &[&str]) -> Option<SecretUrl> {
         let raw = self.get(variable)?;
-        let parts: Vec<String> = raw.split(',').map(|p| p.trim().to_owned()).collect();
+        let parts: Vec<String> = redis_nodes(&raw)
+            .into_iter()
+            .map(|p| p.trim().to_owned())
+            .collect();
         if parts.len() == 1 {
             return self.url(variable, schemes);
         }
@@ -989,6 +1010,41 @@ mod tests {
 
     /// Security review, item 5: a credential anywhere in a URL stays out of
     /// `Debug`, `Display` and `redacted`.
+    /// Scale-out: REDIS_URL may list cluster nodes; a comma inside a
+    /// password (in any URL) is never taken for a separator, and no part of
+    /// a password is shown.
+    #[test]
+    fn redis_node_lists_are_parsed_and_redacted_per_node() {
+        let s = load(&[
+            ("DATABASE_URL", "postgres://app:7,Zq:Secr3t@db/warden"),
+            (
+                "REDIS_URL",
+                "redis://:pw,a@n1:7000, redis://:pw-b@n2:7001,rediss://n3:7002",
+            ),
+        ])
+        .unwrap();
+        let shown = format!("{s:?} {} {}", s.database_url, s.redis_url.as_ref().unwrap());
+        for secret in ["7,Zq", "Secr3t", "pw,a", "pw-b"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert_eq!(redis_nodes(s.redis_url.as_ref().unwrap().expose()).len(), 3);
+        let single = load(&[
+            ("DATABASE_URL", "sqlite::memory:"),
+            ("REDIS_URL", "redis://:pa,ss@n1:6379"),
+        ])
+        .unwrap();
+        assert_eq!(
+            redis_nodes(single.redis_url.as_ref().unwrap().expose()).len(),
+            1
+        );
+        let bad = load(&[
+            ("DATABASE_URL", "sqlite::memory:"),
+            ("REDIS_URL", "redis://n1:7000,redis://[bad"),
+        ])
+        .unwrap_err();
+        assert_eq!(variables(&bad), ["REDIS_URL"]);
+    }
+
     #[test]
     fn every_credential_bearing_url_part_is_redacted() {
         let s = load(&[

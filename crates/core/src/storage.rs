@@ -20,6 +20,9 @@ pub struct Storage {
     /// The redactor every audit event is built with: the built-in rules plus
     /// the policy's `redaction:` rules, validated when the storage was built.
     pub redactor: warden_audit::Redactor,
+    /// One approval manager per storage: its clones share the decision
+    /// subscription and the record of cache entries it could not remove.
+    approvals: ApprovalManager,
 }
 
 impl Storage {
@@ -101,11 +104,15 @@ impl Storage {
             cache = cache.backend_name(),
             "storage configured"
         );
+        let approvals =
+            ApprovalManager::new(db.clone(), cache.clone(), settings.approval_token_ttl)
+                .with_redactor(redactor.clone());
         Ok(Self {
             db,
             cache,
             settings: settings.clone(),
             redactor,
+            approvals,
         })
     }
 
@@ -124,14 +131,11 @@ impl Storage {
         })
     }
 
-    /// The approval manager (TTL from `APPROVAL_TOKEN_TTL_SECONDS`).
+    /// The approval manager (TTL from `APPROVAL_TOKEN_TTL_SECONDS`): a clone
+    /// of this storage's one manager, so every caller shares its decision
+    /// subscription and what it knows of stale cache entries.
     pub fn approval_manager(&self) -> ApprovalManager {
-        ApprovalManager::new(
-            self.db.clone(),
-            self.cache.clone(),
-            self.settings.approval_token_ttl,
-        )
-        .with_redactor(self.redactor.clone())
+        self.approvals.clone()
     }
 
     /// Starts an audit logger (spill file, batch size, chain key from settings).

@@ -73,6 +73,12 @@ async fn a_killed_cluster_primary_loses_nothing_and_is_recovered_from_without_a_
         RateLimit::new(1_000_000, Duration::from_secs(60)).unwrap(),
         FailMode::Closed,
     );
+    let open_limiter = RateLimiter::new(
+        storage.cache.clone(),
+        "failover-open",
+        RateLimit::new(1_000_000, Duration::from_secs(60)).unwrap(),
+        FailMode::Open,
+    );
     let ttl = Ttl::from_secs(60).unwrap();
 
     // A key verified once (cached), another to revoke in the window, and
@@ -133,7 +139,8 @@ async fn a_killed_cluster_primary_loses_nothing_and_is_recovered_from_without_a_
                 round_ok = false;
             }
         }
-        // Rate limit: fail closed while degraded.
+        // Rate limit: in the window it applies its fail mode (closed
+        // refuses, open allows) — a decision, never an error.
         match bounded("rate limit", limiter.check("subject")).await {
             Ok(decision) if decision.degraded => {
                 last_failures.push("limiter degraded".into());
@@ -143,10 +150,11 @@ async fn a_killed_cluster_primary_loses_nothing_and_is_recovered_from_without_a_
                 }
             }
             Ok(_) => {}
-            Err(e) => {
-                last_failures.push(format!("limiter: {e:?}"));
-                round_ok = false;
-            }
+            Err(e) => panic!("the limiter failed instead of applying its fail mode: {e:?}"),
+        }
+        match bounded("open rate limit", open_limiter.check("subject")).await {
+            Ok(decision) => assert!(decision.allowed, "fail-open limiter refused: {decision:?}"),
+            Err(e) => panic!("the fail-open limiter failed instead of allowing: {e:?}"),
         }
         // Key verify: the cached key keeps working or fails typed.
         match bounded("verify", keys.verify(kept.plaintext.expose())).await {

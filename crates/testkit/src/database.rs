@@ -84,8 +84,9 @@ impl TestDatabase {
 
     /// A freshly migrated database of its own on the shared PostgreSQL
     /// server, reached through a private PgBouncer in transaction pooling
-    /// mode with 3 server connections for many clients (migrated through it
-    /// too). `db` and `url` are PgBouncer's; the pool keeps sqlx's
+    /// mode with 3 server connections for many clients (migrated directly;
+    /// `migration/tests/cli.rs` migrates through PgBouncer). `db` and `url`
+    /// are PgBouncer's; the pool keeps sqlx's
     /// prepared-statement cache, which PgBouncer 1.21+ carries.
     pub async fn postgres_via_pgbouncer() -> Self {
         Self::migrated(Backend::Postgres)

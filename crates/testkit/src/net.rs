@@ -11,6 +11,21 @@ pub fn free_port() -> u16 {
     listener.local_addr().expect("local address").port()
 }
 
+/// A free loopback port of at most 55535 whose port + 10000 is free too: a
+/// Redis Cluster node listens on both (its cluster bus on the second).
+pub fn free_cluster_port() -> u16 {
+    for _ in 0..1000 {
+        let port = free_port();
+        if port <= 55_535
+            && StdListener::bind(("127.0.0.1", port + 10_000)).is_ok()
+            && StdListener::bind(("127.0.0.1", port)).is_ok()
+        {
+            return port;
+        }
+    }
+    panic!("no free port pair (P, P + 10000) below 55536 for a cluster node")
+}
+
 /// A server that accepts TCP connections and never answers: the network
 /// equivalent of a hung database or cache. Stops listening when dropped.
 #[derive(Debug)]

@@ -84,7 +84,16 @@ impl PgBouncer {
         )
         .expect("writing pgbouncer.ini");
         let binary = binary();
-        // PgBouncer refuses to run as root: it runs as `postgres` then.
+        // PgBouncer refuses to run as root: it runs as `postgres` then, from
+        // a copy in its own directory (the checkout may not be readable by
+        // that user).
+        let binary = if is_root() {
+            let copy = dir.path().join("pgbouncer");
+            std::fs::copy(&binary, &copy).expect("copying the PgBouncer binary");
+            copy
+        } else {
+            binary
+        };
         let mut cmd = if is_root() {
             let _ = Command::new("chown")
                 .args(["-R", "postgres:postgres"])
@@ -143,7 +152,8 @@ impl PgBouncer {
 
 impl Drop for PgBouncer {
     fn drop(&mut self) {
-        // runuser forwards the signal to PgBouncer.
+        // Killing runuser does not reach PgBouncer (SIGKILL is never
+        // forwarded): the pidfile names the process to kill.
         let _ = self.child.kill();
         let _ = self.child.wait();
         if let Ok(pid) = std::fs::read_to_string(self._dir.path().join("pgbouncer.pid")) {

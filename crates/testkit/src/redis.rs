@@ -33,6 +33,26 @@ impl TestRedis {
             std::env::var("WARDEN_TEST_REDIS_URL")
                 .unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
         };
+        if cluster {
+            // A "cluster" run against a standalone server would prove nothing.
+            let first = url.split(',').next().unwrap_or_default().to_owned();
+            let info: Result<String, _> = async {
+                let client = redis::Client::open(first.as_str())?;
+                let mut conn = client.get_multiplexed_async_connection().await?;
+                redis::cmd("CLUSTER")
+                    .arg("INFO")
+                    .query_async(&mut conn)
+                    .await
+            }
+            .await;
+            match info {
+                Ok(info) if info.contains("cluster_state:ok") => {}
+                other => panic!(
+                    "WARDEN_TEST_REDIS_CLUSTER_URL does not name a healthy Redis Cluster \
+                     ({other:?}); start one with scripts/redis-cluster.sh"
+                ),
+            }
+        }
         if let Err(e) = ping(&url).await {
             panic!(
                 "Redis is not reachable at {url} ({e}).\n\

@@ -32,7 +32,7 @@ impl PrivateRedisCluster {
             .expect("a directory for the cluster");
         let mut nodes = Vec::new();
         for _ in 0..6 {
-            let port = crate::free_port();
+            let port = crate::net::free_cluster_port();
             let node_dir = dir.path().join(port.to_string());
             std::fs::create_dir(&node_dir).expect("a node directory");
             let child = Command::new("redis-server")
