@@ -335,6 +335,44 @@ impl Cache {
         Ok(Self::decode(key, bytes))
     }
 
+    /// Stores `value` as JSON under `set_key` for `ttl` and deletes
+    /// `delete_key` (two keys of one hash tag, so one slot), then waits until
+    /// a replica has both: a failover right after cannot undo them. On Redis
+    /// with replicas and none acknowledging in time (the command timeout):
+    /// [`CacheError::Unavailable`], for the caller to retry; on a server
+    /// without replicas, or the in-process cache, the write itself suffices.
+    pub async fn set_json_and_delete_replicated<T: Serialize + ?Sized>(
+        &self,
+        set_key: &str,
+        value: &T,
+        ttl: Ttl,
+        delete_key: &str,
+    ) -> Result<(), CacheError> {
+        let bytes = Self::encode(value)?;
+        check_size(&bytes)?;
+        let (set_key, delete_key) = (self.full_key(set_key)?, self.full_key(delete_key)?);
+        let span = debug_span!("cache.set_and_delete_replicated", backend = self.backend_name(), key = %set_key);
+        async {
+            match &self.backend {
+                Backend::Redis(pool) => {
+                    let mut set = deadpool_redis::redis::cmd("SET");
+                    set.arg(&set_key).arg(&bytes).arg("PX").arg(ttl.as_millis());
+                    let mut del = deadpool_redis::redis::cmd("DEL");
+                    del.arg(&delete_key);
+                    pool.query_replicated(&[set, del], &set_key).await
+                }
+                Backend::InProcess(store) => {
+                    store.check_value(&set_key, &bytes)?;
+                    store.set(&set_key, bytes.clone(), ttl);
+                    store.delete(&delete_key);
+                    Ok(())
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
     /// Deletes `key`; returns whether something was there.
     pub async fn delete(&self, key: &str) -> Result<bool, CacheError> {
         let key = self.full_key(key)?;

@@ -353,6 +353,85 @@ impl RedisPool {
             }))
     }
 
+    /// Runs `cmds` (writes to keys of one slot: `key`'s) on one connection,
+    /// then waits (`WAIT 1`, bounded by the command timeout) until a replica
+    /// of that slot's primary has them. When the primary has replicas and
+    /// none acknowledged, the writes may not survive a failover:
+    /// [`CacheError::Unavailable`], for the caller to retry. A server with no
+    /// replica has nothing to fail over to: its acknowledgement suffices.
+    pub async fn query_replicated(&self, cmds: &[redis::Cmd], key: &str) -> Result<(), CacheError> {
+        let span = tracing::debug_span!("redis.query_replicated", commands = cmds.len());
+        let timeout_ms = u64::try_from(self.config.command_timeout.as_millis()).unwrap_or(1_000);
+        self.within_bound(async {
+            let mut conn = self.get().await?;
+            for cmd in cmds {
+                let result = cmd.query_async::<redis::Value>(&mut *conn).await;
+                if let Err(e) = result {
+                    return self.settle(conn, Err::<(), _>(e));
+                }
+            }
+            let mut wait = redis::cmd("WAIT");
+            wait.arg(1).arg(timeout_ms);
+            let mut info = redis::cmd("INFO");
+            info.arg("replication");
+            let node = |cmd: &redis::Cmd| {
+                use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+                (
+                    cmd.clone(),
+                    RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::new(
+                        key_slot(key),
+                        SlotAddr::Master,
+                    ))),
+                )
+            };
+            // Replicas first: on a server without any, WAIT would only
+            // wait out its timeout.
+            let replicas = |info: &str| {
+                info.lines()
+                    .find_map(|l| l.trim().strip_prefix("connected_slaves:"))
+                    .and_then(|n| n.parse::<u32>().ok())
+                    .unwrap_or(0)
+            };
+            let acked: redis::RedisResult<Option<i64>> = match &mut *conn {
+                RedisConnection::Single(c) => match info.query_async::<String>(&mut *c).await {
+                    Ok(i) if replicas(&i) == 0 => Ok(None),
+                    Ok(_) => wait.query_async::<i64>(c).await.map(Some),
+                    Err(e) => Err(e),
+                },
+                RedisConnection::Cluster(c) => {
+                    let (cmd, route) = node(&info);
+                    match c
+                        .route_command(cmd, route)
+                        .await
+                        .and_then(|v| Ok(redis::from_redis_value::<String>(v)?))
+                    {
+                        Ok(i) if replicas(&i) == 0 => Ok(None),
+                        Ok(_) => {
+                            let (cmd, route) = node(&wait);
+                            c.route_command(cmd, route)
+                                .await
+                                .and_then(|v| Ok(redis::from_redis_value::<i64>(v)?))
+                                .map(Some)
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+            };
+            match acked {
+                Err(e) => self.settle(conn, Err(e)),
+                Ok(None) => Ok(()),
+                Ok(Some(n)) if n >= 1 => Ok(()),
+                Ok(Some(_)) => Err(CacheError::Unavailable {
+                    reason: "no replica acknowledged the write in time; it may not survive a \
+                             failover"
+                        .into(),
+                }),
+            }
+        })
+        .instrument(span)
+        .await
+    }
+
     /// Whether this pool talks to a Redis Cluster.
     pub fn is_cluster(&self) -> bool {
         matches!(self.pool.manager().target, Target::Cluster { .. })
@@ -487,6 +566,33 @@ fn is_cluster_outage(kind: redis::ErrorKind) -> bool {
     )
 }
 
+/// The Redis Cluster slot of `key`: CRC16 (XMODEM) of its hash tag (the
+/// first non-empty `{…}`) or of the whole key, modulo 16384.
+fn key_slot(key: &str) -> u16 {
+    let bytes = key.as_bytes();
+    let tagged = bytes
+        .iter()
+        .position(|b| *b == b'{')
+        .and_then(|open| {
+            let rest = bytes.get(open + 1..)?;
+            let close = rest.iter().position(|b| *b == b'}')?;
+            (close > 0).then(|| &rest[..close])
+        })
+        .unwrap_or(bytes);
+    let mut crc: u16 = 0;
+    for byte in tagged {
+        crc ^= u16::from(*byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % 16_384
+}
+
 fn command_name(cmd: &redis::Cmd) -> String {
     cmd.args_iter()
         .next()
@@ -495,4 +601,24 @@ fn command_name(cmd: &redis::Cmd) -> String {
             _ => None,
         })
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::key_slot;
+
+    /// Slots as `CLUSTER KEYSLOT` reports them.
+    #[test]
+    fn key_slots_match_redis() {
+        assert_eq!(key_slot("foo"), 12_182);
+        assert_eq!(key_slot("hello"), 866);
+        assert_eq!(
+            key_slot("{user1000}.following"),
+            key_slot("{user1000}.followers")
+        );
+        assert_eq!(key_slot("{user1000}.following"), key_slot("user1000"));
+        // An empty tag does not count: the whole key is hashed.
+        assert_eq!(key_slot("foo{}{bar}"), key_slot("foo{}{bar}"));
+        assert_ne!(key_slot("a{}x"), key_slot("b{}x"));
+    }
 }

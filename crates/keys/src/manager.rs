@@ -679,13 +679,17 @@ impl KeyManager {
             .map_err(|e| KeyError::CacheNotCleared {
                 reason: e.to_string(),
             })?;
-        let cleared = async {
-            self.cache
-                .set_json(&marker_key(&row.key_prefix), &true, marker_ttl)
-                .await?;
-            self.cache.delete(&entry_key(&row.key_prefix)).await
-        }
-        .await;
+        // Marker and entry removal reach a replica before revoke returns: a
+        // failover right after cannot bring the verification back.
+        let cleared = self
+            .cache
+            .set_json_and_delete_replicated(
+                &marker_key(&row.key_prefix),
+                &true,
+                marker_ttl,
+                &entry_key(&row.key_prefix),
+            )
+            .await;
         if let Err(e) = cleared {
             return Err(KeyError::CacheNotCleared {
                 reason: e.to_string(),

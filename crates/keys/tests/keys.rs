@@ -621,3 +621,58 @@ async fn invalid_fields_are_refused(f: Fixture) {
     }
     assert!(f.keys.list().await.unwrap().is_empty());
 }
+
+/// Scale-out: a revocation reaches a replica before `revoke` returns, so a
+/// failover right after cannot bring the cached verification back. With
+/// the only replica not answering, revoke reports `CacheNotCleared` (the key
+/// is already revoked in the database) and succeeds once it is back.
+#[tokio::test]
+async fn a_revocation_is_replicated_before_revoke_returns() {
+    use warden_testkit::PrivateRedis;
+    let primary = PrivateRedis::start().await;
+    let replica = PrivateRedis::start().await;
+    let replica_of = std::process::Command::new("redis-cli")
+        .args(["-p", &replica.port().to_string(), "replicaof", "127.0.0.1"])
+        .arg(primary.port().to_string())
+        .output()
+        .unwrap();
+    assert!(replica_of.status.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let info = std::process::Command::new("redis-cli")
+            .args(["-p", &replica.port().to_string(), "info", "replication"])
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&info.stdout).contains("master_link_status:up") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replica never synced"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let db = TestDatabase::postgres().await;
+    let cache = Cache::redis(
+        RedisPool::new(RedisPoolConfig::new(
+            primary.url(),
+            8,
+            std::time::Duration::from_millis(500),
+        ))
+        .unwrap(),
+        KeyPrefix::new("repl").unwrap(),
+    );
+    let keys = manager(&db, &cache);
+    let created = keys.create(&new_key("replicated")).await.unwrap();
+    keys.verify(created.plaintext.expose()).await.unwrap();
+
+    replica.pause();
+    let err = keys.revoke("replicated", "tester").await.unwrap_err();
+    assert!(matches!(err, KeyError::CacheNotCleared { .. }), "{err:?}");
+    replica.resume();
+    keys.revoke("replicated", "tester").await.unwrap();
+    assert!(matches!(
+        keys.verify(created.plaintext.expose()).await,
+        Err(KeyError::Revoked | KeyError::Invalid)
+    ));
+}
