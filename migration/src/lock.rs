@@ -42,7 +42,16 @@ impl MigrationLock {
                     .map_err(lock_error)?;
                 // Try, and between tries hold nothing: a waiting migrator
                 // must not pin a server connection behind a pooler.
+                let started = std::time::Instant::now();
+                let mut tries: u64 = 0;
                 loop {
+                    tries += 1;
+                    if tries.is_multiple_of(25) {
+                        tracing::info!(
+                            waited_secs = started.elapsed().as_secs(),
+                            "waiting for another migrator to finish (it holds the migration lock)"
+                        );
+                    }
                     for statement in [
                         "BEGIN",
                         // Idle between the migrator's statements, by design.
