@@ -177,26 +177,33 @@ async fn destructive_commands_need_the_database_name_and_never_run_in_production
         assert_eq!(count(&t, "api_keys").await, 1);
     }
 }
+/// `n` `migration up` processes on `url`, started together; their outputs.
+fn migrate_up_at_once(url: &str, n: usize) -> Vec<std::process::Output> {
+    let children: Vec<_> = (0..n)
+        .map(|_| {
+            Command::new(env!("CARGO_BIN_EXE_migration"))
+                .arg("up")
+                .env("DATABASE_URL", url)
+                .env_remove("ENVIRONMENT")
+                .current_dir(std::env::temp_dir())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    children
+        .into_iter()
+        .map(|child| child.wait_with_output().unwrap())
+        .collect()
+}
+
 /// Operator safety, item 2: replicas that all migrate at start serialize.
 #[tokio::test]
 async fn concurrent_migrators_wait_for_each_other() {
     for backend in Backend::ALL {
         let t = TestDatabase::empty(backend).await;
-        let children: Vec<_> = (0..4)
-            .map(|_| {
-                Command::new(env!("CARGO_BIN_EXE_migration"))
-                    .arg("up")
-                    .env("DATABASE_URL", &t.url)
-                    .env_remove("ENVIRONMENT")
-                    .current_dir(std::env::temp_dir())
-                    .stdout(std::process::Stdio::piped())
-                    .stderr(std::process::Stdio::piped())
-                    .spawn()
-                    .unwrap()
-            })
-            .collect();
-        for child in children {
-            let out = child.wait_with_output().unwrap();
+        for out in migrate_up_at_once(&t.url, 4) {
             assert!(out.status.success(), "{backend:?}: {out:?}");
             assert!(stdout(&out).contains("7 applied, 0 pending"));
         }
@@ -212,31 +219,12 @@ async fn concurrent_migrators_through_pgbouncer_wait_for_each_other() {
     let t = TestDatabase::empty(Backend::Postgres).await;
     let bouncer = warden_testkit::PgBouncer::start(&t.url, 3);
     let url = bouncer.url_for(&t.url);
-    let children: Vec<_> = (0..4)
-        .map(|_| {
-            Command::new(env!("CARGO_BIN_EXE_migration"))
-                .arg("up")
-                .env("DATABASE_URL", &url)
-                .env_remove("ENVIRONMENT")
-                .current_dir(std::env::temp_dir())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    for child in children {
-        let out = child.wait_with_output().unwrap();
+    for out in migrate_up_at_once(&url, 4) {
         assert!(out.status.success(), "{out:?}");
         assert!(stdout(&out).contains("7 applied, 0 pending"));
     }
     // Nothing left holding the lock: a fifth migrator gets it at once.
-    let again = Command::new(env!("CARGO_BIN_EXE_migration"))
-        .arg("up")
-        .env("DATABASE_URL", &url)
-        .env_remove("ENVIRONMENT")
-        .output()
-        .unwrap();
+    let again = migrate_up_at_once(&url, 1).remove(0);
     assert!(again.status.success(), "{again:?}");
 }
 

@@ -687,7 +687,15 @@ impl ApprovalManager {
             // that names the row (from a shared cache, or the database).
             if backend == DbBackend::Postgres
                 && let Some(subject) = self.decision_subject(&token_hash).await?
-                && let Some(RowAt { row, .. }) = self
+            {
+                let event = self.admin_event_for(
+                    &subject,
+                    &approver_id,
+                    action,
+                    note.as_deref(),
+                    summary.clone(),
+                )?;
+                if let Some(RowAt { row, .. }) = self
                     .bounded(self.decide_at_once(
                         &token_hash,
                         &subject,
@@ -695,14 +703,15 @@ impl ApprovalManager {
                         &approver_id,
                         note.as_deref(),
                         window_ms,
-                        summary.clone(),
+                        event,
                     ))
                     .await?
-            {
-                let approval = Approval::from_model(row)?;
-                self.publish_decision(&token_hash, &approval).await;
-                self.notify_decision(&approval);
-                return Ok(approval);
+                {
+                    let approval = Approval::from_model(row)?;
+                    self.publish_decision(&token_hash, &approval).await;
+                    self.notify_decision(&approval);
+                    return Ok(approval);
+                }
             }
             // Otherwise (SQLite, or the fast path changed nothing): one
             // transaction, which also says why nothing changed.
@@ -772,8 +781,8 @@ impl ApprovalManager {
     }
 
     /// PostgreSQL's one-statement decision: the conditional UPDATE (PENDING,
-    /// unexpired by the database's clock, and exactly `subject`) and its
-    /// event, both or neither. `None` when nothing changed.
+    /// unexpired by the database's clock, and exactly `subject`) and `event`
+    /// (built from `subject`), both or neither. `None` when nothing changed.
     #[allow(clippy::too_many_arguments)]
     async fn decide_at_once(
         &self,
@@ -783,13 +792,8 @@ impl ApprovalManager {
         approver_id: &str,
         note: Option<&str>,
         window_ms: u64,
-        summary: serde_json::Value,
+        event: warden_audit::AuditEvent,
     ) -> Result<Option<RowAt>, ApprovalError> {
-        let action = match status {
-            ApprovalStatus::Approved => "approval.approve",
-            _ => "approval.deny",
-        };
-        let event = self.admin_event_for(subject, approver_id, action, note, summary)?;
         let execute_by = match status {
             ApprovalStatus::Approved => plus_sql(DbBackend::Postgres, window_ms),
             _ => "NULL".to_owned(),

@@ -43,7 +43,9 @@ pub use key_prefix::KeyPrefix;
 pub use lua::LuaScript;
 pub use pubsub::Subscription;
 pub use rate_limit::{FailMode, RateDecision, RateLimit, RateLimiter};
-pub use redis_pool::{PooledConnection, RedisConnection, RedisManager, RedisPool, RedisPoolConfig};
+pub use redis_pool::{
+    PooledConnection, RedisConnection, RedisManager, RedisPool, RedisPoolConfig, redis_nodes,
+};
 pub use ttl::Ttl;
 
 /// The Redis client crate this layer is built on, re-exported so callers use the

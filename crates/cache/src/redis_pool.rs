@@ -227,18 +227,10 @@ impl RedisPool {
             what: "REDIS_URL",
             reason: e.to_string(),
         };
-        // Nodes are separated by a comma that starts another redis URL (a
-        // comma may be part of a password).
-        let mut urls: Vec<&str> = Vec::new();
-        let mut start = 0;
-        for (i, _) in config.url.match_indices(',') {
-            let rest = config.url[i + 1..].trim_start().to_ascii_lowercase();
-            if rest.starts_with("redis://") || rest.starts_with("rediss://") {
-                urls.push(config.url[start..i].trim());
-                start = i + 1;
-            }
-        }
-        urls.push(config.url[start..].trim());
+        let mut urls: Vec<&str> = redis_nodes(&config.url)
+            .into_iter()
+            .map(str::trim)
+            .collect();
         urls.retain(|u| !u.is_empty());
         let target = if urls.len() > 1 {
             let nodes = urls
@@ -564,6 +556,23 @@ fn is_cluster_outage(kind: redis::ErrorKind) -> bool {
                 S::ClusterDown | S::TryAgain | S::MasterDown | S::BusyLoading | S::Moved | S::Ask
             )
     )
+}
+
+/// `text` split into Redis node URLs: at each comma followed by `redis://`
+/// or `rediss://`. Any other comma stays inside its URL (a comma may be part
+/// of a password).
+pub fn redis_nodes(text: &str) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let mut start = 0;
+    for (i, _) in text.match_indices(',') {
+        let rest = text[i + 1..].trim_start().to_ascii_lowercase();
+        if rest.starts_with("redis://") || rest.starts_with("rediss://") {
+            parts.push(&text[start..i]);
+            start = i + 1;
+        }
+    }
+    parts.push(&text[start..]);
+    parts
 }
 
 /// The Redis Cluster slot of `key`: CRC16 (XMODEM) of its hash tag (the

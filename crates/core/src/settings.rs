@@ -14,7 +14,7 @@ use warden_audit::{
     AuditLoggerConfig, CheckpointPublisher, CheckpointSigner, DEFAULT_ORIGIN, IntegratorConfig,
     Redactor, SpillMacKey,
 };
-use warden_cache::{FailMode, KeyPrefix, RedisPoolConfig};
+use warden_cache::{FailMode, KeyPrefix, RedisPoolConfig, redis_nodes};
 use warden_keys::{BCRYPT_COSTS, CacheMacKey};
 
 /// The default policy, built into the binary.
@@ -166,22 +166,6 @@ impl SecretUrl {
             Err(_) => "[unparseable URL]".into(),
         }
     }
-}
-
-/// `text` split into Redis node URLs: at each comma followed by
-/// `redis://` or `rediss://` (any other comma stays inside its URL).
-pub(crate) fn redis_nodes(text: &str) -> Vec<&str> {
-    let mut parts = Vec::new();
-    let mut start = 0;
-    for (i, _) in text.match_indices(',') {
-        let rest = text[i + 1..].trim_start().to_ascii_lowercase();
-        if rest.starts_with("redis://") || rest.starts_with("rediss://") {
-            parts.push(&text[start..i]);
-            start = i + 1;
-        }
-    }
-    parts.push(&text[start..]);
-    parts
 }
 
 impl SecretUrl {

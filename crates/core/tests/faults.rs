@@ -4,16 +4,16 @@
 //! approval operation succeeds through PostgreSQL while Redis is down.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use common::request;
 use sea_orm::TransactionTrait;
-use serde_json::json;
-use warden_approval::{
-    ApprovalError, ApprovalManager, ApprovalRequest, ApprovalStatus, IssueOutcome,
-};
+use warden_approval::{ApprovalError, ApprovalManager, ApprovalStatus, IssueOutcome};
 use warden_audit::AuditError;
 use warden_cache::{CacheError, Ttl};
 use warden_core::{Settings, Storage};
@@ -40,19 +40,6 @@ fn settings(database_url: &str, redis_url: Option<&str>, extra: &[(&str, &str)])
         vars.insert((*k).to_owned(), (*v).to_owned());
     }
     Settings::from_lookup(|name| vars.get(name).cloned()).unwrap()
-}
-
-fn request(id: &str) -> ApprovalRequest {
-    ApprovalRequest {
-        request_id: id.to_owned(),
-        caller_id: "agent".into(),
-        tool_name: "db.drop_table".into(),
-        sanitized_tool_call: json!({"table": "t"}),
-        raw_args_hash: "ab".repeat(32),
-        risk_labels: vec![],
-        policy_version: "default".into(),
-        ttl: None,
-    }
 }
 
 async fn bounded<T>(f: impl std::future::Future<Output = T>) -> T {

@@ -3,11 +3,13 @@
 //! limit, key verifies — with PostgreSQL as the truth.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
-use warden_approval::{ApprovalRequest, ApprovalStatus, IssueOutcome};
+use common::request;
+use warden_approval::{ApprovalStatus, IssueOutcome};
 use warden_cache::{FailMode, RateLimit, RateLimiter, Ttl};
 use warden_core::{Settings, Storage};
 use warden_keys::{KeyError, NewKey};
@@ -30,19 +32,6 @@ fn settings(database_url: &str, redis_url: &str, prefix: &str) -> Settings {
         ("CACHE_KEY_PREFIX", prefix.to_owned()),
     ]);
     Settings::from_lookup(|name| vars.get(name).cloned()).unwrap()
-}
-
-fn request(id: &str) -> ApprovalRequest {
-    ApprovalRequest {
-        request_id: id.to_owned(),
-        caller_id: "agent".into(),
-        tool_name: "db.drop_table".into(),
-        sanitized_tool_call: json!({"table": "t"}),
-        raw_args_hash: "ab".repeat(32),
-        risk_labels: vec![],
-        policy_version: "default".into(),
-        ttl: None,
-    }
 }
 
 async fn bounded<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {

@@ -87,14 +87,14 @@ impl PgBouncer {
         // PgBouncer refuses to run as root: it runs as `postgres` then, from
         // a copy in its own directory (the checkout may not be readable by
         // that user).
-        let binary = if is_root() {
+        let binary = if crate::postgres::is_root() {
             let copy = dir.path().join("pgbouncer");
             std::fs::copy(&binary, &copy).expect("copying the PgBouncer binary");
             copy
         } else {
             binary
         };
-        let mut cmd = if is_root() {
+        let mut cmd = if crate::postgres::is_root() {
             let _ = Command::new("chown")
                 .args(["-R", "postgres:postgres"])
                 .arg(dir.path())
@@ -200,12 +200,4 @@ fn binary() -> PathBuf {
         "no PgBouncer 1.21+ found (seen: {seen:?}); scripts/services.sh builds one into \
          .cache/pgbouncer (transaction pooling needs its prepared-statement support)"
     )
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
 }

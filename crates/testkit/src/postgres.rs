@@ -184,7 +184,8 @@ impl Drop for PrivatePostgres {
     }
 }
 
-fn is_root() -> bool {
+/// Whether this process runs as root (PostgreSQL and PgBouncer refuse to).
+pub(crate) fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()

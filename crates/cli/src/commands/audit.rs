@@ -378,7 +378,9 @@ pub(crate) async fn run(settings: &Settings, cmd: Audit) -> anyhow::Result<Outco
             }
         }
         Audit::Checkpoint { json } => {
-            match bounded(settings, warden_audit::latest_checkpoint_note(&storage.db)).await? {
+            match super::bounded(settings, warden_audit::latest_checkpoint_note(&storage.db))
+                .await?
+            {
                 Some(note) => {
                     if json {
                         let cp = warden_audit::SignedCheckpoint::open_unverified(&note)
@@ -400,7 +402,7 @@ pub(crate) async fn run(settings: &Settings, cmd: Audit) -> anyhow::Result<Outco
             }
         }
         Audit::Prove { request_id, out } => {
-            let bundle = bounded(
+            let bundle = super::bounded(
                 settings,
                 warden_audit::prove_inclusion(&storage.db, &request_id),
             )
@@ -422,7 +424,7 @@ pub(crate) async fn run(settings: &Settings, cmd: Audit) -> anyhow::Result<Outco
             );
             let proof = match sizes {
                 (Ok(o), Ok(n)) if o.size > 0 && n.size > o.size => {
-                    bounded(
+                    super::bounded(
                         settings,
                         warden_audit::consistency_proof_hashes(&storage.db, o.size, n.size),
                     )
@@ -585,17 +587,4 @@ impl std::io::Write for FilteredLines {
     fn flush(&mut self) -> std::io::Result<()> {
         self.inner.flush()
     }
-}
-
-/// One bounded audit step of a command (`AUDIT_STEP_TIMEOUT_MS`): a typed
-/// timeout instead of a hang on a paused or unreachable database.
-async fn bounded<T>(
-    settings: &Settings,
-    work: impl std::future::Future<Output = Result<T, warden_audit::AuditError>>,
-) -> Result<T, warden_audit::AuditError> {
-    tokio::time::timeout(settings.audit_step_timeout, work)
-        .await
-        .unwrap_or(Err(warden_audit::AuditError::Timeout {
-            after: settings.audit_step_timeout,
-        }))
 }

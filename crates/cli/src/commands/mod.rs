@@ -10,15 +10,27 @@ pub(crate) mod seed;
 
 use warden_core::{Settings, Storage};
 
+/// One storage step of a command, bounded by `AUDIT_STEP_TIMEOUT_MS`: a
+/// typed timeout instead of a hang on a paused or unreachable database.
+pub(crate) async fn bounded<T, E: Into<anyhow::Error>>(
+    settings: &Settings,
+    work: impl std::future::Future<Output = Result<T, E>>,
+) -> anyhow::Result<T> {
+    match tokio::time::timeout(settings.audit_step_timeout, work).await {
+        Ok(result) => result.map_err(Into::into),
+        Err(_) => Err(warden_audit::AuditError::Timeout {
+            after: settings.audit_step_timeout,
+        }
+        .into()),
+    }
+}
+
 /// Connects and checks the schema is migrated, with an actionable message.
-/// The check is bounded by `AUDIT_STEP_TIMEOUT_MS` (a paused server is an
-/// error, not a hang).
+/// The check is a bounded step (a paused server is an error, not a hang).
 pub(crate) async fn connect_migrated(settings: &Settings) -> anyhow::Result<Storage> {
     let storage = Storage::connect(settings).await?;
-    let limit = settings.audit_step_timeout;
-    let pending: Vec<String> = tokio::time::timeout(limit, migration::status(&storage.db))
-        .await
-        .map_err(|_| anyhow::anyhow!("the database did not answer within {limit:?}"))??
+    let pending: Vec<String> = bounded(settings, migration::status(&storage.db))
+        .await?
         .into_iter()
         .filter(|m| !m.applied)
         .map(|m| m.name)
@@ -33,18 +45,16 @@ pub(crate) async fn connect_migrated(settings: &Settings) -> anyhow::Result<Stor
 }
 
 /// Records a standalone admin event (one not tied to a library change) in a
-/// transaction of its own, bounded by `AUDIT_STEP_TIMEOUT_MS`.
+/// transaction of its own, as one bounded step.
 pub(crate) async fn record_admin(
     storage: &Storage,
     event: warden_audit::AuditEvent,
 ) -> anyhow::Result<()> {
-    let limit = storage.settings.audit_step_timeout;
-    tokio::time::timeout(limit, async {
+    bounded(&storage.settings, async {
         let txn = warden_audit::begin_write(&storage.db).await?;
         warden_audit::record_in(&txn, &[event]).await?;
         txn.commit().await?;
         anyhow::Ok(())
     })
     .await
-    .map_err(|_| anyhow::anyhow!("the audit trail did not answer within {limit:?}"))?
 }
