@@ -85,6 +85,7 @@ impl From<warden_audit::AuditError> for ApprovalError {
 
 impl From<sea_orm::DbErr> for ApprovalError {
     fn from(e: sea_orm::DbErr) -> Self {
+        warden_audit::metrics::record_db_error(&e);
         match e {
             sea_orm::DbErr::ConnectionAcquire(sea_orm::error::ConnAcquireErr::Timeout) => {
                 Self::PoolExhausted

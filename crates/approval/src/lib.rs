@@ -20,6 +20,7 @@ mod decisions;
 mod domain;
 mod error;
 mod manager;
+mod metrics;
 mod notify;
 mod token;
 

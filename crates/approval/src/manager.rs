@@ -7,7 +7,8 @@ use chrono::{DateTime, SubsecRound, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait,
-    FromQueryResult, QueryFilter, QueryOrder, QuerySelect, QueryTrait, SqlErr, Statement,
+    FromQueryResult, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait, SqlErr,
+    Statement,
 };
 use tracing::{Instrument, debug, info_span, instrument, warn};
 use uuid::Uuid;
@@ -214,9 +215,21 @@ impl ApprovalManager {
     /// PENDING one (without its token). After a [`ApprovalError::Timeout`]
     /// (the row may have been stored, its token lost) call
     /// [`reissue`](Self::reissue).
-    #[instrument(skip_all, fields(request_id = %request.request_id, tool = %request.tool_name))]
+    #[instrument(name = "approval.issue", skip_all, fields(request_id = %request.request_id, tool = %request.tool_name, otel.kind = "client", db.system.name = warden_audit::metrics::db_system_name(self.db.get_database_backend()), db.collection.name = "approval_requests", db.operation.name = "INSERT"))]
     pub async fn issue(&self, request: &ApprovalRequest) -> Result<IssueOutcome, ApprovalError> {
         self.issue_inner(request, false).await
+    }
+
+    async fn issue_inner(
+        &self,
+        request: &ApprovalRequest,
+        supersede: bool,
+    ) -> Result<IssueOutcome, ApprovalError> {
+        let outcome = self.issue_once(request, supersede).await?;
+        if matches!(outcome, IssueOutcome::Issued { .. }) {
+            crate::metrics::issued();
+        }
+        Ok(outcome)
     }
 
     /// Issues a fresh approval for `request`, superseding the request's
@@ -226,12 +239,12 @@ impl ApprovalManager {
     /// lost token can no longer be used, and the new one is notified.
     /// A PENDING approval bound to a different call is not replaced:
     /// [`ApprovalError::BindingMismatch`].
-    #[instrument(skip_all, fields(request_id = %request.request_id, tool = %request.tool_name))]
+    #[instrument(name = "approval.reissue", skip_all, fields(request_id = %request.request_id, tool = %request.tool_name, otel.kind = "client", db.system.name = warden_audit::metrics::db_system_name(self.db.get_database_backend()), db.collection.name = "approval_requests", db.operation.name = "INSERT"))]
     pub async fn reissue(&self, request: &ApprovalRequest) -> Result<IssueOutcome, ApprovalError> {
         self.issue_inner(request, true).await
     }
 
-    async fn issue_inner(
+    async fn issue_once(
         &self,
         request: &ApprovalRequest,
         supersede: bool,
@@ -532,7 +545,7 @@ impl ApprovalManager {
     /// cache; every other answer comes from the database. Refuses an expired
     /// one (undecided in time, or approved and past its execution window)
     /// with [`ApprovalError::Expired`].
-    #[instrument(skip_all)]
+    #[instrument(name = "approval.check", skip_all, fields(otel.kind = "client", db.system.name = warden_audit::metrics::db_system_name(self.db.get_database_backend()), db.collection.name = "approval_requests", db.operation.name = "SELECT"))]
     pub async fn check(&self, token: &str) -> Result<Approval, ApprovalError> {
         let token = ApprovalToken::parse(token).ok_or(ApprovalError::NotFound)?;
         let token_hash = token.hash();
@@ -633,8 +646,11 @@ impl ApprovalManager {
         approver_id: &str,
         note: Option<&str>,
     ) -> Result<Approval, ApprovalError> {
-        self.decide(token, ApprovalStatus::Approved, approver_id, note)
-            .await
+        let approval = self
+            .decide(token, ApprovalStatus::Approved, approver_id, note)
+            .await?;
+        crate::metrics::decided(&approval);
+        Ok(approval)
     }
 
     /// Denies the call `token` stands for.
@@ -644,8 +660,11 @@ impl ApprovalManager {
         approver_id: &str,
         note: Option<&str>,
     ) -> Result<Approval, ApprovalError> {
-        self.decide(token, ApprovalStatus::Denied, approver_id, note)
-            .await
+        let approval = self
+            .decide(token, ApprovalStatus::Denied, approver_id, note)
+            .await?;
+        crate::metrics::decided(&approval);
+        Ok(approval)
     }
 
     async fn decide(
@@ -668,7 +687,15 @@ impl ApprovalManager {
                 .collect::<String>()
         });
         let token_hash = token.hash();
-        let span = info_span!("approval.decide", status = %status, approver = %approver_id);
+        let span = info_span!(
+            "approval.decide",
+            status = %status,
+            approver = %approver_id,
+            otel.kind = "client",
+            db.system.name = warden_audit::metrics::db_system_name(self.db.get_database_backend()),
+            db.collection.name = "approval_requests",
+            db.operation.name = "UPDATE",
+        );
         async {
             let backend = self.db.get_database_backend();
             let now_expr = now_sql(backend);
@@ -841,8 +868,18 @@ impl ApprovalManager {
     ///
     /// Errors: `BindingMismatch` (names the differing part), `AlreadyExecuted`,
     /// `NotApproved` (pending or denied), `Expired`, `NotFound`.
-    #[instrument(skip_all, fields(tool = %binding.tool_name))]
+    #[instrument(name = "approval.consume", skip_all, fields(tool = %binding.tool_name, otel.kind = "client", db.system.name = warden_audit::metrics::db_system_name(self.db.get_database_backend()), db.operation.name = "UPDATE", db.collection.name = "approval_requests"))]
     pub async fn consume(
+        &self,
+        token: &str,
+        binding: &CallBinding,
+    ) -> Result<Approval, ApprovalError> {
+        let approval = self.consume_once(token, binding).await?;
+        crate::metrics::consumed();
+        Ok(approval)
+    }
+
+    async fn consume_once(
         &self,
         token: &str,
         binding: &CallBinding,
@@ -963,7 +1000,7 @@ impl ApprovalManager {
     /// subscription per manager), and polls the database meanwhile in case
     /// announcements are lost or the cache is down. Every decision it
     /// returns was read from the database.
-    #[instrument(skip_all, fields(timeout_ms = timeout.as_millis()))]
+    #[instrument(name = "approval.wait_for_decision", skip_all, fields(timeout_ms = timeout.as_millis()))]
     pub async fn wait_for_decision(
         &self,
         token: &str,
@@ -1002,11 +1039,24 @@ impl ApprovalManager {
         }
     }
 
+    /// How many approvals are PENDING (waiting for a person, or past their
+    /// expiry and not yet swept), bounded by the database timeout.
+    #[instrument(name = "approval.pending_count", skip(self), fields(db.system.name = warden_audit::metrics::db_system_name(self.db.get_database_backend()), db.collection.name = "approval_requests", db.operation.name = "SELECT"))]
+    pub async fn pending_count(&self) -> Result<u64, ApprovalError> {
+        self.bounded(async {
+            Ok(approval_requests::Entity::find()
+                .filter(Column::Status.eq(ApprovalStatus::Pending.as_str()))
+                .count(&self.db)
+                .await?)
+        })
+        .await
+    }
+
     /// Marks PENDING approvals past their expiry (by the database's clock)
     /// as EXPIRED, `batch_size` per transaction, each with its
     /// `approval.expire` event; returns how many. Each step is bounded by
     /// the database timeout.
-    #[instrument(skip(self))]
+    #[instrument(name = "approval.expire_stale", skip(self), fields(db.system.name = warden_audit::metrics::db_system_name(self.db.get_database_backend()), db.collection.name = "approval_requests", db.operation.name = "UPDATE"))]
     pub async fn expire_stale(&self, batch_size: u64) -> Result<u64, ApprovalError> {
         let batch_size = batch_size.clamp(1, 10_000);
         let now_expr = now_sql(self.db.get_database_backend());
@@ -1051,6 +1101,7 @@ impl ApprovalManager {
                 })
                 .await?;
             total += changed;
+            crate::metrics::expired(changed);
             if found < batch_size {
                 break;
             }

@@ -106,6 +106,7 @@ pub enum AuditError {
 
 impl From<sea_orm::DbErr> for AuditError {
     fn from(e: sea_orm::DbErr) -> Self {
+        crate::metrics::record_db_error(&e);
         Self::Database {
             reason: e.to_string(),
         }

@@ -200,7 +200,7 @@ impl Integrator {
     /// `batch_size` queued events and writes a checkpoint when one is due
     /// (or when `force_checkpoint` and the tree grew past the last one).
     /// Runs in its own task, bounded by the configured timeout.
-    #[instrument(skip(self), fields(db.system = ?self.db.get_database_backend()))]
+    #[instrument(name = "audit.integrate", skip(self), fields(db.system.name = crate::metrics::db_system_name(self.db.get_database_backend())))]
     pub async fn integrate_once(
         &self,
         force_checkpoint: bool,
@@ -654,7 +654,15 @@ async fn write_leaves(
     Ok(added)
 }
 
-/// Events queued but not yet integrated, and the age of the oldest.
+/// Events stored but not yet integrated into the tree (the integrator's
+/// queue).
 pub async fn backlog(db: &DatabaseConnection) -> Result<u64, AuditError> {
     Ok(audit_pending::Entity::find().count(db).await?)
+}
+
+/// When the newest checkpoint was signed, or `None` before the first.
+pub async fn latest_checkpoint_at(
+    db: &DatabaseConnection,
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, AuditError> {
+    Ok(latest_checkpoint(db).await?.map(|c| c.created_at))
 }

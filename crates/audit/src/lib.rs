@@ -53,6 +53,7 @@ mod event;
 mod integrator;
 mod leaf;
 mod logger;
+pub mod metrics;
 mod proof;
 mod query;
 mod redact;
@@ -73,7 +74,9 @@ pub use checkpoint::{
 pub use detached::DEFAULT_STEP_TIMEOUT;
 pub use error::AuditError;
 pub use event::{AdminAction, AuditEvent, Decision, Inclusion, RawArgs, ToolCall};
-pub use integrator::{IntegrationReport, Integrator, IntegratorConfig, backlog};
+pub use integrator::{
+    IntegrationReport, Integrator, IntegratorConfig, backlog, latest_checkpoint_at,
+};
 pub use leaf::{EventKind, StoredEvent, TreeHash, hash_hex, parse_hash_hex};
 pub use logger::{AuditLogger, AuditLoggerConfig, AuditLoggerStats, FlushReport};
 pub use proof::{

@@ -92,14 +92,14 @@ pub struct FlushReport {
 }
 
 #[derive(Default)]
-struct Counters {
-    logged: AtomicU64,
-    stored: AtomicU64,
-    duplicates: AtomicU64,
-    spilled: AtomicU64,
-    replayed: AtomicU64,
-    lost: AtomicU64,
-    quarantined: AtomicU64,
+pub(crate) struct Counters {
+    pub(crate) logged: AtomicU64,
+    pub(crate) stored: AtomicU64,
+    pub(crate) duplicates: AtomicU64,
+    pub(crate) spilled: AtomicU64,
+    pub(crate) replayed: AtomicU64,
+    pub(crate) lost: AtomicU64,
+    pub(crate) quarantined: AtomicU64,
     /// `log` spilled while the writer was healthy: replay soon.
     overflowed: AtomicBool,
 }
@@ -187,6 +187,15 @@ impl AuditLogger {
             config,
         };
         let task = tokio::spawn(worker.run());
+        let queue = tx.downgrade();
+        crate::metrics::register_logger(crate::metrics::LoggerProbe {
+            counters: Arc::downgrade(&counters),
+            queued: Box::new(move || {
+                queue
+                    .upgrade()
+                    .map(|tx| tx.max_capacity().saturating_sub(tx.capacity()))
+            }),
+        });
         Self {
             tx,
             spill,

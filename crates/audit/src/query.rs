@@ -162,7 +162,7 @@ impl AuditQuery {
 
     /// The newest event of one tool call (a call may have several: held
     /// for approval, then executed); see [`AuditQuery::list_by_request_id`].
-    #[instrument(skip(self))]
+    #[instrument(name = "audit.query.get_by_request_id", skip(self), fields(db.system.name = crate::metrics::db_system_name(self.db.get_database_backend()), db.collection.name = "audit_events", db.operation.name = "SELECT"))]
     pub async fn get_by_request_id(
         &self,
         request_id: &str,
@@ -180,7 +180,7 @@ impl AuditQuery {
 
     /// Every event of one tool call, in the order they were recorded
     /// (at most 1000).
-    #[instrument(skip(self))]
+    #[instrument(name = "audit.query.list_by_request_id", skip(self), fields(db.system.name = crate::metrics::db_system_name(self.db.get_database_backend()), db.collection.name = "audit_events", db.operation.name = "SELECT"))]
     pub async fn list_by_request_id(
         &self,
         request_id: &str,
@@ -196,7 +196,7 @@ impl AuditQuery {
 
     /// A caller's events, newest first (`limit` is capped at 1000). Prefer
     /// [`AuditQuery::page`] for deep pagination: offsets get slower with depth.
-    #[instrument(skip(self))]
+    #[instrument(name = "audit.query.list_by_caller", skip(self), fields(db.system.name = crate::metrics::db_system_name(self.db.get_database_backend()), db.collection.name = "audit_events", db.operation.name = "SELECT"))]
     pub async fn list_by_caller(
         &self,
         caller_id: &str,
@@ -214,7 +214,7 @@ impl AuditQuery {
     }
 
     /// Events with `decision`, newest first.
-    #[instrument(skip(self))]
+    #[instrument(name = "audit.query.list_by_decision", skip(self), fields(db.system.name = crate::metrics::db_system_name(self.db.get_database_backend()), db.collection.name = "audit_events", db.operation.name = "SELECT"))]
     pub async fn list_by_decision(
         &self,
         decision: Decision,
@@ -230,7 +230,7 @@ impl AuditQuery {
     }
 
     /// The newest events.
-    #[instrument(skip(self))]
+    #[instrument(name = "audit.query.list_recent", skip(self), fields(db.system.name = crate::metrics::db_system_name(self.db.get_database_backend()), db.collection.name = "audit_events", db.operation.name = "SELECT"))]
     pub async fn list_recent(&self, limit: u64) -> Result<Vec<AuditEvent>, AuditError> {
         self.run(
             audit_events::Entity::find()
@@ -242,7 +242,7 @@ impl AuditQuery {
 
     /// Keyset pagination: events matching `filter`, newest first, older than
     /// `after` (the previous page's cursor), at most `limit`.
-    #[instrument(skip(self))]
+    #[instrument(name = "audit.query.page", skip(self), fields(db.system.name = crate::metrics::db_system_name(self.db.get_database_backend()), db.collection.name = "audit_events", db.operation.name = "SELECT"))]
     pub async fn page(
         &self,
         filter: &AuditFilter,

@@ -35,7 +35,7 @@ pub struct AppendOutcome {
 ///
 /// The work runs in its own task: if the caller's future is dropped or times
 /// out, the transaction still commits or rolls back on its own.
-#[instrument(skip_all, fields(events = events.len()))]
+#[instrument(name = "audit.append", skip_all, fields(events = events.len(), otel.kind = "client", db.system.name = crate::metrics::db_system_name(db.get_database_backend()), db.collection.name = "audit_events", db.operation.name = "INSERT"))]
 pub async fn append(
     db: &DatabaseConnection,
     events: Vec<AuditEvent>,
@@ -57,17 +57,27 @@ pub async fn append(
         });
     }
     let db = db.clone();
-    crate::detached::detached("append", timeout, async move {
+    let system = crate::metrics::db_system_name(db.get_database_backend());
+    let started = std::time::Instant::now();
+    let outcome = crate::detached::detached("append", timeout, async move {
         if db.get_database_backend() == DbBackend::Postgres {
             append_postgres(db.get_postgres_connection_pool(), &events).await
         } else {
             append_in_transaction(&db, &events).await
         }
     })
-    .await
+    .await?;
+    crate::metrics::batch_written(system, started);
+    crate::metrics::written("batch", outcome.inserted);
+    Ok(outcome)
 }
 
 pub(crate) fn sqlx_error(e: sea_orm::sqlx::Error) -> AuditError {
+    if matches!(e, sea_orm::sqlx::Error::PoolTimedOut) {
+        crate::metrics::record_db_error(&sea_orm::DbErr::ConnectionAcquire(
+            sea_orm::error::ConnAcquireErr::Timeout,
+        ));
+    }
     AuditError::Database {
         reason: e.to_string(),
     }
@@ -188,7 +198,7 @@ pub async fn begin_write(
 /// Records `events` inside the caller's transaction (any backend): they
 /// exist if and only if the transaction commits — the way to record an
 /// administrative action atomically with the change it describes.
-#[instrument(skip_all, fields(events = events.len()))]
+#[instrument(name = "audit.record_in", skip_all, fields(events = events.len(), db.system.name = crate::metrics::db_system_name(txn.get_database_backend()), db.collection.name = "audit_events", db.operation.name = "INSERT"))]
 pub async fn record_in<C: ConnectionTrait>(
     txn: &C,
     events: &[AuditEvent],
@@ -197,7 +207,9 @@ pub async fn record_in<C: ConnectionTrait>(
         .iter()
         .map(AuditEvent::to_model)
         .collect::<Result<Vec<_>, _>>()?;
-    insert_rows(txn, rows).await
+    insert_rows(txn, rows).await?;
+    crate::metrics::written("in_transaction", events.len() as u64);
+    Ok(())
 }
 
 /// One PostgreSQL statement that makes a change and records it: `change` is
@@ -219,7 +231,7 @@ pub async fn record_in<C: ConnectionTrait>(
 /// not PostgreSQL), before anything is sent; the inner one is the database's
 /// own answer, for the caller to map like its other statements (pool
 /// exhausted, timeout, constraint).
-#[instrument(skip_all, fields(events = events.len()))]
+#[instrument(name = "audit.change_with_events", skip_all, fields(events = events.len(), otel.kind = "client", db.system.name = "postgresql", db.collection.name = "audit_events", db.operation.name = "WITH"))]
 pub async fn change_with_events<C: ConnectionTrait>(
     db: &C,
     change: sea_orm::Statement,
@@ -272,13 +284,21 @@ pub async fn change_with_events<C: ConnectionTrait>(
             rows.join(", ")
         )
     };
-    Ok(db
+    let answer = db
         .query_all_raw(sea_orm::Statement::from_sql_and_values(
             DbBackend::Postgres,
             sql,
             values,
         ))
-        .await)
+        .await;
+    match &answer {
+        Ok(changed) if !changed.is_empty() => {
+            crate::metrics::written("with_change", events.len() as u64);
+        }
+        Ok(_) => {}
+        Err(e) => crate::metrics::record_db_error(e),
+    }
+    Ok(answer)
 }
 
 /// Inserts rows and queues them, inside the caller's transaction (any backend).

@@ -289,15 +289,22 @@ impl Cache {
     /// The raw bytes under `key`, or `None`.
     pub async fn get_bytes(&self, key: &str) -> Result<Option<Vec<u8>>, CacheError> {
         let key = self.full_key(key)?;
-        let span = debug_span!("cache.get", backend = self.backend_name(), key = %key);
-        async {
+        let span = debug_span!("cache.get", backend = self.backend_name(), key = %key, hit = tracing::field::Empty);
+        let found = async {
             match &self.backend {
                 Backend::Redis(pool) => redis_store::get(pool, &key, false).await,
                 Backend::InProcess(store) => Ok(store.get(&key)),
             }
         }
-        .instrument(span)
-        .await
+        .instrument(span.clone())
+        .await?;
+        self.count_lookup(&span, found.is_some());
+        Ok(found)
+    }
+
+    fn count_lookup(&self, span: &tracing::Span, hit: bool) {
+        span.record("hit", hit);
+        crate::metrics::lookup(self.backend_name(), hit);
     }
 
     /// The raw values under several keys in one round trip (`MGET`), in
@@ -307,31 +314,36 @@ impl Cache {
             .iter()
             .map(|k| self.full_key(k))
             .collect::<Result<Vec<_>, _>>()?;
-        match &self.backend {
+        let found: Vec<Option<Vec<u8>>> = match &self.backend {
             Backend::Redis(pool) => {
                 let mut cmd = deadpool_redis::redis::cmd("MGET");
                 for key in &full {
                     cmd.arg(key);
                 }
-                pool.query(&cmd).await
+                pool.query(&cmd).await?
             }
-            Backend::InProcess(store) => Ok(full.iter().map(|k| store.get(k)).collect()),
+            Backend::InProcess(store) => full.iter().map(|k| store.get(k)).collect(),
+        };
+        for value in &found {
+            crate::metrics::lookup(self.backend_name(), value.is_some());
         }
+        Ok(found)
     }
 
     /// Gets and deletes the value under `key` atomically: of concurrent takers,
     /// at most one gets it.
     pub async fn take_json<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, CacheError> {
         let full = self.full_key(key)?;
-        let span = debug_span!("cache.take", backend = self.backend_name(), key = %full);
+        let span = debug_span!("cache.take", backend = self.backend_name(), key = %full, hit = tracing::field::Empty);
         let bytes = async {
             match &self.backend {
                 Backend::Redis(pool) => redis_store::get(pool, &full, true).await,
                 Backend::InProcess(store) => Ok(store.take(&full)),
             }
         }
-        .instrument(span)
+        .instrument(span.clone())
         .await?;
+        self.count_lookup(&span, bytes.is_some());
         Ok(Self::decode(key, bytes))
     }
 

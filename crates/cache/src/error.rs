@@ -81,6 +81,24 @@ pub enum CacheError {
 }
 
 impl CacheError {
+    /// A short, stable name for the kind of failure (`timeout`,
+    /// `pool_exhausted`, …), for metrics and span attributes (`error.type`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::InvalidConfig { .. } => "invalid_config",
+            Self::InvalidTtl { .. } => "invalid_ttl",
+            Self::InvalidKey { .. } => "invalid_key",
+            Self::ValueTooLarge { .. } => "value_too_large",
+            Self::Encode { .. } => "encode",
+            Self::CorruptValue { .. } => "corrupt_value",
+            Self::InvalidRateLimit { .. } => "invalid_rate_limit",
+            Self::Unavailable { .. } => "unavailable",
+            Self::Timeout { .. } => "timeout",
+            Self::PoolExhausted { .. } => "pool_exhausted",
+            Self::Command { .. } => "command",
+        }
+    }
+
     /// True when the cache could not be reached at all (down, hung, exhausted),
     /// as opposed to a refused request: the case fail-open/fail-closed covers.
     pub fn is_unavailable(&self) -> bool {

@@ -31,6 +31,7 @@ mod error;
 mod key_prefix;
 mod lua;
 mod memory;
+mod metrics;
 mod pubsub;
 mod rate_limit;
 mod redis_pool;

@@ -164,7 +164,15 @@ impl RateLimiter {
             limit: self.limit.limit,
             cost: u64::from(cost),
         };
-        match self.cache.gcra(&key, gcra).await {
+        let decision = self.decide(&key, gcra).await;
+        if let Ok(d) = &decision {
+            crate::metrics::rate_decision(d.allowed, d.degraded);
+        }
+        decision
+    }
+
+    async fn decide(&self, key: &str, gcra: Gcra) -> Result<RateDecision, CacheError> {
+        match self.cache.gcra(key, gcra).await {
             Ok(decision) => Ok(decision),
             Err(e) if e.is_unavailable() => {
                 let allowed = self.fail_mode == FailMode::Open;

@@ -271,6 +271,7 @@ impl RedisPool {
                 what: "redis pool",
                 reason: e.to_string(),
             })?;
+        crate::metrics::register_pool(pool.weak());
         Ok(Self { pool, config })
     }
 
@@ -281,21 +282,36 @@ impl RedisPool {
 
     /// A pooled connection, within the wait and create timeouts.
     pub async fn get(&self) -> Result<PooledConnection, CacheError> {
-        self.pool.get().await.map_err(|e| self.pool_error(e))
+        self.pool.get().await.map_err(|e| {
+            if matches!(e, PoolError::Timeout(managed::TimeoutType::Wait)) {
+                crate::metrics::pool_timeout();
+            }
+            self.pool_error(e)
+        })
     }
 
     /// Runs one command on a pooled connection and maps every failure to a
     /// [`CacheError`]. The whole call (acquire + round trip) is bounded by
     /// [`call_bound`](Self::call_bound).
     pub async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, CacheError> {
-        let span = tracing::debug_span!("redis.query", command = command_name(cmd));
-        self.within_bound(async {
-            let mut conn = self.get().await?;
-            let result = cmd.query_async(&mut *conn).await;
-            self.settle(conn, result)
-        })
-        .instrument(span)
-        .await
+        let command = command_name(cmd);
+        let span = tracing::debug_span!(
+            "redis.query",
+            otel.kind = "client",
+            db.system.name = "redis",
+            db.operation.name = command,
+            "error.type" = tracing::field::Empty,
+        );
+        let started = std::time::Instant::now();
+        let result = self
+            .within_bound(async {
+                let mut conn = self.get().await?;
+                let result = cmd.query_async(&mut *conn).await;
+                self.settle(conn, result)
+            })
+            .instrument(span.clone())
+            .await;
+        finish(&span, command, started, result)
     }
 
     /// Runs `script` with `EVALSHA` (loading it first if Redis does not know
@@ -306,7 +322,16 @@ impl RedisPool {
         keys: &[&str],
         args: &[&[u8]],
     ) -> Result<T, CacheError> {
-        let span = tracing::debug_span!("redis.eval", script = script.name(), keys = keys.len());
+        let span = tracing::debug_span!(
+            "redis.eval",
+            otel.kind = "client",
+            db.system.name = "redis",
+            db.operation.name = "EVALSHA",
+            warden.script = script.name(),
+            keys = keys.len(),
+            "error.type" = tracing::field::Empty,
+        );
+        let started = std::time::Instant::now();
         let work = async {
             let mut invocation = script.script().prepare_invoke();
             for key in keys {
@@ -319,7 +344,8 @@ impl RedisPool {
             let result = invocation.invoke_async(&mut *conn).await;
             self.settle(conn, result)
         };
-        self.within_bound(work).instrument(span).await
+        let result = self.within_bound(work).instrument(span.clone()).await;
+        finish(&span, "EVALSHA", started, result)
     }
 
     /// The longest one call (checkout + command, redirects and a script load
@@ -352,7 +378,13 @@ impl RedisPool {
     /// [`CacheError::Unavailable`], for the caller to retry. A server with no
     /// replica has nothing to fail over to: its acknowledgement suffices.
     pub async fn query_replicated(&self, cmds: &[redis::Cmd], key: &str) -> Result<(), CacheError> {
-        let span = tracing::debug_span!("redis.query_replicated", commands = cmds.len());
+        let span = tracing::debug_span!(
+            "redis.query_replicated",
+            otel.kind = "client",
+            db.system.name = "redis",
+            db.operation.name = "WAIT",
+            commands = cmds.len(),
+        );
         let timeout_ms = u64::try_from(self.config.command_timeout.as_millis()).unwrap_or(1_000);
         self.within_bound(async {
             let mut conn = self.get().await?;
@@ -602,14 +634,39 @@ fn key_slot(key: &str) -> u16 {
     crc % 16_384
 }
 
-fn command_name(cmd: &redis::Cmd) -> String {
-    cmd.args_iter()
-        .next()
-        .and_then(|arg| match arg {
-            redis::Arg::Simple(bytes) => std::str::from_utf8(bytes).ok().map(str::to_owned),
-            _ => None,
+/// The command's name from a fixed list (`OTHER` for the rest): span and
+/// metric attributes never carry an argument.
+pub(crate) fn command_name(cmd: &redis::Cmd) -> &'static str {
+    const KNOWN: &[&str] = &[
+        "BLPOP", "CLUSTER", "DEL", "EVALSHA", "EXPIRE", "GET", "INFO", "KEYS", "MGET", "PING",
+        "PTTL", "PUBLISH", "PUBSUB", "RPUSH", "SCAN", "SCRIPT", "SET", "WAIT",
+    ];
+    let first = cmd.args_iter().next().and_then(|arg| match arg {
+        redis::Arg::Simple(bytes) => Some(bytes),
+        _ => None,
+    });
+    first
+        .and_then(|name| {
+            KNOWN
+                .iter()
+                .find(|k| k.as_bytes().eq_ignore_ascii_case(name))
         })
-        .unwrap_or_default()
+        .copied()
+        .unwrap_or("OTHER")
+}
+
+/// Records the operation's duration and, on failure, its `error.type`.
+fn finish<T>(
+    span: &tracing::Span,
+    operation: &'static str,
+    started: std::time::Instant,
+    result: Result<T, CacheError>,
+) -> Result<T, CacheError> {
+    if let Err(e) = &result {
+        span.record("error.type", e.kind());
+    }
+    crate::metrics::operation(operation, started, &result);
+    result
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use tracing::Instrument as _;
 
 mod commands;
 mod output;
@@ -57,6 +58,26 @@ enum Command {
     /// Run the whole flow on the embedded default (SQLite + in-process
     /// cache) — or on PostgreSQL/Redis when DATABASE_URL/REDIS_URL are set.
     Demo(commands::demo::Args),
+    /// Serve Prometheus metrics at /metrics: the storage gauges (pending
+    /// approvals, audit integration lag, checkpoint age, pool state) sampled
+    /// from the database. Runs until interrupted.
+    Metrics(commands::metrics::Args),
+}
+
+impl Command {
+    /// The command's name, as its root span is called (`warden demo`).
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Migrate { .. } => "warden migrate",
+            Self::Seed(_) => "warden seed",
+            Self::Keys(_) => "warden keys",
+            Self::Audit(_) => "warden audit",
+            Self::Approvals(_) => "warden approvals",
+            Self::Health { .. } => "warden health",
+            Self::Demo(_) => "warden demo",
+            Self::Metrics(_) => "warden metrics",
+        }
+    }
 }
 
 /// How a command ended, mapped to the documented exit codes.
@@ -68,7 +89,46 @@ pub(crate) enum Outcome {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    output::init_tracing();
+    let telemetry = match telemetry_config(&cli.command)
+        .and_then(|config| warden_telemetry::Telemetry::install(&config))
+    {
+        Ok(telemetry) => telemetry,
+        Err(e) => {
+            output::init_tracing(&warden_telemetry::Telemetry::disabled());
+            output::error(&e);
+            return ExitCode::from(2);
+        }
+    };
+    output::init_tracing(&telemetry);
+    let telemetry = std::sync::Arc::new(telemetry);
+    let span = tracing::info_span!(
+        "warden",
+        otel.name = cli.command.name(),
+        warden.command = cli.command.name()
+    );
+    let code = run(cli, telemetry.clone()).instrument(span).await;
+    // Flushed before exit (bounded), so a short command's spans and metric
+    // points reach the collector.
+    if let Ok(telemetry) = std::sync::Arc::try_unwrap(telemetry) {
+        let report = telemetry.shutdown();
+        if !report.is_complete() {
+            tracing::warn!(?report, "telemetry was not fully exported before exit");
+        }
+    }
+    code
+}
+
+/// Telemetry from the standard variables; `warden metrics` also keeps the
+/// metrics for its scrape endpoint.
+fn telemetry_config(
+    command: &Command,
+) -> Result<warden_telemetry::TelemetryConfig, warden_telemetry::TelemetryError> {
+    let mut config = warden_telemetry::TelemetryConfig::from_env()?;
+    config.scrape = matches!(command, Command::Metrics(_));
+    Ok(config)
+}
+
+async fn run(cli: Cli, telemetry: std::sync::Arc<warden_telemetry::Telemetry>) -> ExitCode {
     if let Command::Audit(cmd) = &cli.command
         && cmd.is_offline()
     {
@@ -105,6 +165,7 @@ async fn main() -> ExitCode {
             Ok(commands::health::run(&settings, strict, json).await)
         }
         Command::Demo(args) => commands::demo::run(&settings, args).await,
+        Command::Metrics(args) => commands::metrics::run(&settings, args, telemetry).await,
     };
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,

@@ -18,12 +18,22 @@ fn err(text: &str) {
     let _ = writeln!(stderr, "{text}");
 }
 
-pub(crate) fn init_tracing() {
+/// Logs to standard error per `RUST_LOG` (errors only by default), and
+/// Warden's spans to `telemetry`'s exporter when it exports traces. Each
+/// layer has its own filter: the console's level does not hide spans from
+/// the exporter.
+pub(crate) fn init_tracing(telemetry: &warden_telemetry::Telemetry) {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let console = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
+        .with_filter(filter);
+    tracing_subscriber::registry()
+        .with(console)
+        .with(telemetry.tracing_layer())
         .init();
 }
 

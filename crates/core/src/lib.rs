@@ -17,7 +17,9 @@ mod error;
 pub mod health;
 pub mod settings;
 mod storage;
+pub mod telemetry;
 
 pub use error::CoreError;
 pub use settings::{DatabaseBackend, Environment, GUARANTEE_SECRETS, Settings, SettingsError};
 pub use storage::Storage;
+pub use telemetry::StorageGauges;

@@ -23,13 +23,15 @@ pub struct Storage {
     /// One approval manager per storage: its clones share the decision
     /// subscription and the record of cache entries it could not remove.
     approvals: ApprovalManager,
+    /// Keeps this storage's database pool in the pool gauges.
+    _pool_probe: Option<std::sync::Arc<crate::telemetry::PoolProbe>>,
 }
 
 impl Storage {
     /// Builds both pools and opens at least one database connection, so a wrong
     /// URL or a stopped database fails here with [`CoreError::Database`].
     /// Redis is not contacted: a down Redis shows in [`crate::health::check`].
-    #[instrument(skip_all, fields(database = ?settings.database_backend, redis = settings.redis_url.is_some()))]
+    #[instrument(name = "storage.connect", skip_all, fields(database = ?settings.database_backend, redis = settings.redis_url.is_some()))]
     pub async fn connect(settings: &Settings) -> Result<Self, CoreError> {
         Self::build(settings, false).await
     }
@@ -107,7 +109,9 @@ impl Storage {
         let approvals =
             ApprovalManager::new(db.clone(), cache.clone(), settings.approval_token_ttl)
                 .with_redactor(redactor.clone());
+        let pool_probe = crate::telemetry::observe_pool(&db);
         Ok(Self {
+            _pool_probe: pool_probe,
             db,
             cache,
             settings: settings.clone(),

@@ -84,6 +84,7 @@ pub enum KeyError {
 
 impl From<sea_orm::DbErr> for KeyError {
     fn from(e: sea_orm::DbErr) -> Self {
+        warden_audit::metrics::record_db_error(&e);
         match e {
             sea_orm::DbErr::ConnectionAcquire(sea_orm::error::ConnAcquireErr::Timeout) => {
                 Self::PoolExhausted

@@ -17,6 +17,7 @@
 mod cache_seal;
 mod error;
 mod manager;
+mod metrics;
 mod plain_key;
 mod policy;
 

@@ -363,7 +363,7 @@ impl KeyManager {
     }
 
     /// Creates a key for a caller that has none; returns its plaintext once.
-    #[instrument(skip_all, fields(caller_id = %new.caller_id, role = %new.role))]
+    #[instrument(name = "keys.create", skip_all, fields(caller_id = %new.caller_id, role = %new.role, db.system.name = warden_audit::metrics::db_system_name(self.db.get_database_backend()), db.collection.name = "api_keys", db.operation.name = "INSERT"))]
     pub async fn create(&self, new: &NewKey<'_>) -> Result<CreatedKey, KeyError> {
         let caller_id = field("caller_id", new.caller_id, 255)?;
         let role = field("role", new.role, 64)?;
@@ -448,9 +448,23 @@ impl KeyManager {
 
     /// Verifies a presented key. Malformed, unknown and wrong keys are all
     /// [`KeyError::Invalid`]; revoked → `Revoked`; expired → `Expired`.
-    #[instrument(skip_all)]
+    #[instrument(name = "keys.verify", skip_all, fields(warden.keys.path = tracing::field::Empty, db.system.name = warden_audit::metrics::db_system_name(self.db.get_database_backend()), db.collection.name = "api_keys"))]
     pub async fn verify(&self, presented: &str) -> Result<VerifiedKey, KeyError> {
+        let started = Instant::now();
+        let mut path = "database";
+        let result = self.verify_once(presented, &mut path).await;
+        tracing::Span::current().record("warden.keys.path", path);
+        crate::metrics::verified(path, started, &result);
+        result
+    }
+
+    async fn verify_once(
+        &self,
+        presented: &str,
+        path: &mut &'static str,
+    ) -> Result<VerifiedKey, KeyError> {
         let Some(key) = PlainApiKey::parse(presented.trim()) else {
+            *path = "malformed";
             return Err(KeyError::Invalid);
         };
         let fingerprint = self.mac_key.fingerprint(key.expose());
@@ -474,6 +488,7 @@ impl KeyManager {
                     .filter(|cached| cached.fingerprint == fingerprint)
                     .filter(|cached| Utc::now() < cached.not_after)
                 {
+                    *path = "cache";
                     return self.cache_hit(cached.key).await;
                 }
             }
@@ -625,7 +640,7 @@ impl KeyManager {
     }
 
     /// Revokes the caller's key: at once, in every process sharing the cache.
-    #[instrument(skip(self))]
+    #[instrument(name = "keys.revoke", skip(self), fields(db.system.name = warden_audit::metrics::db_system_name(self.db.get_database_backend()), db.collection.name = "api_keys", db.operation.name = "UPDATE"))]
     ///
     /// `actor` (who revokes) is recorded in the `key.revoke` audit event,
     /// written in the same transaction as the revocation. Revoking a key

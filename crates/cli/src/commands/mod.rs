@@ -5,6 +5,7 @@ pub(crate) mod audit;
 pub(crate) mod demo;
 pub(crate) mod health;
 pub(crate) mod keys;
+pub(crate) mod metrics;
 pub(crate) mod migrate;
 pub(crate) mod seed;
 
