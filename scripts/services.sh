@@ -8,6 +8,8 @@
 #   Redis:      127.0.0.1:6379, no persistence
 #   PgBouncer:  1.21+ for the transaction-pooling tests (built into .cache/pgbouncer
 #               from Debian's source when the installed one is older)
+#   promtool:   Prometheus's own checker of the /metrics text (unpacked from
+#               Debian's prometheus package into .cache/promtool, nothing started)
 set -euo pipefail
 
 log() { printf 'services: %s\n' "$*" >&2; }
@@ -57,6 +59,30 @@ build_pgbouncer() {
         make -j"$(nproc)" >/dev/null && make install >/dev/null)
     rm -rf "$work"
     recent_pgbouncer >/dev/null || { log "the PgBouncer build did not produce a usable binary"; exit 1; }
+}
+
+# promtool (Prometheus's exposition-format checker) for the /metrics tests:
+# the one on PATH, else the binary unpacked from Debian's prometheus package
+# (the package itself is not installed: no service, no user, no web assets).
+promtool_dir="$repo_root/.cache/promtool"
+unpack_promtool() {
+    if command -v promtool >/dev/null 2>&1 || [ -x "$promtool_dir/usr/bin/promtool" ]; then
+        return
+    fi
+    local work
+    work=$(mktemp -d)
+    log "unpacking promtool from Debian's prometheus package into $promtool_dir"
+    (cd "$work" && apt-get download -q prometheus >/dev/null 2>&1) || {
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
+        (cd "$work" && apt-get download -q prometheus >/dev/null)
+    }
+    mkdir -p "$promtool_dir"
+    dpkg-deb -x "$work"/prometheus_*.deb "$work/unpacked"
+    mkdir -p "$promtool_dir/usr/bin"
+    cp "$work/unpacked/usr/bin/promtool" "$promtool_dir/usr/bin/promtool"
+    rm -rf "$work"
+    "$promtool_dir/usr/bin/promtool" --version >/dev/null 2>&1 ||
+        { log "the unpacked promtool does not run"; exit 1; }
 }
 
 install_missing() {
@@ -141,6 +167,7 @@ start_redis() {
 
 install_missing
 build_pgbouncer
+unpack_promtool
 start_postgres
 configure_postgres_password
 start_redis

@@ -11,6 +11,11 @@ export WARDEN_TEST_REDIS_URL="${WARDEN_TEST_REDIS_URL:-redis://127.0.0.1:6379}"
 # The shared test Redis Cluster (3 primaries + 3 replicas on 7101-7106).
 WARDEN_TEST_REDIS_CLUSTER_URL="${WARDEN_TEST_REDIS_CLUSTER_URL:-$(scripts/redis-cluster.sh)}"
 export WARDEN_TEST_REDIS_CLUSTER_URL
+# Prometheus's checker for the /metrics tests (services.sh unpacks it if needed).
+if [ -z "${WARDEN_TEST_PROMTOOL:-}" ]; then
+    WARDEN_TEST_PROMTOOL="$(command -v promtool || echo "$PWD/.cache/promtool/usr/bin/promtool")"
+fi
+export WARDEN_TEST_PROMTOOL
 # Tests read no .env: each builds its own settings.
 export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
 

@@ -10,7 +10,7 @@
 //! | `warden.audit.events.replayed` | counter | `{event}` | — (spilled, later stored) |
 //! | `warden.audit.events.lost` | counter | `{event}` | — (neither stored nor spilled) |
 //! | `warden.audit.events.quarantined` | counter | `{event}` | — (spill lines that failed authentication) |
-//! | `db.client.connection.timeouts` | counter | `{timeout}` | `db.client.connection.pool.name`=`database` |
+//! | `db.client.connections.timeouts` | counter | `{timeout}` | `db.client.connection.pool.name`=`database` |
 
 use std::sync::atomic::Ordering;
 use std::sync::{LazyLock, Mutex, PoisonError, Weak};
@@ -137,7 +137,7 @@ impl AuditMetrics {
                 .with_boundaries(LATENCY_BOUNDS.to_vec())
                 .build(),
             timeouts: meter
-                .u64_counter("db.client.connection.timeouts")
+                .u64_counter("db.client.connections.timeouts")
                 .with_unit("{timeout}")
                 .with_description("Times a caller gave up waiting for a pooled connection.")
                 .build(),
@@ -172,7 +172,7 @@ pub(crate) fn batch_written(db_system: &'static str, started: Instant) {
     );
 }
 
-/// Counts `error` in `db.client.connection.timeouts` when it is a pool
+/// Counts `error` in `db.client.connections.timeouts` when it is a pool
 /// checkout that timed out (any other error is not counted here).
 pub fn record_db_error(error: &sea_orm::DbErr) {
     if matches!(

@@ -314,16 +314,25 @@ impl Cache {
             .iter()
             .map(|k| self.full_key(k))
             .collect::<Result<Vec<_>, _>>()?;
-        let found: Vec<Option<Vec<u8>>> = match &self.backend {
-            Backend::Redis(pool) => {
-                let mut cmd = deadpool_redis::redis::cmd("MGET");
-                for key in &full {
-                    cmd.arg(key);
+        let span = debug_span!(
+            "cache.get_many",
+            backend = self.backend_name(),
+            keys = full.len()
+        );
+        let found: Vec<Option<Vec<u8>>> = async {
+            match &self.backend {
+                Backend::Redis(pool) => {
+                    let mut cmd = deadpool_redis::redis::cmd("MGET");
+                    for key in &full {
+                        cmd.arg(key);
+                    }
+                    pool.query(&cmd).await
                 }
-                pool.query(&cmd).await?
+                Backend::InProcess(store) => Ok(full.iter().map(|k| store.get(k)).collect()),
             }
-            Backend::InProcess(store) => full.iter().map(|k| store.get(k)).collect(),
-        };
+        }
+        .instrument(span)
+        .await?;
         for value in &found {
             crate::metrics::lookup(self.backend_name(), value.is_some());
         }

@@ -6,10 +6,10 @@
 //! | `warden.cache.lookups` | counter | `{lookup}` | `warden.cache.result` (`hit`, `miss`), `warden.cache.backend` |
 //! | `warden.rate_limit.decisions` | counter | `{decision}` | `warden.rate_limit.outcome` (`allowed`, `denied`), `warden.rate_limit.degraded` |
 //! | `db.client.operation.duration` | histogram | `s` | `db.system.name`=`redis`, `db.operation.name`, `error.type` on failure |
-//! | `db.client.connection.count` | up-down counter | `{connection}` | `db.client.connection.pool.name`=`redis`, `db.client.connection.state` (`idle`, `used`) |
-//! | `db.client.connection.max` | up-down counter | `{connection}` | `db.client.connection.pool.name` |
-//! | `db.client.connection.pending_requests` | up-down counter | `{request}` | `db.client.connection.pool.name` |
-//! | `db.client.connection.timeouts` | counter | `{timeout}` | `db.client.connection.pool.name` |
+//! | `db.client.connections.usage` | up-down counter | `{connection}` | `db.client.connection.pool.name`=`redis`, `db.client.connection.state` (`idle`, `used`) |
+//! | `db.client.connections.max` | up-down counter | `{connection}` | `db.client.connection.pool.name` |
+//! | `db.client.connections.pending_requests` | up-down counter | `{request}` | `db.client.connection.pool.name` |
+//! | `db.client.connections.timeouts` | counter | `{timeout}` | `db.client.connection.pool.name` |
 
 use std::sync::{LazyLock, Mutex, PoisonError};
 use std::time::Instant;
@@ -82,7 +82,7 @@ impl CacheMetrics {
     fn new(meter: &Meter) -> Self {
         let pool = || [KeyValue::new(POOL, "redis")];
         let count = meter
-            .i64_observable_up_down_counter("db.client.connection.count")
+            .i64_observable_up_down_counter("db.client.connections.usage")
             .with_unit("{connection}")
             .with_description("Redis connections open in the pool, by state (idle or used).")
             .with_callback(move |observer| {
@@ -106,7 +106,7 @@ impl CacheMetrics {
             })
             .build();
         let max = meter
-            .i64_observable_up_down_counter("db.client.connection.max")
+            .i64_observable_up_down_counter("db.client.connections.max")
             .with_unit("{connection}")
             .with_description("The most Redis connections the pool may open.")
             .with_callback(move |observer| {
@@ -116,7 +116,7 @@ impl CacheMetrics {
             })
             .build();
         let pending = meter
-            .i64_observable_up_down_counter("db.client.connection.pending_requests")
+            .i64_observable_up_down_counter("db.client.connections.pending_requests")
             .with_unit("{request}")
             .with_description(
                 "Callers waiting for a Redis connection (a starved pool when it stays above zero).",
@@ -145,7 +145,7 @@ impl CacheMetrics {
                 .with_boundaries(LATENCY_BOUNDS.to_vec())
                 .build(),
             timeouts: meter
-                .u64_counter("db.client.connection.timeouts")
+                .u64_counter("db.client.connections.timeouts")
                 .with_unit("{timeout}")
                 .with_description("Times a caller gave up waiting for a pooled connection.")
                 .build(),

@@ -9,8 +9,8 @@
 //! | `warden.approval.pending` | gauge | `{approval}` | — |
 //! | `warden.audit.integration.lag` | gauge | `{event}` | — (stored, not yet in the tree) |
 //! | `warden.audit.checkpoint.age` | gauge | `s` | — (since the newest checkpoint was signed) |
-//! | `db.client.connection.count` | up-down counter | `{connection}` | `db.client.connection.pool.name`=`database`, `db.client.connection.state` (`idle`, `used`) |
-//! | `db.client.connection.max` | up-down counter | `{connection}` | `db.client.connection.pool.name` |
+//! | `db.client.connections.usage` | up-down counter | `{connection}` | `db.client.connection.pool.name`=`database`, `db.client.connection.state` (`idle`, `used`) |
+//! | `db.client.connections.max` | up-down counter | `{connection}` | `db.client.connection.pool.name` |
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, PoisonError, Weak};
@@ -51,7 +51,7 @@ static POOLS: Mutex<Vec<Weak<PoolProbe>>> = Mutex::new(Vec::new());
 static POOL_GAUGES: LazyLock<[ObservableUpDownCounter<i64>; 2]> = LazyLock::new(|| {
     let meter = meter();
     let count = meter
-        .i64_observable_up_down_counter("db.client.connection.count")
+        .i64_observable_up_down_counter("db.client.connections.usage")
         .with_unit("{connection}")
         .with_description("Database connections open in the pool, by state (idle or used).")
         .with_callback(|observer| {
@@ -69,7 +69,7 @@ static POOL_GAUGES: LazyLock<[ObservableUpDownCounter<i64>; 2]> = LazyLock::new(
         })
         .build();
     let max = meter
-        .i64_observable_up_down_counter("db.client.connection.max")
+        .i64_observable_up_down_counter("db.client.connections.max")
         .with_unit("{connection}")
         .with_description("The most database connections the pool may open.")
         .with_callback(|observer| {

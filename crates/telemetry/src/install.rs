@@ -33,9 +33,8 @@ use crate::{TelemetryConfig, TelemetryError};
 ///   without bound, and never waited for.
 /// - [`Telemetry::shutdown`] sends what is queued and returns within the
 ///   configured flush timeout, whether or not the collector answers.
-/// - Only spans and events from Warden's own crates are exported (drivers'
-///   spans, which may carry statement text, are not), and Warden's spans carry
-///   no key, token, password or raw argument.
+/// - Drivers' spans (which may carry statement text) are never exported,
+///   and Warden's spans carry no key, token, password or raw argument.
 pub struct Telemetry {
     tracer_provider: Option<SdkTracerProvider>,
     meter_provider: Option<SdkMeterProvider>,
@@ -173,8 +172,9 @@ impl Telemetry {
     /// for a subscriber the caller composes; `None` when traces are not
     /// exported.
     ///
-    /// The layer carries its own filter (Warden's crates, DEBUG and up), so it
-    /// sees spans a console filter hides; add it beside a `fmt` layer that has
+    /// The layer carries its own filter (Warden's crates at DEBUG and up, the
+    /// application's at INFO and up, database and network drivers never), so
+    /// it sees spans a console filter hides; add it beside a `fmt` layer that has
     /// its own per-layer filter, not under a global one.
     pub fn tracing_layer<S>(&self) -> Option<impl Layer<S> + Send + Sync + 'static>
     where
@@ -260,14 +260,40 @@ fn on_thread(
     rx
 }
 
-/// The spans and events exported: Warden's own crates at DEBUG and up.
-/// Drivers (sqlx, sea-orm, redis, hyper, reqwest) and OpenTelemetry's own
-/// diagnostics are left out: the first may carry statement text, the last
-/// would feed the exporter its own events.
+/// The spans and events exported: Warden's own crates at DEBUG and up, the
+/// application's (a gateway composing its subscriber) at INFO and up.
+/// Database and network drivers (sqlx, sea-orm, redis, hyper, reqwest, h2,
+/// tonic, tower) and OpenTelemetry's own diagnostics are left out: the
+/// first may carry statement text, the last would feed the exporter its own
+/// events.
 fn warden_spans() -> Targets {
-    Targets::new()
+    let mut targets = Targets::new()
+        .with_default(tracing::Level::INFO)
         .with_target("warden", tracing::Level::DEBUG)
-        .with_target("migration", tracing::Level::DEBUG)
+        .with_target("migration", tracing::Level::DEBUG);
+    for quiet in [
+        "sqlx",
+        "sea_orm",
+        "sea_orm_migration",
+        "sea_query",
+        "redis",
+        "deadpool",
+        "hyper",
+        "hyper_util",
+        "reqwest",
+        "h2",
+        "tonic",
+        "tower",
+        "rustls",
+        "opentelemetry",
+        "opentelemetry_sdk",
+        "opentelemetry_otlp",
+        "opentelemetry_http",
+        "tracing_opentelemetry",
+    ] {
+        targets = targets.with_target(quiet, tracing_subscriber::filter::LevelFilter::OFF);
+    }
+    targets
 }
 
 fn resource(config: &TelemetryConfig) -> Resource {

@@ -359,8 +359,8 @@ mod tests {
             "warden_audit_events_written"
         );
         assert_eq!(
-            metric_name("db.client.connection.count", "{connection}"),
-            "db_client_connection_count"
+            metric_name("db.client.connections.usage", "{connection}"),
+            "db_client_connections_usage"
         );
         assert_eq!(metric_name("a..b-c", "By"), "a_b_c_bytes");
         assert_eq!(metric_name("x_seconds", "s"), "x_seconds");

@@ -107,6 +107,11 @@ impl HttpSink {
         format!("{}://127.0.0.1:{}/hook", self.scheme, self.port)
     }
 
+    /// `http://127.0.0.1:PORT` (or `https://`), without a path.
+    pub fn origin(&self) -> String {
+        format!("{}://127.0.0.1:{}", self.scheme, self.port)
+    }
+
     /// The same URL with `host` instead of 127.0.0.1 (`localhost`, …).
     pub fn url_with_host(&self, host: &str) -> String {
         format!("{}://{host}:{}/hook", self.scheme, self.port)
