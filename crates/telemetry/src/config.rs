@@ -172,6 +172,7 @@ fn exporter_choice(variable: &'static str, value: Option<String>) -> Result<bool
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
