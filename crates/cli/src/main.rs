@@ -89,6 +89,9 @@ pub(crate) enum Outcome {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    // `.env` first, so telemetry sees its OTEL_* settings too (a malformed
+    // file is reported by the settings below).
+    let _ = warden_core::Settings::load_dotenv();
     let telemetry = match telemetry_config(&cli.command)
         .and_then(|config| warden_telemetry::Telemetry::install(&config))
     {

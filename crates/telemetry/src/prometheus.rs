@@ -294,7 +294,8 @@ fn unit_suffix(unit: &str) -> Option<String> {
 }
 
 /// Keeps `[a-zA-Z0-9_:]` (`:` only in metric names), replaces the rest with
-/// `_`, collapses runs of `_`, and prefixes `_` to a leading digit.
+/// `_`, collapses runs of `_`, and (metric names) prefixes `_` to a leading
+/// digit.
 fn sanitize(name: &str, colons: bool) -> String {
     let mut out = String::with_capacity(name.len());
     for c in name.chars() {
@@ -305,7 +306,7 @@ fn sanitize(name: &str, colons: bool) -> String {
         }
         out.push(c);
     }
-    if out.starts_with(|c: char| c.is_ascii_digit()) {
+    if colons && out.starts_with(|c: char| c.is_ascii_digit()) {
         out.insert(0, '_');
     }
     out
