@@ -216,10 +216,12 @@ impl AuditLogger {
         match self.spill.append(std::slice::from_ref(&event)) {
             Ok(()) => {
                 self.counters.spilled.fetch_add(1, Ordering::Relaxed);
+                crate::metrics::outage(crate::metrics::Outage::Spilled, 1);
                 self.counters.overflowed.store(true, Ordering::Release);
             }
             Err(e) => {
                 self.counters.lost.fetch_add(1, Ordering::Relaxed);
+                crate::metrics::outage(crate::metrics::Outage::Lost, 1);
                 error!(request_id = event.request_id(), error = %e, "audit event lost: buffer full and spill file unwritable");
             }
         }
@@ -444,13 +446,16 @@ impl Worker {
         match result {
             Ok(Ok(())) => {
                 self.counters.spilled.fetch_add(n, Ordering::Relaxed);
+                crate::metrics::outage(crate::metrics::Outage::Spilled, n);
             }
             Ok(Err(e)) => {
                 self.counters.lost.fetch_add(n, Ordering::Relaxed);
+                crate::metrics::outage(crate::metrics::Outage::Lost, n);
                 error!(events = n, error = %e, "audit events lost: database and spill file both failed");
             }
             Err(e) => {
                 self.counters.lost.fetch_add(n, Ordering::Relaxed);
+                crate::metrics::outage(crate::metrics::Outage::Lost, n);
                 error!(events = n, error = %e, "audit events lost: spill task failed");
             }
         }
@@ -506,6 +511,7 @@ impl Worker {
             self.counters
                 .quarantined
                 .fetch_add(chunk.quarantined, Ordering::Relaxed);
+            crate::metrics::outage(crate::metrics::Outage::Quarantined, chunk.quarantined);
             if chunk.lines == 0 {
                 if let Err(e) = self.spill.finish_replay(replay) {
                     error!(error = %e, "replayed spill file could not be removed; it will be replayed again (duplicates are skipped)");
@@ -521,6 +527,7 @@ impl Worker {
                         self.counters
                             .replayed
                             .fetch_add(inserted, Ordering::Relaxed);
+                        crate::metrics::outage(crate::metrics::Outage::Replayed, inserted);
                         tracing::debug!(events = n, "spill chunk replayed");
                     }
                     Err(e) => {

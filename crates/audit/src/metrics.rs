@@ -3,30 +3,27 @@
 //!
 //! | name | kind | unit | attributes |
 //! |---|---|---|---|
-//! | `warden.audit.events.written` | counter | `{event}` | `warden.audit.path` (`batch`, `with_change`, `in_transaction`) |
+//! | `warden.audit.events.written` | counter | `{event}` | `warden.audit.path` (`batch`, `with_change`, `in_transaction`; the last counted when inserted in the caller's transaction, a later rollback not subtracted) |
 //! | `warden.audit.write.duration` | histogram | `s` | `db.system.name` |
-//! | `warden.audit.queue.depth` | up-down counter | `{event}` | — (events waiting in the loggers' buffers) |
+//! | `warden.audit.queue.depth` | up-down counter | `{event}` | — (events waiting in the live loggers' buffers) |
 //! | `warden.audit.events.spilled` | counter | `{event}` | — (written to the spill file) |
 //! | `warden.audit.events.replayed` | counter | `{event}` | — (spilled, later stored) |
 //! | `warden.audit.events.lost` | counter | `{event}` | — (neither stored nor spilled) |
 //! | `warden.audit.events.quarantined` | counter | `{event}` | — (spill lines that failed authentication) |
 //! | `db.client.connections.timeouts` | counter | `{timeout}` | `db.client.connection.pool.name`=`database` |
 
-use std::sync::atomic::Ordering;
 use std::sync::{LazyLock, Mutex, PoisonError, Weak};
 use std::time::Instant;
 
 use opentelemetry::KeyValue;
-use opentelemetry::metrics::{
-    Counter, Histogram, Meter, ObservableCounter, ObservableUpDownCounter,
-};
+use opentelemetry::metrics::{Counter, Histogram, Meter, ObservableUpDownCounter};
 
 /// Bucket bounds (seconds): the OpenTelemetry database convention's.
 const LATENCY_BOUNDS: &[f64] = &[
     0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
 ];
 
-/// What the pool gauges and counters read from one live logger.
+/// What the queue-depth gauge reads from one live logger.
 pub(crate) struct LoggerProbe {
     pub(crate) counters: Weak<crate::logger::Counters>,
     /// Events queued and not yet taken by the writer.
@@ -39,7 +36,34 @@ struct AuditMetrics {
     written: Counter<u64>,
     write_duration: Histogram<f64>,
     timeouts: Counter<u64>,
-    _observed: (ObservableUpDownCounter<i64>, Vec<ObservableCounter<u64>>),
+    spilled: Counter<u64>,
+    replayed: Counter<u64>,
+    lost: Counter<u64>,
+    quarantined: Counter<u64>,
+    _depth: ObservableUpDownCounter<i64>,
+}
+
+/// What happened to events during an outage.
+#[derive(Clone, Copy)]
+pub(crate) enum Outage {
+    Spilled,
+    Replayed,
+    Lost,
+    Quarantined,
+}
+
+/// `n` events went `how`.
+pub(crate) fn outage(how: Outage, n: u64) {
+    if n == 0 {
+        return;
+    }
+    let counter = match how {
+        Outage::Spilled => &METRICS.spilled,
+        Outage::Replayed => &METRICS.replayed,
+        Outage::Lost => &METRICS.lost,
+        Outage::Quarantined => &METRICS.quarantined,
+    };
+    counter.add(n, &[]);
 }
 
 static METRICS: LazyLock<AuditMetrics> = LazyLock::new(|| {
@@ -67,24 +91,6 @@ fn sum_loggers(read: impl Fn(&LoggerProbe, &crate::logger::Counters) -> u64) -> 
     )
 }
 
-fn observed_counter(
-    meter: &Meter,
-    name: &'static str,
-    description: &'static str,
-    read: fn(&crate::logger::Counters) -> u64,
-) -> ObservableCounter<u64> {
-    meter
-        .u64_observable_counter(name)
-        .with_unit("{event}")
-        .with_description(description)
-        .with_callback(move |observer| {
-            if let Some(total) = sum_loggers(|_, c| read(c)) {
-                observer.observe(total, &[]);
-            }
-        })
-        .build()
-}
-
 impl AuditMetrics {
     fn new(meter: &Meter) -> Self {
         let depth = meter
@@ -98,32 +104,6 @@ impl AuditMetrics {
                 }
             })
             .build();
-        let counters = vec![
-            observed_counter(
-                meter,
-                "warden.audit.events.spilled",
-                "Audit events written to the local spill file (the database was unreachable or the buffer full).",
-                |c| c.spilled.load(Ordering::Relaxed),
-            ),
-            observed_counter(
-                meter,
-                "warden.audit.events.replayed",
-                "Spilled audit events later stored in the database.",
-                |c| c.replayed.load(Ordering::Relaxed),
-            ),
-            observed_counter(
-                meter,
-                "warden.audit.events.lost",
-                "Audit events neither stored nor spilled (the spill file was unwritable too).",
-                |c| c.lost.load(Ordering::Relaxed),
-            ),
-            observed_counter(
-                meter,
-                "warden.audit.events.quarantined",
-                "Spill-file lines refused at replay (failed authentication or unreadable).",
-                |c| c.quarantined.load(Ordering::Relaxed),
-            ),
-        ];
         Self {
             written: meter
                 .u64_counter("warden.audit.events.written")
@@ -141,7 +121,27 @@ impl AuditMetrics {
                 .with_unit("{timeout}")
                 .with_description("Times a caller gave up waiting for a pooled connection.")
                 .build(),
-            _observed: (depth, counters),
+            spilled: meter
+                .u64_counter("warden.audit.events.spilled")
+                .with_unit("{event}")
+                .with_description("Audit events written to the local spill file (the database was unreachable or the buffer full).")
+                .build(),
+            replayed: meter
+                .u64_counter("warden.audit.events.replayed")
+                .with_unit("{event}")
+                .with_description("Spilled audit events later stored in the database.")
+                .build(),
+            lost: meter
+                .u64_counter("warden.audit.events.lost")
+                .with_unit("{event}")
+                .with_description("Audit events neither stored nor spilled (the spill file was unwritable too).")
+                .build(),
+            quarantined: meter
+                .u64_counter("warden.audit.events.quarantined")
+                .with_unit("{event}")
+                .with_description("Spill-file lines refused at replay (failed authentication or unreadable).")
+                .build(),
+            _depth: depth,
         }
     }
 }
@@ -149,10 +149,11 @@ impl AuditMetrics {
 /// Adds a logger to the observed ones (until its counters are dropped).
 pub(crate) fn register_logger(probe: LoggerProbe) {
     LazyLock::force(&METRICS);
-    LOGGERS
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .push(probe);
+    let mut loggers = LOGGERS.lock().unwrap_or_else(PoisonError::into_inner);
+    // Dead loggers go here too, not only when metrics are collected (with
+    // no provider installed they never are).
+    loggers.retain(|l| l.counters.strong_count() > 0);
+    loggers.push(probe);
 }
 
 /// `n` events stored by `path`.

@@ -333,10 +333,27 @@ impl Cache {
         }
         .instrument(span)
         .await?;
-        for value in &found {
-            crate::metrics::lookup(self.backend_name(), value.is_some());
-        }
+        // Not counted in `warden.cache.lookups`: a multi-key read is a
+        // caller's composite (the key manager reads an entry with its
+        // revocation marker, nearly always absent) that reports its own
+        // outcome.
         Ok(found)
+    }
+
+    /// The raw value under `key` and whether `guard` exists, in one round
+    /// trip (`MGET`; on Redis Cluster the two keys must share a hash tag):
+    /// the read side of [`Cache::set_bytes_unless`]. Counted as one lookup
+    /// of `key` (the guard is nearly always absent, and not a lookup).
+    pub async fn get_bytes_and_guard(
+        &self,
+        key: &str,
+        guard: &str,
+    ) -> Result<(Option<Vec<u8>>, bool), CacheError> {
+        let mut values = self.get_many_bytes(&[key, guard]).await?;
+        let guarded = values.pop().flatten().is_some();
+        let value = values.pop().flatten();
+        crate::metrics::lookup(self.backend_name(), value.is_some());
+        Ok((value, guarded))
     }
 
     /// Gets and deletes the value under `key` atomically: of concurrent takers,

@@ -157,10 +157,11 @@ impl CacheMetrics {
 /// Adds `pool` to the pool gauges (until it is dropped).
 pub(crate) fn register_pool(pool: WeakPool) {
     LazyLock::force(&METRICS);
-    POOLS
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .push(pool);
+    let mut pools = POOLS.lock().unwrap_or_else(PoisonError::into_inner);
+    // Dropped pools go here too, not only when metrics are collected (with
+    // no provider installed they never are).
+    pools.retain(|p| p.upgrade().is_some());
+    pools.push(pool);
 }
 
 pub(crate) fn lookup(backend: &'static str, hit: bool) {

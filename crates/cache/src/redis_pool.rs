@@ -384,76 +384,82 @@ impl RedisPool {
             db.system.name = "redis",
             db.operation.name = "WAIT",
             commands = cmds.len(),
+            "error.type" = tracing::field::Empty,
         );
+        let started = std::time::Instant::now();
         let timeout_ms = u64::try_from(self.config.command_timeout.as_millis()).unwrap_or(1_000);
-        self.within_bound(async {
-            let mut conn = self.get().await?;
-            for cmd in cmds {
-                let result = cmd.query_async::<redis::Value>(&mut *conn).await;
-                if let Err(e) = result {
-                    return self.settle(conn, Err::<(), _>(e));
-                }
-            }
-            let mut wait = redis::cmd("WAIT");
-            wait.arg(1).arg(timeout_ms);
-            let mut info = redis::cmd("INFO");
-            info.arg("replication");
-            let node = |cmd: &redis::Cmd| {
-                use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
-                (
-                    cmd.clone(),
-                    RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::new(
-                        key_slot(key),
-                        SlotAddr::Master,
-                    ))),
-                )
-            };
-            // Replicas first: on a server without any, WAIT would only
-            // wait out its timeout.
-            let replicas = |info: &str| {
-                info.lines()
-                    .find_map(|l| l.trim().strip_prefix("connected_slaves:"))
-                    .and_then(|n| n.parse::<u32>().ok())
-                    .unwrap_or(0)
-            };
-            let acked: redis::RedisResult<Option<i64>> = match &mut *conn {
-                RedisConnection::Single(c) => match info.query_async::<String>(&mut *c).await {
-                    Ok(i) if replicas(&i) == 0 => Ok(None),
-                    Ok(_) => wait.query_async::<i64>(c).await.map(Some),
-                    Err(e) => Err(e),
-                },
-                RedisConnection::Cluster(c) => {
-                    let (cmd, route) = node(&info);
-                    match c
-                        .route_command(cmd, route)
-                        .await
-                        .and_then(|v| Ok(redis::from_redis_value::<String>(v)?))
-                    {
-                        Ok(i) if replicas(&i) == 0 => Ok(None),
-                        Ok(_) => {
-                            let (cmd, route) = node(&wait);
-                            c.route_command(cmd, route)
-                                .await
-                                .and_then(|v| Ok(redis::from_redis_value::<i64>(v)?))
-                                .map(Some)
-                        }
-                        Err(e) => Err(e),
+        let result = self
+            .within_bound(async {
+                let mut conn = self.get().await?;
+                for cmd in cmds {
+                    let result = cmd.query_async::<redis::Value>(&mut *conn).await;
+                    if let Err(e) = result {
+                        return self.settle(conn, Err::<(), _>(e));
                     }
                 }
-            };
-            match acked {
-                Err(e) => self.settle(conn, Err(e)),
-                Ok(None) => Ok(()),
-                Ok(Some(n)) if n >= 1 => Ok(()),
-                Ok(Some(_)) => Err(CacheError::Unavailable {
-                    reason: "no replica acknowledged the write in time; it may not survive a \
+                let mut wait = redis::cmd("WAIT");
+                wait.arg(1).arg(timeout_ms);
+                let mut info = redis::cmd("INFO");
+                info.arg("replication");
+                let node = |cmd: &redis::Cmd| {
+                    use redis::cluster_routing::{
+                        Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr,
+                    };
+                    (
+                        cmd.clone(),
+                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::new(
+                            key_slot(key),
+                            SlotAddr::Master,
+                        ))),
+                    )
+                };
+                // Replicas first: on a server without any, WAIT would only
+                // wait out its timeout.
+                let replicas = |info: &str| {
+                    info.lines()
+                        .find_map(|l| l.trim().strip_prefix("connected_slaves:"))
+                        .and_then(|n| n.parse::<u32>().ok())
+                        .unwrap_or(0)
+                };
+                let acked: redis::RedisResult<Option<i64>> = match &mut *conn {
+                    RedisConnection::Single(c) => match info.query_async::<String>(&mut *c).await {
+                        Ok(i) if replicas(&i) == 0 => Ok(None),
+                        Ok(_) => wait.query_async::<i64>(c).await.map(Some),
+                        Err(e) => Err(e),
+                    },
+                    RedisConnection::Cluster(c) => {
+                        let (cmd, route) = node(&info);
+                        match c
+                            .route_command(cmd, route)
+                            .await
+                            .and_then(|v| Ok(redis::from_redis_value::<String>(v)?))
+                        {
+                            Ok(i) if replicas(&i) == 0 => Ok(None),
+                            Ok(_) => {
+                                let (cmd, route) = node(&wait);
+                                c.route_command(cmd, route)
+                                    .await
+                                    .and_then(|v| Ok(redis::from_redis_value::<i64>(v)?))
+                                    .map(Some)
+                            }
+                            Err(e) => Err(e),
+                        }
+                    }
+                };
+                match acked {
+                    Err(e) => self.settle(conn, Err(e)),
+                    Ok(None) => Ok(()),
+                    Ok(Some(n)) if n >= 1 => Ok(()),
+                    Ok(Some(_)) => Err(CacheError::Unavailable {
+                        reason: "no replica acknowledged the write in time; it may not survive a \
                              failover"
-                        .into(),
-                }),
-            }
-        })
-        .instrument(span)
-        .await
+                            .into(),
+                    }),
+                }
+            })
+            .instrument(span.clone())
+            .await;
+        finish(&span, "WAIT", started, result)
     }
 
     /// Whether this pool talks to a Redis Cluster.
@@ -638,8 +644,8 @@ fn key_slot(key: &str) -> u16 {
 /// metric attributes never carry an argument.
 pub(crate) fn command_name(cmd: &redis::Cmd) -> &'static str {
     const KNOWN: &[&str] = &[
-        "BLPOP", "CLUSTER", "DEL", "EVALSHA", "EXPIRE", "GET", "INFO", "KEYS", "MGET", "PING",
-        "PTTL", "PUBLISH", "PUBSUB", "RPUSH", "SCAN", "SCRIPT", "SET", "WAIT",
+        "BLPOP", "CLUSTER", "DEL", "EVALSHA", "EXPIRE", "GET", "GETDEL", "INFO", "KEYS", "MGET",
+        "PING", "PTTL", "PUBLISH", "PUBSUB", "RPUSH", "SCAN", "SCRIPT", "SET", "WAIT",
     ];
     let first = cmd.args_iter().next().and_then(|arg| match arg {
         redis::Arg::Simple(bytes) => Some(bytes),

@@ -126,10 +126,11 @@ pub(crate) fn observe_pool(db: &DatabaseConnection) -> Option<Arc<PoolProbe>> {
     };
     LazyLock::force(&POOL_GAUGES);
     let probe = Arc::new(PoolProbe { read });
-    POOLS
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .push(Arc::downgrade(&probe));
+    let mut pools = POOLS.lock().unwrap_or_else(PoisonError::into_inner);
+    // Dropped pools go here too, not only when metrics are collected.
+    pools.retain(|p| p.strong_count() > 0);
+    pools.push(Arc::downgrade(&probe));
+    drop(pools);
     Some(probe)
 }
 

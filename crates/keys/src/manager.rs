@@ -469,21 +469,16 @@ impl KeyManager {
         };
         let fingerprint = self.mac_key.fingerprint(key.expose());
         let (entry, marker) = (entry_key(key.prefix()), marker_key(key.prefix()));
-        match self
-            .cache
-            .get_many_bytes(&[entry.as_str(), marker.as_str()])
-            .await
-        {
+        match self.cache.get_bytes_and_guard(&entry, &marker).await {
             // A revocation marker sends the key to the database: only a
             // caller holding the right secret learns that it was revoked
             // (anyone else gets `Invalid`, as before the revoke).
-            Ok(values) if values.get(1).is_some_and(Option::is_some) => {
+            Ok((_, true)) => {
                 debug!("revocation marker present; verifying against the database");
             }
-            Ok(values) => {
-                if let Some(cached) = values
-                    .first()
-                    .and_then(Option::as_deref)
+            Ok((sealed, false)) => {
+                if let Some(cached) = sealed
+                    .as_deref()
                     .and_then(|sealed| self.open_entry(&entry, sealed))
                     .filter(|cached| cached.fingerprint == fingerprint)
                     .filter(|cached| Utc::now() < cached.not_after)

@@ -172,11 +172,23 @@ impl Telemetry {
     /// for a subscriber the caller composes; `None` when traces are not
     /// exported.
     ///
-    /// The layer carries its own filter (Warden's crates at DEBUG and up, the
-    /// application's at INFO and up, database and network drivers never), so
-    /// it sees spans a console filter hides; add it beside a `fmt` layer that has
-    /// its own per-layer filter, not under a global one.
+    /// The layer carries its own filter ([`warden_targets`]: Warden's crates
+    /// at DEBUG and up, nothing else), so it sees spans a console filter
+    /// hides; add it beside a `fmt` layer that has its own per-layer filter,
+    /// not under a global one.
     pub fn tracing_layer<S>(&self) -> Option<impl Layer<S> + Send + Sync + 'static>
+    where
+        S: Subscriber + for<'span> LookupSpan<'span> + Send + Sync,
+    {
+        self.tracing_layer_with(warden_targets())
+    }
+
+    /// [`Telemetry::tracing_layer`] exporting the spans and events `targets`
+    /// lets through (start from [`warden_targets`]).
+    pub fn tracing_layer_with<S>(
+        &self,
+        targets: Targets,
+    ) -> Option<impl Layer<S> + Send + Sync + 'static>
     where
         S: Subscriber + for<'span> LookupSpan<'span> + Send + Sync,
     {
@@ -192,7 +204,7 @@ impl Telemetry {
                 .with_location(false)
                 .with_threads(false)
                 .with_tracked_inactivity(false)
-                .with_filter(warden_spans()),
+                .with_filter(targets),
         )
     }
 
@@ -211,25 +223,37 @@ impl Telemetry {
     }
 
     /// Sends what is queued and stops the exporters, waiting at most the
-    /// configured flush timeout (both signals flush at once).
+    /// configured flush timeout in all (both signals flush at once).
     pub fn shutdown(self) -> ShutdownReport {
         let timeout = self.flush_timeout;
-        let traces = self
-            .tracer_provider
-            .map(|provider| on_thread(move || provider.shutdown_with_timeout(timeout)));
-        let metrics = self
-            .meter_provider
-            .map(|provider| on_thread(move || provider.shutdown_with_timeout(timeout)));
+        let deadline = std::time::Instant::now() + timeout;
+        // A flush first: unlike shutdown, it reports whether the last export
+        // reached the collector.
+        let traces = self.tracer_provider.map(|provider| {
+            on_thread(move || {
+                let flushed = provider.force_flush();
+                flushed.and(provider.shutdown_with_timeout(timeout))
+            })
+        });
+        let metrics = self.meter_provider.map(|provider| {
+            on_thread(move || {
+                let flushed = provider.force_flush();
+                flushed.and(provider.shutdown_with_timeout(timeout))
+            })
+        });
+        // Both signals flush at once, against one deadline: the whole wait
+        // is at most one flush timeout.
         let wait = |handle: Option<std::sync::mpsc::Receiver<OTelSdkResult>>| match handle {
             None => FlushOutcome::Off,
-            Some(rx) => match rx.recv_timeout(timeout) {
-                Ok(Ok(())) => FlushOutcome::Flushed,
-                Ok(Err(e)) => FlushOutcome::Failed(e.to_string()),
-                Err(_) => FlushOutcome::TimedOut,
-            },
+            Some(rx) => {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                match rx.recv_timeout(left) {
+                    Ok(Ok(())) => FlushOutcome::Flushed,
+                    Ok(Err(e)) => FlushOutcome::Failed(e.to_string()),
+                    Err(_) => FlushOutcome::TimedOut,
+                }
+            }
         };
-        // Both threads started before either is waited for, so the total wait
-        // is one timeout, not two.
         ShutdownReport {
             traces: wait(traces),
             metrics: wait(metrics),
@@ -260,40 +284,16 @@ fn on_thread(
     rx
 }
 
-/// The spans and events exported: Warden's own crates at DEBUG and up, the
-/// application's (a gateway composing its subscriber) at INFO and up.
-/// Database and network drivers (sqlx, sea-orm, redis, hyper, reqwest, h2,
-/// tonic, tower) and OpenTelemetry's own diagnostics are left out: the
-/// first may carry statement text, the last would feed the exporter its own
-/// events.
-fn warden_spans() -> Targets {
-    let mut targets = Targets::new()
-        .with_default(tracing::Level::INFO)
+/// The default filter of [`Telemetry::tracing_layer`]: Warden's crates
+/// (`warden*`, `migration`) at DEBUG and up, nothing else. Extend it with the
+/// application's own targets (`warden_targets().with_target("my_gateway",
+/// Level::INFO)`) for [`Telemetry::tracing_layer_with`]; database and
+/// network drivers (sqlx, sea-orm, redis, hyper, reqwest) should stay out:
+/// their spans may carry statement text or headers.
+pub fn warden_targets() -> Targets {
+    Targets::new()
         .with_target("warden", tracing::Level::DEBUG)
-        .with_target("migration", tracing::Level::DEBUG);
-    for quiet in [
-        "sqlx",
-        "sea_orm",
-        "sea_orm_migration",
-        "sea_query",
-        "redis",
-        "deadpool",
-        "hyper",
-        "hyper_util",
-        "reqwest",
-        "h2",
-        "tonic",
-        "tower",
-        "rustls",
-        "opentelemetry",
-        "opentelemetry_sdk",
-        "opentelemetry_otlp",
-        "opentelemetry_http",
-        "tracing_opentelemetry",
-    ] {
-        targets = targets.with_target(quiet, tracing_subscriber::filter::LevelFilter::OFF);
-    }
-    targets
+        .with_target("migration", tracing::Level::DEBUG)
 }
 
 fn resource(config: &TelemetryConfig) -> Resource {

@@ -31,4 +31,4 @@ pub mod prometheus;
 
 pub use config::{DEFAULT_FLUSH_TIMEOUT, DEFAULT_OTLP_ENDPOINT, TelemetryConfig};
 pub use error::TelemetryError;
-pub use install::{FlushOutcome, ShutdownReport, Telemetry};
+pub use install::{FlushOutcome, ShutdownReport, Telemetry, warden_targets};

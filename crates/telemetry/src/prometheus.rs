@@ -53,10 +53,11 @@ pub fn render(metrics: &ResourceMetrics) -> String {
 
 /// Only the `target_info` series (the resource's attributes).
 pub fn render_resource_only(resource: &Resource) -> String {
-    let labels: Vec<(String, String)> = resource
+    let attributes: Vec<KeyValue> = resource
         .iter()
-        .map(|(k, v)| (sanitize_label(k.as_str()), value_text(v)))
+        .map(|(k, v)| KeyValue::new(k.clone(), v.clone()))
         .collect();
+    let labels = merge_labels(attributes.iter());
     let mut out = String::new();
     out.push_str("# HELP target_info Target metadata\n# TYPE target_info gauge\n");
     let _ = writeln!(out, "target_info{} 1", label_set(&labels, None));
@@ -212,8 +213,13 @@ fn labels<'a>(
     attributes: impl Iterator<Item = &'a KeyValue>,
     scope: &'a KeyValue,
 ) -> Vec<(String, String)> {
+    merge_labels(attributes.chain(std::iter::once(scope)))
+}
+
+/// Sanitized label pairs, one per name, in name order.
+fn merge_labels<'a>(attributes: impl Iterator<Item = &'a KeyValue>) -> Vec<(String, String)> {
     let mut labels: BTreeMap<String, String> = BTreeMap::new();
-    for kv in attributes.chain(std::iter::once(scope)) {
+    for kv in attributes {
         let key = sanitize_label(kv.key.as_str());
         let value = value_text(&kv.value);
         // Two attributes that sanitize to one label name are joined with ';'
@@ -368,6 +374,18 @@ mod tests {
         assert_eq!(metric_name("x_seconds", "s"), "x_seconds");
         assert_eq!(sanitize_label("db.system.name"), "db_system_name");
         assert_eq!(sanitize_label("9lives"), "key_9lives");
+    }
+
+    #[test]
+    fn attributes_that_sanitize_alike_become_one_label() {
+        let attributes = [
+            KeyValue::new("host.name", "a"),
+            KeyValue::new("host_name", "b"),
+        ];
+        assert_eq!(
+            merge_labels(attributes.iter()),
+            vec![("host_name".to_owned(), "a;b".to_owned())]
+        );
     }
 
     #[test]

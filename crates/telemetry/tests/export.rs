@@ -22,7 +22,9 @@ async fn a_gateway_flow_is_exported_with_conventions_and_without_secrets() {
         ..TelemetryConfig::default()
     })
     .unwrap();
-    let subscriber = tracing_subscriber::registry().with(telemetry.tracing_layer());
+    // Warden's spans, and this "gateway"'s own at INFO.
+    let targets = warden_telemetry::warden_targets().with_target("export", tracing::Level::INFO);
+    let subscriber = tracing_subscriber::registry().with(telemetry.tracing_layer_with(targets));
     tracing::subscriber::set_global_default(subscriber).unwrap();
 
     let db = TestDatabase::new(Backend::Postgres).await;

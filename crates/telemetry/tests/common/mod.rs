@@ -50,7 +50,7 @@ impl Secrets {
 }
 
 /// Migrates, then: a key created and verified twice (bcrypt, then the
-/// cache), a held call issued, checked, approved and consumed, three
+/// cache), a cache miss and a hit, a held call issued, checked, approved and consumed, three
 /// rate-limit decisions, and two audit events (one with secrets in its
 /// arguments) written by a logger.
 pub async fn gateway_flow(storage: &Storage) -> Secrets {
@@ -76,6 +76,18 @@ pub async fn gateway_flow(storage: &Storage) -> Secrets {
             .await
             .is_err()
     );
+
+    // A gateway's own cached value: a miss, then a hit.
+    let cached: Option<u32> = storage.cache.get_json("policy-version").await.unwrap();
+    assert_eq!(cached, None);
+    let ttl = warden_cache::Ttl::from_secs(60).unwrap();
+    storage
+        .cache
+        .set_json("policy-version", &7u32, ttl)
+        .await
+        .unwrap();
+    let cached: Option<u32> = storage.cache.get_json("policy-version").await.unwrap();
+    assert_eq!(cached, Some(7));
 
     let limiter = RateLimiter::new(
         storage.cache.clone(),
