@@ -1191,7 +1191,10 @@ fn telemetry_off(r: &mut Runner) {
         counter.add(
             1,
             &[
-                KeyValue::new("warden.cache.result", if i % 2 == 0 { "hit" } else { "miss" }),
+                KeyValue::new(
+                    "warden.cache.result",
+                    if i % 2 == 0 { "hit" } else { "miss" },
+                ),
                 KeyValue::new("warden.cache.backend", "redis"),
             ],
         );
