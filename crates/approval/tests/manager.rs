@@ -42,6 +42,7 @@ contract!(
     concurrent_issues_for_one_request_make_one_approval,
     malformed_and_unknown_tokens_are_not_found,
     concurrent_deciders_have_exactly_one_winner,
+    deciding_by_id_is_the_same_exactly_once_decision,
     wait_for_decision_wakes_on_a_decision,
     wait_for_decision_times_out_while_pending,
     expire_stale_marks_overdue_approvals,
@@ -576,6 +577,81 @@ async fn concurrent_deciders_have_exactly_one_winner(f: Fixture) {
         stored.result.unwrap().approver_id,
         winners[0].result.clone().unwrap().approver_id
     );
+}
+
+/// The console decides by id for a signed-in approver: one winner among
+/// deciders by id and by token together, the loser told who won, the
+/// decision recorded and visible on every path; unknown ids are not found,
+/// expired approvals cannot be decided.
+async fn deciding_by_id_is_the_same_exactly_once_decision(f: Fixture) {
+    let token = issued(f.manager.issue(&request("r-id")).await.unwrap());
+    let id = f.manager.check(token.expose()).await.unwrap().id;
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let (manager, token) = (f.manager.clone(), token.expose().to_owned());
+            tokio::spawn(async move {
+                match i % 3 {
+                    0 => {
+                        manager
+                            .approve_by_id(id, &format!("console-{i}"), Some("ok"))
+                            .await
+                    }
+                    1 => manager.deny_by_id(id, &format!("console-{i}"), None).await,
+                    _ => manager.approve(&token, &format!("token-{i}"), None).await,
+                }
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(approval) => winners.push(approval),
+            Err(ApprovalError::AlreadyDecided { .. }) => {}
+            Err(other) => panic!("a loser got {other:?}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one decision");
+    let winner = winners.remove(0);
+    let stored = f.manager.get(id).await.unwrap();
+    assert_eq!(stored.status, winner.status);
+    assert_eq!(stored.result, winner.result);
+    assert_eq!(
+        f.manager.check(token.expose()).await.unwrap().status,
+        winner.status
+    );
+    // A later decider by id is refused and can read who decided.
+    let late = f.manager.approve_by_id(id, "late", None).await.unwrap_err();
+    assert!(
+        matches!(late, ApprovalError::AlreadyDecided { .. }),
+        "{late:?}"
+    );
+    // Recorded: one decision event, by the winner.
+    let decisions: Vec<_> = admin_events(&f)
+        .await
+        .into_iter()
+        .filter(|(method, _, _)| method == "approval.approve" || method == "approval.deny")
+        .collect();
+    assert_eq!(decisions.len(), 1, "{decisions:?}");
+    assert_eq!(
+        Some(decisions[0].1.clone()),
+        winner.result.as_ref().and_then(|r| r.approver_id.clone())
+    );
+
+    assert!(matches!(
+        f.manager
+            .approve_by_id(uuid::Uuid::now_v7(), "x", None)
+            .await,
+        Err(ApprovalError::NotFound)
+    ));
+    let mut short = request("r-id-expired");
+    short.ttl = Some(Duration::from_millis(300));
+    let token = issued(f.manager.issue(&short).await.unwrap());
+    let id = f.manager.check(token.expose()).await.unwrap().id;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(matches!(
+        f.manager.approve_by_id(id, "too-late", None).await,
+        Err(ApprovalError::Expired)
+    ));
 }
 
 async fn wait_for_decision_wakes_on_a_decision(f: Fixture) {

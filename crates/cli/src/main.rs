@@ -5,6 +5,10 @@
 //! refused decision, a storage error); 2 bad usage or invalid settings (the
 //! message names each bad variable).
 
+// The command futures nest deeply (approval decisions inside a command inside
+// the root span): layout computation needs more than the default depth.
+#![recursion_limit = "256"]
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -62,6 +66,9 @@ enum Command {
     /// approvals, audit integration lag, checkpoint age, pool state) sampled
     /// from the database. Runs until interrupted.
     Metrics(commands::metrics::Args),
+    /// Serve the approver console: people with an approver key sign in,
+    /// see held tool calls and approve or deny them (and /metrics).
+    Serve(commands::serve::Args),
 }
 
 impl Command {
@@ -76,6 +83,7 @@ impl Command {
             Self::Health { .. } => "warden health",
             Self::Demo(_) => "warden demo",
             Self::Metrics(_) => "warden metrics",
+            Self::Serve(_) => "warden serve",
         }
     }
 }
@@ -127,7 +135,7 @@ fn telemetry_config(
     command: &Command,
 ) -> Result<warden_telemetry::TelemetryConfig, warden_telemetry::TelemetryError> {
     let mut config = warden_telemetry::TelemetryConfig::from_env()?;
-    config.scrape = matches!(command, Command::Metrics(_));
+    config.scrape = matches!(command, Command::Metrics(_) | Command::Serve(_));
     Ok(config)
 }
 
@@ -169,6 +177,7 @@ async fn run(cli: Cli, telemetry: std::sync::Arc<warden_telemetry::Telemetry>) -
         }
         Command::Demo(args) => commands::demo::run(&settings, args).await,
         Command::Metrics(args) => commands::metrics::run(&settings, args, telemetry).await,
+        Command::Serve(args) => commands::serve::run(&settings, args, telemetry).await,
     };
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,

@@ -233,18 +233,82 @@ async fn warden_metrics_serves_valid_prometheus_text_with_the_storage_gauges() {
 /// `GET /metrics` over a plain TCP connection: the body when the answer is
 /// `200` with the exposition format's content type.
 async fn scrape(port: u16) -> Option<String> {
+    let (head, body) = http_get(port, "/metrics").await?;
+    (head.starts_with("http/1.1 200") && head.contains("content-type: text/plain; version=0.0.4"))
+        .then_some(body)
+}
+
+/// `GET path` over a plain TCP connection: the head (lowercased) and body.
+async fn http_get(port: u16, path: &str) -> Option<(String, String)> {
     let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .ok()?;
     socket
-        .write_all(b"GET /metrics HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+                .as_bytes(),
+        )
         .await
         .ok()?;
     let mut reply = Vec::new();
     socket.read_to_end(&mut reply).await.ok()?;
     let reply = String::from_utf8(reply).ok()?;
     let (head, body) = reply.split_once("\r\n\r\n")?;
-    let head = head.to_ascii_lowercase();
-    (head.starts_with("http/1.1 200") && head.contains("content-type: text/plain; version=0.0.4"))
-        .then(|| body.to_owned())
+    Some((head.to_ascii_lowercase(), body.to_owned()))
+}
+
+/// `warden serve` on the embedded default: the console's sign-in page with
+/// its security headers, and /metrics beside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warden_serve_runs_the_console_on_the_embedded_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("serve.db").display()
+    );
+    let migrated = warden(dir.path())
+        .args(["migrate", "up"])
+        .env("DATABASE_URL", &db)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        migrated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrated.stderr)
+    );
+    let port = free_port();
+    let mut server = warden(dir.path())
+        .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
+        .env("DATABASE_URL", &db)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (head, page) = loop {
+        assert!(
+            Instant::now() < deadline,
+            "the console did not answer in 30 s"
+        );
+        if let Some(answer) = http_get(port, "/sign-in").await {
+            break answer;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(
+        head.contains("content-security-policy: default-src 'none'"),
+        "{head}"
+    );
+    assert!(
+        page.contains(r#"name="key""#) && !page.contains("<script"),
+        "{page}"
+    );
+    let (head, _) = http_get(port, "/inbox").await.unwrap();
+    assert!(
+        head.starts_with("http/1.1 303") && head.contains("location: /sign-in"),
+        "{head}"
+    );
+    let metrics = scrape(port).await.expect("/metrics beside the console");
+    assert!(metrics.contains("target_info"), "{metrics}");
+    server.kill().await.unwrap();
 }

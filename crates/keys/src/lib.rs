@@ -25,4 +25,4 @@ pub use cache_seal::CacheMacKey;
 pub use error::KeyError;
 pub use manager::{BCRYPT_COSTS, CreatedKey, KeyInfo, KeyManager, NewKey, VerifiedKey};
 pub use plain_key::PlainApiKey;
-pub use policy::{Policy, Role, TrustLevel};
+pub use policy::{Permission, Policy, Role, TrustLevel};

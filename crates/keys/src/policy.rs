@@ -19,6 +19,17 @@ pub struct TrustLevel {
     pub description: String,
 }
 
+/// What a person holding a key of a role may do beyond calling tools.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Permission {
+    /// Decide held tool calls (approve or deny) in the approver console.
+    Approve,
+    /// List and revoke API keys in the approver console.
+    ManageKeys,
+}
+
 /// One role.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -30,6 +41,9 @@ pub struct Role {
     /// What it is for.
     #[serde(default)]
     pub description: String,
+    /// What its keys' holders may do beyond calling tools (none by default).
+    #[serde(default)]
+    pub permissions: Vec<Permission>,
 }
 
 /// Roles and trust levels, validated: unique names and levels, levels
@@ -116,6 +130,14 @@ impl Policy {
             })
     }
 
+    /// True when keys of `role` carry `permission` (an unknown role carries
+    /// none).
+    pub fn allows(&self, role: &str, permission: Permission) -> bool {
+        self.roles
+            .iter()
+            .any(|r| r.name == role && r.permissions.contains(&permission))
+    }
+
     /// Checks that a key with `role` may have `trust_level`.
     pub fn check(&self, role: &str, trust_level: i16) -> Result<(), KeyError> {
         let r = self
@@ -161,6 +183,21 @@ mod tests {
     fn the_shipped_policy_is_valid() {
         let p = Policy::from_yaml(include_str!("../../../policies/default.yaml")).unwrap();
         assert!(p.check("developer", 2).is_ok());
+        assert!(p.allows("approver", Permission::Approve));
+        assert!(!p.allows("approver", Permission::ManageKeys));
+        assert!(
+            p.allows("admin", Permission::Approve) && p.allows("admin", Permission::ManageKeys)
+        );
+        for role in ["viewer", "developer", "service", "no-such-role"] {
+            assert!(!p.allows(role, Permission::Approve), "{role}");
+        }
+    }
+
+    #[test]
+    fn unknown_permissions_are_refused() {
+        let bad = "trust_levels:\n  - { level: 0, name: none }\nroles:\n  - { name: r, max_trust_level: 0, permissions: [approve, launch_missiles] }\n";
+        let err = Policy::from_yaml(bad).unwrap_err().to_string();
+        assert!(err.contains("launch_missiles"), "{err}");
     }
 
     #[test]

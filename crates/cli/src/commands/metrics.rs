@@ -62,7 +62,7 @@ pub(crate) fn router(telemetry: Arc<Telemetry>) -> axum::Router {
     )
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

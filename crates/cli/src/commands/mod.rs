@@ -8,6 +8,7 @@ pub(crate) mod keys;
 pub(crate) mod metrics;
 pub(crate) mod migrate;
 pub(crate) mod seed;
+pub(crate) mod serve;
 
 use warden_core::{Settings, Storage};
 

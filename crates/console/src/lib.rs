@@ -1,0 +1,125 @@
+//! The approver console (`warden serve`): people sign in with an API key
+//! whose policy role has the `approve` permission, see the held tool calls
+//! waiting for them, and approve or deny each one.
+//!
+//! Guarantees:
+//! - Every page but sign-in needs a session; a session is a random id in an
+//!   `HttpOnly`, `SameSite=Strict` cookie (`Secure` when served over
+//!   HTTPS), stored only as its SHA-256 in the cache with a TTL. Signing out
+//!   deletes it; a revoked or expired key ends its sessions at their next
+//!   request.
+//! - Every state-changing request carries the session's CSRF token (checked
+//!   in constant time) besides the `SameSite=Strict` cookie.
+//! - Decisions go through [`warden_approval::ApprovalManager::approve_by_id`]
+//!   / `deny_by_id`: exactly once, recorded as an admin event with the
+//!   approver's caller id; a second approver sees who decided first.
+//! - Every value is HTML-escaped by compile-time checked templates; the
+//!   Content-Security-Policy allows no script at all and no asset from
+//!   elsewhere; request bodies are capped and every request is time-bounded;
+//!   sign-in is rate-limited.
+//! - No key, session id or CSRF token is logged.
+
+mod pages;
+mod session;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use warden_core::Storage;
+
+pub use session::SESSION_COOKIE;
+
+/// The longest one request may take.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The largest request body accepted (forms are small).
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// How long a session lasts without signing in again.
+pub const SESSION_TTL: Duration = Duration::from_secs(8 * 3600);
+
+/// What went wrong building the console.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsoleError {
+    /// The policy could not be read or parsed.
+    #[error("the policy could not be loaded: {0}")]
+    Policy(String),
+    /// The key manager could not be built from the settings.
+    #[error("the key manager could not be built: {0}")]
+    Keys(#[from] warden_core::CoreError),
+}
+
+/// The console's shared state: storage, the policy, and whether cookies
+/// must be `Secure`.
+#[derive(Clone)]
+pub struct Console {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    storage: Storage,
+    keys: warden_keys::KeyManager,
+    approvals: warden_approval::ApprovalManager,
+    policy: warden_keys::Policy,
+    secure_cookies: bool,
+    sign_in_limiter: warden_cache::RateLimiter,
+}
+
+impl std::fmt::Debug for Console {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Console")
+            .field("secure_cookies", &self.inner.secure_cookies)
+            .finish()
+    }
+}
+
+impl Console {
+    /// The console over `storage`. `secure_cookies`: the page is reached
+    /// over HTTPS (directly or behind a proxy), so cookies are `Secure`.
+    pub fn new(storage: Storage, secure_cookies: bool) -> Result<Self, ConsoleError> {
+        let (text, _) = storage
+            .settings
+            .policy_source()
+            .map_err(|e| ConsoleError::Policy(e.to_string()))?;
+        let policy = warden_keys::Policy::from_yaml(&text)
+            .map_err(|e| ConsoleError::Policy(e.to_string()))?;
+        let keys = storage.key_manager()?;
+        let approvals = storage.approval_manager();
+        let sign_in_limiter = warden_cache::RateLimiter::new(
+            storage.cache.clone(),
+            "console-sign-in",
+            warden_cache::RateLimit::new(10, Duration::from_secs(60))
+                .map_err(|e| ConsoleError::Policy(e.to_string()))?,
+            warden_cache::FailMode::Closed,
+        );
+        Ok(Self {
+            inner: Arc::new(Inner {
+                storage,
+                keys,
+                approvals,
+                policy,
+                secure_cookies,
+                sign_in_limiter,
+            }),
+        })
+    }
+
+    /// The console's routes, with its security headers, body limit and
+    /// request timeout.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/", get(pages::home))
+            .route("/sign-in", get(pages::sign_in_page).post(pages::sign_in))
+            .route("/sign-out", post(pages::sign_out))
+            .route("/inbox", get(pages::inbox))
+            .route("/approvals/{id}", get(pages::approval))
+            .route("/approvals/{id}/decide", post(pages::decide))
+            .route("/static/console.css", get(pages::stylesheet))
+            .layer(axum::middleware::from_fn(pages::guard))
+            .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+            .with_state(self.clone())
+    }
+}

@@ -1,0 +1,387 @@
+//! The pages and form handlers.
+
+use askama::Template;
+use axum::extract::{Form, Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use serde::Deserialize;
+use tracing::{Instrument as _, info, warn};
+use uuid::Uuid;
+use warden_approval::{Approval, ApprovalError, ApprovalStatus};
+
+use crate::session::{self, Session};
+use crate::{Console, REQUEST_TIMEOUT};
+
+const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
+                   frame-ancestors 'none'; base-uri 'none'";
+
+/// Security headers, a span and a time bound around every request.
+pub(crate) async fn guard(request: Request, next: Next) -> Response {
+    let span = tracing::info_span!(
+        "console.request",
+        method = %request.method(),
+        route = route_of(request.uri().path()),
+        status = tracing::field::Empty,
+    );
+    let mut response = match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request))
+        .instrument(span.clone())
+        .await
+    {
+        Ok(response) => response,
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "the request took too long").into_response(),
+    };
+    span.record("status", response.status().as_u16());
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (header::CONTENT_SECURITY_POLICY, CSP),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::CACHE_CONTROL, "no-store"),
+    ] {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    response
+}
+
+/// The route template (never an id) for spans.
+fn route_of(path: &str) -> &'static str {
+    match path {
+        "/" => "/",
+        "/sign-in" => "/sign-in",
+        "/sign-out" => "/sign-out",
+        "/inbox" => "/inbox",
+        "/static/console.css" => "/static/console.css",
+        p if p.starts_with("/approvals/") && p.ends_with("/decide") => "/approvals/{id}/decide",
+        p if p.starts_with("/approvals/") => "/approvals/{id}",
+        _ => "other",
+    }
+}
+
+fn page<T: Template>(status: StatusCode, template: &T) -> Response {
+    match template.render() {
+        Ok(html) => (status, Html(html)).into_response(),
+        Err(e) => {
+            warn!(error = %e, "a console page could not be rendered");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the page could not be rendered",
+            )
+                .into_response()
+        }
+    }
+}
+
+fn to_sign_in() -> Response {
+    Redirect::to("/sign-in").into_response()
+}
+
+fn forbidden(reason: &'static str) -> Response {
+    (StatusCode::FORBIDDEN, reason).into_response()
+}
+
+pub(crate) async fn stylesheet() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        include_str!("../static/console.css"),
+    )
+        .into_response()
+}
+
+pub(crate) async fn home() -> Response {
+    Redirect::to("/inbox").into_response()
+}
+
+#[derive(Template)]
+#[template(path = "sign_in.html")]
+struct SignIn {
+    error: Option<&'static str>,
+}
+
+pub(crate) async fn sign_in_page() -> Response {
+    page(StatusCode::OK, &SignIn { error: None })
+}
+
+#[derive(Deserialize)]
+pub(crate) struct SignInForm {
+    key: String,
+}
+
+pub(crate) async fn sign_in(
+    State(console): State<Console>,
+    connect: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+    Form(form): Form<SignInForm>,
+) -> Response {
+    let inner = &console.inner;
+    let client = connect.map_or_else(|| "unknown".to_owned(), |c| c.0.0.ip().to_string());
+    match inner.sign_in_limiter.check(&client).await {
+        Ok(decision) if decision.allowed => {}
+        _ => {
+            return page(
+                StatusCode::TOO_MANY_REQUESTS,
+                &SignIn {
+                    error: Some("Too many sign-in attempts; wait a minute."),
+                },
+            );
+        }
+    }
+    let verified = match inner.keys.verify(&form.key).await {
+        Ok(verified) => verified,
+        Err(_) => {
+            return page(
+                StatusCode::UNAUTHORIZED,
+                &SignIn {
+                    error: Some("That key is not valid."),
+                },
+            );
+        }
+    };
+    if !inner
+        .policy
+        .allows(&verified.role, warden_keys::Permission::Approve)
+    {
+        info!(caller = %verified.caller_id, role = %verified.role, "console sign-in refused: the role may not approve");
+        return page(
+            StatusCode::FORBIDDEN,
+            &SignIn {
+                error: Some("This key's role may not approve calls."),
+            },
+        );
+    }
+    let Some(id) = session::create(&console, &verified.caller_id, verified.key_id).await else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "sessions are unavailable").into_response();
+    };
+    info!(caller = %verified.caller_id, "console sign-in");
+    let mut response = Redirect::to("/inbox").into_response();
+    if let Ok(cookie) = HeaderValue::from_str(&session::set_cookie(Some(&id), inner.secure_cookies))
+    {
+        response.headers_mut().insert(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+#[derive(Deserialize)]
+pub(crate) struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+pub(crate) async fn sign_out(
+    State(console): State<Console>,
+    headers: HeaderMap,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    let Some((id, session)) = session::current(&console, &headers).await else {
+        return forbidden("not signed in");
+    };
+    if !session::csrf_ok(&session, &form.csrf) {
+        return forbidden("the form's CSRF token is missing or wrong");
+    }
+    session::end(&console, &id).await;
+    let mut response = Redirect::to("/sign-in").into_response();
+    if let Ok(cookie) =
+        HeaderValue::from_str(&session::set_cookie(None, console.inner.secure_cookies))
+    {
+        response.headers_mut().insert(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+struct Row {
+    id: Uuid,
+    tool: String,
+    caller: String,
+    risk_labels: Vec<String>,
+    time_left: String,
+}
+
+#[derive(Template)]
+#[template(path = "inbox.html")]
+struct Inbox {
+    who: String,
+    csrf: String,
+    rows: Vec<Row>,
+}
+
+fn time_left(expires_at: chrono::DateTime<chrono::Utc>) -> String {
+    let left = (expires_at - chrono::Utc::now()).num_seconds();
+    if left <= 0 {
+        "expired".into()
+    } else if left < 3600 {
+        format!("{}m {:02}s", left / 60, left % 60)
+    } else {
+        format!("{}h {:02}m", left / 3600, (left % 3600) / 60)
+    }
+}
+
+pub(crate) async fn inbox(State(console): State<Console>, headers: HeaderMap) -> Response {
+    let Some((_, session)) = session::current(&console, &headers).await else {
+        return to_sign_in();
+    };
+    let pending = match console
+        .inner
+        .approvals
+        .list(Some(ApprovalStatus::Pending), 200)
+        .await
+    {
+        Ok(pending) => pending,
+        Err(e) => {
+            warn!(error = %e, "the inbox could not be read");
+            return (StatusCode::SERVICE_UNAVAILABLE, "approvals are unavailable").into_response();
+        }
+    };
+    let now = chrono::Utc::now();
+    let rows = pending
+        .into_iter()
+        .filter(|a| a.effective_status(now) == ApprovalStatus::Pending)
+        .map(|a| Row {
+            id: a.id,
+            time_left: time_left(a.expires_at),
+            tool: a.tool_name,
+            caller: a.caller_id,
+            risk_labels: a.risk_labels,
+        })
+        .collect();
+    page(
+        StatusCode::OK,
+        &Inbox {
+            who: session.caller_id,
+            csrf: session.csrf,
+            rows,
+        },
+    )
+}
+
+#[derive(Template)]
+#[template(path = "approval.html")]
+struct ApprovalPage {
+    who: String,
+    csrf: String,
+    id: Uuid,
+    tool: String,
+    caller: String,
+    status: String,
+    request_id: String,
+    risk_labels: Vec<String>,
+    args_hash: String,
+    policy_version: String,
+    expires_at: String,
+    time_left: String,
+    args: String,
+    decided: Option<String>,
+    pending: bool,
+    notice: Option<String>,
+}
+
+fn approval_page(session: Session, approval: Approval, notice: Option<String>) -> ApprovalPage {
+    let now = chrono::Utc::now();
+    let status = approval.effective_status(now);
+    let decided = approval.result.as_ref().map(|r| {
+        format!(
+            "{} by {} at {}{}",
+            r.status,
+            r.approver_id.as_deref().unwrap_or("the system"),
+            r.decided_at.format("%Y-%m-%d %H:%M:%S UTC"),
+            r.note
+                .as_deref()
+                .map(|n| format!(" — “{n}”"))
+                .unwrap_or_default()
+        )
+    });
+    ApprovalPage {
+        who: session.caller_id,
+        csrf: session.csrf,
+        id: approval.id,
+        tool: approval.tool_name,
+        caller: approval.caller_id,
+        status: status.to_string(),
+        request_id: approval.request_id,
+        risk_labels: approval.risk_labels,
+        args_hash: approval.raw_args_hash,
+        policy_version: approval.policy_version,
+        expires_at: approval
+            .expires_at
+            .format("%Y-%m-%d %H:%M:%S UTC")
+            .to_string(),
+        time_left: time_left(approval.expires_at),
+        args: serde_json::to_string_pretty(&approval.tool_call).unwrap_or_default(),
+        decided,
+        pending: status == ApprovalStatus::Pending,
+        notice,
+    }
+}
+
+pub(crate) async fn approval(
+    State(console): State<Console>,
+    headers: HeaderMap,
+    Path(id): Path<Uuid>,
+) -> Response {
+    let Some((_, session)) = session::current(&console, &headers).await else {
+        return to_sign_in();
+    };
+    match console.inner.approvals.get(id).await {
+        Ok(approval) => page(StatusCode::OK, &approval_page(session, approval, None)),
+        Err(ApprovalError::NotFound) => (StatusCode::NOT_FOUND, "no such approval").into_response(),
+        Err(e) => {
+            warn!(error = %e, "an approval could not be read");
+            (StatusCode::SERVICE_UNAVAILABLE, "approvals are unavailable").into_response()
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub(crate) struct DecideForm {
+    #[serde(default)]
+    csrf: String,
+    decision: String,
+    #[serde(default)]
+    note: String,
+}
+
+pub(crate) async fn decide(
+    State(console): State<Console>,
+    headers: HeaderMap,
+    Path(id): Path<Uuid>,
+    Form(form): Form<DecideForm>,
+) -> Response {
+    let Some((_, session)) = session::current(&console, &headers).await else {
+        return forbidden("not signed in");
+    };
+    if !session::csrf_ok(&session, &form.csrf) {
+        return forbidden("the form's CSRF token is missing or wrong");
+    }
+    let note = Some(form.note.trim()).filter(|n| !n.is_empty());
+    let approvals = &console.inner.approvals;
+    let decided = match form.decision.as_str() {
+        "approve" => approvals.approve_by_id(id, &session.caller_id, note).await,
+        "deny" => approvals.deny_by_id(id, &session.caller_id, note).await,
+        _ => return (StatusCode::BAD_REQUEST, "decision must be approve or deny").into_response(),
+    };
+    let notice = match decided {
+        Ok(approval) => {
+            info!(approval = %approval.id, decision = %approval.status, approver = %session.caller_id, "decided in the console");
+            return Redirect::to(&format!("/approvals/{id}")).into_response();
+        }
+        Err(ApprovalError::AlreadyDecided { .. }) => "Someone decided this call first.".to_owned(),
+        Err(ApprovalError::Expired) => "This approval expired before the decision.".to_owned(),
+        Err(ApprovalError::NotFound) => {
+            return (StatusCode::NOT_FOUND, "no such approval").into_response();
+        }
+        Err(e) => {
+            warn!(error = %e, "a console decision failed");
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the decision could not be made",
+            )
+                .into_response();
+        }
+    };
+    match approvals.get(id).await {
+        Ok(approval) => page(
+            StatusCode::CONFLICT,
+            &approval_page(session, approval, Some(notice)),
+        ),
+        Err(_) => (StatusCode::CONFLICT, notice).into_response(),
+    }
+}

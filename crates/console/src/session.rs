@@ -1,0 +1,120 @@
+//! Sessions: a random id in a cookie, its SHA-256 as the cache key, the
+//! signed-in key's identity and a CSRF token as the value.
+
+use axum::http::HeaderMap;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::{Console, SESSION_TTL};
+
+/// The session cookie's name.
+pub const SESSION_COOKIE: &str = "warden_session";
+
+/// A signed-in person.
+#[derive(Clone, Serialize, Deserialize)]
+pub(crate) struct Session {
+    /// Who decides (recorded with each decision).
+    pub(crate) caller_id: String,
+    /// The key they signed in with.
+    pub(crate) key_id: Uuid,
+    /// The token every state-changing form carries.
+    pub(crate) csrf: String,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// 32 bytes from the operating system's CSPRNG, as hex.
+pub(crate) fn random_token() -> Option<String> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).ok()?;
+    Some(hex(&bytes))
+}
+
+fn cache_key(id: &str) -> String {
+    format!("console:session:{}", hex(&Sha256::digest(id.as_bytes())))
+}
+
+/// Starts a session for `caller_id`'s key `key_id`; returns the cookie value.
+pub(crate) async fn create(console: &Console, caller_id: &str, key_id: Uuid) -> Option<String> {
+    let id = random_token()?;
+    let session = Session {
+        caller_id: caller_id.to_owned(),
+        key_id,
+        csrf: random_token()?,
+    };
+    let ttl = warden_cache::Ttl::new(SESSION_TTL).ok()?;
+    console
+        .inner
+        .storage
+        .cache
+        .set_json(&cache_key(&id), &session, ttl)
+        .await
+        .ok()?;
+    Some(id)
+}
+
+/// The session the request's cookie names, if it exists and its key is
+/// still active, unexpired and allowed to approve (a revoked key, or a role
+/// that lost the permission, ends the session here).
+pub(crate) async fn current(console: &Console, headers: &HeaderMap) -> Option<(String, Session)> {
+    let id = cookie_value(headers)?;
+    let cache = &console.inner.storage.cache;
+    let session: Session = cache.get_json(&cache_key(&id)).await.ok()??;
+    let key = console
+        .inner
+        .keys
+        .find_by_caller(&session.caller_id)
+        .await
+        .ok()??;
+    let usable = key.id == session.key_id
+        && key.is_active
+        && key.revoked_at.is_none()
+        && key.expires_at.is_none_or(|t| t > chrono::Utc::now())
+        && console
+            .inner
+            .policy
+            .allows(&key.role, warden_keys::Permission::Approve);
+    if !usable {
+        let _ = cache.delete(&cache_key(&id)).await;
+        return None;
+    }
+    Some((id, session))
+}
+
+/// Ends the session `id`.
+pub(crate) async fn end(console: &Console, id: &str) {
+    let _ = console.inner.storage.cache.delete(&cache_key(id)).await;
+}
+
+fn cookie_value(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value.to_owned())
+        .filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// The `Set-Cookie` value for session `id` (`None`: clear it).
+pub(crate) fn set_cookie(id: Option<&str>, secure: bool) -> String {
+    let secure = if secure { "; Secure" } else { "" };
+    match id {
+        Some(id) => format!(
+            "{SESSION_COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
+            SESSION_TTL.as_secs()
+        ),
+        None => format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}"),
+    }
+}
+
+/// Whether `presented` is the session's CSRF token (constant time).
+pub(crate) fn csrf_ok(session: &Session, presented: &str) -> bool {
+    let (a, b) = (session.csrf.as_bytes(), presented.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

@@ -1,0 +1,418 @@
+//! The approver console over HTTP, on PostgreSQL + Redis and on the embedded
+//! default (SQLite + in-process cache): sign-in and roles, sessions, CSRF,
+//! escaping, exactly-once decisions from two approvers, expiry.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use serde_json::json;
+use tower::ServiceExt as _;
+use warden_approval::{ApprovalRequest, ApprovalStatus, IssueOutcome};
+use warden_console::Console;
+use warden_core::{Settings, Storage};
+use warden_keys::NewKey;
+use warden_testkit::{Backend, TestDatabase, TestRedis};
+
+struct Env {
+    _db: TestDatabase,
+    _redis: Option<TestRedis>,
+    _dir: tempfile::TempDir,
+    storage: Storage,
+    router: axum::Router,
+}
+
+async fn env(backend: Backend) -> Env {
+    let db = TestDatabase::new(backend).await;
+    let redis = match backend {
+        Backend::Postgres => Some(TestRedis::new().await),
+        Backend::Sqlite => None,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let spill = dir.path().join("spill");
+    let settings = Settings::from_lookup(|name| match name {
+        "DATABASE_URL" => Some(db.url.clone()),
+        "BCRYPT_COST" => Some("4".into()),
+        "AUDIT_SPILL_PATH" => Some(spill.display().to_string()),
+        "REDIS_URL" => redis.as_ref().map(|r| r.url.clone()),
+        "CACHE_KEY_PREFIX" => redis.as_ref().map(|r| r.prefix.clone()),
+        _ => None,
+    })
+    .unwrap();
+    let storage = Storage::connect(&settings).await.unwrap();
+    migration::run(&storage.db, migration::Command::Up(None))
+        .await
+        .unwrap();
+    let router = Console::new(storage.clone(), false).unwrap().router();
+    Env {
+        _db: db,
+        _redis: redis,
+        _dir: dir,
+        storage,
+        router,
+    }
+}
+
+impl Env {
+    async fn key(&self, caller: &str, role: &str) -> String {
+        let created = self
+            .storage
+            .key_manager()
+            .unwrap()
+            .create(&NewKey {
+                actor: "test",
+                caller_id: caller,
+                role,
+                trust_level: 0,
+                environment: "development",
+                expires_at: None,
+            })
+            .await
+            .unwrap();
+        created.plaintext.expose().to_owned()
+    }
+
+    async fn hold(&self, request_id: &str, ttl: Option<Duration>) -> uuid::Uuid {
+        self.hold_with_token(request_id, ttl).await.0
+    }
+
+    async fn hold_with_token(
+        &self,
+        request_id: &str,
+        ttl: Option<Duration>,
+    ) -> (uuid::Uuid, String) {
+        let outcome = self
+            .storage
+            .approval_manager()
+            .issue(&ApprovalRequest {
+                request_id: request_id.into(),
+                caller_id: "agent-1".into(),
+                tool_name: "db.drop_table".into(),
+                sanitized_tool_call: json!({
+                    "table": "<script>alert('x')</script>",
+                    "where": "\"><img src=x onerror=alert(1)>",
+                }),
+                raw_args_hash: "cd".repeat(32),
+                risk_labels: vec!["destructive".into()],
+                policy_version: "v1".into(),
+                ttl,
+            })
+            .await
+            .unwrap();
+        let IssueOutcome::Issued { id, token, .. } = outcome else {
+            panic!("issued");
+        };
+        (id, token.expose().to_owned())
+    }
+
+    async fn send(&self, request: Request<Body>) -> (StatusCode, axum::http::HeaderMap, String) {
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, headers, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    async fn get(
+        &self,
+        path: &str,
+        cookie: Option<&str>,
+    ) -> (StatusCode, axum::http::HeaderMap, String) {
+        let mut request = Request::get(path);
+        if let Some(cookie) = cookie {
+            request = request.header(header::COOKIE, cookie);
+        }
+        self.send(request.body(Body::empty()).unwrap()).await
+    }
+
+    async fn post(
+        &self,
+        path: &str,
+        cookie: Option<&str>,
+        form: &[(&str, &str)],
+    ) -> (StatusCode, axum::http::HeaderMap, String) {
+        let body: Vec<String> = form
+            .iter()
+            .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+            .collect();
+        let mut request =
+            Request::post(path).header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+        if let Some(cookie) = cookie {
+            request = request.header(header::COOKIE, cookie);
+        }
+        self.send(request.body(Body::from(body.join("&"))).unwrap())
+            .await
+    }
+
+    /// Signs in with `key`; returns the session cookie (`name=value`).
+    async fn sign_in(&self, key: &str) -> String {
+        let (status, headers, body) = self.post("/sign-in", None, &[("key", key)]).await;
+        assert_eq!(status, StatusCode::SEE_OTHER, "{body}");
+        let set = headers[header::SET_COOKIE].to_str().unwrap().to_owned();
+        for attribute in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+            assert!(set.contains(attribute), "{set}");
+        }
+        set.split(';').next().unwrap().to_owned()
+    }
+}
+
+fn encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            b' ' => "+".into(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn csrf_of(page: &str) -> String {
+    let start =
+        page.find(r#"name="csrf" value=""#).expect("a CSRF field") + r#"name="csrf" value=""#.len();
+    page[start..].split('"').next().unwrap().to_owned()
+}
+
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod postgres_redis {
+            $(#[tokio::test] async fn $name() { super::$name(super::env(warden_testkit::Backend::Postgres).await).await; })*
+        }
+        mod sqlite_in_process {
+            $(#[tokio::test] async fn $name() { super::$name(super::env(warden_testkit::Backend::Sqlite).await).await; })*
+        }
+    };
+}
+
+on_both_backends!(
+    only_signed_in_approvers_get_in,
+    an_approver_decides_once_with_csrf_and_the_page_is_inert,
+    two_approvers_one_decision_the_loser_sees_who,
+    expired_approvals_cannot_be_decided,
+    sign_out_and_revocation_end_sessions,
+);
+
+async fn only_signed_in_approvers_get_in(e: Env) {
+    let (status, headers, _) = e.get("/inbox", None).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(headers[header::LOCATION], "/sign-in");
+    let (status, headers, page) = e.get("/sign-in", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let csp = headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+    assert!(
+        csp.contains("default-src 'none'") && !csp.contains("script-src"),
+        "{csp}"
+    );
+    assert!(!page.contains("<script"), "no script on any page");
+    // A wrong key, and a real key whose role may not approve.
+    let (status, _, page) = e
+        .post(
+            "/sign-in",
+            None,
+            &[("key", "wdn_development_000000000000_nope")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{page}");
+    let developer = e.key("dev-1", "developer").await;
+    let (status, headers, _) = e.post("/sign-in", None, &[("key", &developer)]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(headers.get(header::SET_COOKIE).is_none());
+    // A forged cookie is no session.
+    let forged = format!("{}={}", warden_console::SESSION_COOKIE, "ab".repeat(32));
+    assert_eq!(
+        e.get("/inbox", Some(&forged)).await.0,
+        StatusCode::SEE_OTHER
+    );
+    // An approver gets in and sees what waits.
+    e.hold("r-1", None).await;
+    let approver = e.key("alice", "approver").await;
+    let cookie = e.sign_in(&approver).await;
+    let (status, _, page) = e.get("/inbox", Some(&cookie)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        page.contains("db.drop_table") && page.contains("agent-1") && page.contains("destructive")
+    );
+    assert!(page.contains("alice"));
+    // POSTs without a session are refused outright.
+    let id = e.hold("r-2", None).await;
+    let (status, _, _) = e
+        .post(
+            &format!("/approvals/{id}/decide"),
+            None,
+            &[("decision", "approve")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}
+
+async fn an_approver_decides_once_with_csrf_and_the_page_is_inert(e: Env) {
+    let (id, token) = e.hold_with_token("r-1", None).await;
+    // The gateway holding the call waits for the person's decision.
+    let gateway = e.storage.approval_manager();
+    let waiter = tokio::spawn(async move {
+        gateway
+            .wait_for_decision(&token, Duration::from_secs(30))
+            .await
+    });
+    let cookie = e.sign_in(&e.key("alice", "approver").await).await;
+    let (status, _, page) = e.get(&format!("/approvals/{id}"), Some(&cookie)).await;
+    assert_eq!(status, StatusCode::OK);
+    // Hostile arguments are shown, escaped, never as markup.
+    assert!(!page.contains("<script>alert"), "{page}");
+    assert!(!page.contains("<img src=x"), "{page}");
+    assert!(
+        page.contains("&lt;script&gt;") || page.contains("&#60;script&#62;"),
+        "{page}"
+    );
+    assert!(page.contains(&"cd".repeat(32)), "the args hash is shown");
+    let csrf = csrf_of(&page);
+    let decide = format!("/approvals/{id}/decide");
+    for bad in ["", "0000", &"f".repeat(64)] {
+        let (status, _, _) = e
+            .post(
+                &decide,
+                Some(&cookie),
+                &[("csrf", bad), ("decision", "approve")],
+            )
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "CSRF {bad:?}");
+    }
+    assert_eq!(
+        e.storage.approval_manager().get(id).await.unwrap().status,
+        ApprovalStatus::Pending,
+        "nothing decided without the token"
+    );
+    let (status, headers, _) = e
+        .post(
+            &decide,
+            Some(&cookie),
+            &[
+                ("csrf", &csrf),
+                ("decision", "approve"),
+                ("note", "looks right"),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        headers[header::LOCATION],
+        format!("/approvals/{id}").as_str()
+    );
+    let approval = e.storage.approval_manager().get(id).await.unwrap();
+    assert_eq!(approval.status, ApprovalStatus::Approved);
+    let result = approval.result.unwrap();
+    assert_eq!(result.approver_id.as_deref(), Some("alice"));
+    assert_eq!(result.note.as_deref(), Some("looks right"));
+    // The gateway waiting on it gets the decision, with who and why.
+    let warden_approval::WaitOutcome::Decided(seen) = waiter.await.unwrap().unwrap() else {
+        panic!("the gateway's wait timed out");
+    };
+    assert_eq!(seen.status, ApprovalStatus::Approved);
+    let seen = seen.result.unwrap();
+    assert_eq!(seen.approver_id.as_deref(), Some("alice"));
+    assert_eq!(seen.note.as_deref(), Some("looks right"));
+    let (_, _, page) = e.get(&format!("/approvals/{id}"), Some(&cookie)).await;
+    assert!(page.contains("APPROVED by alice"), "{page}");
+    assert!(!page.contains(r#"id="approve""#), "no buttons once decided");
+}
+
+async fn two_approvers_one_decision_the_loser_sees_who(e: Env) {
+    let id = e.hold("r-1", None).await;
+    let alice = e.sign_in(&e.key("alice", "approver").await).await;
+    let bob = e.sign_in(&e.key("bob", "admin").await).await;
+    let page_a = e.get(&format!("/approvals/{id}"), Some(&alice)).await.2;
+    let page_b = e.get(&format!("/approvals/{id}"), Some(&bob)).await.2;
+    let decide = format!("/approvals/{id}/decide");
+    let (csrf_a, csrf_b) = (csrf_of(&page_a), csrf_of(&page_b));
+    let form_a = [("csrf", csrf_a.as_str()), ("decision", "approve")];
+    let form_b = [("csrf", csrf_b.as_str()), ("decision", "deny")];
+    let (a, b) = tokio::join!(
+        e.post(&decide, Some(&alice), &form_a),
+        e.post(&decide, Some(&bob), &form_b),
+    );
+    let statuses = [a.0, b.0];
+    assert!(statuses.contains(&StatusCode::SEE_OTHER), "{statuses:?}");
+    assert!(statuses.contains(&StatusCode::CONFLICT), "{statuses:?}");
+    let loser = if a.0 == StatusCode::CONFLICT {
+        &a.2
+    } else {
+        &b.2
+    };
+    let winner = if a.0 == StatusCode::SEE_OTHER {
+        "alice"
+    } else {
+        "bob"
+    };
+    assert!(loser.contains("Someone decided this call first"), "{loser}");
+    assert!(loser.contains(&format!("by {winner}")), "{loser}");
+    // A session's CSRF token is its own.
+    let other = e.hold("r-2", None).await;
+    let (status, _, _) = e
+        .post(
+            &format!("/approvals/{other}/decide"),
+            Some(&bob),
+            &[("csrf", &csrf_of(&page_a)), ("decision", "approve")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}
+
+async fn expired_approvals_cannot_be_decided(e: Env) {
+    let id = e.hold("r-1", Some(Duration::from_millis(300))).await;
+    let cookie = e.sign_in(&e.key("alice", "approver").await).await;
+    let page = e.get(&format!("/approvals/{id}"), Some(&cookie)).await.2;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (status, _, body) = e
+        .post(
+            &format!("/approvals/{id}/decide"),
+            Some(&cookie),
+            &[("csrf", &csrf_of(&page)), ("decision", "approve")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(body.contains("expired"), "{body}");
+    let (_, _, inbox) = e.get("/inbox", Some(&cookie)).await;
+    assert!(
+        !inbox.contains(&id.to_string()),
+        "an expired approval leaves the inbox"
+    );
+}
+
+async fn sign_out_and_revocation_end_sessions(e: Env) {
+    let cookie = e.sign_in(&e.key("alice", "approver").await).await;
+    let page = e.get("/inbox", Some(&cookie)).await.2;
+    let (status, headers, _) = e
+        .post("/sign-out", Some(&cookie), &[("csrf", &csrf_of(&page))])
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert!(
+        headers[header::SET_COOKIE]
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0")
+    );
+    assert_eq!(
+        e.get("/inbox", Some(&cookie)).await.0,
+        StatusCode::SEE_OTHER,
+        "signed out"
+    );
+    // Revoking the key ends its other sessions.
+    let bob_key = e.key("bob", "approver").await;
+    let bob = e.sign_in(&bob_key).await;
+    assert_eq!(e.get("/inbox", Some(&bob)).await.0, StatusCode::OK);
+    e.storage
+        .key_manager()
+        .unwrap()
+        .revoke("bob", "test")
+        .await
+        .unwrap();
+    assert_eq!(
+        e.get("/inbox", Some(&bob)).await.0,
+        StatusCode::SEE_OTHER,
+        "revoked"
+    );
+}
