@@ -43,9 +43,23 @@ recent_pgbouncer() {
 
 # Debian bookworm ships PgBouncer 1.18; build Debian trixie's 1.24.1 source
 # (from Debian's archive, checksum-pinned) into .cache/pgbouncer instead.
+machine_cache="${XDG_CACHE_HOME:-$HOME/.cache}/warden-tools"
 build_pgbouncer() {
-    if recent_pgbouncer >/dev/null; then return; fi
     local version=1.24.1
+    if recent_pgbouncer >/dev/null; then
+        # Keep the machine's copy for fresh checkouts.
+        if [ -x "$pgbouncer_dir/bin/pgbouncer" ] && [ ! -e "$machine_cache/pgbouncer-$version" ]; then
+            mkdir -p "$machine_cache" && cp -a "$pgbouncer_dir" "$machine_cache/pgbouncer-$version" || true
+        fi
+        return
+    fi
+    # Built once per machine: a fresh checkout copies the machine's build.
+    if [ -x "$machine_cache/pgbouncer-$version/bin/pgbouncer" ]; then
+        mkdir -p "$(dirname "$pgbouncer_dir")"
+        rm -rf "$pgbouncer_dir"
+        cp -a "$machine_cache/pgbouncer-$version" "$pgbouncer_dir"
+        if recent_pgbouncer >/dev/null; then return; fi
+    fi
     local sha256=da72a3aba13072876d055a3e58dd4aba4a5de4ed6148e73033185245598fd3e0
     local url="http://deb.debian.org/debian/pool/main/p/pgbouncer/pgbouncer_${version}.orig.tar.gz"
     local work
@@ -59,6 +73,9 @@ build_pgbouncer() {
         make -j"$(nproc)" >/dev/null && make install >/dev/null)
     rm -rf "$work"
     recent_pgbouncer >/dev/null || { log "the PgBouncer build did not produce a usable binary"; exit 1; }
+    mkdir -p "$machine_cache"
+    rm -rf "$machine_cache/pgbouncer-$version"
+    cp -a "$pgbouncer_dir" "$machine_cache/pgbouncer-$version" || true
 }
 
 # promtool (Prometheus's exposition-format checker) for the /metrics tests:

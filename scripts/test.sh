@@ -29,11 +29,13 @@ if cargo nextest --version >/dev/null 2>&1; then
     # The audit, approval and key suites once more, every PostgreSQL database
     # reached through PgBouncer in transaction pooling mode (3 server
     # connections): what breaks under transaction pooling fails here.
-    WARDEN_TEST_VIA_PGBOUNCER=1 cargo nextest run --no-fail-fast \
-        -p warden-audit -p warden-approval -p warden-keys -E 'not test(/sqlite|in_process/)' || status=1
+    # (--workspace with a package filter, not -p: the same feature set as the
+    # first pass, so nothing is rebuilt.)
+    WARDEN_TEST_VIA_PGBOUNCER=1 cargo nextest run --workspace --no-fail-fast \
+        -E '(package(warden-audit) | package(warden-approval) | package(warden-keys)) and not test(/sqlite|in_process/)' || status=1
     # The cache, approval and key suites once more on the Redis Cluster.
-    WARDEN_TEST_VIA_REDIS_CLUSTER=1 cargo nextest run --no-fail-fast \
-        -p warden-cache -p warden-approval -p warden-keys -E 'not test(/sqlite|in_process/)' || status=1
+    WARDEN_TEST_VIA_REDIS_CLUSTER=1 cargo nextest run --workspace --no-fail-fast \
+        -E '(package(warden-cache) | package(warden-approval) | package(warden-keys)) and not test(/sqlite|in_process/)' || status=1
 else
     cargo test --workspace --no-fail-fast "$@" -- --test-threads 4 || status=1
     WARDEN_TEST_VIA_PGBOUNCER=1 cargo test --no-fail-fast \
