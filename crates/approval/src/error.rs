@@ -6,6 +6,10 @@ pub enum ApprovalError {
     /// No approval has this token (or the token is malformed).
     #[error("no approval with this token")]
     NotFound,
+    /// The person deciding is the caller whose call is held: nobody
+    /// approves their own call (ask another approver).
+    #[error("the caller whose call is held cannot decide it; another approver must")]
+    OwnCall,
     /// Someone already decided it; the decision stands.
     #[error("approval was already decided: {status}")]
     AlreadyDecided {

@@ -672,13 +672,15 @@ impl ApprovalManager {
     /// approver): the same exactly-once decision, audit event and
     /// notifications as [`approve`](Self::approve), without the token.
     /// Never expose this to anyone the caller has not authorized to decide.
+    /// An approver whose id is the held call's caller id is refused
+    /// ([`ApprovalError::OwnCall`]): a key cannot approve its own call.
     pub async fn approve_by_id(
         &self,
         id: Uuid,
         approver_id: &str,
         note: Option<&str>,
     ) -> Result<Approval, ApprovalError> {
-        let token_hash = self.token_hash_of(id).await?;
+        let token_hash = self.token_hash_for(id, approver_id).await?;
         let approval = self
             .decide_hash(token_hash, ApprovalStatus::Approved, approver_id, note)
             .await?;
@@ -693,7 +695,7 @@ impl ApprovalManager {
         approver_id: &str,
         note: Option<&str>,
     ) -> Result<Approval, ApprovalError> {
-        let token_hash = self.token_hash_of(id).await?;
+        let token_hash = self.token_hash_for(id, approver_id).await?;
         let approval = self
             .decide_hash(token_hash, ApprovalStatus::Denied, approver_id, note)
             .await?;
@@ -701,8 +703,10 @@ impl ApprovalManager {
         Ok(approval)
     }
 
-    /// The stored token hash of approval `id` (one bounded read).
-    async fn token_hash_of(&self, id: Uuid) -> Result<String, ApprovalError> {
+    /// The stored token hash of approval `id` (one bounded read), for
+    /// `approver_id` to decide: [`ApprovalError::OwnCall`] when the approver
+    /// is the caller whose call is held (the caller id is fixed at issue).
+    async fn token_hash_for(&self, id: Uuid, approver_id: &str) -> Result<String, ApprovalError> {
         let row = self
             .bounded(async {
                 Ok(approval_requests::Entity::find_by_id(id)
@@ -711,6 +715,9 @@ impl ApprovalManager {
             })
             .await?
             .ok_or(ApprovalError::NotFound)?;
+        if row.caller_id == approver_id {
+            return Err(ApprovalError::OwnCall);
+        }
         Ok(row.token_hash)
     }
 

@@ -643,6 +643,22 @@ async fn deciding_by_id_is_the_same_exactly_once_decision(f: Fixture) {
             .await,
         Err(ApprovalError::NotFound)
     ));
+    // Nobody decides their own held call.
+    let token = issued(f.manager.issue(&request("r-own")).await.unwrap());
+    let own = f.manager.check(token.expose()).await.unwrap();
+    for decided in [
+        f.manager.approve_by_id(own.id, &own.caller_id, None).await,
+        f.manager.deny_by_id(own.id, &own.caller_id, None).await,
+    ] {
+        assert!(
+            matches!(decided, Err(ApprovalError::OwnCall)),
+            "{decided:?}"
+        );
+    }
+    assert_eq!(
+        f.manager.get(own.id).await.unwrap().status,
+        ApprovalStatus::Pending
+    );
     let mut short = request("r-id-expired");
     short.ttl = Some(Duration::from_millis(300));
     let token = issued(f.manager.issue(&short).await.unwrap());

@@ -308,6 +308,12 @@ async fn warden_serve_runs_the_console_on_the_embedded_default() {
         head.starts_with("http/1.1 303") && head.contains("location: /sign-in"),
         "{head}"
     );
+    // Unknown paths of the merged app keep the console's headers.
+    let (head, _) = http_get(port, "/no-such-page").await.unwrap();
+    assert!(
+        head.starts_with("http/1.1 404") && head.contains("content-security-policy"),
+        "{head}"
+    );
     let metrics = scrape(port).await.expect("/metrics beside the console");
     assert!(metrics.contains("target_info"), "{metrics}");
     server.kill().await.unwrap();

@@ -5,11 +5,17 @@
 //! Guarantees:
 //! - Every page but sign-in needs a session; a session is a random id in an
 //!   `HttpOnly`, `SameSite=Strict` cookie (`Secure` when served over
-//!   HTTPS), stored only as its SHA-256 in the cache with a TTL. Signing out
-//!   deletes it; a revoked or expired key ends its sessions at their next
-//!   request.
+//!   HTTPS, then named `__Host-warden_session`), stored only as its SHA-256
+//!   in the cache with a TTL. Signing out or signing in again deletes it; a
+//!   revoked or expired key, or a role without the permission in the policy
+//!   loaded at start, ends its sessions at their next request. Keys of
+//!   another environment than the server's are refused.
 //! - Every state-changing request carries the session's CSRF token (checked
-//!   in constant time) besides the `SameSite=Strict` cookie.
+//!   in constant time) besides the `SameSite=Strict` cookie; a POST from
+//!   another site (`Origin` not this host, or `Sec-Fetch-Site: cross-site`)
+//!   is refused before any handler, sign-in included.
+//! - Nobody decides their own held call (a key's caller id is never the
+//!   approver of that caller's call).
 //! - Decisions go through [`warden_approval::ApprovalManager::approve_by_id`]
 //!   / `deny_by_id`: exactly once, recorded as an admin event with the
 //!   approver's caller id; a second approver sees who decided first.
@@ -30,7 +36,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use warden_core::Storage;
 
-pub use session::SESSION_COOKIE;
+pub use session::{SECURE_SESSION_COOKIE, SESSION_COOKIE};
 
 /// The longest one request may take.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
@@ -118,6 +124,9 @@ impl Console {
             .route("/approvals/{id}", get(pages::approval))
             .route("/approvals/{id}/decide", post(pages::decide))
             .route("/static/console.css", get(pages::stylesheet))
+            // An explicit fallback: it keeps the guard (headers, span) when
+            // this router is merged with others.
+            .fallback(pages::not_found)
             .layer(axum::middleware::from_fn(pages::guard))
             .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
             .with_state(self.clone())

@@ -16,7 +16,34 @@ use crate::{Console, REQUEST_TIMEOUT};
 const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
                    frame-ancestors 'none'; base-uri 'none'";
 
-/// Security headers, a span and a time bound around every request.
+/// True when a state-changing request comes from another site: its
+/// `Origin` names another host than the request's `Host`, or the browser
+/// says `Sec-Fetch-Site: cross-site`.
+fn cross_site(request: &Request) -> bool {
+    let headers = request.headers();
+    if headers
+        .get("sec-fetch-site")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site"))
+    {
+        return true;
+    }
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return false;
+    };
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let origin_host = origin
+        .to_str()
+        .ok()
+        .and_then(|o| o.split_once("://"))
+        .map(|(_, rest)| rest);
+    match (origin_host, host) {
+        (Some(o), Some(h)) => !o.eq_ignore_ascii_case(h),
+        _ => true,
+    }
+}
+
+/// Security headers, a span and a time bound around every request; POSTs
+/// from another site are refused here.
 pub(crate) async fn guard(request: Request, next: Next) -> Response {
     let span = tracing::info_span!(
         "console.request",
@@ -24,12 +51,18 @@ pub(crate) async fn guard(request: Request, next: Next) -> Response {
         route = route_of(request.uri().path()),
         status = tracing::field::Empty,
     );
-    let mut response = match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request))
-        .instrument(span.clone())
-        .await
-    {
-        Ok(response) => response,
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "the request took too long").into_response(),
+    let mut response = if request.method() == axum::http::Method::POST && cross_site(&request) {
+        forbidden("cross-site requests are refused")
+    } else {
+        match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request))
+            .instrument(span.clone())
+            .await
+        {
+            Ok(response) => response,
+            Err(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "the request took too long").into_response()
+            }
+        }
     };
     span.record("status", response.status().as_u16());
     let headers = response.headers_mut();
@@ -89,6 +122,10 @@ pub(crate) async fn stylesheet() -> Response {
         .into_response()
 }
 
+pub(crate) async fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, "not found").into_response()
+}
+
 pub(crate) async fn home() -> Response {
     Redirect::to("/inbox").into_response()
 }
@@ -110,11 +147,22 @@ pub(crate) struct SignInForm {
 
 pub(crate) async fn sign_in(
     State(console): State<Console>,
+    headers: HeaderMap,
     connect: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     Form(form): Form<SignInForm>,
 ) -> Response {
     let inner = &console.inner;
-    let client = connect.map_or_else(|| "unknown".to_owned(), |c| c.0.0.ip().to_string());
+    // IPv6 clients by their /64: one host controls a whole /64.
+    let client = connect.map_or_else(
+        || "unknown".to_owned(),
+        |c| match c.0.0.ip() {
+            std::net::IpAddr::V4(v4) => v4.to_string(),
+            std::net::IpAddr::V6(v6) => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+    );
     match inner.sign_in_limiter.check(&client).await {
         Ok(decision) if decision.allowed => {}
         _ => {
@@ -137,6 +185,14 @@ pub(crate) async fn sign_in(
             );
         }
     };
+    if verified.environment != inner.storage.settings.environment.as_str() {
+        return page(
+            StatusCode::FORBIDDEN,
+            &SignIn {
+                error: Some("This key belongs to another environment."),
+            },
+        );
+    }
     if !inner
         .policy
         .allows(&verified.role, warden_keys::Permission::Approve)
@@ -148,6 +204,10 @@ pub(crate) async fn sign_in(
                 error: Some("This key's role may not approve calls."),
             },
         );
+    }
+    // A session this browser already had ends: one person, one session.
+    if let Some(old) = session::cookie_value(&headers, inner.secure_cookies) {
+        session::end(&console, &old).await;
     }
     let Some(id) = session::create(&console, &verified.caller_id, verified.key_id).await else {
         return (StatusCode::SERVICE_UNAVAILABLE, "sessions are unavailable").into_response();
@@ -365,6 +425,9 @@ pub(crate) async fn decide(
         }
         Err(ApprovalError::AlreadyDecided { .. }) => "Someone decided this call first.".to_owned(),
         Err(ApprovalError::Expired) => "This approval expired before the decision.".to_owned(),
+        Err(ApprovalError::OwnCall) => {
+            return forbidden("you cannot decide a call held for your own key");
+        }
         Err(ApprovalError::NotFound) => {
             return (StatusCode::NOT_FOUND, "no such approval").into_response();
         }

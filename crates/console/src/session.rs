@@ -8,8 +8,20 @@ use uuid::Uuid;
 
 use crate::{Console, SESSION_TTL};
 
-/// The session cookie's name.
+/// The session cookie's name on plain HTTP (loopback).
 pub const SESSION_COOKIE: &str = "warden_session";
+
+/// The session cookie's name over HTTPS: the `__Host-` prefix makes
+/// browsers refuse it from a sibling subdomain or with a `Domain`/`Path`.
+pub const SECURE_SESSION_COOKIE: &str = "__Host-warden_session";
+
+fn cookie_name(secure: bool) -> &'static str {
+    if secure {
+        SECURE_SESSION_COOKIE
+    } else {
+        SESSION_COOKIE
+    }
+}
 
 /// A signed-in person.
 #[derive(Clone, Serialize, Deserialize)]
@@ -60,7 +72,7 @@ pub(crate) async fn create(console: &Console, caller_id: &str, key_id: Uuid) -> 
 /// still active, unexpired and allowed to approve (a revoked key, or a role
 /// that lost the permission, ends the session here).
 pub(crate) async fn current(console: &Console, headers: &HeaderMap) -> Option<(String, Session)> {
-    let id = cookie_value(headers)?;
+    let id = cookie_value(headers, console.inner.secure_cookies)?;
     let cache = &console.inner.storage.cache;
     let session: Session = cache.get_json(&cache_key(&id)).await.ok()??;
     let key = console
@@ -89,27 +101,36 @@ pub(crate) async fn end(console: &Console, id: &str) {
     let _ = console.inner.storage.cache.delete(&cache_key(id)).await;
 }
 
-fn cookie_value(headers: &HeaderMap) -> Option<String> {
-    headers
+/// The session cookie's value: exactly one cookie of the name, 64 hex
+/// digits. Two of them (one planted by another site on a parent domain or
+/// a narrower path) is no session at all, never a choice between them.
+pub(crate) fn cookie_value(headers: &HeaderMap, secure: bool) -> Option<String> {
+    let name = cookie_name(secure);
+    let mut values = headers
         .get_all(axum::http::header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == SESSION_COOKIE)
-        .map(|(_, value)| value.to_owned())
-        .filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
+        .filter(|(n, _)| *n == name)
+        .map(|(_, value)| value.to_owned());
+    let value = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    (value.len() == 64 && value.bytes().all(|b| b.is_ascii_hexdigit())).then_some(value)
 }
 
 /// The `Set-Cookie` value for session `id` (`None`: clear it).
 pub(crate) fn set_cookie(id: Option<&str>, secure: bool) -> String {
+    let name = cookie_name(secure);
     let secure = if secure { "; Secure" } else { "" };
     match id {
         Some(id) => format!(
-            "{SESSION_COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
+            "{name}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
             SESSION_TTL.as_secs()
         ),
-        None => format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}"),
+        None => format!("{name}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}"),
     }
 }
 

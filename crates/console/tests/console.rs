@@ -56,6 +56,10 @@ async fn env(backend: Backend) -> Env {
 
 impl Env {
     async fn key(&self, caller: &str, role: &str) -> String {
+        self.key_in(caller, role, "development").await
+    }
+
+    async fn key_in(&self, caller: &str, role: &str, environment: &str) -> String {
         let created = self
             .storage
             .key_manager()
@@ -65,7 +69,7 @@ impl Env {
                 caller_id: caller,
                 role,
                 trust_level: 0,
-                environment: "development",
+                environment,
                 expires_at: None,
             })
             .await
@@ -194,7 +198,74 @@ on_both_backends!(
     two_approvers_one_decision_the_loser_sees_who,
     expired_approvals_cannot_be_decided,
     sign_out_and_revocation_end_sessions,
+    cross_site_posts_planted_cookies_and_own_calls_are_refused,
 );
+
+async fn cross_site_posts_planted_cookies_and_own_calls_are_refused(e: Env) {
+    let approver = e.key("alice", "approver").await;
+    // A sign-in or decision posted from another site is refused before any handler.
+    for (name, value) in [
+        ("origin", "https://evil.example"),
+        ("sec-fetch-site", "cross-site"),
+    ] {
+        let request = Request::post("/sign-in")
+            .header(header::HOST, "approvals.example")
+            .header(name, value)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(format!("key={}", encode(&approver))))
+            .unwrap();
+        let (status, headers, _) = e.send(request).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{name}: {value}");
+        assert!(headers.get(header::SET_COOKIE).is_none());
+    }
+    // The same origin is fine.
+    let request = Request::post("/sign-in")
+        .header(header::HOST, "approvals.example")
+        .header(header::ORIGIN, "http://approvals.example")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from(format!("key={}", encode(&approver))))
+        .unwrap();
+    let (status, headers, _) = e.send(request).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let cookie = headers[header::SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert_eq!(e.get("/inbox", Some(&cookie)).await.0, StatusCode::OK);
+    // A second cookie of the same name (planted from a parent domain) is no
+    // session, never a choice between the two.
+    let planted = format!("{}={}", warden_console::SESSION_COOKIE, "ab".repeat(32));
+    let both = format!("{planted}; {cookie}");
+    assert_eq!(e.get("/inbox", Some(&both)).await.0, StatusCode::SEE_OTHER);
+    // A key of another environment does not sign in.
+    let other = e.key_in("carol", "approver", "production").await;
+    let (status, _, _) = e.post("/sign-in", None, &[("key", &other)]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // Nobody decides their own held call: the held call's caller holds an
+    // approver key too.
+    let id = e.hold("r-own", None).await;
+    let own = e.sign_in(&e.key("agent-1", "approver").await).await;
+    let page = e.get(&format!("/approvals/{id}"), Some(&own)).await.2;
+    let (status, _, _) = e
+        .post(
+            &format!("/approvals/{id}/decide"),
+            Some(&own),
+            &[("csrf", &csrf_of(&page)), ("decision", "approve")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        e.storage.approval_manager().get(id).await.unwrap().status,
+        ApprovalStatus::Pending
+    );
+    // Unknown paths get the security headers too.
+    let (status, headers, _) = e.get("/no-such-page", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(headers.contains_key(header::CONTENT_SECURITY_POLICY));
+}
 
 async fn only_signed_in_approvers_get_in(e: Env) {
     let (status, headers, _) = e.get("/inbox", None).await;
