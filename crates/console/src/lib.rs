@@ -26,6 +26,7 @@
 //! - No key, session id or CSRF token is logged.
 
 mod pages;
+mod server;
 mod session;
 
 use std::sync::Arc;
@@ -36,6 +37,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use warden_core::Storage;
 
+pub use server::{ServeLimits, serve};
 pub use session::{SECURE_SESSION_COOKIE, SESSION_COOKIE};
 
 /// The longest one request may take.

@@ -487,3 +487,54 @@ async fn sign_out_and_revocation_end_sessions(e: Env) {
         "revoked"
     );
 }
+
+/// The server closes a connection whose headers do not arrive in time
+/// (slowloris), keeps serving others, and stops on shutdown.
+#[tokio::test]
+async fn slow_header_connections_are_closed_and_others_served() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let e = env(Backend::Sqlite).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(warden_console::serve(
+        listener,
+        e.router.clone(),
+        warden_console::ServeLimits {
+            header_timeout: Duration::from_millis(300),
+            max_connections: 4,
+        },
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"GET /sign-in HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let read = tokio::time::timeout(Duration::from_secs(10), slow.read(&mut buf))
+        .await
+        .expect("the slow connection is closed, not kept");
+    // Closed (EOF or reset), or answered with an error status and closed.
+    if let Ok(n) = read
+        && n > 0
+    {
+        let head = String::from_utf8_lossy(&buf[..n]);
+        assert!(!head.starts_with("HTTP/1.1 200"), "{head}");
+    }
+    // Others are served, with the peer's address known to the handlers.
+    let mut fine = tokio::net::TcpStream::connect(addr).await.unwrap();
+    fine.write_all(b"GET /sign-in HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut reply = Vec::new();
+    fine.read_to_end(&mut reply).await.unwrap();
+    assert!(String::from_utf8_lossy(&reply).starts_with("HTTP/1.1 200"));
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(20), server)
+        .await
+        .expect("the server stops")
+        .unwrap()
+        .unwrap();
+}

@@ -51,11 +51,12 @@ pub(crate) async fn run(
             .clone()
             .unwrap_or_else(|| format!("http://{local}"))
     ));
-    axum::serve(
+    warden_console::serve(
         listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
+        app,
+        warden_console::ServeLimits::default(),
+        super::metrics::shutdown_signal(),
     )
-    .with_graceful_shutdown(super::metrics::shutdown_signal())
     .await?;
     storage.close().await?;
     Ok(Outcome::Success)
