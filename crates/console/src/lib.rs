@@ -125,6 +125,9 @@ impl Console {
             .route("/inbox", get(pages::inbox))
             .route("/approvals/{id}", get(pages::approval))
             .route("/approvals/{id}/decide", post(pages::decide))
+            .route("/history", get(pages::history))
+            .route("/keys", get(pages::keys))
+            .route("/keys/revoke", post(pages::revoke))
             .route("/static/console.css", get(pages::stylesheet))
             // An explicit fallback: it keeps the guard (headers, span) when
             // this router is merged with others.

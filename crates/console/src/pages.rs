@@ -85,6 +85,9 @@ fn route_of(path: &str) -> &'static str {
         "/sign-in" => "/sign-in",
         "/sign-out" => "/sign-out",
         "/inbox" => "/inbox",
+        "/history" => "/history",
+        "/keys" => "/keys",
+        "/keys/revoke" => "/keys/revoke",
         "/static/console.css" => "/static/console.css",
         p if p.starts_with("/approvals/") && p.ends_with("/decide") => "/approvals/{id}/decide",
         p if p.starts_with("/approvals/") => "/approvals/{id}",
@@ -261,6 +264,7 @@ struct Row {
 struct Inbox {
     who: String,
     csrf: String,
+    admin: bool,
     rows: Vec<Row>,
 }
 
@@ -306,6 +310,7 @@ pub(crate) async fn inbox(State(console): State<Console>, headers: HeaderMap) ->
     page(
         StatusCode::OK,
         &Inbox {
+            admin: may_manage_keys(&console, &session),
             who: session.caller_id,
             csrf: session.csrf,
             rows,
@@ -318,6 +323,7 @@ pub(crate) async fn inbox(State(console): State<Console>, headers: HeaderMap) ->
 struct ApprovalPage {
     who: String,
     csrf: String,
+    admin: bool,
     id: Uuid,
     tool: String,
     caller: String,
@@ -334,7 +340,12 @@ struct ApprovalPage {
     notice: Option<String>,
 }
 
-fn approval_page(session: Session, approval: Approval, notice: Option<String>) -> ApprovalPage {
+fn approval_page(
+    console: &Console,
+    session: Session,
+    approval: Approval,
+    notice: Option<String>,
+) -> ApprovalPage {
     let now = chrono::Utc::now();
     let status = approval.effective_status(now);
     let decided = approval.result.as_ref().map(|r| {
@@ -350,6 +361,7 @@ fn approval_page(session: Session, approval: Approval, notice: Option<String>) -
         )
     });
     ApprovalPage {
+        admin: may_manage_keys(console, &session),
         who: session.caller_id,
         csrf: session.csrf,
         id: approval.id,
@@ -381,7 +393,10 @@ pub(crate) async fn approval(
         return to_sign_in();
     };
     match console.inner.approvals.get(id).await {
-        Ok(approval) => page(StatusCode::OK, &approval_page(session, approval, None)),
+        Ok(approval) => page(
+            StatusCode::OK,
+            &approval_page(&console, session, approval, None),
+        ),
         Err(ApprovalError::NotFound) => (StatusCode::NOT_FOUND, "no such approval").into_response(),
         Err(e) => {
             warn!(error = %e, "an approval could not be read");
@@ -443,8 +458,222 @@ pub(crate) async fn decide(
     match approvals.get(id).await {
         Ok(approval) => page(
             StatusCode::CONFLICT,
-            &approval_page(session, approval, Some(notice)),
+            &approval_page(&console, session, approval, Some(notice)),
         ),
         Err(_) => (StatusCode::CONFLICT, notice).into_response(),
+    }
+}
+
+fn may_manage_keys(console: &Console, session: &Session) -> bool {
+    console
+        .inner
+        .policy
+        .allows(&session.role, warden_keys::Permission::ManageKeys)
+}
+
+fn when(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+}
+
+struct HistoryRow {
+    id: Uuid,
+    tool: String,
+    caller: String,
+    status: String,
+    by: String,
+    when: String,
+    note: String,
+}
+
+#[derive(Template)]
+#[template(path = "history.html")]
+struct History {
+    who: String,
+    csrf: String,
+    admin: bool,
+    rows: Vec<HistoryRow>,
+}
+
+/// Decided, executed and expired approvals, newest first (the latest 200).
+pub(crate) async fn history(State(console): State<Console>, headers: HeaderMap) -> Response {
+    let Some((_, session)) = session::current(&console, &headers).await else {
+        return to_sign_in();
+    };
+    let all = match console.inner.approvals.list(None, 200).await {
+        Ok(all) => all,
+        Err(e) => {
+            warn!(error = %e, "the history could not be read");
+            return (StatusCode::SERVICE_UNAVAILABLE, "approvals are unavailable").into_response();
+        }
+    };
+    let now = chrono::Utc::now();
+    let rows = all
+        .into_iter()
+        .filter(|a| a.effective_status(now) != ApprovalStatus::Pending)
+        .map(|a| {
+            let status = a.effective_status(now).to_string();
+            let (by, at, note) = match &a.result {
+                Some(r) => (
+                    r.approver_id.clone().unwrap_or_else(|| "the system".into()),
+                    when(r.decided_at),
+                    r.note.clone().unwrap_or_default(),
+                ),
+                None => ("nobody".into(), when(a.expires_at), String::new()),
+            };
+            HistoryRow {
+                id: a.id,
+                tool: a.tool_name,
+                caller: a.caller_id,
+                status,
+                by,
+                when: at,
+                note,
+            }
+        })
+        .collect();
+    page(
+        StatusCode::OK,
+        &History {
+            admin: may_manage_keys(&console, &session),
+            who: session.caller_id,
+            csrf: session.csrf,
+            rows,
+        },
+    )
+}
+
+struct KeyRow {
+    caller: String,
+    prefix: String,
+    role: String,
+    trust_level: i16,
+    last_used: String,
+    state: &'static str,
+    active: bool,
+}
+
+#[derive(Template)]
+#[template(path = "keys.html")]
+struct Keys {
+    who: String,
+    csrf: String,
+    admin: bool,
+    rows: Vec<KeyRow>,
+    notice: Option<String>,
+}
+
+async fn keys_page(
+    console: &Console,
+    session: Session,
+    status: StatusCode,
+    notice: Option<String>,
+) -> Response {
+    let keys = match console.inner.keys.list().await {
+        Ok(keys) => keys,
+        Err(e) => {
+            warn!(error = %e, "the keys could not be read");
+            return (StatusCode::SERVICE_UNAVAILABLE, "keys are unavailable").into_response();
+        }
+    };
+    let now = chrono::Utc::now();
+    let rows = keys
+        .into_iter()
+        .map(|k| {
+            let (state, active) = if k.revoked_at.is_some() || !k.is_active {
+                ("revoked", false)
+            } else if k.expires_at.is_some_and(|t| t <= now) {
+                ("expired", false)
+            } else {
+                ("active", true)
+            };
+            KeyRow {
+                caller: k.caller_id,
+                prefix: k.key_prefix,
+                role: k.role,
+                trust_level: k.trust_level,
+                last_used: k.last_used_at.map(when).unwrap_or_else(|| "never".into()),
+                state,
+                active,
+            }
+        })
+        .collect();
+    page(
+        status,
+        &Keys {
+            admin: true,
+            who: session.caller_id,
+            csrf: session.csrf,
+            rows,
+            notice,
+        },
+    )
+}
+
+/// The keys (never their hashes), for roles with `manage_keys`.
+pub(crate) async fn keys(State(console): State<Console>, headers: HeaderMap) -> Response {
+    let Some((_, session)) = session::current(&console, &headers).await else {
+        return to_sign_in();
+    };
+    if !may_manage_keys(&console, &session) {
+        return forbidden("this key's role may not manage keys");
+    }
+    keys_page(&console, session, StatusCode::OK, None).await
+}
+
+#[derive(Deserialize)]
+pub(crate) struct RevokeForm {
+    #[serde(default)]
+    csrf: String,
+    caller: String,
+    #[serde(default)]
+    confirm: String,
+}
+
+/// Revokes a key, confirmed by typing its caller id; recorded as the
+/// signed-in person's `key.revoke` admin event.
+pub(crate) async fn revoke(
+    State(console): State<Console>,
+    headers: HeaderMap,
+    Form(form): Form<RevokeForm>,
+) -> Response {
+    let Some((_, session)) = session::current(&console, &headers).await else {
+        return forbidden("not signed in");
+    };
+    if !session::csrf_ok(&session, &form.csrf) {
+        return forbidden("the form's CSRF token is missing or wrong");
+    }
+    if !may_manage_keys(&console, &session) {
+        return forbidden("this key's role may not manage keys");
+    }
+    if form.confirm.trim() != form.caller {
+        return keys_page(
+            &console,
+            session,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("Not revoked: type the caller id exactly to confirm.".into()),
+        )
+        .await;
+    }
+    match console
+        .inner
+        .keys
+        .revoke(&form.caller, &session.caller_id)
+        .await
+    {
+        Ok(_) => {
+            info!(caller = %form.caller, actor = %session.caller_id, "key revoked in the console");
+            Redirect::to("/keys").into_response()
+        }
+        Err(warden_keys::KeyError::NotFound { .. }) => {
+            (StatusCode::NOT_FOUND, "no such key").into_response()
+        }
+        Err(e) => {
+            warn!(error = %e, "a console revocation failed");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the key could not be revoked",
+            )
+                .into_response()
+        }
     }
 }

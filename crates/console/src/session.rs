@@ -32,6 +32,9 @@ pub(crate) struct Session {
     pub(crate) key_id: Uuid,
     /// The token every state-changing form carries.
     pub(crate) csrf: String,
+    /// The key's role now (read at every request, never stored).
+    #[serde(skip)]
+    pub(crate) role: String,
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -56,6 +59,7 @@ pub(crate) async fn create(console: &Console, caller_id: &str, key_id: Uuid) -> 
         caller_id: caller_id.to_owned(),
         key_id,
         csrf: random_token()?,
+        role: String::new(),
     };
     let ttl = warden_cache::Ttl::new(SESSION_TTL).ok()?;
     console
@@ -74,7 +78,7 @@ pub(crate) async fn create(console: &Console, caller_id: &str, key_id: Uuid) -> 
 pub(crate) async fn current(console: &Console, headers: &HeaderMap) -> Option<(String, Session)> {
     let id = cookie_value(headers, console.inner.secure_cookies)?;
     let cache = &console.inner.storage.cache;
-    let session: Session = cache.get_json(&cache_key(&id)).await.ok()??;
+    let mut session: Session = cache.get_json(&cache_key(&id)).await.ok()??;
     let key = console
         .inner
         .keys
@@ -93,6 +97,7 @@ pub(crate) async fn current(console: &Console, headers: &HeaderMap) -> Option<(S
         let _ = cache.delete(&cache_key(&id)).await;
         return None;
     }
+    session.role = key.role;
     Some((id, session))
 }
 

@@ -199,7 +199,114 @@ on_both_backends!(
     expired_approvals_cannot_be_decided,
     sign_out_and_revocation_end_sessions,
     cross_site_posts_planted_cookies_and_own_calls_are_refused,
+    history_for_approvers_keys_for_admins_only,
 );
+
+async fn history_for_approvers_keys_for_admins_only(e: Env) {
+    let id = e.hold("r-1", None).await;
+    let alice_key = e.key("alice", "approver").await;
+    let alice = e.sign_in(&alice_key).await;
+    let page = e.get(&format!("/approvals/{id}"), Some(&alice)).await.2;
+    assert!(
+        !page.contains(r#"id="nav-keys""#),
+        "no keys link for an approver"
+    );
+    let form = [
+        ("csrf", csrf_of(&page)),
+        ("decision", "deny".into()),
+        ("note", "not <b>today</b>".into()),
+    ];
+    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert_eq!(
+        e.post(&format!("/approvals/{id}/decide"), Some(&alice), &form)
+            .await
+            .0,
+        StatusCode::SEE_OTHER
+    );
+    let (status, _, history) = e.get("/history", Some(&alice)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        history.contains("DENIED") && history.contains("alice"),
+        "{history}"
+    );
+    assert!(
+        history.contains("not &lt;b&gt;today&lt;/b&gt;") || history.contains("&#60;b&#62;"),
+        "{history}"
+    );
+    assert!(!history.contains("<b>today"), "{history}");
+    assert_eq!(e.get("/keys", Some(&alice)).await.0, StatusCode::FORBIDDEN);
+
+    let bob = e.sign_in(&e.key("bob", "admin").await).await;
+    let (status, _, keys) = e.get("/keys", Some(&bob)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(keys.contains(r#"data-caller="alice""#) && keys.contains(r#"id="nav-keys""#));
+    let prefix = alice_key.split('_').take(3).collect::<Vec<_>>().join("_");
+    assert!(keys.contains(&prefix), "the key's public prefix is shown");
+    assert!(
+        !keys.contains(&alice_key) && !keys.contains("$2"),
+        "never a key or its hash"
+    );
+    let csrf = csrf_of(&keys);
+    // Without the CSRF token, or without the typed confirmation: nothing.
+    let (status, _, _) = e
+        .post(
+            "/keys/revoke",
+            Some(&bob),
+            &[("caller", "alice"), ("confirm", "alice")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _, body) = e
+        .post(
+            "/keys/revoke",
+            Some(&bob),
+            &[("csrf", &csrf), ("caller", "alice"), ("confirm", "alic")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(
+        e.get("/inbox", Some(&alice)).await.0,
+        StatusCode::OK,
+        "still signed in"
+    );
+    let (status, _, _) = e
+        .post(
+            "/keys/revoke",
+            Some(&bob),
+            &[("csrf", &csrf), ("caller", "alice"), ("confirm", "alice")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let info = e
+        .storage
+        .key_manager()
+        .unwrap()
+        .find_by_caller("alice")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(info.revoked_at.is_some());
+    assert_eq!(
+        e.get("/inbox", Some(&alice)).await.0,
+        StatusCode::SEE_OTHER,
+        "her session ended"
+    );
+    // An approver cannot revoke, even with a valid form.
+    let carol = e.sign_in(&e.key("carol", "approver").await).await;
+    let carol_page = e.get("/inbox", Some(&carol)).await.2;
+    let (status, _, _) = e
+        .post(
+            "/keys/revoke",
+            Some(&carol),
+            &[
+                ("csrf", &csrf_of(&carol_page)),
+                ("caller", "bob"),
+                ("confirm", "bob"),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}
 
 async fn cross_site_posts_planted_cookies_and_own_calls_are_refused(e: Env) {
     let approver = e.key("alice", "approver").await;
