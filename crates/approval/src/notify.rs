@@ -74,6 +74,7 @@ pub struct WebhookNotifier {
     timeout: Duration,
     max_attempts: u32,
     backoff: Duration,
+    console_url: Option<String>,
 }
 
 impl std::fmt::Debug for WebhookNotifier {
@@ -140,7 +141,28 @@ impl WebhookNotifier {
             timeout,
             max_attempts: max_attempts.clamp(1, 10),
             backoff: Duration::from_millis(200),
+            console_url: None,
         })
+    }
+
+    /// Adds a `link` to each notification: the approval's page in the
+    /// approver console at `base` (what `warden serve --public-url` says),
+    /// `{base}/approvals/{id}`. The page is authorized by the person's
+    /// session; the link never carries the token.
+    pub fn with_console_url(mut self, base: &str) -> Result<Self, NotifyError> {
+        if !(base.starts_with("https://") || base.starts_with("http://")) {
+            return Err(NotifyError {
+                reason: "console URL must be http(s)".into(),
+            });
+        }
+        self.console_url = Some(base.trim_end_matches('/').to_owned());
+        Ok(self)
+    }
+
+    fn link(&self, approval: &Approval) -> Option<String> {
+        self.console_url
+            .as_ref()
+            .map(|base| format!("{base}/approvals/{}", approval.id))
     }
 
     /// Also trusts the CA certificates in `pem` (one or more PEM
@@ -253,13 +275,15 @@ impl Notifier for WebhookNotifier {
         token: &ApprovalToken,
     ) -> Result<(), NotifyError> {
         self.post(
-            json!({"event": "approval.pending", "approval": approval, "token": token.expose()}),
+            json!({"event": "approval.pending", "approval": approval, "token": token.expose(), "link": self.link(approval)}),
         )
         .await
     }
 
     async fn notify_decision(&self, approval: &Approval) -> Result<(), NotifyError> {
-        self.post(json!({"event": "approval.decided", "approval": approval}))
-            .await
+        self.post(
+            json!({"event": "approval.decided", "approval": approval, "link": self.link(approval)}),
+        )
+        .await
     }
 }

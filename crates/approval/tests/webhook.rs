@@ -25,7 +25,10 @@ fn verify_signature(req: &ReceivedRequest) {
 #[tokio::test]
 async fn webhook_delivers_signed_notifications_and_retries_server_errors() {
     let mut sink = HttpSink::start(1).await;
-    let notifier = WebhookNotifier::new(&sink.url(), SECRET, Duration::from_secs(2), 3).unwrap();
+    let notifier = WebhookNotifier::new(&sink.url(), SECRET, Duration::from_secs(2), 3)
+        .unwrap()
+        .with_console_url("https://approvals.example/")
+        .unwrap();
     let f = common::sqlite_in_process().await;
     let manager = f.manager.clone().with_notifier(Arc::new(notifier));
 
@@ -47,6 +50,16 @@ async fn webhook_delivers_signed_notifications_and_retries_server_errors() {
     let body: serde_json::Value = serde_json::from_slice(&retried.body).unwrap();
     assert_eq!(body["event"], "approval.pending");
     assert_eq!(body["approval"]["request_id"], "r-hook");
+    // The deep link names the approval's console page, never the token.
+    let link = body["link"].as_str().unwrap();
+    assert_eq!(
+        link,
+        format!(
+            "https://approvals.example/approvals/{}",
+            body["approval"]["id"].as_str().unwrap()
+        )
+    );
+    assert!(!link.contains(token.expose()));
     assert_eq!(
         body["token"],
         token.expose(),
