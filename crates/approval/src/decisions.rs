@@ -13,6 +13,11 @@ use warden_cache::Cache;
 /// token's hash (a hint: waiters re-read the database).
 pub(crate) const CHANNEL: &str = "approval:decided";
 
+/// The channel that says the set of pending approvals changed (one was
+/// issued, decided or expired); the payload is the approval's id, or
+/// `expired` after a sweep. A hint for live views: they re-read.
+pub const INBOX_CHANNEL: &str = "approval:inbox";
+
 /// Fans one subscription out to many waiters.
 #[derive(Debug)]
 pub(crate) struct DecisionHub {

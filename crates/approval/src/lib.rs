@@ -24,6 +24,7 @@ mod metrics;
 mod notify;
 mod token;
 
+pub use decisions::INBOX_CHANNEL;
 pub use domain::{
     Approval, ApprovalRequest, ApprovalResult, ApprovalStatus, CallBinding, IssueOutcome,
     WaitOutcome,

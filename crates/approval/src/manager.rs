@@ -226,10 +226,26 @@ impl ApprovalManager {
         supersede: bool,
     ) -> Result<IssueOutcome, ApprovalError> {
         let outcome = self.issue_once(request, supersede).await?;
-        if matches!(outcome, IssueOutcome::Issued { .. }) {
+        if let IssueOutcome::Issued { id, .. } = &outcome {
             crate::metrics::issued();
+            self.announce(id.to_string());
         }
         Ok(outcome)
+    }
+
+    /// Tells live views (the console's inbox) that the pending set changed:
+    /// published off the caller's path, and a lost announcement only delays
+    /// a view until its next read.
+    fn announce(&self, what: String) {
+        let cache = self.cache.clone();
+        tokio::spawn(async move {
+            if let Err(e) = cache
+                .publish(crate::decisions::INBOX_CHANNEL, what.as_bytes())
+                .await
+            {
+                debug!(error = %e, "inbox change not announced");
+            }
+        });
     }
 
     /// Issues a fresh approval for `request`, superseding the request's
@@ -1020,6 +1036,7 @@ impl ApprovalManager {
         if let Err(e) = published {
             debug!(error = %e, "decision not published; waiters fall back to polling");
         }
+        self.announce(approval.id.to_string());
     }
 
     fn is_stale(&self, token_hash: &str) -> bool {
@@ -1167,6 +1184,9 @@ impl ApprovalManager {
                 .await?;
             total += changed;
             crate::metrics::expired(changed);
+            if changed > 0 {
+                self.announce("expired".to_owned());
+            }
             if found < batch_size {
                 break;
             }

@@ -20,8 +20,8 @@
 //!   / `deny_by_id`: exactly once, recorded as an admin event with the
 //!   approver's caller id; a second approver sees who decided first.
 //! - Every value is HTML-escaped by compile-time checked templates; the
-//!   Content-Security-Policy allows no script at all and no asset from
-//!   elsewhere; request bodies are capped and every request is time-bounded;
+//!   Content-Security-Policy allows no inline script and nothing from
+//!   elsewhere (the one script, the live inbox's, is served from the binary); request bodies are capped and every request is time-bounded;
 //!   sign-in is rate-limited.
 //! - No key, session id or CSRF token is logged.
 
@@ -126,6 +126,8 @@ impl Console {
             .route("/approvals/{id}", get(pages::approval))
             .route("/approvals/{id}/decide", post(pages::decide))
             .route("/history", get(pages::history))
+            .route("/events", get(pages::events))
+            .route("/static/inbox.js", get(pages::inbox_script))
             .route("/keys", get(pages::keys))
             .route("/keys/revoke", post(pages::revoke))
             .route("/static/console.css", get(pages::stylesheet))

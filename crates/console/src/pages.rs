@@ -13,8 +13,10 @@ use warden_approval::{Approval, ApprovalError, ApprovalStatus};
 use crate::session::{self, Session};
 use crate::{Console, REQUEST_TIMEOUT};
 
-const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
-                   frame-ancestors 'none'; base-uri 'none'";
+/// Scripts and event streams only from this origin (the binary's own
+/// `inbox.js` and `/events`): no inline script, nothing from elsewhere.
+const CSP: &str = "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; \
+                   img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 /// True when a state-changing request comes from another site: its
 /// `Origin` names another host than the request's `Host`, or the browser
@@ -88,6 +90,8 @@ fn route_of(path: &str) -> &'static str {
         "/history" => "/history",
         "/keys" => "/keys",
         "/keys/revoke" => "/keys/revoke",
+        "/events" => "/events",
+        "/static/inbox.js" => "/static/inbox.js",
         "/static/console.css" => "/static/console.css",
         p if p.starts_with("/approvals/") && p.ends_with("/decide") => "/approvals/{id}/decide",
         p if p.starts_with("/approvals/") => "/approvals/{id}",
@@ -122,6 +126,63 @@ pub(crate) async fn stylesheet() -> Response {
         [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
         include_str!("../static/console.css"),
     )
+        .into_response()
+}
+
+pub(crate) async fn inbox_script() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        include_str!("../static/inbox.js"),
+    )
+        .into_response()
+}
+
+/// Server-sent events: `changed` each time an approval is issued, decided or
+/// expired (its id, or `expired`), and a keep-alive comment every 15 s. For
+/// signed-in approvers only; the stream ends when the session does at the
+/// next change.
+pub(crate) async fn events(State(console): State<Console>, headers: HeaderMap) -> Response {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    if session::current(&console, &headers).await.is_none() {
+        return forbidden("not signed in");
+    }
+    let subscription = match console
+        .inner
+        .storage
+        .cache
+        .subscribe(warden_approval::INBOX_CHANNEL)
+        .await
+    {
+        Ok(subscription) => subscription,
+        Err(e) => {
+            warn!(error = %e, "live inbox unavailable");
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "live updates are unavailable",
+            )
+                .into_response();
+        }
+    };
+    let stream = futures_util::stream::unfold(
+        (subscription, console, headers),
+        |(mut subscription, console, headers)| async move {
+            let message = subscription.next().await?;
+            // A session that ended (signed out, key revoked) ends its stream.
+            session::current(&console, &headers).await?;
+            let what: String = String::from_utf8_lossy(&message)
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+                .take(64)
+                .collect();
+            let event = Event::default().event("changed").data(what);
+            Some((
+                Ok::<_, std::convert::Infallible>(event),
+                (subscription, console, headers),
+            ))
+        },
+    );
+    Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(15)))
         .into_response()
 }
 

@@ -200,6 +200,7 @@ on_both_backends!(
     sign_out_and_revocation_end_sessions,
     cross_site_posts_planted_cookies_and_own_calls_are_refused,
     history_for_approvers_keys_for_admins_only,
+    the_inbox_hears_of_new_approvals_live,
 );
 
 async fn history_for_approvers_keys_for_admins_only(e: Env) {
@@ -382,7 +383,11 @@ async fn only_signed_in_approvers_get_in(e: Env) {
     assert_eq!(status, StatusCode::OK);
     let csp = headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
     assert!(
-        csp.contains("default-src 'none'") && !csp.contains("script-src"),
+        csp.contains("default-src 'none'") && csp.contains("script-src 'self'"),
+        "{csp}"
+    );
+    assert!(
+        !csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"),
         "{csp}"
     );
     assert!(!page.contains("<script"), "no script on any page");
@@ -644,4 +649,60 @@ async fn slow_header_connections_are_closed_and_others_served() {
         .expect("the server stops")
         .unwrap()
         .unwrap();
+}
+
+async fn the_inbox_hears_of_new_approvals_live(e: Env) {
+    use futures_util::StreamExt as _;
+    assert_eq!(
+        e.get("/events", None).await.0,
+        StatusCode::FORBIDDEN,
+        "signed-in only"
+    );
+    let cookie = e.sign_in(&e.key("alice", "approver").await).await;
+    let (_, _, inbox) = e.get("/inbox", Some(&cookie)).await;
+    assert!(inbox.contains(r#"<script src="/static/inbox.js"></script>"#));
+    let (status, headers, script) = e.get("/static/inbox.js", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/javascript")
+    );
+    assert!(script.contains("EventSource(\"/events\")"));
+    let response = e
+        .router
+        .clone()
+        .oneshot(
+            Request::get("/events")
+                .header(header::COOKIE, &cookie)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response.headers()[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let mut body = response.into_body().into_data_stream();
+    // The subscription exists once the response does; hold a call.
+    let id = e.hold("r-live", None).await;
+    let mut seen = String::new();
+    let found = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(chunk) = body.next().await {
+            seen.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+            if seen.contains(&id.to_string()) {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap_or(false);
+    assert!(found, "no live event for the new approval: {seen:?}");
+    assert!(seen.contains("event: changed"), "{seen}");
 }
