@@ -127,6 +127,8 @@ impl Console {
             .route("/approvals/{id}/decide", post(pages::decide))
             .route("/history", get(pages::history))
             .route("/events", get(pages::events))
+            .route("/audit", get(pages::audit))
+            .route("/audit/proof", get(pages::audit_proof))
             .route("/static/inbox.js", get(pages::inbox_script))
             .route("/keys", get(pages::keys))
             .route("/keys/revoke", post(pages::revoke))

@@ -91,6 +91,8 @@ fn route_of(path: &str) -> &'static str {
         "/keys" => "/keys",
         "/keys/revoke" => "/keys/revoke",
         "/events" => "/events",
+        "/audit" => "/audit",
+        "/audit/proof" => "/audit/proof",
         "/static/inbox.js" => "/static/inbox.js",
         "/static/console.css" => "/static/console.css",
         p if p.starts_with("/approvals/") && p.ends_with("/decide") => "/approvals/{id}/decide",
@@ -733,6 +735,211 @@ pub(crate) async fn revoke(
             (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the key could not be revoked",
+            )
+                .into_response()
+        }
+    }
+}
+
+struct AuditRow {
+    when: String,
+    kind: &'static str,
+    caller: String,
+    what: String,
+    decision: String,
+    inclusion: String,
+    /// The request id, percent-encoded for a query string.
+    request_id_query: String,
+    provable: bool,
+}
+
+fn query_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[derive(Template)]
+#[template(path = "audit.html")]
+struct AuditView {
+    who: String,
+    csrf: String,
+    admin: bool,
+    caller: String,
+    decisions: Vec<Opt>,
+    kinds: Vec<Opt>,
+    rows: Vec<AuditRow>,
+}
+
+/// One `<option>` of a filter.
+struct Opt {
+    value: &'static str,
+    selected: bool,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct AuditQueryForm {
+    #[serde(default)]
+    caller: String,
+    #[serde(default)]
+    decision: String,
+    #[serde(default)]
+    kind: String,
+}
+
+const KINDS: [&str; 3] = ["tool_call", "admin", "prune"];
+
+/// The newest audit events (100), filtered by caller, decision and kind,
+/// each with its place in the transparency log and a link to its proof.
+pub(crate) async fn audit(
+    State(console): State<Console>,
+    headers: HeaderMap,
+    axum::extract::Query(query): axum::extract::Query<AuditQueryForm>,
+) -> Response {
+    let Some((_, session)) = session::current(&console, &headers).await else {
+        return to_sign_in();
+    };
+    let decision = warden_audit::Decision::ALL
+        .into_iter()
+        .find(|d| d.as_str() == query.decision);
+    let kind = match query.kind.as_str() {
+        "tool_call" => Some(warden_audit::EventKind::ToolCall),
+        "admin" => Some(warden_audit::EventKind::Admin),
+        "prune" => Some(warden_audit::EventKind::Prune),
+        _ => None,
+    };
+    let filter = warden_audit::AuditFilter {
+        caller_id: Some(query.caller.trim().to_owned()).filter(|c| !c.is_empty()),
+        decision,
+        kind,
+        ..warden_audit::AuditFilter::default()
+    };
+    let page_of = match console
+        .inner
+        .storage
+        .audit_query()
+        .page(&filter, None, 100)
+        .await
+    {
+        Ok(page_of) => page_of,
+        Err(e) => {
+            warn!(error = %e, "the audit view could not be read");
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the audit trail is unavailable",
+            )
+                .into_response();
+        }
+    };
+    let rows = page_of
+        .events
+        .iter()
+        .map(|e| {
+            let (inclusion, provable) = match e.inclusion() {
+                Some(warden_audit::Inclusion {
+                    leaf_index: Some(leaf),
+                    checkpoint_size: Some(size),
+                }) => (format!("leaf {leaf}, signed in checkpoint {size}"), true),
+                Some(warden_audit::Inclusion {
+                    leaf_index: Some(leaf),
+                    ..
+                }) => (format!("leaf {leaf}, awaiting a checkpoint"), false),
+                _ => ("not yet in the tree".to_owned(), false),
+            };
+            AuditRow {
+                when: when(e.timestamp()),
+                kind: match e.kind() {
+                    warden_audit::EventKind::ToolCall => "tool_call",
+                    warden_audit::EventKind::Admin => "admin",
+                    warden_audit::EventKind::Prune => "prune",
+                },
+                caller: e.caller_id().to_owned(),
+                // An admin event's action (`approval.issue`), a call's tool.
+                what: match e.kind() {
+                    warden_audit::EventKind::ToolCall => e.tool_name().unwrap_or(e.method()),
+                    _ => e.method(),
+                }
+                .to_owned(),
+                decision: match e.kind() {
+                    warden_audit::EventKind::ToolCall => e.decision().to_string(),
+                    _ => "—".to_owned(),
+                },
+                inclusion,
+                request_id_query: query_encode(e.request_id()),
+                provable,
+            }
+        })
+        .collect();
+    page(
+        StatusCode::OK,
+        &AuditView {
+            admin: may_manage_keys(&console, &session),
+            who: session.caller_id,
+            csrf: session.csrf,
+            decisions: warden_audit::Decision::ALL
+                .iter()
+                .map(|d| Opt {
+                    value: d.as_str(),
+                    selected: Some(*d) == decision,
+                })
+                .collect(),
+            kinds: KINDS
+                .iter()
+                .map(|k| Opt {
+                    value: k,
+                    selected: *k == query.kind,
+                })
+                .collect(),
+            caller: query.caller,
+            rows,
+        },
+    )
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ProofQuery {
+    request_id: String,
+}
+
+/// The inclusion proof bundle of a request's event, as a JSON download: it
+/// checks with the log's public key alone (`warden audit verify-proof`).
+pub(crate) async fn audit_proof(
+    State(console): State<Console>,
+    headers: HeaderMap,
+    axum::extract::Query(query): axum::extract::Query<ProofQuery>,
+) -> Response {
+    if session::current(&console, &headers).await.is_none() {
+        return to_sign_in();
+    }
+    match warden_audit::prove_inclusion(&console.inner.storage.db, &query.request_id).await {
+        Ok(bundle) => match serde_json::to_string_pretty(&bundle) {
+            Ok(json) => (
+                [
+                    (header::CONTENT_TYPE, "application/json".to_owned()),
+                    (
+                        header::CONTENT_DISPOSITION,
+                        "attachment; filename=\"inclusion-proof.json\"".to_owned(),
+                    ),
+                ],
+                json,
+            )
+                .into_response(),
+            Err(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the proof could not be encoded",
+            )
+                .into_response(),
+        },
+        Err(e) => {
+            info!(error = %e, "no inclusion proof for a console request");
+            (
+                StatusCode::NOT_FOUND,
+                "no proof yet: the event is not in a signed checkpoint",
             )
                 .into_response()
         }

@@ -201,6 +201,7 @@ on_both_backends!(
     cross_site_posts_planted_cookies_and_own_calls_are_refused,
     history_for_approvers_keys_for_admins_only,
     the_inbox_hears_of_new_approvals_live,
+    the_audit_view_shows_the_log_and_serves_proofs,
 );
 
 async fn history_for_approvers_keys_for_admins_only(e: Env) {
@@ -705,4 +706,58 @@ async fn the_inbox_hears_of_new_approvals_live(e: Env) {
     .unwrap_or(false);
     assert!(found, "no live event for the new approval: {seen:?}");
     assert!(seen.contains("event: changed"), "{seen}");
+}
+
+async fn the_audit_view_shows_the_log_and_serves_proofs(e: Env) {
+    use warden_audit::{CheckpointSigner, InclusionBundle, Integrator, IntegratorConfig};
+    assert_eq!(e.get("/audit", None).await.0, StatusCode::SEE_OTHER);
+    e.hold("r-audit", None).await;
+    let (_, signer) = CheckpointSigner::generate("console.test/audit").unwrap();
+    let integrator = Integrator::new(
+        e.storage.db.clone(),
+        IntegratorConfig {
+            origin: "console.test/audit".into(),
+            signer: Some(signer.clone()),
+            ..IntegratorConfig::default()
+        },
+    );
+    integrator.integrate_all().await.unwrap();
+    let cookie = e.sign_in(&e.key("alice", "approver").await).await;
+    let (status, _, page) = e.get("/audit", Some(&cookie)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("approval.issue"), "{page}");
+    assert!(page.contains("signed in checkpoint"), "{page}");
+    assert!(page.contains("/audit/proof?request_id=r-audit"), "{page}");
+    // Filters: only tool calls (none here), and a hostile caller filter stays text.
+    let (_, _, tool_calls) = e.get("/audit?kind=tool_call", Some(&cookie)).await;
+    assert!(!tool_calls.contains("approval.issue"), "{tool_calls}");
+    let (status, _, hostile) = e
+        .get(
+            "/audit?caller=%22%3E%3Cscript%3Ealert(1)%3C%2Fscript%3E",
+            Some(&cookie),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!hostile.contains("<script>alert"), "{hostile}");
+    // The proof downloads and checks with the log's public key alone.
+    let (status, headers, proof) = e
+        .get("/audit/proof?request_id=r-audit", Some(&cookie))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{proof}");
+    assert!(
+        headers[header::CONTENT_DISPOSITION]
+            .to_str()
+            .unwrap()
+            .starts_with("attachment")
+    );
+    let (bundle, checkpoint) =
+        InclusionBundle::verify_json(&proof, &signer.verifier().unwrap()).unwrap();
+    assert_eq!(bundle.event.request_id, "r-audit");
+    assert!(checkpoint.size >= 1);
+    assert_eq!(
+        e.get("/audit/proof?request_id=no-such-request", Some(&cookie))
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
 }
