@@ -31,5 +31,5 @@ pub use domain::{
 };
 pub use error::{ApprovalError, NotifyError};
 pub use manager::ApprovalManager;
-pub use notify::{LoggingNotifier, Notifier, WebhookNotifier, webhook_signature};
+pub use notify::{LoggingNotifier, Notifier, SlackNotifier, WebhookNotifier, webhook_signature};
 pub use token::ApprovalToken;

@@ -287,3 +287,152 @@ impl Notifier for WebhookNotifier {
         .await
     }
 }
+
+/// Posts to a Slack-compatible incoming webhook (Slack, Mattermost, …): a
+/// Block Kit message per pending approval — tool, caller, risk labels,
+/// expiry, the start of the arguments' hash — with a Review button that
+/// opens the approval's page in the approver console, and a line per
+/// decision. Never the token: people decide in the console, signed in.
+/// The webhook URL is the secret (these endpoints take no signature); it is
+/// never logged. Retries server errors like [`WebhookNotifier`].
+pub struct SlackNotifier {
+    url: String,
+    console_url: String,
+    client: reqwest::Client,
+    max_attempts: u32,
+    backoff: Duration,
+}
+
+impl std::fmt::Debug for SlackNotifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SlackNotifier")
+            .field("console_url", &self.console_url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Slack's mrkdwn escaping: `&`, `<` and `>` (what would start a link or
+/// a mention).
+fn slack_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+impl SlackNotifier {
+    /// Posts to `webhook_url`, linking to the console at `console_url`;
+    /// each attempt times out after `timeout`; at most `max_attempts`
+    /// (1..=10).
+    pub fn new(
+        webhook_url: &str,
+        console_url: &str,
+        timeout: Duration,
+        max_attempts: u32,
+    ) -> Result<Self, NotifyError> {
+        for (what, url) in [("webhook URL", webhook_url), ("console URL", console_url)] {
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                return Err(NotifyError {
+                    reason: format!("Slack {what} must be http(s)"),
+                });
+            }
+        }
+        Ok(Self {
+            url: webhook_url.to_owned(),
+            console_url: console_url.trim_end_matches('/').to_owned(),
+            client: http_client(timeout, &[])?,
+            max_attempts: max_attempts.clamp(1, 10),
+            backoff: Duration::from_millis(200),
+        })
+    }
+
+    fn link(&self, approval: &Approval) -> String {
+        format!("{}/approvals/{}", self.console_url, approval.id)
+    }
+
+    async fn post(&self, payload: serde_json::Value) -> Result<(), NotifyError> {
+        let body = serde_json::to_vec(&payload).map_err(|e| NotifyError {
+            reason: e.to_string(),
+        })?;
+        let mut delay = self.backoff;
+        let mut last = String::new();
+        for attempt in 1..=self.max_attempts {
+            let sent = self
+                .client
+                .post(&self.url)
+                .header("content-type", "application/json")
+                .body(body.clone())
+                .send()
+                .await;
+            match sent {
+                Ok(response) if response.status().is_success() => return Ok(()),
+                Ok(response) if response.status().is_client_error() => {
+                    return Err(NotifyError {
+                        reason: format!("Slack refused the message: HTTP {}", response.status()),
+                    });
+                }
+                Ok(response) => last = format!("HTTP {}", response.status()),
+                Err(e) => last = e.without_url().to_string(),
+            }
+            warn!(attempt, error = %last, "Slack delivery failed");
+            if attempt < self.max_attempts {
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+        }
+        Err(NotifyError {
+            reason: format!("Slack failed after {} attempts: {last}", self.max_attempts),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Notifier for SlackNotifier {
+    async fn notify_pending(
+        &self,
+        approval: &Approval,
+        _token: &ApprovalToken,
+    ) -> Result<(), NotifyError> {
+        let tool = slack_escape(&approval.tool_name);
+        let caller = slack_escape(&approval.caller_id);
+        let risk = if approval.risk_labels.is_empty() {
+            "none".to_owned()
+        } else {
+            slack_escape(&approval.risk_labels.join(", "))
+        };
+        let hash: String = approval.raw_args_hash.chars().take(16).collect();
+        let expires = approval.expires_at.format("%Y-%m-%d %H:%M:%S UTC");
+        self.post(json!({
+            "text": format!("Approval needed: {tool} for {caller}"),
+            "blocks": [
+                {"type": "header", "text": {"type": "plain_text", "text": format!("Approval needed: {}", approval.tool_name)}},
+                {"type": "section", "fields": [
+                    {"type": "mrkdwn", "text": format!("*Caller*\n{caller}")},
+                    {"type": "mrkdwn", "text": format!("*Risk*\n{risk}")},
+                    {"type": "mrkdwn", "text": format!("*Expires*\n{expires}")},
+                    {"type": "mrkdwn", "text": format!("*Arguments*\n`sha256 {hash}…`")},
+                ]},
+                {"type": "actions", "elements": [
+                    {"type": "button", "style": "primary", "text": {"type": "plain_text", "text": "Review"}, "url": self.link(approval)},
+                ]},
+            ],
+        }))
+        .await
+    }
+
+    async fn notify_decision(&self, approval: &Approval) -> Result<(), NotifyError> {
+        let by = approval
+            .result
+            .as_ref()
+            .and_then(|r| r.approver_id.as_deref())
+            .map(slack_escape)
+            .unwrap_or_else(|| "the system".into());
+        let text = format!(
+            "{} for {}: {} by {by} (<{}|details>)",
+            slack_escape(&approval.tool_name),
+            slack_escape(&approval.caller_id),
+            approval.status,
+            self.link(approval)
+        );
+        self.post(json!({"text": text})).await
+    }
+}

@@ -170,3 +170,61 @@ async fn webhook_over_tls_trusts_only_what_it_is_told_and_checks_the_name() {
             .is_err()
     );
 }
+
+/// The Slack-compatible notifier: a Block Kit message with a Review button
+/// linking to the console page, never the token; a line per decision.
+#[tokio::test]
+async fn slack_messages_link_to_the_console_and_never_carry_the_token() {
+    let mut sink = HttpSink::start(1).await;
+    let notifier = warden_approval::SlackNotifier::new(
+        &sink.url(),
+        "https://approvals.example",
+        Duration::from_secs(2),
+        3,
+    )
+    .unwrap();
+    let f = common::sqlite_in_process().await;
+    let manager = f.manager.clone().with_notifier(Arc::new(notifier));
+    let mut held = request("r-slack");
+    held.caller_id = "agent<@U123>&co".into();
+    let token = issued(manager.issue(&held).await.unwrap());
+    let _refused = sink
+        .next(Duration::from_secs(10))
+        .await
+        .expect("first attempt");
+    let message = sink.next(Duration::from_secs(10)).await.expect("retried");
+    let text = String::from_utf8_lossy(&message.body).into_owned();
+    assert!(!text.contains(token.expose()), "never the token");
+    let body: serde_json::Value = serde_json::from_slice(&message.body).unwrap();
+    let id = manager.check(token.expose()).await.unwrap().id;
+    let button = &body["blocks"][2]["elements"][0];
+    assert_eq!(button["type"], "button");
+    assert_eq!(
+        button["url"],
+        format!("https://approvals.example/approvals/{id}")
+    );
+    let fields = body["blocks"][1]["fields"].to_string();
+    assert!(fields.contains("agent&lt;@U123&gt;&amp;co"), "{fields}");
+    assert!(!fields.contains("<@U123>"), "no mention injected: {fields}");
+
+    manager
+        .approve(token.expose(), "alice", None)
+        .await
+        .unwrap();
+    let decided = sink
+        .next(Duration::from_secs(10))
+        .await
+        .expect("decision message");
+    let body: serde_json::Value = serde_json::from_slice(&decided.body).unwrap();
+    let line = body["text"].as_str().unwrap();
+    assert!(line.contains("APPROVED by alice"), "{line}");
+    assert!(
+        line.contains(&format!("https://approvals.example/approvals/{id}")),
+        "{line}"
+    );
+    assert!(!line.contains(token.expose()));
+    assert!(
+        warden_approval::SlackNotifier::new("ftp://x", "https://c", Duration::from_secs(1), 1)
+            .is_err()
+    );
+}
