@@ -662,11 +662,8 @@ impl ApprovalManager {
         approver_id: &str,
         note: Option<&str>,
     ) -> Result<Approval, ApprovalError> {
-        let approval = self
-            .decide(token, ApprovalStatus::Approved, approver_id, note)
-            .await?;
-        crate::metrics::decided(&approval);
-        Ok(approval)
+        self.decide(token, ApprovalStatus::Approved, approver_id, note)
+            .await
     }
 
     /// Denies the call `token` stands for.
@@ -676,11 +673,8 @@ impl ApprovalManager {
         approver_id: &str,
         note: Option<&str>,
     ) -> Result<Approval, ApprovalError> {
-        let approval = self
-            .decide(token, ApprovalStatus::Denied, approver_id, note)
-            .await?;
-        crate::metrics::decided(&approval);
-        Ok(approval)
+        self.decide(token, ApprovalStatus::Denied, approver_id, note)
+            .await
     }
 
     /// Approves approval `id` for a person the caller has already
@@ -697,11 +691,8 @@ impl ApprovalManager {
         note: Option<&str>,
     ) -> Result<Approval, ApprovalError> {
         let token_hash = self.token_hash_for(id, approver_id).await?;
-        let approval = self
-            .decide_hash(token_hash, ApprovalStatus::Approved, approver_id, note)
-            .await?;
-        crate::metrics::decided(&approval);
-        Ok(approval)
+        self.decide_hash(token_hash, ApprovalStatus::Approved, approver_id, note)
+            .await
     }
 
     /// Denies approval `id`; see [`approve_by_id`](Self::approve_by_id).
@@ -712,11 +703,8 @@ impl ApprovalManager {
         note: Option<&str>,
     ) -> Result<Approval, ApprovalError> {
         let token_hash = self.token_hash_for(id, approver_id).await?;
-        let approval = self
-            .decide_hash(token_hash, ApprovalStatus::Denied, approver_id, note)
-            .await?;
-        crate::metrics::decided(&approval);
-        Ok(approval)
+        self.decide_hash(token_hash, ApprovalStatus::Denied, approver_id, note)
+            .await
     }
 
     /// The stored token hash of approval `id` (one bounded read), for
@@ -777,7 +765,7 @@ impl ApprovalManager {
             db.collection.name = "approval_requests",
             db.operation.name = "UPDATE",
         );
-        async {
+        let approval = async {
             let backend = self.db.get_database_backend();
             let now_expr = now_sql(backend);
             let window_ms = u64::try_from(self.execution_window.as_millis()).unwrap_or(u64::MAX);
@@ -855,7 +843,10 @@ impl ApprovalManager {
             Ok(approval)
         }
         .instrument(span)
-        .await
+        .await?;
+        // Every decision, by token or by id, is counted here.
+        crate::metrics::decided(&approval);
+        Ok(approval)
     }
 
     /// Which approval `token_hash` names, for the one-statement decision:

@@ -187,50 +187,72 @@ impl WebhookNotifier {
     }
 
     async fn post(&self, payload: serde_json::Value) -> Result<(), NotifyError> {
-        let body = serde_json::to_vec(&payload).map_err(|e| NotifyError {
-            reason: e.to_string(),
-        })?;
-        let mut delay = self.backoff;
-        let mut last = String::new();
-        for attempt in 1..=self.max_attempts {
-            let timestamp = chrono::Utc::now().timestamp();
-            let signature = webhook_signature(&self.secret, timestamp, &body)?;
-            let sent = self
-                .client
-                .post(&self.url)
-                .header("content-type", "application/json")
-                .header("x-warden-timestamp", timestamp.to_string())
-                .header("x-warden-signature", signature)
-                .body(body.clone())
-                .send()
-                .await;
-            match sent {
-                Ok(response) if response.status().is_success() => return Ok(()),
-                Ok(response) if response.status().is_client_error() => {
-                    return Err(NotifyError {
-                        reason: format!(
-                            "webhook refused the notification: HTTP {}",
-                            response.status()
-                        ),
-                    });
-                }
-                Ok(response) => last = format!("HTTP {}", response.status()),
-                // reqwest's errors name the URL, never the body.
-                Err(e) => last = e.without_url().to_string(),
-            }
-            warn!(attempt, error = %last, "webhook delivery failed");
-            if attempt < self.max_attempts {
-                tokio::time::sleep(delay).await;
-                delay *= 2;
-            }
-        }
-        Err(NotifyError {
-            reason: format!(
-                "webhook failed after {} attempts: {last}",
-                self.max_attempts
-            ),
-        })
+        deliver(
+            &self.client,
+            &self.url,
+            &payload,
+            Some(&self.secret),
+            self.max_attempts,
+            self.backoff,
+            "webhook",
+        )
+        .await
     }
+}
+
+/// Posts `payload` as JSON to `url`, retrying server errors and network
+/// failures with exponential backoff up to `max_attempts`; a client error
+/// is final. With `secret`, each attempt is signed (`x-warden-timestamp`,
+/// `x-warden-signature`). `what` names the endpoint in errors and logs,
+/// which never carry the URL or the body.
+async fn deliver(
+    client: &reqwest::Client,
+    url: &str,
+    payload: &serde_json::Value,
+    secret: Option<&[u8]>,
+    max_attempts: u32,
+    backoff: Duration,
+    what: &str,
+) -> Result<(), NotifyError> {
+    let body = serde_json::to_vec(payload).map_err(|e| NotifyError {
+        reason: e.to_string(),
+    })?;
+    let mut delay = backoff;
+    let mut last = String::new();
+    for attempt in 1..=max_attempts {
+        let mut request = client.post(url).header("content-type", "application/json");
+        if let Some(secret) = secret {
+            let timestamp = chrono::Utc::now().timestamp();
+            request = request
+                .header("x-warden-timestamp", timestamp.to_string())
+                .header(
+                    "x-warden-signature",
+                    webhook_signature(secret, timestamp, &body)?,
+                );
+        }
+        match request.body(body.clone()).send().await {
+            Ok(response) if response.status().is_success() => return Ok(()),
+            Ok(response) if response.status().is_client_error() => {
+                return Err(NotifyError {
+                    reason: format!(
+                        "{what} refused the notification: HTTP {}",
+                        response.status()
+                    ),
+                });
+            }
+            Ok(response) => last = format!("HTTP {}", response.status()),
+            // reqwest's errors name the URL, never the body.
+            Err(e) => last = e.without_url().to_string(),
+        }
+        warn!(attempt, error = %last, "{what} delivery failed");
+        if attempt < max_attempts {
+            tokio::time::sleep(delay).await;
+            delay *= 2;
+        }
+    }
+    Err(NotifyError {
+        reason: format!("{what} failed after {max_attempts} attempts: {last}"),
+    })
 }
 
 /// The HTTPS client: rustls (ring) trusting the public web roots plus
@@ -350,38 +372,16 @@ impl SlackNotifier {
     }
 
     async fn post(&self, payload: serde_json::Value) -> Result<(), NotifyError> {
-        let body = serde_json::to_vec(&payload).map_err(|e| NotifyError {
-            reason: e.to_string(),
-        })?;
-        let mut delay = self.backoff;
-        let mut last = String::new();
-        for attempt in 1..=self.max_attempts {
-            let sent = self
-                .client
-                .post(&self.url)
-                .header("content-type", "application/json")
-                .body(body.clone())
-                .send()
-                .await;
-            match sent {
-                Ok(response) if response.status().is_success() => return Ok(()),
-                Ok(response) if response.status().is_client_error() => {
-                    return Err(NotifyError {
-                        reason: format!("Slack refused the message: HTTP {}", response.status()),
-                    });
-                }
-                Ok(response) => last = format!("HTTP {}", response.status()),
-                Err(e) => last = e.without_url().to_string(),
-            }
-            warn!(attempt, error = %last, "Slack delivery failed");
-            if attempt < self.max_attempts {
-                tokio::time::sleep(delay).await;
-                delay *= 2;
-            }
-        }
-        Err(NotifyError {
-            reason: format!("Slack failed after {} attempts: {last}", self.max_attempts),
-        })
+        deliver(
+            &self.client,
+            &self.url,
+            &payload,
+            None,
+            self.max_attempts,
+            self.backoff,
+            "Slack",
+        )
+        .await
     }
 }
 
