@@ -183,7 +183,9 @@ pub async fn gateway_flow(storage: &Storage) -> Secrets {
         .unwrap();
     logger.shutdown().await.unwrap();
     let api_key = created.plaintext.expose().to_owned();
-    let api_key_secret = api_key.rsplit('_').next().unwrap().to_owned();
+    // `wdn_<env>_<lookup>_<secret>`: the secret may itself contain '_'.
+    let api_key_secret = api_key.splitn(4, '_').nth(3).unwrap().to_owned();
+    assert!(api_key_secret.len() >= 32, "the whole secret part");
     Secrets {
         api_key,
         api_key_secret,
