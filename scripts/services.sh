@@ -8,6 +8,7 @@
 #   Redis:      127.0.0.1:6379, no persistence
 #   PgBouncer:  1.21+ for the transaction-pooling tests (built into .cache/pgbouncer
 #               from Debian's source when the installed one is older)
+#   Chromium:   chromium + chromium-driver (Debian) for the console's browser test
 #   promtool:   Prometheus's own checker of the /metrics text (unpacked from
 #               Debian's prometheus package into .cache/promtool, nothing started)
 set -euo pipefail
@@ -113,6 +114,9 @@ install_missing() {
     # libFuzzer (scripts/fuzz.sh) and the PgBouncer build need a C/C++ toolchain.
     command -v c++ >/dev/null 2>&1 || packages+=(g++)
     command -v make >/dev/null 2>&1 || packages+=(make)
+    # The approver console's real-browser test: headless Chromium over WebDriver.
+    command -v chromium >/dev/null 2>&1 || packages+=(chromium)
+    command -v chromedriver >/dev/null 2>&1 || packages+=(chromium-driver)
     if ! recent_pgbouncer >/dev/null; then
         dpkg -s libevent-dev >/dev/null 2>&1 || packages+=(libevent-dev)
         dpkg -s libssl-dev >/dev/null 2>&1 || packages+=(libssl-dev)

@@ -16,6 +16,8 @@ if [ -z "${WARDEN_TEST_PROMTOOL:-}" ]; then
     WARDEN_TEST_PROMTOOL="$(command -v promtool || echo "$PWD/.cache/promtool/usr/bin/promtool")"
 fi
 export WARDEN_TEST_PROMTOOL
+# The console's real-browser test drives headless Chromium through chromedriver.
+export WARDEN_TEST_CHROMEDRIVER="${WARDEN_TEST_CHROMEDRIVER:-$(command -v chromedriver || echo /usr/bin/chromedriver)}"
 # Tests read no .env: each builds its own settings.
 export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
 

@@ -21,7 +21,7 @@
 //!   approver's caller id; a second approver sees who decided first.
 //! - Every value is HTML-escaped by compile-time checked templates; the
 //!   Content-Security-Policy allows no inline script and nothing from
-//!   elsewhere (the one script, the live inbox's, is served from the binary); request bodies are capped and every request is time-bounded;
+//!   elsewhere (the one script — live inbox and countdowns — is served from the binary); request bodies are capped and every request is time-bounded;
 //!   sign-in is rate-limited.
 //! - No key, session id or CSRF token is logged.
 
@@ -129,7 +129,7 @@ impl Console {
             .route("/events", get(pages::events))
             .route("/audit", get(pages::audit))
             .route("/audit/proof", get(pages::audit_proof))
-            .route("/static/inbox.js", get(pages::inbox_script))
+            .route("/static/console.js", get(pages::script))
             .route("/keys", get(pages::keys))
             .route("/keys/revoke", post(pages::revoke))
             .route("/static/console.css", get(pages::stylesheet))

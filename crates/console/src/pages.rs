@@ -14,7 +14,7 @@ use crate::session::{self, Session};
 use crate::{Console, REQUEST_TIMEOUT};
 
 /// Scripts and event streams only from this origin (the binary's own
-/// `inbox.js` and `/events`): no inline script, nothing from elsewhere.
+/// `console.js` and `/events`): no inline script, nothing from elsewhere.
 const CSP: &str = "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; \
                    img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
@@ -72,7 +72,10 @@ pub(crate) async fn guard(request: Request, next: Next) -> Response {
         (header::CONTENT_SECURITY_POLICY, CSP),
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         (header::X_FRAME_OPTIONS, "DENY"),
-        (header::REFERRER_POLICY, "no-referrer"),
+        // Not `no-referrer`: under it browsers send `Origin: null` with a
+        // form POST, which the cross-site guard (rightly) refuses. Within
+        // the console the referrer is a page path; elsewhere it is never sent.
+        (header::REFERRER_POLICY, "same-origin"),
         (header::CACHE_CONTROL, "no-store"),
     ] {
         headers.insert(name, HeaderValue::from_static(value));
@@ -93,7 +96,7 @@ fn route_of(path: &str) -> &'static str {
         "/events" => "/events",
         "/audit" => "/audit",
         "/audit/proof" => "/audit/proof",
-        "/static/inbox.js" => "/static/inbox.js",
+        "/static/console.js" => "/static/console.js",
         "/static/console.css" => "/static/console.css",
         p if p.starts_with("/approvals/") && p.ends_with("/decide") => "/approvals/{id}/decide",
         p if p.starts_with("/approvals/") => "/approvals/{id}",
@@ -131,10 +134,10 @@ pub(crate) async fn stylesheet() -> Response {
         .into_response()
 }
 
-pub(crate) async fn inbox_script() -> Response {
+pub(crate) async fn script() -> Response {
     (
         [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
-        include_str!("../static/inbox.js"),
+        include_str!("../static/console.js"),
     )
         .into_response()
 }
@@ -320,6 +323,7 @@ struct Row {
     caller: String,
     risk_labels: Vec<String>,
     time_left: String,
+    expires_ms: i64,
 }
 
 #[derive(Template)]
@@ -329,6 +333,7 @@ struct Inbox {
     csrf: String,
     admin: bool,
     rows: Vec<Row>,
+    now_ms: i64,
 }
 
 fn time_left(expires_at: chrono::DateTime<chrono::Utc>) -> String {
@@ -365,6 +370,7 @@ pub(crate) async fn inbox(State(console): State<Console>, headers: HeaderMap) ->
         .map(|a| Row {
             id: a.id,
             time_left: time_left(a.expires_at),
+            expires_ms: a.expires_at.timestamp_millis(),
             tool: a.tool_name,
             caller: a.caller_id,
             risk_labels: a.risk_labels,
@@ -377,6 +383,7 @@ pub(crate) async fn inbox(State(console): State<Console>, headers: HeaderMap) ->
             who: session.caller_id,
             csrf: session.csrf,
             rows,
+            now_ms: now.timestamp_millis(),
         },
     )
 }
@@ -397,18 +404,54 @@ struct ApprovalPage {
     policy_version: String,
     expires_at: String,
     time_left: String,
+    expires_ms: i64,
+    now_ms: i64,
     args: String,
+    redaction_flags: Vec<warden_audit::RedactionFlag>,
     decided: Option<String>,
     pending: bool,
     notice: Option<String>,
 }
 
-fn approval_page(
+/// The redactions recorded for a held call: those of its tool-call events in
+/// the audit trail (the approval stores the sanitized call, not its flags).
+/// An unreadable trail shows as none, with a warning in the log.
+async fn redaction_flags(console: &Console, request_id: &str) -> Vec<warden_audit::RedactionFlag> {
+    match console
+        .inner
+        .storage
+        .audit_query()
+        .list_by_request_id(request_id)
+        .await
+    {
+        Ok(events) => {
+            let mut flags: Vec<warden_audit::RedactionFlag> = Vec::new();
+            for event in events
+                .iter()
+                .filter(|e| e.kind() == warden_audit::EventKind::ToolCall)
+            {
+                for flag in event.redaction_flags() {
+                    if !flags.contains(flag) {
+                        flags.push(flag.clone());
+                    }
+                }
+            }
+            flags
+        }
+        Err(e) => {
+            warn!(error = %e, "the held call's redactions could not be read");
+            Vec::new()
+        }
+    }
+}
+
+async fn approval_page(
     console: &Console,
     session: Session,
     approval: Approval,
     notice: Option<String>,
 ) -> ApprovalPage {
+    let redaction_flags = redaction_flags(console, &approval.request_id).await;
     let now = chrono::Utc::now();
     let status = approval.effective_status(now);
     let decided = approval.result.as_ref().map(|r| {
@@ -440,6 +483,9 @@ fn approval_page(
             .format("%Y-%m-%d %H:%M:%S UTC")
             .to_string(),
         time_left: time_left(approval.expires_at),
+        expires_ms: approval.expires_at.timestamp_millis(),
+        now_ms: now.timestamp_millis(),
+        redaction_flags,
         args: serde_json::to_string_pretty(&approval.tool_call).unwrap_or_default(),
         decided,
         pending: status == ApprovalStatus::Pending,
@@ -458,7 +504,7 @@ pub(crate) async fn approval(
     match console.inner.approvals.get(id).await {
         Ok(approval) => page(
             StatusCode::OK,
-            &approval_page(&console, session, approval, None),
+            &approval_page(&console, session, approval, None).await,
         ),
         Err(ApprovalError::NotFound) => (StatusCode::NOT_FOUND, "no such approval").into_response(),
         Err(e) => {
@@ -521,7 +567,7 @@ pub(crate) async fn decide(
     match approvals.get(id).await {
         Ok(approval) => page(
             StatusCode::CONFLICT,
-            &approval_page(&console, session, approval, Some(notice)),
+            &approval_page(&console, session, approval, Some(notice)).await,
         ),
         Err(_) => (StatusCode::CONFLICT, notice).into_response(),
     }
@@ -771,6 +817,7 @@ struct AuditView {
     csrf: String,
     admin: bool,
     caller: String,
+    tool: String,
     decisions: Vec<Opt>,
     kinds: Vec<Opt>,
     rows: Vec<AuditRow>,
@@ -786,6 +833,8 @@ struct Opt {
 pub(crate) struct AuditQueryForm {
     #[serde(default)]
     caller: String,
+    #[serde(default)]
+    tool: String,
     #[serde(default)]
     decision: String,
     #[serde(default)]
@@ -815,6 +864,8 @@ pub(crate) async fn audit(
     };
     let filter = warden_audit::AuditFilter {
         caller_id: Some(query.caller.trim().to_owned()).filter(|c| !c.is_empty()),
+        // A tool call's tool; an admin event's resource type (`approval`).
+        resource_type: Some(query.tool.trim().to_owned()).filter(|t| !t.is_empty()),
         decision,
         kind,
         ..warden_audit::AuditFilter::default()
@@ -896,6 +947,7 @@ pub(crate) async fn audit(
                 })
                 .collect(),
             caller: query.caller,
+            tool: query.tool,
             rows,
         },
     )

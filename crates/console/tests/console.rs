@@ -661,8 +661,9 @@ async fn the_inbox_hears_of_new_approvals_live(e: Env) {
     );
     let cookie = e.sign_in(&e.key("alice", "approver").await).await;
     let (_, _, inbox) = e.get("/inbox", Some(&cookie)).await;
-    assert!(inbox.contains(r#"<script src="/static/inbox.js"></script>"#));
-    let (status, headers, script) = e.get("/static/inbox.js", None).await;
+    assert!(inbox.contains(r#"<section id="live-inbox">"#));
+    assert!(inbox.contains(r#"<script src="/static/console.js"></script>"#));
+    let (status, headers, script) = e.get("/static/console.js", None).await;
     assert_eq!(status, StatusCode::OK);
     assert!(
         headers[header::CONTENT_TYPE]
