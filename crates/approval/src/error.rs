@@ -108,3 +108,11 @@ pub struct NotifyError {
     /// What went wrong (never the token).
     pub reason: String,
 }
+
+impl From<warden_common::TimedOut> for ApprovalError {
+    fn from(timed_out: warden_common::TimedOut) -> Self {
+        Self::Timeout {
+            after: timed_out.after,
+        }
+    }
+}

@@ -99,20 +99,12 @@ fn cache_key(token_hash: &str) -> String {
 }
 
 fn identifier(field: &'static str, value: &str) -> Result<String, ApprovalError> {
-    let invalid = |reason: &str| ApprovalError::InvalidField {
-        field,
-        reason: reason.to_owned(),
-    };
-    if value.trim().is_empty() {
-        return Err(invalid("must not be empty"));
-    }
-    if value.chars().count() > MAX_ID_LEN {
-        return Err(invalid("longer than 255 characters"));
-    }
-    if value.chars().any(char::is_control) {
-        return Err(invalid("contains control characters"));
-    }
-    Ok(value.to_owned())
+    warden_common::identifier(value, MAX_ID_LEN)
+        .map(str::to_owned)
+        .map_err(|e| ApprovalError::InvalidField {
+            field,
+            reason: e.to_string(),
+        })
 }
 
 /// The row for `token_hash` and the database's clock, in one statement, on
@@ -197,11 +189,7 @@ impl ApprovalManager {
         &self,
         work: impl std::future::Future<Output = Result<T, ApprovalError>>,
     ) -> Result<T, ApprovalError> {
-        tokio::time::timeout(self.db_timeout, work)
-            .await
-            .unwrap_or(Err(ApprovalError::Timeout {
-                after: self.db_timeout,
-            }))
+        warden_common::within(self.db_timeout, work).await
     }
 
     /// How often `wait_for_decision` polls the database when no cache message

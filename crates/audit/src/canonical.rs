@@ -187,16 +187,7 @@ fn write_string(s: &str, out: &mut Vec<u8>) {
     }
 }
 
-/// Lowercase hex.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(char::from(DIGITS[usize::from(b >> 4)]));
-        s.push(char::from(DIGITS[usize::from(b & 0xf)]));
-    }
-    s
-}
+pub(crate) use warden_common::hex;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]

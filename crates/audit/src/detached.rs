@@ -38,8 +38,5 @@ pub(crate) async fn step<T, E>(
 where
     AuditError: From<E>,
 {
-    match tokio::time::timeout(limit, work).await {
-        Ok(result) => result.map_err(AuditError::from),
-        Err(_) => Err(AuditError::Timeout { after: limit }),
-    }
+    warden_common::within(limit, async { work.await.map_err(AuditError::from) }).await
 }

@@ -112,3 +112,11 @@ impl From<sea_orm::DbErr> for AuditError {
         }
     }
 }
+
+impl From<warden_common::TimedOut> for AuditError {
+    fn from(timed_out: warden_common::TimedOut) -> Self {
+        Self::Timeout {
+            after: timed_out.after,
+        }
+    }
+}

@@ -191,17 +191,12 @@ const MAX_ID_LEN: usize = 255;
 const MAX_REASON_LEN: usize = 4096;
 
 fn identifier(field: &'static str, value: &str) -> Result<String, AuditError> {
-    let invalid = |reason: String| AuditError::InvalidField { field, reason };
-    if value.is_empty() {
-        return Err(invalid("must not be empty".into()));
-    }
-    if value.chars().count() > MAX_ID_LEN {
-        return Err(invalid(format!("longer than {MAX_ID_LEN} characters")));
-    }
-    if value.chars().any(char::is_control) {
-        return Err(invalid("contains control characters".into()));
-    }
-    Ok(value.to_owned())
+    warden_common::identifier(value, MAX_ID_LEN)
+        .map(str::to_owned)
+        .map_err(|e| AuditError::InvalidField {
+            field,
+            reason: e.to_string(),
+        })
 }
 
 /// Free text: NUL (which PostgreSQL refuses) becomes U+FFFD; overlong text is cut.

@@ -28,17 +28,7 @@ pub fn hash_hex(hash: &TreeHash) -> String {
 
 /// Parses 64 hex digits (either case) into a tree hash.
 pub fn parse_hash_hex(text: &str) -> Option<TreeHash> {
-    let bytes = text.trim().as_bytes();
-    if bytes.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, pair) in bytes.chunks(2).enumerate() {
-        let hi = char::from(pair[0]).to_digit(16)?;
-        let lo = char::from(pair[1]).to_digit(16)?;
-        out[i] = u8::try_from(hi * 16 + lo).ok()?;
-    }
-    Some(tlog_tiles::Hash(out))
+    warden_common::parse_hex::<32>(text.trim()).map(tlog_tiles::Hash)
 }
 
 /// What a stored row records.

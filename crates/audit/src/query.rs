@@ -101,12 +101,7 @@ impl AuditQuery {
         &self,
         work: impl std::future::Future<Output = Result<T, sea_orm::DbErr>>,
     ) -> Result<T, AuditError> {
-        match tokio::time::timeout(self.timeout, work).await {
-            Ok(result) => Ok(result?),
-            Err(_) => Err(AuditError::Timeout {
-                after: self.timeout,
-            }),
-        }
+        warden_common::within(self.timeout, async { Ok(work.await?) }).await
     }
 
     async fn run(
@@ -139,14 +134,9 @@ impl AuditQuery {
             .into_iter()
             .map(|(id, index)| (id, index as u64))
             .collect();
-        let covered = match tokio::time::timeout(self.timeout, latest_checkpoint(&self.db)).await {
-            Ok(cp) => cp?.map_or(0, |c| c.tree_size as u64),
-            Err(_) => {
-                return Err(AuditError::Timeout {
-                    after: self.timeout,
-                });
-            }
-        };
+        let covered = warden_common::within(self.timeout, latest_checkpoint(&self.db))
+            .await?
+            .map_or(0, |c| c.tree_size as u64);
         rows.into_iter()
             .map(|row| {
                 let leaf_index = leaves.get(&row.id).copied();

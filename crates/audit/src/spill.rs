@@ -89,14 +89,8 @@ impl SpillMacKey {
     }
 }
 
-fn decode_hex(text: &str) -> Option<Vec<u8>> {
-    if text.len() != 64 {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
+fn decode_hex(text: &str) -> Option<[u8; 32]> {
+    warden_common::parse_hex::<32>(text)
 }
 
 /// One spilled event: the already-redacted event, never raw arguments.

@@ -76,7 +76,7 @@ async fn raw_query<T: redis::FromRedisValue>(
 }
 
 async fn cache_ops(b: &Bench, r: &mut Runner) -> anyhow::Result<()> {
-    let cache = b.storage.cache.clone();
+    let cache = b.storage.cache().clone();
     let pool = pool(&cache)?;
     let prefix = cache.prefix().to_string();
     let value = Arc::new(json!({"blob": "x".repeat(480), "n": 1}));
@@ -137,7 +137,7 @@ async fn cache_ops(b: &Bench, r: &mut Runner) -> anyhow::Result<()> {
 }
 
 async fn rate_limit(b: &Bench, r: &mut Runner) -> anyhow::Result<()> {
-    let cache = b.storage.cache.clone();
+    let cache = b.storage.cache().clone();
     let pool = pool(&cache)?;
     let limiter = RateLimiter::new(
         cache.clone(),
@@ -183,7 +183,7 @@ async fn rate_limit(b: &Bench, r: &mut Runner) -> anyhow::Result<()> {
 }
 
 async fn keys(b: &Bench, r: &mut Runner) -> anyhow::Result<()> {
-    let keys = b.storage.key_manager()?;
+    let keys = b.storage.keys()?;
     let created = keys
         .create(&NewKey {
             actor: "tester",
@@ -196,8 +196,8 @@ async fn keys(b: &Bench, r: &mut Runner) -> anyhow::Result<()> {
         .await?;
     let plain = Arc::new(created.plaintext.expose().to_owned());
     keys.verify(&plain).await?;
-    let pool = pool(&b.storage.cache)?;
-    let probe = format!("{}r:0", b.storage.cache.prefix());
+    let pool = pool(b.storage.cache())?;
+    let probe = format!("{}r:0", b.storage.cache().prefix());
     let ops = r.params().fast_ops;
     let mut cached_rate = 0.0;
     for c in CONCURRENCY {
@@ -229,7 +229,7 @@ async fn keys(b: &Bench, r: &mut Runner) -> anyhow::Result<()> {
     // bcrypt at the configured cost, the work the cache saves.
     let hash = Arc::new(bcrypt::hash(
         "benchmark-secret-value",
-        b.storage.settings.bcrypt_cost,
+        b.storage.settings().bcrypt_cost,
     )?);
     let mut lat = Vec::new();
     let started = Instant::now();
@@ -244,7 +244,7 @@ async fn keys(b: &Bench, r: &mut Runner) -> anyhow::Result<()> {
     r.push_custom(Row {
         operation: format!(
             "key verify cached vs uncached (bcrypt cost {})",
-            b.storage.settings.bcrypt_cost
+            b.storage.settings().bcrypt_cost
         ),
         concurrency: 1,
         warden: r
@@ -288,7 +288,7 @@ async fn keys(b: &Bench, r: &mut Runner) -> anyhow::Result<()> {
     r.push_custom(Row {
         operation: format!(
             "unauthenticated flood: {flood} forged keys at once, cost {} ({busy} refused Busy, {} bcrypts run)",
-            b.storage.settings.bcrypt_cost,
+            b.storage.settings().bcrypt_cost,
             flood as usize - busy
         ),
         concurrency: flood as usize,
@@ -350,8 +350,8 @@ fn raw_approval_row(i: String, token_hash: String) -> approval_requests::ActiveM
 }
 
 async fn approvals(b: &Bench, r: &mut Runner) -> anyhow::Result<()> {
-    let m = b.storage.approval_manager();
-    let cache = b.storage.cache.clone();
+    let m = b.storage.approvals();
+    let cache = b.storage.cache().clone();
     let pool = pool(&cache)?;
     let prefix = cache.prefix().to_string();
     let (fast, slow) = (r.params().fast_ops, r.params().db_ops);
@@ -360,7 +360,7 @@ async fn approvals(b: &Bench, r: &mut Runner) -> anyhow::Result<()> {
     for t in cold.iter() {
         cache.delete(&format!("approval:{}", t.hash())).await?;
     }
-    let db = b.storage.db.clone();
+    let db = b.storage.database().clone();
     for c in CONCURRENCY {
         let (mm, h) = (m.clone(), hot.clone());
         let (pb, pre, h2) = (pool.clone(), prefix.clone(), hot.clone());
@@ -588,7 +588,7 @@ fn raw_row(e: &AuditEvent, seq: i64) -> audit_events::ActiveModel {
 /// arguments: what redaction adds per event, against the sustained write's
 /// per-row budget (the audit writes rows below).
 async fn audit_redaction(b: &Bench, r: &mut Runner) -> anyhow::Result<()> {
-    let redactor = b.storage.redactor.clone();
+    let redactor = b.storage.redactor().clone();
     // A 16 KiB document: prose, code, URLs, ids and hashes, with a few
     // secrets, the way a tool's arguments carry a file or a page.
     let mut doc = String::new();
@@ -664,8 +664,8 @@ async fn audit_redaction(b: &Bench, r: &mut Runner) -> anyhow::Result<()> {
 
 async fn audit_writes(b: &Bench, r: &mut Runner) -> anyhow::Result<()> {
     let events = r.params().audit_events;
-    let redactor = b.storage.redactor.clone();
-    let batch = b.storage.settings.audit_batch_size;
+    let redactor = b.storage.redactor().clone();
+    let batch = b.storage.settings().audit_batch_size;
     let mut raw_seq: i64 = 0;
     for c in CONCURRENCY {
         let (mut warden_rounds, mut multi_rounds, mut single_rounds, mut log_latencies) =
@@ -678,12 +678,15 @@ async fn audit_writes(b: &Bench, r: &mut Runner) -> anyhow::Result<()> {
             // events durable.
             let mut loggers = Vec::new();
             for t in 0..c {
-                let mut config = b.storage.settings.audit_logger_config();
+                let mut config = b.storage.settings().audit_logger_config();
                 config.spill_path = std::env::temp_dir().join(format!(
                     "warden-bench-{}-{c}-{round}-{t}.spill",
                     std::process::id()
                 ));
-                loggers.push(Arc::new(AuditLogger::start(b.storage.db.clone(), config)));
+                loggers.push(Arc::new(AuditLogger::start(
+                    b.storage.database().clone(),
+                    config,
+                )));
             }
             let started = Instant::now();
             let mut tasks = Vec::new();
@@ -828,12 +831,15 @@ async fn paced_lag(
     let total = (rate * seconds) as u64;
     let mut loggers = Vec::new();
     for t in 0..c {
-        let mut config = b.storage.settings.audit_logger_config();
+        let mut config = b.storage.settings().audit_logger_config();
         config.spill_path = std::env::temp_dir().join(format!(
             "warden-bench-lag-{}-{c}-{round}-{t}.spill",
             std::process::id()
         ));
-        loggers.push(Arc::new(AuditLogger::start(b.storage.db.clone(), config)));
+        loggers.push(Arc::new(AuditLogger::start(
+            b.storage.database().clone(),
+            config,
+        )));
     }
     let started = Instant::now();
     let tick = Duration::from_millis(10);
@@ -854,7 +860,7 @@ async fn paced_lag(
     }
     // Give the integrators time to catch up before stopping them (a
     // shutdown integrates everything itself, which would hide the lag).
-    tokio::time::sleep(b.storage.settings.audit_checkpoint_interval * 3).await;
+    tokio::time::sleep(b.storage.settings().audit_checkpoint_interval * 3).await;
     for logger in &loggers {
         logger.shutdown().await?;
     }
@@ -866,7 +872,7 @@ async fn paced_lag(
 async fn integration_lag(b: &Bench, pattern: &str) -> anyhow::Result<Summary> {
     let rows = b
         .storage
-        .db
+        .database()
         .query_all_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
             "SELECT (EXTRACT(EPOCH FROM ((SELECT MIN(c.created_at) FROM audit_checkpoints c              WHERE c.tree_size > l.leaf_index) - e.timestamp)) * 1e6)::float8 AS lag_us              FROM audit_leaves l JOIN audit_events e ON e.id = l.event_id WHERE e.caller_id LIKE $1",
@@ -934,9 +940,9 @@ fn peak_rss_kib() -> u64 {
 
 async fn audit_at_scale(b: &Bench, r: &mut Runner) -> anyhow::Result<()> {
     let rows = r.params().big_rows;
-    let redactor = b.storage.redactor.clone();
-    let db = b.storage.db.clone();
-    let integrator = Integrator::new(db.clone(), b.storage.settings.integrator_config());
+    let redactor = b.storage.redactor().clone();
+    let db = b.storage.database().clone();
+    let integrator = Integrator::new(db.clone(), b.storage.settings().integrator_config());
     integrator.integrate_all().await?;
     let before = audit_leaves_count(&db).await?;
     eprintln!("  loading {rows} rows…");
@@ -973,7 +979,7 @@ async fn audit_at_scale(b: &Bench, r: &mut Runner) -> anyhow::Result<()> {
             &VerifyOptions {
                 verifier: b
                     .storage
-                    .settings
+                    .settings()
                     .audit_signing_key
                     .as_ref()
                     .map(|k| k.verifier())
@@ -1049,7 +1055,7 @@ async fn audit_at_scale(b: &Bench, r: &mut Runner) -> anyhow::Result<()> {
         target: Some("p99 ≤ 5 ms".into()),
         met: Some(s.p99_us <= 5_000.0),
     });
-    if let Some(key) = &b.storage.settings.audit_signing_key {
+    if let Some(key) = &b.storage.settings().audit_signing_key {
         let verifier = key.verifier()?;
         let bundle = warden_audit::prove_inclusion(&db, &sample[0]).await?;
         let checks = 20_000u64;
@@ -1080,7 +1086,7 @@ async fn audit_at_scale(b: &Bench, r: &mut Runner) -> anyhow::Result<()> {
     }
 
     // Queries at scale: p99 of a caller's newest page, offset and keyset.
-    let query = b.storage.audit_query();
+    let query = b.storage.audit().query();
     let ops = r.params().db_ops;
     for c in CONCURRENCY {
         let q = query.clone();

@@ -5,12 +5,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection};
-use warden_core::{DatabaseBackend, Settings, Storage};
+use warden_core::{DatabaseBackend, Settings, Warden};
 
 /// Everything a scenario needs.
 pub struct Bench {
     /// Warden's storage on the bench database.
-    pub storage: Storage,
+    pub storage: Warden,
     /// A second, identically migrated database for raw baselines (so raw
     /// inserts never collide with Warden's chain).
     pub raw_db: DatabaseConnection,
@@ -79,8 +79,8 @@ impl Bench {
             "AUDIT_SIGNING_KEY_FILE" => Some(key_file.display().to_string()),
             _ => std::env::var(name).ok(),
         })?;
-        let storage = Storage::connect(&settings).await?;
-        migration::run(&storage.db, migration::Command::Up(None)).await?;
+        let storage = Warden::connect(&settings).await?;
+        migration::run(storage.database(), migration::Command::Up(None)).await?;
         let raw_db = connect(&raw_url, 40).await?;
         migration::run(&raw_db, migration::Command::Up(None)).await?;
         Ok(Self {
@@ -93,9 +93,9 @@ impl Bench {
 
     /// Drops the run's databases and keys.
     pub async fn destroy(self) -> anyhow::Result<()> {
-        if let Some(pool) = self.storage.cache.redis_pool() {
+        if let Some(pool) = self.storage.cache().redis_pool() {
             let mut conn = pool.get().await?;
-            let pattern = format!("{}*", self.storage.cache.prefix());
+            let pattern = format!("{}*", self.storage.cache().prefix());
             let keys: Vec<String> = deadpool_redis::redis::cmd("KEYS")
                 .arg(&pattern)
                 .query_async(&mut *conn)
@@ -109,7 +109,7 @@ impl Bench {
                     .await?;
             }
         }
-        let _ = std::fs::remove_file(&self.storage.settings.audit_spill_path);
+        let _ = std::fs::remove_file(&self.storage.settings().audit_spill_path);
         self.storage.close().await?;
         self.raw_db.close().await?;
         let admin = connect(&self.admin_url, 1).await?;

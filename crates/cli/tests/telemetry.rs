@@ -300,7 +300,11 @@ async fn warden_serve_runs_the_console_on_the_embedded_default() {
         "{head}"
     );
     assert!(
-        page.contains(r#"name="key""#) && !page.contains("<script"),
+        page.contains(r#"name="key""#)
+            && page.matches("<script").count()
+                == page
+                    .matches(r#"<script src="/static/console.js"></script>"#)
+                    .count(),
         "{page}"
     );
     let (head, _) = http_get(port, "/inbox").await.unwrap();

@@ -35,7 +35,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
-use warden_core::Storage;
+use warden_core::Warden;
 
 pub use server::{ServeLimits, serve};
 pub use session::{SECURE_SESSION_COOKIE, SESSION_COOKIE};
@@ -60,7 +60,7 @@ pub enum ConsoleError {
     Keys(#[from] warden_core::CoreError),
 }
 
-/// The console's shared state: storage, the policy, and whether cookies
+/// The console's shared state: the Warden handle, the policy, and whether cookies
 /// must be `Secure`.
 #[derive(Clone)]
 pub struct Console {
@@ -68,7 +68,7 @@ pub struct Console {
 }
 
 struct Inner {
-    storage: Storage,
+    warden: Warden,
     keys: warden_keys::KeyManager,
     approvals: warden_approval::ApprovalManager,
     policy: warden_keys::Policy,
@@ -85,19 +85,19 @@ impl std::fmt::Debug for Console {
 }
 
 impl Console {
-    /// The console over `storage`. `secure_cookies`: the page is reached
+    /// The console over `warden`. `secure_cookies`: the page is reached
     /// over HTTPS (directly or behind a proxy), so cookies are `Secure`.
-    pub fn new(storage: Storage, secure_cookies: bool) -> Result<Self, ConsoleError> {
-        let (text, _) = storage
-            .settings
+    pub fn new(warden: Warden, secure_cookies: bool) -> Result<Self, ConsoleError> {
+        let (text, _) = warden
+            .settings()
             .policy_source()
             .map_err(|e| ConsoleError::Policy(e.to_string()))?;
         let policy = warden_keys::Policy::from_yaml(&text)
             .map_err(|e| ConsoleError::Policy(e.to_string()))?;
-        let keys = storage.key_manager()?;
-        let approvals = storage.approval_manager();
+        let keys = warden.keys()?;
+        let approvals = warden.approvals();
         let sign_in_limiter = warden_cache::RateLimiter::new(
-            storage.cache.clone(),
+            warden.cache().clone(),
             "console-sign-in",
             warden_cache::RateLimit::new(10, Duration::from_secs(60))
                 .map_err(|e| ConsoleError::Policy(e.to_string()))?,
@@ -105,7 +105,7 @@ impl Console {
         );
         Ok(Self {
             inner: Arc::new(Inner {
-                storage,
+                warden,
                 keys,
                 approvals,
                 policy,

@@ -153,8 +153,8 @@ pub(crate) async fn events(State(console): State<Console>, headers: HeaderMap) -
     }
     let subscription = match console
         .inner
-        .storage
-        .cache
+        .warden
+        .cache()
         .subscribe(warden_approval::INBOX_CHANNEL)
         .await
     {
@@ -254,7 +254,7 @@ pub(crate) async fn sign_in(
             );
         }
     };
-    if verified.environment != inner.storage.settings.environment.as_str() {
+    if verified.environment != inner.warden.settings().environment.as_str() {
         return page(
             StatusCode::FORBIDDEN,
             &SignIn {
@@ -419,8 +419,9 @@ struct ApprovalPage {
 async fn redaction_flags(console: &Console, request_id: &str) -> Vec<warden_audit::RedactionFlag> {
     match console
         .inner
-        .storage
-        .audit_query()
+        .warden
+        .audit()
+        .query()
         .list_by_request_id(request_id)
         .await
     {
@@ -872,8 +873,9 @@ pub(crate) async fn audit(
     };
     let page_of = match console
         .inner
-        .storage
-        .audit_query()
+        .warden
+        .audit()
+        .query()
         .page(&filter, None, 100)
         .await
     {
@@ -968,7 +970,13 @@ pub(crate) async fn audit_proof(
     if session::current(&console, &headers).await.is_none() {
         return to_sign_in();
     }
-    match warden_audit::prove_inclusion(&console.inner.storage.db, &query.request_id).await {
+    match console
+        .inner
+        .warden
+        .audit()
+        .prove_inclusion(&query.request_id)
+        .await
+    {
         Ok(bundle) => match serde_json::to_string_pretty(&bundle) {
             Ok(json) => (
                 [

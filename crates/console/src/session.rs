@@ -37,9 +37,7 @@ pub(crate) struct Session {
     pub(crate) role: String,
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+use warden_common::hex;
 
 /// 32 bytes from the operating system's CSPRNG, as hex.
 pub(crate) fn random_token() -> Option<String> {
@@ -64,8 +62,8 @@ pub(crate) async fn create(console: &Console, caller_id: &str, key_id: Uuid) -> 
     let ttl = warden_cache::Ttl::new(SESSION_TTL).ok()?;
     console
         .inner
-        .storage
-        .cache
+        .warden
+        .cache()
         .set_json(&cache_key(&id), &session, ttl)
         .await
         .ok()?;
@@ -77,7 +75,7 @@ pub(crate) async fn create(console: &Console, caller_id: &str, key_id: Uuid) -> 
 /// that lost the permission, ends the session here).
 pub(crate) async fn current(console: &Console, headers: &HeaderMap) -> Option<(String, Session)> {
     let id = cookie_value(headers, console.inner.secure_cookies)?;
-    let cache = &console.inner.storage.cache;
+    let cache = console.inner.warden.cache();
     let mut session: Session = cache.get_json(&cache_key(&id)).await.ok()??;
     let key = console
         .inner
@@ -103,7 +101,7 @@ pub(crate) async fn current(console: &Console, headers: &HeaderMap) -> Option<(S
 
 /// Ends the session `id`.
 pub(crate) async fn end(console: &Console, id: &str) {
-    let _ = console.inner.storage.cache.delete(&cache_key(id)).await;
+    let _ = console.inner.warden.cache().delete(&cache_key(id)).await;
 }
 
 /// The session cookie's value: exactly one cookie of the name, 64 hex

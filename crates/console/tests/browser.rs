@@ -19,7 +19,7 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
 use warden_approval::{ApprovalRequest, ApprovalStatus, IssueOutcome, WaitOutcome};
 use warden_audit::{AuditEvent, Decision, RawArgs, ToolCall};
-use warden_core::{Settings, Storage};
+use warden_core::{Settings, Warden};
 use warden_keys::NewKey;
 use warden_testkit::{Backend, TestDatabase, TestRedis};
 
@@ -157,7 +157,7 @@ async fn text_of(client: &Client, css: &str) -> String {
 
 #[tokio::test]
 async fn an_approver_decides_a_held_call_in_a_real_browser() {
-    // Storage, as `warden serve` builds it.
+    // Warden, as `warden serve` builds it.
     let db = TestDatabase::new(Backend::Postgres).await;
     let redis = TestRedis::new().await;
     let dir = tempfile::tempdir().unwrap();
@@ -171,12 +171,12 @@ async fn an_approver_decides_a_held_call_in_a_real_browser() {
         _ => None,
     })
     .unwrap();
-    let storage = Storage::connect(&settings).await.unwrap();
-    migration::run(&storage.db, migration::Command::Up(None))
+    let storage = Warden::connect(&settings).await.unwrap();
+    migration::run(storage.database(), migration::Command::Up(None))
         .await
         .unwrap();
     let approver_key = storage
-        .key_manager()
+        .keys()
         .unwrap()
         .create(&NewKey {
             actor: "test",
@@ -255,13 +255,13 @@ async fn an_approver_decides_a_held_call_in_a_real_browser() {
         latency_ms: None,
         timestamp: None,
     };
-    let event = AuditEvent::record(&call, &storage.redactor).unwrap();
+    let event = AuditEvent::record(&call, storage.redactor()).unwrap();
     let sanitized = event.sanitized_args().clone();
     let args_hash = event.raw_args_hash().to_owned();
-    let logger = storage.audit_logger();
+    let logger = storage.audit().logger();
     logger.log(event);
     logger.flush().await.unwrap();
-    let approvals = storage.approval_manager();
+    let approvals = storage.approvals();
     let IssueOutcome::Issued { id, token, .. } = approvals
         .issue(&ApprovalRequest {
             request_id: "req-browser-1".into(),

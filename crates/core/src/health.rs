@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tracing::{instrument, warn};
 
-use crate::{Settings, Storage};
+use crate::{Settings, Warden};
 
 /// The outcome of one check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -100,7 +100,7 @@ impl HealthReport {
 /// or cache check with the reason.
 pub async fn probe(settings: &Settings) -> HealthReport {
     let started = Instant::now();
-    match Storage::connect_lazy(settings).await {
+    match Warden::connect_lazy(settings).await {
         Ok(storage) => {
             let report = check(&storage).await;
             // Closing only returns pooled connections; nothing to report if it fails.
@@ -123,8 +123,8 @@ pub async fn probe(settings: &Settings) -> HealthReport {
 
 /// Runs the three checks concurrently, each bounded by the health timeout.
 #[instrument(skip_all, fields(database = ?storage.database_backend()))]
-pub async fn check(storage: &Storage) -> HealthReport {
-    let limit = storage.settings.health_timeout;
+pub async fn check(storage: &Warden) -> HealthReport {
+    let limit = storage.settings().health_timeout;
     let (database, cache, migrations) = tokio::join!(
         bounded(limit, check_database(storage)),
         bounded(limit, check_cache(storage)),
@@ -136,8 +136,8 @@ pub async fn check(storage: &Storage) -> HealthReport {
         cache,
         migrations,
         audit,
-        secrets: check_secrets(&storage.settings),
-        posture: check_posture(&storage.settings),
+        secrets: check_secrets(storage.settings()),
+        posture: check_posture(storage.settings()),
     };
     for (name, c) in report.checks() {
         if c.status != CheckStatus::Pass {
@@ -160,9 +160,9 @@ async fn bounded(limit: Duration, check: impl Future<Output = Check>) -> Check {
         })
 }
 
-async fn check_database(storage: &Storage) -> Check {
+async fn check_database(storage: &Warden) -> Check {
     let started = Instant::now();
-    match storage.db.ping().await {
+    match storage.database().ping().await {
         Ok(()) => Check::new(
             CheckStatus::Pass,
             format!("{:?} reachable", storage.database_backend()).to_lowercase(),
@@ -172,10 +172,10 @@ async fn check_database(storage: &Storage) -> Check {
     }
 }
 
-async fn check_cache(storage: &Storage) -> Check {
+async fn check_cache(storage: &Warden) -> Check {
     let started = Instant::now();
-    match storage.cache.ping().await {
-        Ok(()) if storage.cache.redis_pool().is_some() => {
+    match storage.cache().ping().await {
+        Ok(()) if storage.cache().redis_pool().is_some() => {
             Check::new(CheckStatus::Pass, "redis reachable", started)
         }
         Ok(()) => Check::new(
@@ -190,9 +190,9 @@ async fn check_cache(storage: &Storage) -> Check {
 /// Whether audit checkpoints are signed: without a key the log still
 /// detects tampering by someone without database access, but its
 /// checkpoints prove nothing to anyone else.
-fn check_audit(storage: &Storage) -> Check {
+fn check_audit(storage: &Warden) -> Check {
     let started = Instant::now();
-    match &storage.settings.audit_signing_key {
+    match &storage.settings().audit_signing_key {
         Some(key) => Check::new(
             CheckStatus::Pass,
             format!("checkpoints signed for {}", key.origin()),
@@ -286,9 +286,9 @@ fn check_posture(settings: &Settings) -> Check {
     }
 }
 
-async fn check_migrations(storage: &Storage) -> Check {
+async fn check_migrations(storage: &Warden) -> Check {
     let started = Instant::now();
-    match migration::status(&storage.db).await {
+    match migration::status(storage.database()).await {
         Ok(states) => {
             let pending: Vec<&str> = states
                 .iter()

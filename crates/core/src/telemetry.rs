@@ -1,4 +1,4 @@
-//! Storage gauges: what only the database knows (approvals waiting for a
+//! Warden gauges: what only the database knows (approvals waiting for a
 //! person, the audit integrator's backlog, the age of the newest signed
 //! checkpoint) sampled on an interval, and the database pool's state read at
 //! every collection. Instruments come from the OpenTelemetry API: no-ops
@@ -22,7 +22,7 @@ use sea_orm::DatabaseConnection;
 use tokio::task::JoinHandle;
 use tracing::{Instrument as _, debug_span, warn};
 
-use crate::Storage;
+use crate::Warden;
 
 const UNKNOWN: i64 = i64::MIN;
 const POOL: &str = "db.client.connection.pool.name";
@@ -165,7 +165,7 @@ impl Drop for StorageGauges {
 impl StorageGauges {
     /// Starts sampling `storage` now and then every `interval` (at least one
     /// second), on the current tokio runtime.
-    pub fn start(storage: &Storage, interval: Duration) -> Self {
+    pub fn start(storage: &Warden, interval: Duration) -> Self {
         let samples = Arc::new(Samples {
             pending: AtomicI64::new(UNKNOWN),
             backlog: AtomicI64::new(UNKNOWN),
@@ -241,8 +241,8 @@ impl StorageGauges {
     }
 }
 
-async fn sample(storage: &Storage, samples: &Samples) {
-    let approvals = storage.approval_manager();
+async fn sample(storage: &Warden, samples: &Samples) {
+    let approvals = storage.approvals();
     match approvals.pending_count().await {
         Ok(n) => samples
             .pending
@@ -252,8 +252,8 @@ async fn sample(storage: &Storage, samples: &Samples) {
             warn!(error = %e, "pending approvals not sampled");
         }
     }
-    let bound = storage.settings.audit_step_timeout;
-    match tokio::time::timeout(bound, warden_audit::backlog(&storage.db)).await {
+    let bound = storage.settings().audit_step_timeout;
+    match tokio::time::timeout(bound, warden_audit::backlog(storage.database())).await {
         Ok(Ok(n)) => samples
             .backlog
             .store(i64::try_from(n).unwrap_or(i64::MAX), Ordering::Relaxed),
@@ -266,7 +266,12 @@ async fn sample(storage: &Storage, samples: &Samples) {
             warn!("audit integration lag not sampled: the database did not answer in time");
         }
     }
-    match tokio::time::timeout(bound, warden_audit::latest_checkpoint_at(&storage.db)).await {
+    match tokio::time::timeout(
+        bound,
+        warden_audit::latest_checkpoint_at(storage.database()),
+    )
+    .await
+    {
         Ok(Ok(Some(at))) => samples
             .checkpoint_at
             .store(at.timestamp_millis(), Ordering::Relaxed),

@@ -16,7 +16,7 @@ use sea_orm::TransactionTrait;
 use warden_approval::{ApprovalError, ApprovalManager, ApprovalStatus, IssueOutcome};
 use warden_audit::AuditError;
 use warden_cache::{CacheError, Ttl};
-use warden_core::{Settings, Storage};
+use warden_core::{Settings, Warden};
 use warden_keys::{KeyError, NewKey};
 use warden_testkit::{Blackhole, PrivatePostgres, PrivateRedis, TestDatabase};
 
@@ -49,17 +49,15 @@ async fn bounded<T>(f: impl std::future::Future<Output = T>) -> T {
 #[tokio::test]
 async fn postgres_paused_past_the_timeouts_gives_typed_timeouts_then_recovers() {
     let mut server = PrivatePostgres::start().await;
-    let storage = Storage::connect(&settings(&server.url(), None, &[]))
+    let storage = Warden::connect(&settings(&server.url(), None, &[]))
         .await
         .unwrap();
-    migration::run(&storage.db, migration::Command::Up(None))
+    migration::run(storage.database(), migration::Command::Up(None))
         .await
         .unwrap();
-    let approvals = storage
-        .approval_manager()
-        .with_db_timeout(Duration::from_secs(1));
+    let approvals = storage.approvals().with_db_timeout(Duration::from_secs(1));
     let keys = storage
-        .key_manager()
+        .keys()
         .unwrap()
         .with_db_timeout(Duration::from_secs(1));
     let IssueOutcome::Issued { token, .. } = approvals.issue(&request("r-1")).await.unwrap() else {
@@ -80,7 +78,7 @@ async fn postgres_paused_past_the_timeouts_gives_typed_timeouts_then_recovers() 
     approvals.check(token.expose()).await.unwrap();
     // A pool that would wait 10 s for a connection: only the audit step
     // bound (1 s) can end its reads sooner.
-    let patient = Storage::connect(&settings(
+    let patient = Warden::connect(&settings(
         &server.url(),
         None,
         &[("DATABASE_ACQUIRE_TIMEOUT_MS", "10000")],
@@ -124,7 +122,7 @@ async fn postgres_paused_past_the_timeouts_gives_typed_timeouts_then_recovers() 
         matches!(verify, KeyError::Timeout { .. } | KeyError::PoolExhausted),
         "{verify:?}"
     );
-    let query = storage.audit_query().with_timeout(Duration::from_secs(1));
+    let query = storage.audit().query().with_timeout(Duration::from_secs(1));
     let recent = bounded(query.list_recent(10)).await.unwrap_err();
     assert!(
         matches!(
@@ -137,7 +135,7 @@ async fn postgres_paused_past_the_timeouts_gives_typed_timeouts_then_recovers() 
     let step = Duration::from_secs(1);
     let verify_started = Instant::now();
     let verdict = bounded(warden_audit::verify(
-        &patient.db,
+        patient.database(),
         &warden_audit::VerifyOptions {
             step_timeout: Some(step),
             ..Default::default()
@@ -151,7 +149,7 @@ async fn postgres_paused_past_the_timeouts_gives_typed_timeouts_then_recovers() 
     );
     let mut sink = Vec::new();
     let exported = bounded(warden_audit::export(
-        &patient.db,
+        patient.database(),
         None,
         None,
         step,
@@ -210,7 +208,7 @@ async fn postgres_paused_past_the_timeouts_gives_typed_timeouts_then_recovers() 
 #[tokio::test]
 async fn an_exhausted_database_pool_is_a_typed_error_and_leaks_nothing() {
     let db = TestDatabase::postgres().await;
-    let storage = Storage::connect(&settings(
+    let storage = Warden::connect(&settings(
         &db.url,
         None,
         &[
@@ -221,20 +219,20 @@ async fn an_exhausted_database_pool_is_a_typed_error_and_leaks_nothing() {
     ))
     .await
     .unwrap();
-    let approvals = storage.approval_manager();
+    let approvals = storage.approvals();
     let IssueOutcome::Issued { token, .. } = approvals.issue(&request("r-1")).await.unwrap() else {
         panic!()
     };
     let held = [
-        storage.db.begin().await.unwrap(),
-        storage.db.begin().await.unwrap(),
+        storage.database().begin().await.unwrap(),
+        storage.database().begin().await.unwrap(),
     ];
     let started = Instant::now();
     let err = bounded(approvals.check(token.expose())).await.unwrap_err();
     assert!(matches!(err, ApprovalError::PoolExhausted), "{err:?}");
     assert!(err.to_string().contains("pool exhausted"));
     assert!(started.elapsed() < Duration::from_secs(5));
-    let keys = storage.key_manager().unwrap();
+    let keys = storage.keys().unwrap();
     let err =
         bounded(keys.verify("wdn_test_0123456789ab_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"))
             .await
@@ -254,12 +252,11 @@ async fn an_exhausted_database_pool_is_a_typed_error_and_leaks_nothing() {
 async fn a_blackholed_database_times_out_and_leaks_no_permit() {
     let hole = Blackhole::start().await;
     let url = format!("postgres://postgres@127.0.0.1:{}/warden", hole.port());
-    let storage =
-        Storage::connect_lazy(&settings(&url, None, &[("DATABASE_MAX_CONNECTIONS", "2")]))
-            .await
-            .unwrap();
+    let storage = Warden::connect_lazy(&settings(&url, None, &[("DATABASE_MAX_CONNECTIONS", "2")]))
+        .await
+        .unwrap();
     let approvals = storage
-        .approval_manager()
+        .approvals()
         .with_db_timeout(Duration::from_millis(800));
     let token = warden_approval::ApprovalToken::generate().unwrap();
     for _ in 0..4 {
@@ -295,11 +292,11 @@ async fn futures_join<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output>
 async fn redis_killed_under_mixed_load_loses_no_approval_operation() {
     let db = TestDatabase::postgres().await;
     let mut redis = PrivateRedis::start().await;
-    let storage = Storage::connect(&settings(&db.url, Some(&redis.url()), &[]))
+    let storage = Warden::connect(&settings(&db.url, Some(&redis.url()), &[]))
         .await
         .unwrap();
-    let approvals: ApprovalManager = storage.approval_manager();
-    let cache = storage.cache.clone();
+    let approvals: ApprovalManager = storage.approvals();
+    let cache = storage.cache().clone();
     let (approval_ops, cache_ok, cache_failed) = (
         Arc::new(AtomicU64::new(0)),
         Arc::new(AtomicU64::new(0)),

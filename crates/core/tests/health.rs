@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use warden_core::health::{self, CheckStatus, HealthReport};
-use warden_core::{CoreError, Settings, Storage};
+use warden_core::{CoreError, Settings, Warden};
 use warden_testkit::{Backend, Blackhole, PrivateRedis, TestDatabase, TestRedis, free_port};
 
 /// A bound no health call may exceed (its own timeout is 1 s per check).
@@ -46,7 +46,7 @@ fn settings(database_url: &str, redis_url: Option<&str>) -> Settings {
     Settings::from_lookup(|name| vars.get(name).cloned()).unwrap()
 }
 
-async fn check(storage: &Storage) -> HealthReport {
+async fn check(storage: &Warden) -> HealthReport {
     tokio::time::timeout(NO_HANG, health::check(storage))
         .await
         .expect("health check hung")
@@ -62,7 +62,7 @@ async fn probe(settings: &Settings) -> HealthReport {
 async fn healthy_on_postgres_and_redis() {
     let db = TestDatabase::postgres().await;
     let redis = TestRedis::new().await;
-    let storage = Storage::connect(&settings(&db.url, Some(&redis.url)))
+    let storage = Warden::connect(&settings(&db.url, Some(&redis.url)))
         .await
         .unwrap();
     let report = check(&storage).await;
@@ -138,7 +138,7 @@ async fn unmigrated_database_fails_the_migrations_check() {
 async fn stopped_redis_fails_the_cache_check_then_recovers_after_restart() {
     let db = TestDatabase::postgres().await;
     let mut redis = PrivateRedis::start().await;
-    let storage = Storage::connect(&settings(&db.url, Some(&redis.url())))
+    let storage = Warden::connect(&settings(&db.url, Some(&redis.url())))
         .await
         .unwrap();
     assert_eq!(check(&storage).await.cache.status, CheckStatus::Pass);
@@ -150,7 +150,7 @@ async fn stopped_redis_fails_the_cache_check_then_recovers_after_restart() {
     assert_eq!(report.database.status, CheckStatus::Pass, "{report:#?}");
 
     redis.restart().await;
-    // The same pool reconnects by itself: no new Storage.
+    // The same pool reconnects by itself: no new Warden.
     let report = check(&storage).await;
     assert_eq!(report.cache.status, CheckStatus::Pass, "{report:#?}");
 }
@@ -159,7 +159,7 @@ async fn stopped_redis_fails_the_cache_check_then_recovers_after_restart() {
 async fn paused_redis_fails_within_the_timeout_then_recovers() {
     let db = TestDatabase::sqlite().await;
     let redis = PrivateRedis::start().await;
-    let storage = Storage::connect(&settings(&db.url, Some(&redis.url())))
+    let storage = Warden::connect(&settings(&db.url, Some(&redis.url())))
         .await
         .unwrap();
     assert_eq!(check(&storage).await.cache.status, CheckStatus::Pass);
@@ -235,7 +235,7 @@ async fn connect_to_a_stopped_database_is_a_typed_error() {
         "postgres://postgres:s3cret-pw@127.0.0.1:{}/warden",
         free_port()
     );
-    let err = tokio::time::timeout(NO_HANG, Storage::connect(&settings(&url, None)))
+    let err = tokio::time::timeout(NO_HANG, Warden::connect(&settings(&url, None)))
         .await
         .expect("connect hung")
         .unwrap_err();

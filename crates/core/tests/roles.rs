@@ -10,7 +10,7 @@ use sea_orm::ConnectionTrait;
 use serde_json::json;
 use warden_approval::{ApprovalRequest, IssueOutcome};
 use warden_audit::{AuditEvent, Decision, Integrator, IntegratorConfig, ToolCall, append};
-use warden_core::{Settings, Storage};
+use warden_core::{Settings, Warden};
 use warden_keys::NewKey;
 use warden_testkit::TestDatabase;
 
@@ -34,13 +34,13 @@ async fn as_gateway_login(db: &TestDatabase) -> String {
     url.to_string()
 }
 
-async fn storage(url: String) -> Storage {
+async fn storage(url: String) -> Warden {
     let vars: HashMap<&str, String> = HashMap::from([
         ("DATABASE_URL", url),
         ("BCRYPT_COST", "4".into()),
         ("DATABASE_MIN_CONNECTIONS", "0".into()),
     ]);
-    Storage::connect(&Settings::from_lookup(|n| vars.get(n).cloned()).unwrap())
+    Warden::connect(&Settings::from_lookup(|n| vars.get(n).cloned()).unwrap())
         .await
         .unwrap()
 }
@@ -94,7 +94,7 @@ async fn the_gateway_role_runs_the_gateway_and_cannot_rewrite_the_trail() {
     // The operator (owner) creates a key; the gateway does everything else.
     let admin = storage(t.url.clone()).await;
     let created = admin
-        .key_manager()
+        .keys()
         .unwrap()
         .create(&NewKey {
             actor: "tester",
@@ -109,7 +109,7 @@ async fn the_gateway_role_runs_the_gateway_and_cannot_rewrite_the_trail() {
 
     let gateway = storage(as_gateway_login(&t).await).await;
     let who: String = gateway
-        .db
+        .database()
         .query_one_raw(sea_orm::Statement::from_string(
             sea_orm::DbBackend::Postgres,
             "SELECT current_user::text AS u",
@@ -121,10 +121,10 @@ async fn the_gateway_role_runs_the_gateway_and_cannot_rewrite_the_trail() {
         .unwrap();
     assert_eq!(who, "warden_gateway_login");
 
-    let keys = gateway.key_manager().unwrap();
+    let keys = gateway.keys().unwrap();
     keys.verify(created.plaintext.expose()).await.unwrap();
 
-    let approvals = gateway.approval_manager();
+    let approvals = gateway.approvals();
     let request = ApprovalRequest {
         request_id: "held-1".into(),
         caller_id: "agent".into(),
@@ -148,13 +148,13 @@ async fn the_gateway_role_runs_the_gateway_and_cannot_rewrite_the_trail() {
         .unwrap();
 
     append(
-        &gateway.db,
+        gateway.database(),
         vec![event("held-1"), event("held-1"), event("r-2")],
         Duration::from_secs(10),
     )
     .await
     .unwrap();
-    let integrated = Integrator::new(gateway.db.clone(), IntegratorConfig::default())
+    let integrated = Integrator::new(gateway.database().clone(), IntegratorConfig::default())
         .integrate_all()
         .await
         .unwrap();
@@ -177,7 +177,9 @@ async fn the_gateway_role_runs_the_gateway_and_cannot_rewrite_the_trail() {
         &warden_audit::Redactor::default(),
     )
     .unwrap();
-    let txn = sea_orm::TransactionTrait::begin(&gateway.db).await.unwrap();
+    let txn = sea_orm::TransactionTrait::begin(gateway.database())
+        .await
+        .unwrap();
     let err = warden_audit::record_in(&txn, &[forged]).await.unwrap_err();
     assert!(err.to_string().contains("cannot record"), "{err}");
     drop(txn);
@@ -194,7 +196,7 @@ async fn the_gateway_role_runs_the_gateway_and_cannot_rewrite_the_trail() {
     };
     denied(
         gateway
-            .db
+            .database()
             .execute_unprepared(
                 "UPDATE approval_requests SET status = 'APPROVED', approver_id = 'alice', \
                  decided_at = now(), execute_by = now() + interval '1 minute' \
@@ -241,10 +243,10 @@ async fn the_gateway_role_runs_the_gateway_and_cannot_rewrite_the_trail() {
             "ALTER TABLE audit_events DROP COLUMN leaf_hash",
         ),
     ] {
-        denied(gateway.db.execute_unprepared(sql).await, what);
+        denied(gateway.database().execute_unprepared(sql).await, what);
     }
     let rows: i64 = admin
-        .db
+        .database()
         .query_one_raw(sea_orm::Statement::from_string(
             sea_orm::DbBackend::Postgres,
             "SELECT COUNT(*) AS n FROM audit_events",

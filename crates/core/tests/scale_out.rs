@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use common::request;
 use warden_approval::{ApprovalStatus, IssueOutcome};
 use warden_cache::{FailMode, RateLimit, RateLimiter, Ttl};
-use warden_core::{Settings, Storage};
+use warden_core::{Settings, Warden};
 use warden_keys::{KeyError, NewKey};
 use warden_testkit::{PrivateRedisCluster, TestDatabase};
 
@@ -50,20 +50,20 @@ async fn a_killed_cluster_primary_loses_nothing_and_is_recovered_from_without_a_
     let mut cluster = PrivateRedisCluster::start();
     let db = TestDatabase::postgres().await;
     let prefix = format!("failover-{}:", uuid::Uuid::new_v4().simple());
-    let storage = Storage::connect(&settings(&db.url, &cluster.url(), &prefix))
+    let storage = Warden::connect(&settings(&db.url, &cluster.url(), &prefix))
         .await
         .unwrap();
-    assert_eq!(storage.cache.backend_name(), "redis");
-    let approvals = storage.approval_manager();
-    let keys = storage.key_manager().unwrap();
+    assert_eq!(storage.cache().backend_name(), "redis");
+    let approvals = storage.approvals();
+    let keys = storage.keys().unwrap();
     let limiter = RateLimiter::new(
-        storage.cache.clone(),
+        storage.cache().clone(),
         "failover",
         RateLimit::new(1_000_000, Duration::from_secs(60)).unwrap(),
         FailMode::Closed,
     );
     let open_limiter = RateLimiter::new(
-        storage.cache.clone(),
+        storage.cache().clone(),
         "failover-open",
         RateLimit::new(1_000_000, Duration::from_secs(60)).unwrap(),
         FailMode::Open,
@@ -94,7 +94,7 @@ async fn a_killed_cluster_primary_loses_nothing_and_is_recovered_from_without_a_
         tokens.push(token);
     }
     // The probe key's primary is the one that dies.
-    let probe = format!("{}probe", storage.settings.cache_key_prefix);
+    let probe = format!("{}probe", storage.settings().cache_key_prefix);
     let victim = cluster.primary_for(&probe);
 
     let mut approved = Vec::new();
@@ -119,8 +119,8 @@ async fn a_killed_cluster_primary_loses_nothing_and_is_recovered_from_without_a_
         }
         let mut round_ok = true;
         // Cache.
-        let set = bounded("cache set", storage.cache.set_json("probe", &round, ttl)).await;
-        let got = bounded("cache get", storage.cache.get_json::<usize>("probe")).await;
+        let set = bounded("cache set", storage.cache().set_json("probe", &round, ttl)).await;
+        let got = bounded("cache get", storage.cache().get_json::<usize>("probe")).await;
         match (&set, &got) {
             (Ok(()), Ok(Some(v))) => assert_eq!(*v, round),
             _ => {
@@ -219,10 +219,10 @@ async fn a_killed_cluster_primary_loses_nothing_and_is_recovered_from_without_a_
     assert_eq!(events, decided_rows);
     // The revocation holds in every process sharing the cluster: a fresh
     // storage (another gateway process) refuses the key too.
-    let other = Storage::connect(&settings(&db.url, &cluster.url(), &prefix))
+    let other = Warden::connect(&settings(&db.url, &cluster.url(), &prefix))
         .await
         .unwrap();
-    for manager in [&keys, &other.key_manager().unwrap()] {
+    for manager in [&keys, &other.keys().unwrap()] {
         let refused = bounded("verify revoked", manager.verify(doomed.plaintext.expose())).await;
         assert!(
             matches!(refused, Err(KeyError::Revoked) | Err(KeyError::Invalid)),

@@ -11,7 +11,7 @@ use serde_json::json;
 use warden_approval::{ApprovalRequest, IssueOutcome};
 use warden_audit::{AuditEvent, Decision, ToolCall, VerifyOptions, verify};
 use warden_cache::redis;
-use warden_core::{Settings, Storage};
+use warden_core::{Settings, Warden};
 use warden_keys::NewKey;
 use warden_testkit::{Backend, LogCapture, TestDatabase, TestRedis};
 
@@ -87,7 +87,7 @@ async fn the_demo_flow_leaks_no_secret_anywhere() {
         let redis = TestRedis::new().await;
         let spill = tempfile_path(backend);
         // Credentials in a URL's query (accepted by sqlx) must not be logged
-        // either: `Storage::connect` logs the URL at INFO.
+        // either: `Warden::connect` logs the URL at INFO.
         let database_url = match backend {
             Backend::Postgres => url_with_query_password(&db).await,
             Backend::Sqlite => db.url.clone(),
@@ -106,10 +106,10 @@ async fn the_demo_flow_leaks_no_secret_anywhere() {
             vars.insert("CACHE_KEY_PREFIX", redis.prefix.clone());
         }
         let settings = Settings::from_lookup(|n| vars.get(n).cloned()).unwrap();
-        let storage = Storage::connect(&settings).await.unwrap();
+        let storage = Warden::connect(&settings).await.unwrap();
 
         // Keys.
-        let keys = storage.key_manager().unwrap();
+        let keys = storage.keys().unwrap();
         let created = keys
             .create(&NewKey {
                 actor: "tester",
@@ -137,7 +137,7 @@ async fn the_demo_flow_leaks_no_secret_anywhere() {
         tracing::info!(notifier = ?webhook, settings = ?settings, "configured");
 
         // Audited calls carrying secrets.
-        let logger = storage.audit_logger();
+        let logger = storage.audit().logger();
         let args = json!({
             "password": SECRETS[0],
             "headers": {"Authorization": format!("Bearer {}", SECRETS[1])},
@@ -169,14 +169,14 @@ async fn the_demo_flow_leaks_no_secret_anywhere() {
         }
         logger.shutdown().await.unwrap();
         assert!(
-            verify(&storage.db, &VerifyOptions::default())
+            verify(storage.database(), &VerifyOptions::default())
                 .await
                 .unwrap()
                 .is_valid()
         );
 
         // An approval.
-        let approvals = storage.approval_manager();
+        let approvals = storage.approvals();
         let IssueOutcome::Issued { token, .. } = approvals
             .issue(&ApprovalRequest {
                 request_id: "held".into(),

@@ -115,9 +115,7 @@ fn feed(mac: &mut HmacSha256, cache_key: &str, payload: &[u8]) {
     mac.update(payload);
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+use warden_common::hex;
 
 #[cfg(test)]
 mod tests {

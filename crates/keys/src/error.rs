@@ -95,3 +95,11 @@ impl From<sea_orm::DbErr> for KeyError {
         }
     }
 }
+
+impl From<warden_common::TimedOut> for KeyError {
+    fn from(timed_out: warden_common::TimedOut) -> Self {
+        Self::Timeout {
+            after: timed_out.after,
+        }
+    }
+}

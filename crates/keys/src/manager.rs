@@ -219,20 +219,12 @@ pub struct KeyManager {
 }
 
 fn field(field: &'static str, value: &str, max: usize) -> Result<String, KeyError> {
-    let invalid = |reason: &str| KeyError::InvalidField {
-        field,
-        reason: reason.to_owned(),
-    };
-    if value.trim().is_empty() {
-        return Err(invalid("must not be empty"));
-    }
-    if value.chars().count() > max {
-        return Err(invalid(&format!("longer than {max} characters")));
-    }
-    if value.chars().any(char::is_control) {
-        return Err(invalid("contains control characters"));
-    }
-    Ok(value.to_owned())
+    warden_common::identifier(value, max)
+        .map(str::to_owned)
+        .map_err(|e| KeyError::InvalidField {
+            field,
+            reason: e.to_string(),
+        })
 }
 
 fn entry_key(prefix: &str) -> String {
@@ -305,11 +297,7 @@ impl KeyManager {
         &self,
         work: impl std::future::Future<Output = Result<T, KeyError>>,
     ) -> Result<T, KeyError> {
-        tokio::time::timeout(self.db_timeout, work)
-            .await
-            .unwrap_or(Err(KeyError::Timeout {
-                after: self.db_timeout,
-            }))
+        warden_common::within(self.db_timeout, work).await
     }
 
     /// Bounds bcrypt work: at most `running` at once for known keys (and at

@@ -15,7 +15,7 @@
 //! tracing_subscriber::registry()
 //!     .with(telemetry.tracing_layer())
 //!     .init();
-//! // … build warden_core::Storage and serve …
+//! // … build warden_core::Warden and serve …
 //! let report = telemetry.shutdown();
 //! # let _ = report;
 //! # Ok(()) }

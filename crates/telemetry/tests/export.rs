@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use tracing_subscriber::layer::SubscriberExt as _;
-use warden_core::Storage;
+use warden_core::Warden;
 use warden_telemetry::{FlushOutcome, Telemetry, TelemetryConfig};
 use warden_testkit::{Backend, OtlpReceiver, TestDatabase, TestRedis};
 
@@ -35,7 +35,7 @@ async fn a_gateway_flow_is_exported_with_conventions_and_without_secrets() {
         Some((&redis.url, &redis.prefix)),
         &dir.path().join("spill"),
     );
-    let storage = Storage::connect(&settings).await.unwrap();
+    let storage = Warden::connect(&settings).await.unwrap();
     let root = tracing::info_span!("gateway.request");
     let secrets = {
         use tracing::Instrument as _;

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use warden_core::{Storage, StorageGauges};
+use warden_core::{StorageGauges, Warden};
 use warden_telemetry::{Telemetry, TelemetryConfig};
 use warden_testkit::{Backend, TestDatabase, promtool_check_metrics};
 
@@ -21,10 +21,10 @@ async fn the_scrape_is_valid_prometheus_text_with_the_documented_series() {
     let db = TestDatabase::new(Backend::Sqlite).await;
     let dir = tempfile::tempdir().unwrap();
     let settings = common::settings(&db.url, None, &dir.path().join("spill"));
-    let storage = Storage::connect(&settings).await.unwrap();
+    let storage = Warden::connect(&settings).await.unwrap();
     let secrets = common::gateway_flow(&storage).await;
     // A live logger (its queue depth) and the storage gauges, sampled once.
-    let logger = storage.audit_logger();
+    let logger = storage.audit().logger();
     let gauges = StorageGauges::start(&storage, Duration::from_secs(60));
     let text = loop {
         let text = telemetry.prometheus_text().unwrap();

@@ -211,9 +211,7 @@ impl OtlpReceiver {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+use warden_common::hex;
 
 fn attributes(kvs: &[KeyValue]) -> BTreeMap<String, String> {
     kvs.iter()

@@ -70,8 +70,8 @@ const HEADERS: [&str; 7] = [
 ];
 
 pub(crate) async fn run(settings: &Settings, cmd: Approvals) -> anyhow::Result<Outcome> {
-    let storage = super::connect_migrated(settings).await?;
-    let approvals = storage.approval_manager();
+    let warden = super::connect_migrated(settings).await?;
+    let approvals = warden.approvals();
     let outcome = match cmd {
         Approvals::List {
             status,
@@ -91,8 +91,9 @@ pub(crate) async fn run(settings: &Settings, cmd: Approvals) -> anyhow::Result<O
             let a = approvals.get(id).await?;
             // The approval's events in the audit trail (issue, decision, use).
             let id_text = id.to_string();
-            let events: Vec<_> = storage
-                .audit_query()
+            let events: Vec<_> = warden
+                .audit()
+                .query()
                 .list_by_request_id(&a.request_id)
                 .await?
                 .into_iter()
@@ -132,7 +133,7 @@ pub(crate) async fn run(settings: &Settings, cmd: Approvals) -> anyhow::Result<O
             Outcome::Success
         }
     };
-    storage.close().await?;
+    warden.close().await?;
     Ok(outcome)
 }
 

@@ -3,7 +3,7 @@ use std::path::{Path, PathBuf};
 use clap::Subcommand;
 use warden_audit::{
     AuditEvent, CheckpointSigner, CheckpointVerifier, ConsistencyBundle, InclusionBundle,
-    Integrator, Verification, VerifyOptions, verify, verify_consistency,
+    Verification, VerifyOptions, verify_consistency,
 };
 use warden_core::Settings;
 
@@ -260,8 +260,8 @@ pub(crate) async fn run(settings: &Settings, cmd: Audit) -> anyhow::Result<Outco
     if cmd.is_offline() {
         return run_offline(cmd);
     }
-    let storage = super::connect_migrated(settings).await?;
-    let query = storage.audit_query();
+    let warden = super::connect_migrated(settings).await?;
+    let query = warden.audit().query();
     let outcome = match cmd {
         Audit::Tail {
             limit,
@@ -344,7 +344,7 @@ pub(crate) async fn run(settings: &Settings, cmd: Audit) -> anyhow::Result<Outco
                 integration_window: None,
                 step_timeout: Some(settings.audit_step_timeout),
             };
-            let verdict = verify(&storage.db, &options).await?;
+            let verdict = warden.audit().verify(&options).await?;
             if json {
                 output::json(&verdict);
             }
@@ -378,9 +378,7 @@ pub(crate) async fn run(settings: &Settings, cmd: Audit) -> anyhow::Result<Outco
             }
         }
         Audit::Checkpoint { json } => {
-            match super::bounded(settings, warden_audit::latest_checkpoint_note(&storage.db))
-                .await?
-            {
+            match super::bounded(settings, warden.audit().latest_checkpoint_note()).await? {
                 Some(note) => {
                     if json {
                         let cp = warden_audit::SignedCheckpoint::open_unverified(&note)
@@ -402,11 +400,8 @@ pub(crate) async fn run(settings: &Settings, cmd: Audit) -> anyhow::Result<Outco
             }
         }
         Audit::Prove { request_id, out } => {
-            let bundle = super::bounded(
-                settings,
-                warden_audit::prove_inclusion(&storage.db, &request_id),
-            )
-            .await?;
+            let bundle =
+                super::bounded(settings, warden.audit().prove_inclusion(&request_id)).await?;
             write_out(out.as_deref(), &serde_json::to_string_pretty(&bundle)?)?;
             Outcome::Success
         }
@@ -424,18 +419,15 @@ pub(crate) async fn run(settings: &Settings, cmd: Audit) -> anyhow::Result<Outco
             );
             let proof = match sizes {
                 (Ok(o), Ok(n)) if o.size > 0 && n.size > o.size => {
-                    super::bounded(
-                        settings,
-                        warden_audit::consistency_proof_hashes(&storage.db, o.size, n.size),
-                    )
-                    .await?
+                    super::bounded(settings, warden.audit().consistency_proof(o.size, n.size))
+                        .await?
                 }
                 _ => Vec::new(),
             };
             consistency_verdict(&old_text, &new_text, &proof, &verifier)?
         }
         Audit::Integrate { follow } => {
-            let integrator = Integrator::new(storage.db.clone(), settings.integrator_config());
+            let integrator = warden.audit().integrator();
             if follow {
                 let (stop, rx) = tokio::sync::watch::channel(false);
                 let task = tokio::spawn(integrator.clone().run(rx));
@@ -457,7 +449,7 @@ pub(crate) async fn run(settings: &Settings, cmd: Audit) -> anyhow::Result<Outco
             Outcome::Success
         }
         Audit::Prune { before, actor } => {
-            let integrator = Integrator::new(storage.db.clone(), settings.integrator_config());
+            let integrator = warden.audit().integrator();
             let report = warden_audit::prune(&integrator, before, &actor, 10_000).await?;
             output::line(&format!(
                 "pruned {} rows under {} prune leaves",
@@ -476,14 +468,7 @@ pub(crate) async fn run(settings: &Settings, cmd: Audit) -> anyhow::Result<Outco
                 written: 0,
                 wanted: filter.wanted(),
             };
-            warden_audit::export(
-                &storage.db,
-                None,
-                None,
-                settings.audit_step_timeout,
-                &mut filtered,
-            )
-            .await?;
+            warden.audit().export(None, None, &mut filtered).await?;
             if out.is_some() {
                 output::line(&format!("exported {} events", filtered.written));
             }
@@ -493,7 +478,7 @@ pub(crate) async fn run(settings: &Settings, cmd: Audit) -> anyhow::Result<Outco
             unreachable_offline()?
         }
     };
-    storage.close().await?;
+    warden.close().await?;
     Ok(outcome)
 }
 

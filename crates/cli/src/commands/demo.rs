@@ -7,10 +7,9 @@ use std::time::Instant;
 use serde_json::json;
 use warden_approval::{ApprovalRequest, IssueOutcome};
 use warden_audit::{
-    AuditEvent, AuditLogger, CheckpointSigner, Decision, InclusionBundle, ToolCall, Verification,
-    VerifyOptions, verify,
+    AuditEvent, CheckpointSigner, Decision, InclusionBundle, ToolCall, Verification, VerifyOptions,
 };
-use warden_core::{Settings, SettingsError, Storage};
+use warden_core::{Settings, SettingsError, Warden};
 use warden_keys::NewKey;
 
 use crate::{Outcome, output};
@@ -89,8 +88,11 @@ pub(crate) async fn run(settings: &Settings, args: Args) -> anyhow::Result<Outco
     ));
 
     step(1, "migrate the schema");
-    let storage = Storage::connect(settings).await?;
-    let states = migration::run(&storage.db, migration::Command::Up(None)).await?;
+    let warden = Warden::connect(settings).await?;
+    let states = warden
+        .migrations()
+        .run(migration::Command::Up(None))
+        .await?;
     output::line(&format!(
         "    {} migrations applied",
         states.iter().filter(|s| s.applied).count()
@@ -100,7 +102,7 @@ pub(crate) async fn run(settings: &Settings, args: Args) -> anyhow::Result<Outco
         2,
         "create an API key (its plaintext is shown once) and verify it",
     );
-    let keys = storage.key_manager()?;
+    let keys = warden.keys()?;
     let caller = format!(
         "demo-agent-{}",
         &uuid::Uuid::now_v7().simple().to_string()[20..]
@@ -138,12 +140,12 @@ pub(crate) async fn run(settings: &Settings, args: Args) -> anyhow::Result<Outco
     // Checkpoints are signed with the configured key, or with the demo's own
     // key, so that the proof below can be checked.
     let signer = demo_signer(settings, &args)?;
-    let mut logger_config = settings.audit_logger_config();
+    let mut logger_config = warden.audit().logger_config();
     if let Some(integrator) = logger_config.integrator.as_mut() {
         integrator.signer = Some(signer.clone());
     }
-    let logger = AuditLogger::start(storage.db.clone(), logger_config);
-    let redactor = storage.redactor.clone();
+    let logger = warden.audit().logger_with(logger_config);
+    let redactor = warden.redactor().clone();
     let run_id = uuid::Uuid::now_v7().simple().to_string();
     let calls = [
         (
@@ -207,8 +209,9 @@ pub(crate) async fn run(settings: &Settings, args: Args) -> anyhow::Result<Outco
         calls.len(),
         flushed.spilled_pending
     ));
-    if let Some(stored) = storage
-        .audit_query()
+    if let Some(stored) = warden
+        .audit()
+        .query()
         .get_by_request_id(&secret_request)
         .await?
     {
@@ -225,7 +228,7 @@ pub(crate) async fn run(settings: &Settings, args: Args) -> anyhow::Result<Outco
         4,
         "hold the risky call for a human approval, then approve it",
     );
-    let approvals = storage.approval_manager();
+    let approvals = warden.approvals();
     let (held_request, held_event) = held.ok_or_else(|| anyhow::anyhow!("no held call"))?;
     let outcome = approvals
         .issue(&ApprovalRequest {
@@ -307,14 +310,13 @@ pub(crate) async fn run(settings: &Settings, args: Args) -> anyhow::Result<Outco
         "verify the transparency log, then prove one event to someone without the database",
     );
     let verifier = signer.verifier()?;
-    let verdict = verify(
-        &storage.db,
-        &VerifyOptions {
+    let verdict = warden
+        .audit()
+        .verify(&VerifyOptions {
             verifier: Some(signer.verifier()?),
             ..VerifyOptions::default()
-        },
-    )
-    .await?;
+        })
+        .await?;
     let mut ok = match &verdict {
         Verification::Valid {
             tree_size,
@@ -332,7 +334,7 @@ pub(crate) async fn run(settings: &Settings, args: Args) -> anyhow::Result<Outco
             false
         }
     };
-    let bundle = warden_audit::prove_inclusion(&storage.db, &secret_request).await?;
+    let bundle = warden.audit().prove_inclusion(&secret_request).await?;
     let bundle_json = serde_json::to_string(&bundle)?;
     match InclusionBundle::verify_json(&bundle_json, &verifier) {
         Ok((b, cp)) => output::line(&format!(
@@ -393,7 +395,7 @@ pub(crate) async fn run(settings: &Settings, args: Args) -> anyhow::Result<Outco
             ],
         ],
     );
-    storage.close().await?;
+    warden.close().await?;
     Ok(if ok && report.spilled_pending == 0 {
         Outcome::Success
     } else {

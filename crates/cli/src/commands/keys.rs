@@ -93,8 +93,8 @@ const HEADERS: [&str; 8] = [
 ];
 
 pub(crate) async fn run(settings: &Settings, cmd: Keys) -> anyhow::Result<Outcome> {
-    let storage = super::connect_migrated(settings).await?;
-    let keys = storage.key_manager()?;
+    let warden = super::connect_migrated(settings).await?;
+    let keys = warden.keys()?;
     let outcome = match cmd {
         Keys::Create {
             caller,
@@ -147,8 +147,9 @@ pub(crate) async fn run(settings: &Settings, cmd: Keys) -> anyhow::Result<Outcom
                 output::error(&format!("no API key for caller {caller:?}"));
                 return Ok(Outcome::Failed);
             };
-            let history: Vec<_> = storage
-                .audit_query()
+            let history: Vec<_> = warden
+                .audit()
+                .query()
                 .list_by_request_id(&format!("api_key:{caller}"))
                 .await?
                 .into_iter()
@@ -210,6 +211,6 @@ pub(crate) async fn run(settings: &Settings, cmd: Keys) -> anyhow::Result<Outcom
             }
         }
     };
-    storage.close().await?;
+    warden.close().await?;
     Ok(outcome)
 }

@@ -25,8 +25,8 @@ pub(crate) async fn run(
     args: Args,
     telemetry: Arc<Telemetry>,
 ) -> anyhow::Result<Outcome> {
-    let storage = super::connect_migrated(settings).await?;
-    let _gauges = StorageGauges::start(&storage, Duration::from_secs(args.sample_every));
+    let warden = super::connect_migrated(settings).await?;
+    let _gauges = StorageGauges::start(&warden, Duration::from_secs(args.sample_every));
     let listener = tokio::net::TcpListener::bind(args.bind)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.bind))?;
@@ -38,7 +38,7 @@ pub(crate) async fn run(
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
-    storage.close().await?;
+    warden.close().await?;
     Ok(Outcome::Success)
 }
 

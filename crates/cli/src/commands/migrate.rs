@@ -1,7 +1,7 @@
 use migration::{CliCommand, Command};
 use serde_json::json;
-use warden_audit::{AdminAction, AuditEvent, Integrator};
-use warden_core::{Environment, Settings, Storage};
+use warden_audit::{AdminAction, AuditEvent};
+use warden_core::{Environment, Settings, Warden};
 
 use crate::{Outcome, output};
 
@@ -10,13 +10,13 @@ pub(crate) async fn run(
     action: Option<CliCommand>,
     json: bool,
 ) -> anyhow::Result<Outcome> {
-    let storage = Storage::connect(settings).await?;
+    let warden = Warden::connect(settings).await?;
     let confirmation = action
         .as_ref()
         .and_then(|a| a.confirmation().map(str::to_owned));
     let command = Command::from(action);
     let inventory = if command.is_destructive() {
-        let inventory = migration::inventory(&storage.db).await?;
+        let inventory = warden.migrations().inventory().await?;
         output::notice(inventory.to_string().trim_end());
         if let Err(refusal) = migration::confirm_destructive(
             command,
@@ -25,7 +25,7 @@ pub(crate) async fn run(
             confirmation.as_deref(),
         ) {
             output::error(&refusal);
-            storage.close().await?;
+            warden.close().await?;
             return Ok(Outcome::Failed);
         }
         Some(inventory)
@@ -35,11 +35,11 @@ pub(crate) async fn run(
     if let Some(inventory) = &inventory {
         // Recorded before it runs: a command that drops the trail still
         // leaves its record wherever the trail survives (a backup, a copy).
-        let before = migration::status(&storage.db).await?;
-        record_in_trail(&storage, command, inventory, &before).await;
+        let before = warden.migrations().status().await?;
+        record_in_trail(&warden, command, inventory, &before).await;
     }
-    let states = migration::run(&storage.db, command).await?;
-    storage.close().await?;
+    let states = warden.migrations().run(command).await?;
+    warden.close().await?;
     if json {
         output::json(&states);
     } else {
@@ -51,7 +51,7 @@ pub(crate) async fn run(
 /// Records a destructive migration in the audit trail, before it runs, when
 /// the trail exists. Failing to record is reported, never fatal.
 async fn record_in_trail(
-    storage: &Storage,
+    warden: &Warden,
     command: Command,
     inventory: &migration::Inventory,
     states: &[migration::MigrationState],
@@ -84,16 +84,14 @@ async fn record_in_trail(
                 note: Some("confirmed with --yes-i-am-sure"),
                 summary: &args,
             },
-            &storage.redactor,
+            warden.redactor(),
         )?;
-        super::record_admin(storage, event).await.map_err(|e| {
+        super::record_admin(warden, event).await.map_err(|e| {
             warden_audit::AuditError::Database {
                 reason: e.to_string(),
             }
         })?;
-        Integrator::new(storage.db.clone(), storage.settings.integrator_config())
-            .integrate_all()
-            .await?;
+        warden.audit().integrator().integrate_all().await?;
         Ok::<_, warden_audit::AuditError>(())
     }
     .await;

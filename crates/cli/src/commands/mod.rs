@@ -10,7 +10,7 @@ pub(crate) mod migrate;
 pub(crate) mod seed;
 pub(crate) mod serve;
 
-use warden_core::{Settings, Storage};
+use warden_core::{Settings, Warden};
 
 /// One storage step of a command, bounded by `AUDIT_STEP_TIMEOUT_MS`: a
 /// typed timeout instead of a hang on a paused or unreachable database.
@@ -29,9 +29,9 @@ pub(crate) async fn bounded<T, E: Into<anyhow::Error>>(
 
 /// Connects and checks the schema is migrated, with an actionable message.
 /// The check is a bounded step (a paused server is an error, not a hang).
-pub(crate) async fn connect_migrated(settings: &Settings) -> anyhow::Result<Storage> {
-    let storage = Storage::connect(settings).await?;
-    let pending: Vec<String> = bounded(settings, migration::status(&storage.db))
+pub(crate) async fn connect_migrated(settings: &Settings) -> anyhow::Result<Warden> {
+    let warden = Warden::connect(settings).await?;
+    let pending: Vec<String> = bounded(settings, warden.migrations().status())
         .await?
         .into_iter()
         .filter(|m| !m.applied)
@@ -43,20 +43,14 @@ pub(crate) async fn connect_migrated(settings: &Settings) -> anyhow::Result<Stor
             pending.len()
         );
     }
-    Ok(storage)
+    Ok(warden)
 }
 
 /// Records a standalone admin event (one not tied to a library change) in a
 /// transaction of its own, as one bounded step.
 pub(crate) async fn record_admin(
-    storage: &Storage,
+    warden: &Warden,
     event: warden_audit::AuditEvent,
 ) -> anyhow::Result<()> {
-    bounded(&storage.settings, async {
-        let txn = warden_audit::begin_write(&storage.db).await?;
-        warden_audit::record_in(&txn, &[event]).await?;
-        txn.commit().await?;
-        anyhow::Ok(())
-    })
-    .await
+    Ok(warden.audit().record(&[event]).await?)
 }

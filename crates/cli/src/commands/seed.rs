@@ -33,8 +33,8 @@ fn policy_name(settings: &Settings) -> String {
 pub(crate) async fn run(settings: &Settings, args: Args) -> anyhow::Result<Outcome> {
     let policy = load_policy(settings)?;
     policy.check(DEV_ROLE, DEV_TRUST)?;
-    let storage = super::connect_migrated(settings).await?;
-    let keys = storage.key_manager()?;
+    let warden = super::connect_migrated(settings).await?;
+    let keys = warden.keys()?;
     let actor = output::actor(args.actor.clone());
     let created = match keys
         .create(&NewKey {
@@ -73,7 +73,7 @@ pub(crate) async fn run(settings: &Settings, args: Args) -> anyhow::Result<Outco
     )?;
     // Recorded after the key's own (atomic) event; a failure here is
     // reported, never allowed to swallow the plaintext printed below.
-    let recorded = super::record_admin(&storage, event).await;
+    let recorded = super::record_admin(&warden, event).await;
     if args.json {
         output::json(&serde_json::json!({
             "policy": {"roles": policy.roles.len(), "trust_levels": policy.trust_levels.len()},
@@ -103,6 +103,6 @@ pub(crate) async fn run(settings: &Settings, args: Args) -> anyhow::Result<Outco
     if let Err(e) = recorded {
         output::error(&format!("policy load not recorded in the audit trail: {e}"));
     }
-    storage.close().await?;
+    warden.close().await?;
     Ok(Outcome::Success)
 }

@@ -37,9 +37,9 @@ pub(crate) async fn run(
         .public_url
         .as_deref()
         .is_some_and(|u| u.starts_with("https://"));
-    let storage = super::connect_migrated(settings).await?;
-    let _gauges = StorageGauges::start(&storage, Duration::from_secs(15));
-    let console = warden_console::Console::new(storage.clone(), secure)?;
+    let warden = super::connect_migrated(settings).await?;
+    let _gauges = StorageGauges::start(&warden, Duration::from_secs(15));
+    let console = warden_console::Console::new(warden.clone(), secure)?;
     let app = console.router().merge(super::metrics::router(telemetry));
     let listener = tokio::net::TcpListener::bind(args.bind)
         .await
@@ -58,6 +58,6 @@ pub(crate) async fn run(
         super::metrics::shutdown_signal(),
     )
     .await?;
-    storage.close().await?;
+    warden.close().await?;
     Ok(Outcome::Success)
 }

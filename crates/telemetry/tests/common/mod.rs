@@ -8,7 +8,7 @@ use serde_json::json;
 use warden_approval::{ApprovalRequest, CallBinding, IssueOutcome};
 use warden_audit::{AuditEvent, Decision, ToolCall};
 use warden_cache::{FailMode, RateLimit, RateLimiter};
-use warden_core::{Settings, Storage};
+use warden_core::{Settings, Warden};
 use warden_keys::NewKey;
 
 /// Settings for `database_url` (and Redis when given), fast bcrypt.
@@ -53,11 +53,11 @@ impl Secrets {
 /// cache), a cache miss and a hit, a held call issued, checked, approved and consumed, three
 /// rate-limit decisions, and two audit events (one with secrets in its
 /// arguments) written by a logger.
-pub async fn gateway_flow(storage: &Storage) -> Secrets {
-    migration::run(&storage.db, migration::Command::Up(None))
+pub async fn gateway_flow(storage: &Warden) -> Secrets {
+    migration::run(storage.database(), migration::Command::Up(None))
         .await
         .unwrap();
-    let keys = storage.key_manager().unwrap();
+    let keys = storage.keys().unwrap();
     let created = keys
         .create(&NewKey {
             actor: "test",
@@ -78,19 +78,19 @@ pub async fn gateway_flow(storage: &Storage) -> Secrets {
     );
 
     // A gateway's own cached value: a miss, then a hit.
-    let cached: Option<u32> = storage.cache.get_json("policy-version").await.unwrap();
+    let cached: Option<u32> = storage.cache().get_json("policy-version").await.unwrap();
     assert_eq!(cached, None);
     let ttl = warden_cache::Ttl::from_secs(60).unwrap();
     storage
-        .cache
+        .cache()
         .set_json("policy-version", &7u32, ttl)
         .await
         .unwrap();
-    let cached: Option<u32> = storage.cache.get_json("policy-version").await.unwrap();
+    let cached: Option<u32> = storage.cache().get_json("policy-version").await.unwrap();
     assert_eq!(cached, Some(7));
 
     let limiter = RateLimiter::new(
-        storage.cache.clone(),
+        storage.cache().clone(),
         "per-caller",
         RateLimit::new(2, Duration::from_secs(60)).unwrap(),
         FailMode::Closed,
@@ -103,7 +103,7 @@ pub async fn gateway_flow(storage: &Storage) -> Secrets {
     assert_eq!(decisions, [true, true, false]);
 
     let raw_args = vec!["sk-live-4f9a8b7c6d5e4f3a2b1c0d9e", "hunter2-prod-password"];
-    let logger = storage.audit_logger();
+    let logger = storage.audit().logger();
     let mut held = None;
     for (i, (tool, args, decision)) in [
         (
@@ -136,7 +136,7 @@ pub async fn gateway_flow(storage: &Storage) -> Secrets {
                 latency_ms: Some(2),
                 timestamp: None,
             },
-            &storage.redactor,
+            storage.redactor(),
         )
         .unwrap();
         if decision == Decision::RequireApproval {
@@ -147,7 +147,7 @@ pub async fn gateway_flow(storage: &Storage) -> Secrets {
     logger.flush().await.unwrap();
 
     let (request_id, event) = held.unwrap();
-    let approvals = storage.approval_manager();
+    let approvals = storage.approvals();
     let IssueOutcome::Issued { token, .. } = approvals
         .issue(&ApprovalRequest {
             request_id,

@@ -1,25 +1,30 @@
 use sea_orm::{ConnectOptions, Database, DatabaseConnection};
 use tracing::{info, instrument};
 use warden_approval::ApprovalManager;
-use warden_audit::{AuditLogger, AuditQuery};
 use warden_cache::{Cache, RedisPool, Ttl};
 use warden_keys::KeyManager;
 
-use crate::{CoreError, DatabaseBackend, Settings};
+use crate::{AuditTrail, CoreError, DatabaseBackend, Migrations, Settings};
 
-/// Warden's connected storage: the database pool, the cache backend and the
-/// settings they were built from. Cheap to clone (pools are shared handles).
+/// Warden, composed: the one handle front ends (the CLI, the console, a
+/// gateway) go through. It owns the database pool, the cache and the
+/// settings they were built from, and hands out the domain handles —
+/// [`keys`](Self::keys), [`approvals`](Self::approvals),
+/// [`audit`](Self::audit), [`health`](Self::health),
+/// [`migrations`](Self::migrations) — each configured from those settings,
+/// so every front end gets the same bcrypt cost, TTLs, timeouts, redactor
+/// and signing key. Cheap to clone (pools are shared handles).
 #[derive(Debug, Clone)]
-pub struct Storage {
+pub struct Warden {
     /// The database pool (sea-orm over sqlx), sized and timed per [`Settings`].
-    pub db: DatabaseConnection,
+    db: DatabaseConnection,
     /// The cache: Redis when `REDIS_URL` is set, else in-process.
-    pub cache: Cache,
-    /// The settings this storage was built from.
-    pub settings: Settings,
+    cache: Cache,
+    /// The settings this handle was built from.
+    settings: Settings,
     /// The redactor every audit event is built with: the built-in rules plus
-    /// the policy's `redaction:` rules, validated when the storage was built.
-    pub redactor: warden_audit::Redactor,
+    /// the policy's `redaction:` rules, validated when the handle was built.
+    redactor: warden_audit::Redactor,
     /// One approval manager per storage: its clones share the decision
     /// subscription and the record of cache entries it could not remove.
     approvals: ApprovalManager,
@@ -27,7 +32,7 @@ pub struct Storage {
     _pool_probe: Option<std::sync::Arc<crate::telemetry::PoolProbe>>,
 }
 
-impl Storage {
+impl Warden {
     /// Builds both pools and opens at least one database connection, so a wrong
     /// URL or a stopped database fails here with [`CoreError::Database`].
     /// Redis is not contacted: a down Redis shows in [`crate::health::check`].
@@ -36,7 +41,7 @@ impl Storage {
         Self::build(settings, false).await
     }
 
-    /// Like [`Storage::connect`] but opens no connection: the health check uses it
+    /// Like [`Warden::connect`] but opens no connection: the health check uses it
     /// to report an unreachable database instead of failing.
     pub async fn connect_lazy(settings: &Settings) -> Result<Self, CoreError> {
         Self::build(settings, true).await
@@ -120,8 +125,9 @@ impl Storage {
         })
     }
 
-    /// The API key manager (bcrypt cost and verification cache from settings).
-    pub fn key_manager(&self) -> Result<KeyManager, CoreError> {
+    /// The API key manager (bcrypt cost, verification cache TTL and cache
+    /// MAC key from settings).
+    pub fn keys(&self) -> Result<KeyManager, CoreError> {
         let ttl = Ttl::new(self.settings.key_verify_cache_ttl)?;
         let manager = KeyManager::new(
             self.db.clone(),
@@ -136,21 +142,51 @@ impl Storage {
     }
 
     /// The approval manager (TTL from `APPROVAL_TOKEN_TTL_SECONDS`): a clone
-    /// of this storage's one manager, so every caller shares its decision
+    /// of this handle's one manager, so every caller shares its decision
     /// subscription and what it knows of stale cache entries.
-    pub fn approval_manager(&self) -> ApprovalManager {
+    pub fn approvals(&self) -> ApprovalManager {
         self.approvals.clone()
     }
 
-    /// Starts an audit logger (spill file, batch size, chain key from settings).
-    /// Call `shutdown` on it before exiting.
-    pub fn audit_logger(&self) -> AuditLogger {
-        AuditLogger::start(self.db.clone(), self.settings.audit_logger_config())
+    /// The audit trail: the logger, queries, the transparency log's
+    /// integrator, proofs, verification and export, configured from settings.
+    pub fn audit(&self) -> AuditTrail {
+        AuditTrail::new(self.db.clone(), &self.settings)
     }
 
-    /// Read access to the audit trail.
-    pub fn audit_query(&self) -> AuditQuery {
-        AuditQuery::new(self.db.clone())
+    /// The schema's migrations on this database.
+    pub fn migrations(&self) -> Migrations {
+        Migrations::new(self.db.clone())
+    }
+
+    /// The health check (database, cache, schema, signing key, secrets and
+    /// posture), each part bounded by `HEALTH_TIMEOUT_MS`.
+    pub async fn health(&self) -> crate::health::HealthReport {
+        crate::health::check(self).await
+    }
+
+    /// The cache: its primitives (values, rate limits, pub/sub) under this
+    /// deployment's key prefix. Front ends use it for their own state (the
+    /// console's sessions); Warden's own entries belong to the domain handles.
+    pub fn cache(&self) -> &Cache {
+        &self.cache
+    }
+
+    /// The settings this handle was built from.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The redactor every audit event is built with (built-in rules plus the
+    /// policy's `redaction:` rules).
+    pub fn redactor(&self) -> &warden_audit::Redactor {
+        &self.redactor
+    }
+
+    /// The raw database pool, for measurement baselines and tests. It
+    /// enforces nothing: products go through the domain handles above.
+    pub fn database(&self) -> &DatabaseConnection {
+        &self.db
     }
 
     /// Which database engine this storage talks to.
