@@ -341,6 +341,25 @@ fn slack_escape(text: &str) -> String {
         .replace('>', "&gt;")
 }
 
+/// `text` cut to `max` characters (with `…`), invisible characters revealed.
+fn slack_cut(text: &str, max: usize) -> String {
+    let (text, _) = warden_common::reveal_invisible(text);
+    match text.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text,
+    }
+}
+
+/// Text an agent chose, for a mrkdwn field: inside an inline code span, so
+/// that no `*bold*`, `_italic_`, link or mention in it is rendered; its own
+/// backticks become `ˋ`, `&<>` are escaped, invisible characters revealed.
+fn slack_code(text: &str) -> String {
+    format!(
+        "`{}`",
+        slack_escape(&slack_cut(text, 200).replace('`', "ˋ"))
+    )
+}
+
 impl SlackNotifier {
     /// Posts to `webhook_url`, linking to the console at `console_url`;
     /// each attempt times out after `timeout`; at most `max_attempts`
@@ -392,24 +411,27 @@ impl Notifier for SlackNotifier {
         approval: &Approval,
         _token: &ApprovalToken,
     ) -> Result<(), NotifyError> {
-        let tool = slack_escape(&approval.tool_name);
-        let caller = slack_escape(&approval.caller_id);
+        let tool = slack_code(&approval.tool_name);
+        let caller = slack_code(&approval.caller_id);
         let risk = if approval.risk_labels.is_empty() {
             "none".to_owned()
         } else {
-            slack_escape(&approval.risk_labels.join(", "))
+            slack_code(&approval.risk_labels.join(", "))
         };
-        let hash: String = approval.raw_args_hash.chars().take(16).collect();
         let expires = approval.expires_at.format("%Y-%m-%d %H:%M:%S UTC");
+        // No arguments, not even their hash (a plain SHA-256 of the raw
+        // arguments would let a reader confirm a guessed secret): the
+        // console shows them to signed-in approvers.
         self.post(json!({
             "text": format!("Approval needed: {tool} for {caller}"),
             "blocks": [
-                {"type": "header", "text": {"type": "plain_text", "text": format!("Approval needed: {}", approval.tool_name)}},
+                // Slack refuses a header longer than 150 characters.
+                {"type": "header", "text": {"type": "plain_text", "text": format!("Approval needed: {}", slack_cut(&approval.tool_name, 120))}},
                 {"type": "section", "fields": [
+                    {"type": "mrkdwn", "text": format!("*Tool*\n{tool}")},
                     {"type": "mrkdwn", "text": format!("*Caller*\n{caller}")},
                     {"type": "mrkdwn", "text": format!("*Risk*\n{risk}")},
                     {"type": "mrkdwn", "text": format!("*Expires*\n{expires}")},
-                    {"type": "mrkdwn", "text": format!("*Arguments*\n`sha256 {hash}…`")},
                 ]},
                 {"type": "actions", "elements": [
                     {"type": "button", "style": "primary", "text": {"type": "plain_text", "text": "Review"}, "url": self.link(approval)},
@@ -424,12 +446,12 @@ impl Notifier for SlackNotifier {
             .result
             .as_ref()
             .and_then(|r| r.approver_id.as_deref())
-            .map(slack_escape)
+            .map(slack_code)
             .unwrap_or_else(|| "the system".into());
         let text = format!(
             "{} for {}: {} by {by} (<{}|details>)",
-            slack_escape(&approval.tool_name),
-            slack_escape(&approval.caller_id),
+            slack_code(&approval.tool_name),
+            slack_code(&approval.caller_id),
             approval.status,
             self.link(approval)
         );

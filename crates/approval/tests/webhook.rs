@@ -187,6 +187,12 @@ async fn slack_messages_link_to_the_console_and_never_carry_the_token() {
     let manager = f.manager.clone().with_notifier(Arc::new(notifier));
     let mut held = request("r-slack");
     held.caller_id = "agent<@U123>&co".into();
+    // Markdown, a link and a right-to-left override in the tool's name, and
+    // longer than a Slack header may be.
+    held.tool_name = format!(
+        "*run*_now_ https://evil.example/\u{202E}fdp.{}",
+        "x".repeat(200)
+    );
     let token = issued(manager.issue(&held).await.unwrap());
     let _refused = sink
         .next(Duration::from_secs(10))
@@ -204,8 +210,21 @@ async fn slack_messages_link_to_the_console_and_never_carry_the_token() {
         format!("https://approvals.example/approvals/{id}")
     );
     let fields = body["blocks"][1]["fields"].to_string();
-    assert!(fields.contains("agent&lt;@U123&gt;&amp;co"), "{fields}");
+    assert!(fields.contains("`agent&lt;@U123&gt;&amp;co`"), "{fields}");
     assert!(!fields.contains("<@U123>"), "no mention injected: {fields}");
+    // Agent-chosen text sits in code spans (no bold, link or mention is
+    // rendered), with the override shown, never acted on.
+    assert!(
+        fields.contains("`*run*_now_ https://evil.example/\\\\u{202E}fdp."),
+        "{fields}"
+    );
+    assert!(!fields.contains('\u{202E}'), "{fields}");
+    let header = body["blocks"][0]["text"]["text"].as_str().unwrap();
+    assert!(header.chars().count() <= 150, "{header}");
+    assert!(
+        !text.contains(&held.raw_args_hash[..16]),
+        "no arguments hash"
+    );
 
     manager
         .approve(token.expose(), "alice", None)
@@ -217,7 +236,7 @@ async fn slack_messages_link_to_the_console_and_never_carry_the_token() {
         .expect("decision message");
     let body: serde_json::Value = serde_json::from_slice(&decided.body).unwrap();
     let line = body["text"].as_str().unwrap();
-    assert!(line.contains("APPROVED by alice"), "{line}");
+    assert!(line.contains("APPROVED by `alice`"), "{line}");
     assert!(
         line.contains(&format!("https://approvals.example/approvals/{id}")),
         "{line}"

@@ -7,7 +7,9 @@
 //!   and the like (not blank, at most so many characters, no control
 //!   characters);
 //! - [`within`]: a storage step bounded in time, so a paused or blackholed
-//!   server fails a call with a timeout instead of hanging it.
+//!   server fails a call with a timeout instead of hanging it;
+//! - [`reveal_invisible`]: text an agent chose, made safe to show a person
+//!   (bidi overrides and zero-width characters shown as escapes).
 //!
 //! Each domain crate maps [`InvalidIdentifier`] and [`TimedOut`] into its own
 //! error enum, naming the field or operation.
@@ -100,6 +102,45 @@ where
     }
 }
 
+/// True for characters that change how text around them is shown without
+/// being seen themselves: bidirectional overrides, embeddings and isolates,
+/// zero-width and invisible formatting characters, the line and paragraph
+/// separators, tag characters, and control characters.
+pub fn is_invisible(c: char) -> bool {
+    c.is_control()
+        || matches!(c,
+            '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}'
+            | '\u{180B}'..='\u{180F}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{2028}'..='\u{202E}'
+            | '\u{2060}'..='\u{206F}'
+            | '\u{3164}' | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}' | '\u{FFA0}'
+            | '\u{FFF9}'..='\u{FFFB}'
+            | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0000}'..='\u{E0FFF}')
+}
+
+/// `text` with every [invisible](is_invisible) character replaced by a
+/// visible `\u{…}` escape, so that what a person reads is what the text
+/// holds, newlines aside (a right-to-left override cannot make `report\u{202E}fdp.sh` read
+/// as `reporths.pdf`). Returns whether anything was replaced.
+pub fn reveal_invisible(text: &str) -> (String, bool) {
+    // Newlines stay: they are seen (pretty-printed JSON keeps its lines).
+    let hidden = |c: char| c != '\n' && is_invisible(c);
+    if !text.chars().any(hidden) {
+        return (text.to_owned(), false);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if hidden(c) {
+            out.push_str(&format!("\\u{{{:04X}}}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    (out, true)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -147,6 +188,24 @@ mod tests {
         assert_eq!(
             identifier("nul\0", 255),
             Err(InvalidIdentifier::ControlCharacter)
+        );
+    }
+
+    #[test]
+    fn invisible_characters_are_revealed() {
+        assert_eq!(
+            reveal_invisible("report\u{202E}fdp.sh"),
+            ("report\\u{202E}fdp.sh".to_owned(), true)
+        );
+        assert_eq!(
+            reveal_invisible("a\u{200B}b\u{2066}c\u{E0041}"),
+            ("a\\u{200B}b\\u{2066}c\\u{E0041}".to_owned(), true)
+        );
+        // Plain text, other scripts and emoji are left alone; newlines too
+        // (pretty-printed JSON keeps its lines).
+        assert_eq!(
+            reveal_invisible("drop table «users» — 表 🙂\n"),
+            ("drop table «users» — 表 🙂\n".to_owned(), false)
         );
     }
 

@@ -23,6 +23,12 @@
 //!   Content-Security-Policy allows no inline script and nothing from
 //!   elsewhere (the one script — live inbox and countdowns — is served from the binary); request bodies are capped and every request is time-bounded;
 //!   sign-in is rate-limited.
+//! - Requests must name this console's host: its public URL's, a loopback
+//!   name or an IP literal (no DNS-rebinding page gets an answer).
+//! - A signed-in approver holds at most [`MAX_STREAMS_PER_APPROVER`] live
+//!   streams; a stream ends within [`SESSION_RECHECK`] of its session.
+//! - Text an agent chose is shown with invisible and direction-changing
+//!   characters revealed as escapes.
 //! - No key, session id or CSRF token is logged.
 
 mod pages;
@@ -46,6 +52,9 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// The largest request body accepted (forms are small).
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
+/// How often an open live-inbox stream re-checks its session.
+pub const SESSION_RECHECK: Duration = Duration::from_secs(15);
+
 /// How long a session lasts without signing in again.
 pub const SESSION_TTL: Duration = Duration::from_secs(8 * 3600);
 
@@ -58,10 +67,58 @@ pub enum ConsoleError {
     /// The key manager could not be built from the settings.
     #[error("the key manager could not be built: {0}")]
     Keys(#[from] warden_core::CoreError),
+    /// `--public-url` is not an absolute `http://` or `https://` URL.
+    #[error("the public URL must be an absolute http:// or https:// URL with a host: {0}")]
+    PublicUrl(String),
 }
 
-/// The console's shared state: the Warden handle, the policy, and whether cookies
-/// must be `Secure`.
+/// How people reach the console, and who stands in front of it.
+#[derive(Debug, Clone, Default)]
+pub struct ConsoleOptions {
+    /// The URL people reach the console at, when it is not the bind address
+    /// (a TLS proxy: `https://approvals.example.com`). With it, POSTs must
+    /// come from its origin and requests must name its host (or a loopback
+    /// address); an `https` URL makes cookies `Secure` (`__Host-` prefixed)
+    /// and adds `Strict-Transport-Security`. Without it, only loopback names
+    /// and IP literals are accepted as `Host` (a DNS-rebinding page names
+    /// its own host).
+    pub public_url: Option<String>,
+    /// Reverse proxies whose `X-Forwarded-For` is believed: the sign-in rate
+    /// limit then counts the last address in it that is not itself one of
+    /// these, instead of the proxy's.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+}
+
+/// The public URL's origin (`https://host:port`) and host (`host:port`),
+/// lowercased.
+#[derive(Debug)]
+struct PublicUrl {
+    origin: String,
+    host: String,
+}
+
+fn public_url(text: &str) -> Result<PublicUrl, ConsoleError> {
+    let invalid = || ConsoleError::PublicUrl(text.to_owned());
+    let url = url::Url::parse(text).map_err(|_| invalid())?;
+    if !matches!(url.scheme(), "http" | "https") || !url.username().is_empty() {
+        return Err(invalid());
+    }
+    let host = url.host_str().ok_or_else(invalid)?.to_ascii_lowercase();
+    let host = match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host,
+    };
+    Ok(PublicUrl {
+        origin: format!("{}://{host}", url.scheme()),
+        host,
+    })
+}
+
+/// Live-inbox streams one approver may hold open at once (tabs, devices).
+pub const MAX_STREAMS_PER_APPROVER: usize = 8;
+
+/// The console's shared state: the Warden handle, the policy, and how the
+/// console is reached.
 #[derive(Clone)]
 pub struct Console {
     inner: Arc<Inner>,
@@ -73,7 +130,11 @@ struct Inner {
     approvals: warden_approval::ApprovalManager,
     policy: warden_keys::Policy,
     secure_cookies: bool,
+    public: Option<PublicUrl>,
+    trusted_proxies: Vec<std::net::IpAddr>,
     sign_in_limiter: warden_cache::RateLimiter,
+    /// Open live-inbox streams per approver (caller id).
+    streams: std::sync::Mutex<std::collections::HashMap<String, usize>>,
 }
 
 impl std::fmt::Debug for Console {
@@ -85,9 +146,12 @@ impl std::fmt::Debug for Console {
 }
 
 impl Console {
-    /// The console over `warden`. `secure_cookies`: the page is reached
-    /// over HTTPS (directly or behind a proxy), so cookies are `Secure`.
-    pub fn new(warden: Warden, secure_cookies: bool) -> Result<Self, ConsoleError> {
+    /// The console over `warden`, reached as `options` say.
+    pub fn new(warden: Warden, options: ConsoleOptions) -> Result<Self, ConsoleError> {
+        let public = options.public_url.as_deref().map(public_url).transpose()?;
+        let secure_cookies = public
+            .as_ref()
+            .is_some_and(|p| p.origin.starts_with("https://"));
         let (text, _) = warden
             .settings()
             .policy_source()
@@ -110,7 +174,14 @@ impl Console {
                 approvals,
                 policy,
                 secure_cookies,
+                public,
+                trusted_proxies: options
+                    .trusted_proxies
+                    .iter()
+                    .map(|ip| ip.to_canonical())
+                    .collect(),
                 sign_in_limiter,
+                streams: std::sync::Mutex::default(),
             }),
         })
     }
@@ -136,7 +207,10 @@ impl Console {
             // An explicit fallback: it keeps the guard (headers, span) when
             // this router is merged with others.
             .fallback(pages::not_found)
-            .layer(axum::middleware::from_fn(pages::guard))
+            .layer(axum::middleware::from_fn_with_state(
+                self.clone(),
+                pages::guard,
+            ))
             .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
             .with_state(self.clone())
     }

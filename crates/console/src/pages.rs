@@ -18,10 +18,11 @@ use crate::{Console, REQUEST_TIMEOUT};
 const CSP: &str = "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; \
                    img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
-/// True when a state-changing request comes from another site: its
-/// `Origin` names another host than the request's `Host`, or the browser
-/// says `Sec-Fetch-Site: cross-site`.
-fn cross_site(request: &Request) -> bool {
+/// True when a state-changing request comes from another site: the browser
+/// says `Sec-Fetch-Site: cross-site`, or its `Origin` is not the console's
+/// (the public URL's origin when there is one, else the request's `Host`;
+/// `Origin: null` never matches).
+fn cross_site(console: &Console, request: &Request) -> bool {
     let headers = request.headers();
     if headers
         .get("sec-fetch-site")
@@ -32,28 +33,73 @@ fn cross_site(request: &Request) -> bool {
     let Some(origin) = headers.get(header::ORIGIN) else {
         return false;
     };
+    let Ok(origin) = origin.to_str() else {
+        return true;
+    };
+    if let Some(public) = &console.inner.public {
+        return !origin.eq_ignore_ascii_case(&public.origin);
+    }
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-    let origin_host = origin
-        .to_str()
-        .ok()
-        .and_then(|o| o.split_once("://"))
-        .map(|(_, rest)| rest);
+    let origin_host = origin.split_once("://").map(|(_, rest)| rest);
     match (origin_host, host) {
         (Some(o), Some(h)) => !o.eq_ignore_ascii_case(h),
         _ => true,
     }
 }
 
+/// True when the request names a host this console answers for: the public
+/// URL's host, a loopback name, or an IP literal. Anything else is a DNS
+/// name that may point here by rebinding.
+fn host_allowed(console: &Console, request: &Request) -> bool {
+    let Some(host) = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+    else {
+        // HTTP/1.1 requires Host; hyper refuses requests without one.
+        return false;
+    };
+    let host = host.to_ascii_lowercase();
+    if console
+        .inner
+        .public
+        .as_ref()
+        .is_some_and(|public| public.host == host)
+    {
+        return true;
+    }
+    // The name without its port (IPv6 literals are bracketed).
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or_default().to_owned(),
+        None => host
+            .rsplit_once(':')
+            .map_or(host.as_str(), |(n, _)| n)
+            .to_owned(),
+    };
+    name == "localhost" || name.ends_with(".localhost") || name.parse::<std::net::IpAddr>().is_ok()
+}
+
 /// Security headers, a span and a time bound around every request; POSTs
 /// from another site are refused here.
-pub(crate) async fn guard(request: Request, next: Next) -> Response {
+pub(crate) async fn guard(
+    State(console): State<Console>,
+    request: Request,
+    next: Next,
+) -> Response {
     let span = tracing::info_span!(
         "console.request",
         method = %request.method(),
         route = route_of(request.uri().path()),
         status = tracing::field::Empty,
     );
-    let mut response = if request.method() == axum::http::Method::POST && cross_site(&request) {
+    let mut response = if !host_allowed(&console, &request) {
+        (
+            StatusCode::MISDIRECTED_REQUEST,
+            "this console does not answer for that host name; reach it at its address, \
+             or start it with --public-url naming the address people use",
+        )
+            .into_response()
+    } else if request.method() == axum::http::Method::POST && cross_site(&console, &request) {
         forbidden("cross-site requests are refused")
     } else {
         match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request))
@@ -79,6 +125,12 @@ pub(crate) async fn guard(request: Request, next: Next) -> Response {
         (header::CACHE_CONTROL, "no-store"),
     ] {
         headers.insert(name, HeaderValue::from_static(value));
+    }
+    if console.inner.secure_cookies {
+        headers.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        );
     }
     response
 }
@@ -142,15 +194,67 @@ pub(crate) async fn script() -> Response {
         .into_response()
 }
 
+/// One open live-inbox stream of an approver; dropping it frees the slot.
+struct StreamSlot {
+    console: Console,
+    caller: String,
+}
+
+impl StreamSlot {
+    /// A slot for `caller`, unless they already hold
+    /// [`crate::MAX_STREAMS_PER_APPROVER`].
+    fn take(console: &Console, caller: &str) -> Option<Self> {
+        let mut streams = console
+            .inner
+            .streams
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let open = streams.entry(caller.to_owned()).or_insert(0);
+        if *open >= crate::MAX_STREAMS_PER_APPROVER {
+            return None;
+        }
+        *open += 1;
+        Some(Self {
+            console: console.clone(),
+            caller: caller.to_owned(),
+        })
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut streams = self
+            .console
+            .inner
+            .streams
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(open) = streams.get_mut(&self.caller) {
+            *open = open.saturating_sub(1);
+            if *open == 0 {
+                streams.remove(&self.caller);
+            }
+        }
+    }
+}
+
 /// Server-sent events: `changed` each time an approval is issued, decided or
 /// expired (its id, or `expired`), and a keep-alive comment every 15 s. For
-/// signed-in approvers only; the stream ends when the session does at the
-/// next change.
+/// signed-in approvers only, at most [`crate::MAX_STREAMS_PER_APPROVER`]
+/// each; the stream ends within [`crate::SESSION_RECHECK`] of its session
+/// (signed out, key revoked, role changed).
 pub(crate) async fn events(State(console): State<Console>, headers: HeaderMap) -> Response {
     use axum::response::sse::{Event, KeepAlive, Sse};
-    if session::current(&console, &headers).await.is_none() {
+    let Some((_, session)) = session::current(&console, &headers).await else {
         return forbidden("not signed in");
-    }
+    };
+    let Some(slot) = StreamSlot::take(&console, &session.caller_id) else {
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many live inbox tabs open; close one",
+        )
+            .into_response();
+    };
     let subscription = match console
         .inner
         .warden
@@ -169,10 +273,17 @@ pub(crate) async fn events(State(console): State<Console>, headers: HeaderMap) -
         }
     };
     let stream = futures_util::stream::unfold(
-        (subscription, console, headers),
-        |(mut subscription, console, headers)| async move {
-            let message = subscription.next().await?;
-            // A session that ended (signed out, key revoked) ends its stream.
+        (subscription, console, headers, slot),
+        |(mut subscription, console, headers, slot)| async move {
+            let message = loop {
+                tokio::select! {
+                    message = subscription.next() => break message?,
+                    () = tokio::time::sleep(crate::SESSION_RECHECK) => {
+                        // A session that ended ends its stream, change or not.
+                        session::current(&console, &headers).await?;
+                    }
+                }
+            };
             session::current(&console, &headers).await?;
             let what: String = String::from_utf8_lossy(&message)
                 .chars()
@@ -182,13 +293,19 @@ pub(crate) async fn events(State(console): State<Console>, headers: HeaderMap) -
             let event = Event::default().event("changed").data(what);
             Some((
                 Ok::<_, std::convert::Infallible>(event),
-                (subscription, console, headers),
+                (subscription, console, headers, slot),
             ))
         },
     );
     Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(15)))
         .into_response()
+}
+
+/// Text an agent chose (tool, arguments, caller, labels), as a person should
+/// see it: invisible and direction-changing characters shown as escapes.
+fn shown(text: &str) -> String {
+    warden_common::reveal_invisible(text).0
 }
 
 pub(crate) async fn not_found() -> Response {
@@ -214,6 +331,53 @@ pub(crate) struct SignInForm {
     key: String,
 }
 
+/// The client's address: the peer's, or — when the peer is a trusted proxy —
+/// the last address in `X-Forwarded-For` that is not itself a trusted proxy
+/// (entries further left are the client's own claims). IPv4-mapped IPv6
+/// addresses count as IPv4.
+fn client_address(
+    console: &Console,
+    peer: std::net::IpAddr,
+    headers: &HeaderMap,
+) -> std::net::IpAddr {
+    let trusted = &console.inner.trusted_proxies;
+    let mut client = peer.to_canonical();
+    if !trusted.contains(&client) {
+        return client;
+    }
+    let forwarded: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .collect();
+    for entry in forwarded.iter().rev() {
+        match entry.trim().parse::<std::net::IpAddr>() {
+            Ok(ip) => {
+                client = ip.to_canonical();
+                if !trusted.contains(&client) {
+                    break;
+                }
+            }
+            // A malformed entry: stop at the last address we could trust.
+            Err(_) => break,
+        }
+    }
+    client
+}
+
+/// The sign-in limiter's key for an address: IPv4 as is, IPv6 by its /64
+/// (one host controls a whole /64).
+fn rate_limit_key(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+        std::net::IpAddr::V6(v6) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+    }
+}
+
 pub(crate) async fn sign_in(
     State(console): State<Console>,
     headers: HeaderMap,
@@ -221,16 +385,9 @@ pub(crate) async fn sign_in(
     Form(form): Form<SignInForm>,
 ) -> Response {
     let inner = &console.inner;
-    // IPv6 clients by their /64: one host controls a whole /64.
     let client = connect.map_or_else(
         || "unknown".to_owned(),
-        |c| match c.0.0.ip() {
-            std::net::IpAddr::V4(v4) => v4.to_string(),
-            std::net::IpAddr::V6(v6) => {
-                let s = v6.segments();
-                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-            }
-        },
+        |c| rate_limit_key(client_address(&console, c.0.0.ip(), &headers)),
     );
     match inner.sign_in_limiter.check(&client).await {
         Ok(decision) if decision.allowed => {}
@@ -334,7 +491,12 @@ struct Inbox {
     admin: bool,
     rows: Vec<Row>,
     now_ms: i64,
+    /// More approvals are waiting than the inbox shows.
+    truncated: bool,
 }
+
+/// The most pending approvals the inbox lists (newest first).
+const INBOX_ROWS: u64 = 200;
 
 fn time_left(expires_at: chrono::DateTime<chrono::Utc>) -> String {
     let left = (expires_at - chrono::Utc::now()).num_seconds();
@@ -354,7 +516,7 @@ pub(crate) async fn inbox(State(console): State<Console>, headers: HeaderMap) ->
     let pending = match console
         .inner
         .approvals
-        .list(Some(ApprovalStatus::Pending), 200)
+        .list(Some(ApprovalStatus::Pending), INBOX_ROWS)
         .await
     {
         Ok(pending) => pending,
@@ -364,6 +526,7 @@ pub(crate) async fn inbox(State(console): State<Console>, headers: HeaderMap) ->
         }
     };
     let now = chrono::Utc::now();
+    let truncated = pending.len() as u64 >= INBOX_ROWS;
     let rows = pending
         .into_iter()
         .filter(|a| a.effective_status(now) == ApprovalStatus::Pending)
@@ -371,9 +534,9 @@ pub(crate) async fn inbox(State(console): State<Console>, headers: HeaderMap) ->
             id: a.id,
             time_left: time_left(a.expires_at),
             expires_ms: a.expires_at.timestamp_millis(),
-            tool: a.tool_name,
-            caller: a.caller_id,
-            risk_labels: a.risk_labels,
+            tool: shown(&a.tool_name),
+            caller: shown(&a.caller_id),
+            risk_labels: a.risk_labels.iter().map(|l| shown(l)).collect(),
         })
         .collect();
     page(
@@ -384,6 +547,7 @@ pub(crate) async fn inbox(State(console): State<Console>, headers: HeaderMap) ->
             csrf: session.csrf,
             rows,
             now_ms: now.timestamp_millis(),
+            truncated,
         },
     )
 }
@@ -407,7 +571,12 @@ struct ApprovalPage {
     expires_ms: i64,
     now_ms: i64,
     args: String,
-    redaction_flags: Vec<warden_audit::RedactionFlag>,
+    /// `None`: the trail could not be read (shown as unavailable, never as
+    /// "none").
+    redaction_flags: Option<Vec<warden_audit::RedactionFlag>>,
+    /// Something the agent chose holds invisible or direction-changing
+    /// characters (shown escaped, with a warning).
+    hidden_characters: bool,
     decided: Option<String>,
     pending: bool,
     notice: Option<String>,
@@ -415,8 +584,11 @@ struct ApprovalPage {
 
 /// The redactions recorded for a held call: those of its tool-call events in
 /// the audit trail (the approval stores the sanitized call, not its flags).
-/// An unreadable trail shows as none, with a warning in the log.
-async fn redaction_flags(console: &Console, request_id: &str) -> Vec<warden_audit::RedactionFlag> {
+/// `None` when the trail could not be read.
+async fn redaction_flags(
+    console: &Console,
+    request_id: &str,
+) -> Option<Vec<warden_audit::RedactionFlag>> {
     match console
         .inner
         .warden
@@ -432,16 +604,20 @@ async fn redaction_flags(console: &Console, request_id: &str) -> Vec<warden_audi
                 .filter(|e| e.kind() == warden_audit::EventKind::ToolCall)
             {
                 for flag in event.redaction_flags() {
-                    if !flags.contains(flag) {
-                        flags.push(flag.clone());
+                    let flag = warden_audit::RedactionFlag {
+                        path: shown(&flag.path),
+                        reason: shown(&flag.reason),
+                    };
+                    if !flags.contains(&flag) {
+                        flags.push(flag);
                     }
                 }
             }
-            flags
+            Some(flags)
         }
         Err(e) => {
             warn!(error = %e, "the held call's redactions could not be read");
-            Vec::new()
+            None
         }
     }
 }
@@ -467,18 +643,32 @@ async fn approval_page(
                 .unwrap_or_default()
         )
     });
+    // Everything the agent chose, with invisible characters revealed; the
+    // page warns when there were any.
+    let mut hidden_characters = false;
+    let mut reveal = |text: &str| {
+        let (text, hidden) = warden_common::reveal_invisible(text);
+        hidden_characters |= hidden;
+        text
+    };
+    let tool = reveal(&approval.tool_name);
+    let caller = reveal(&approval.caller_id);
+    let request_id = reveal(&approval.request_id);
+    let risk_labels = approval.risk_labels.iter().map(|l| reveal(l)).collect();
+    let policy_version = reveal(&approval.policy_version);
+    let args = reveal(&serde_json::to_string_pretty(&approval.tool_call).unwrap_or_default());
     ApprovalPage {
         admin: may_manage_keys(console, &session),
         who: session.caller_id,
         csrf: session.csrf,
         id: approval.id,
-        tool: approval.tool_name,
-        caller: approval.caller_id,
+        tool,
+        caller,
         status: status.to_string(),
-        request_id: approval.request_id,
-        risk_labels: approval.risk_labels,
+        request_id,
+        risk_labels,
         args_hash: approval.raw_args_hash,
-        policy_version: approval.policy_version,
+        policy_version,
         expires_at: approval
             .expires_at
             .format("%Y-%m-%d %H:%M:%S UTC")
@@ -487,8 +677,9 @@ async fn approval_page(
         expires_ms: approval.expires_at.timestamp_millis(),
         now_ms: now.timestamp_millis(),
         redaction_flags,
-        args: serde_json::to_string_pretty(&approval.tool_call).unwrap_or_default(),
-        decided,
+        hidden_characters,
+        args,
+        decided: decided.map(|d| shown(&d)),
         pending: status == ApprovalStatus::Pending,
         notice,
     }
@@ -626,14 +817,14 @@ pub(crate) async fn history(State(console): State<Console>, headers: HeaderMap) 
                 Some(r) => (
                     r.approver_id.clone().unwrap_or_else(|| "the system".into()),
                     when(r.decided_at),
-                    r.note.clone().unwrap_or_default(),
+                    shown(r.note.as_deref().unwrap_or_default()),
                 ),
                 None => ("nobody".into(), when(a.expires_at), String::new()),
             };
             HistoryRow {
                 id: a.id,
-                tool: a.tool_name,
-                caller: a.caller_id,
+                tool: shown(&a.tool_name),
+                caller: shown(&a.caller_id),
                 status,
                 by,
                 when: at,
@@ -911,13 +1102,12 @@ pub(crate) async fn audit(
                     warden_audit::EventKind::Admin => "admin",
                     warden_audit::EventKind::Prune => "prune",
                 },
-                caller: e.caller_id().to_owned(),
+                caller: shown(e.caller_id()),
                 // An admin event's action (`approval.issue`), a call's tool.
-                what: match e.kind() {
+                what: shown(match e.kind() {
                     warden_audit::EventKind::ToolCall => e.tool_name().unwrap_or(e.method()),
                     _ => e.method(),
-                }
-                .to_owned(),
+                }),
                 decision: match e.kind() {
                     warden_audit::EventKind::ToolCall => e.decision().to_string(),
                     _ => "—".to_owned(),

@@ -194,7 +194,9 @@ async fn an_approver_decides_a_held_call_in_a_real_browser() {
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let console = warden_console::Console::new(storage.clone(), false).unwrap();
+    let console =
+        warden_console::Console::new(storage.clone(), warden_console::ConsoleOptions::default())
+            .unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(warden_console::serve(
         listener,

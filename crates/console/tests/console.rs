@@ -44,7 +44,9 @@ async fn env(backend: Backend) -> Env {
     migration::run(storage.database(), migration::Command::Up(None))
         .await
         .unwrap();
-    let router = Console::new(storage.clone(), false).unwrap().router();
+    let router = Console::new(storage.clone(), warden_console::ConsoleOptions::default())
+        .unwrap()
+        .router();
     Env {
         _db: db,
         _redis: redis,
@@ -111,7 +113,22 @@ impl Env {
     }
 
     async fn send(&self, request: Request<Body>) -> (StatusCode, axum::http::HeaderMap, String) {
-        let response = self.router.clone().oneshot(request).await.unwrap();
+        self.send_to(&self.router, request).await
+    }
+
+    /// Sends `request` to `router`, as from a browser on this machine (a
+    /// loopback `Host` unless the request names one).
+    async fn send_to(
+        &self,
+        router: &axum::Router,
+        mut request: Request<Body>,
+    ) -> (StatusCode, axum::http::HeaderMap, String) {
+        if !request.headers().contains_key(header::HOST) {
+            request
+                .headers_mut()
+                .insert(header::HOST, "127.0.0.1:8080".parse().unwrap());
+        }
+        let response = router.clone().oneshot(request).await.unwrap();
         let status = response.status();
         let headers = response.headers().clone();
         let body = axum::body::to_bytes(response.into_body(), usize::MAX)
@@ -202,7 +219,230 @@ on_both_backends!(
     history_for_approvers_keys_for_admins_only,
     the_inbox_hears_of_new_approvals_live,
     the_audit_view_shows_the_log_and_serves_proofs,
+    hosts_origins_and_proxies_are_checked,
+    live_streams_are_capped_and_end_with_their_session,
+    invisible_characters_are_shown_not_obeyed,
 );
+
+fn sign_in_request(key: &str, peer: &str, forwarded_for: Option<&str>) -> Request<Body> {
+    let mut request =
+        Request::post("/sign-in").header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+    if let Some(chain) = forwarded_for {
+        request = request.header("x-forwarded-for", chain);
+    }
+    let mut request = request
+        .body(Body::from(format!("key={}", encode(key))))
+        .unwrap();
+    let peer: std::net::SocketAddr = peer.parse().unwrap();
+    request
+        .extensions_mut()
+        .insert(axum::extract::ConnectInfo(peer));
+    request
+}
+
+/// DNS rebinding, a public URL's origin and host, HSTS and `__Host-`
+/// cookies behind https, and the sign-in limit keyed by the real client.
+async fn hosts_origins_and_proxies_are_checked(e: Env) {
+    // Without a public URL: loopback names and IP literals only.
+    for host in ["127.0.0.1:8080", "localhost:8080", "[::1]:8080", "10.1.2.3"] {
+        let request = Request::get("/sign-in")
+            .header(header::HOST, host)
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(e.send(request).await.0, StatusCode::OK, "{host}");
+    }
+    let rebound = Request::get("/sign-in")
+        .header(header::HOST, "rebind.evil.example:8080")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(e.send(rebound).await.0, StatusCode::MISDIRECTED_REQUEST);
+
+    // Behind a TLS proxy at a public URL, with a trusted proxy address.
+    let behind = Console::new(
+        e.storage.clone(),
+        warden_console::ConsoleOptions {
+            public_url: Some("https://Approvals.Example/".into()),
+            trusted_proxies: vec!["10.0.0.1".parse().unwrap()],
+        },
+    )
+    .unwrap()
+    .router();
+    let key = e.key("alice", "approver").await;
+    let post = |host: &str, origin: &str| {
+        Request::post("/sign-in")
+            .header(header::HOST, host)
+            .header(header::ORIGIN, origin)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(format!("key={}", encode(&key))))
+            .unwrap()
+    };
+    let (status, headers, _) = e
+        .send_to(
+            &behind,
+            post("approvals.example", "https://approvals.example"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let cookie = headers[header::SET_COOKIE].to_str().unwrap();
+    assert!(
+        cookie.starts_with("__Host-warden_session=") && cookie.contains("Secure"),
+        "{cookie}"
+    );
+    assert!(headers.contains_key(header::STRICT_TRANSPORT_SECURITY));
+    // Another scheme, another host, or a Host the proxy did not send.
+    for (host, origin, expected) in [
+        (
+            "approvals.example",
+            "http://approvals.example",
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "approvals.example",
+            "https://evil.example",
+            StatusCode::FORBIDDEN,
+        ),
+        ("approvals.example", "null", StatusCode::FORBIDDEN),
+        (
+            "evil.example",
+            "https://evil.example",
+            StatusCode::MISDIRECTED_REQUEST,
+        ),
+    ] {
+        let (status, headers, _) = e.send_to(&behind, post(host, origin)).await;
+        assert_eq!(status, expected, "{host} {origin}");
+        assert!(headers.get(header::SET_COOKIE).is_none());
+    }
+
+    // The sign-in limit counts the client named by the trusted proxy, not
+    // the proxy; an untrusted peer's X-Forwarded-For is ignored; an
+    // IPv4-mapped IPv6 peer is its IPv4 address.
+    for _ in 0..10 {
+        let request = sign_in_request("wdn_bad", "10.0.0.1:4000", Some("203.0.113.7, 10.0.0.1"));
+        assert_eq!(
+            e.send_to(&behind, request).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let limited = sign_in_request("wdn_bad", "10.0.0.1:4000", Some("203.0.113.7"));
+    assert_eq!(
+        e.send_to(&behind, limited).await.0,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    let other_client = sign_in_request("wdn_bad", "10.0.0.1:4000", Some("198.51.100.9"));
+    assert_eq!(
+        e.send_to(&behind, other_client).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let spoofing = sign_in_request("wdn_bad", "192.0.2.50:4000", Some("203.0.113.7"));
+    assert_eq!(
+        e.send_to(&behind, spoofing).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    for _ in 0..9 {
+        let request = sign_in_request("wdn_bad", "192.0.2.51:4000", None);
+        e.send_to(&behind, request).await;
+    }
+    let mapped = sign_in_request("wdn_bad", "[::ffff:192.0.2.51]:4000", None);
+    assert_eq!(e.send_to(&behind, mapped).await.0, StatusCode::UNAUTHORIZED);
+    let mapped = sign_in_request("wdn_bad", "[::ffff:192.0.2.51]:4000", None);
+    assert_eq!(
+        e.send_to(&behind, mapped).await.0,
+        StatusCode::TOO_MANY_REQUESTS,
+        "the mapped address shares its IPv4 budget"
+    );
+}
+
+async fn open_stream(e: &Env, cookie: &str) -> axum::response::Response {
+    e.router
+        .clone()
+        .oneshot(
+            Request::get("/events")
+                .header(header::HOST, "127.0.0.1:8080")
+                .header(header::COOKIE, cookie)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap()
+}
+
+/// One approver holds at most MAX_STREAMS_PER_APPROVER live streams; a
+/// stream ends when its session does, even with no inbox change.
+async fn live_streams_are_capped_and_end_with_their_session(e: Env) {
+    use futures_util::StreamExt as _;
+    let cookie = e.sign_in(&e.key("alice", "approver").await).await;
+    let mut open = Vec::new();
+    for _ in 0..warden_console::MAX_STREAMS_PER_APPROVER {
+        let response = open_stream(&e, &cookie).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        open.push(response);
+    }
+    assert_eq!(
+        open_stream(&e, &cookie).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // Closing one frees its slot.
+    drop(open.pop());
+    let last = open_stream(&e, &cookie).await;
+    assert_eq!(last.status(), StatusCode::OK);
+    drop(open);
+    // Signing out ends the stream within the re-check interval, though no
+    // approval changes.
+    let page = e.get("/inbox", Some(&cookie)).await.2;
+    let csrf = csrf_of(&page);
+    e.post("/sign-out", Some(&cookie), &[("csrf", &csrf)]).await;
+    let mut body = last.into_body().into_data_stream();
+    let ended = tokio::time::timeout(
+        warden_console::SESSION_RECHECK + Duration::from_secs(10),
+        async {
+            while let Some(chunk) = body.next().await {
+                if chunk.is_err() {
+                    break;
+                }
+            }
+        },
+    )
+    .await;
+    assert!(ended.is_ok(), "the stream outlived its session");
+}
+
+/// Bidi overrides and zero-width characters in what an agent chose are shown
+/// as escapes, with a warning, never obeyed.
+async fn invisible_characters_are_shown_not_obeyed(e: Env) {
+    let outcome = e
+        .storage
+        .approvals()
+        .issue(&ApprovalRequest {
+            request_id: "r-bidi".into(),
+            caller_id: "agent\u{200B}-1".into(),
+            tool_name: "fs.delete".into(),
+            sanitized_tool_call: json!({"path": "/srv/report\u{202E}fdp.sh"}),
+            raw_args_hash: "ef".repeat(32),
+            risk_labels: vec!["destructive".into()],
+            policy_version: "v1".into(),
+            ttl: None,
+        })
+        .await
+        .unwrap();
+    let IssueOutcome::Issued { id, .. } = outcome else {
+        panic!("issued");
+    };
+    let cookie = e.sign_in(&e.key("alice", "approver").await).await;
+    let page = e.get(&format!("/approvals/{id}"), Some(&cookie)).await.2;
+    assert!(
+        !page.contains('\u{202E}') && !page.contains('\u{200B}'),
+        "{page}"
+    );
+    assert!(page.contains(r"/srv/report\u{202E}fdp.sh"), "{page}");
+    assert!(page.contains(r"agent\u{200B}-1"), "{page}");
+    assert!(page.contains(r#"id="hidden-characters""#), "{page}");
+    let inbox = e.get("/inbox", Some(&cookie)).await.2;
+    assert!(!inbox.contains('\u{200B}'), "{inbox}");
+    // Plain calls carry no warning.
+    let plain = e.hold("r-plain", None).await;
+    let page = e.get(&format!("/approvals/{plain}"), Some(&cookie)).await.2;
+    assert!(!page.contains(r#"id="hidden-characters""#));
+}
 
 async fn history_for_approvers_keys_for_admins_only(e: Env) {
     let id = e.hold("r-1", None).await;
@@ -318,7 +558,6 @@ async fn cross_site_posts_planted_cookies_and_own_calls_are_refused(e: Env) {
         ("sec-fetch-site", "cross-site"),
     ] {
         let request = Request::post("/sign-in")
-            .header(header::HOST, "approvals.example")
             .header(name, value)
             .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
             .body(Body::from(format!("key={}", encode(&approver))))
@@ -329,8 +568,7 @@ async fn cross_site_posts_planted_cookies_and_own_calls_are_refused(e: Env) {
     }
     // The same origin is fine.
     let request = Request::post("/sign-in")
-        .header(header::HOST, "approvals.example")
-        .header(header::ORIGIN, "http://approvals.example")
+        .header(header::ORIGIN, "http://127.0.0.1:8080")
         .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
         .body(Body::from(format!("key={}", encode(&approver))))
         .unwrap();
@@ -622,13 +860,14 @@ async fn slow_header_connections_are_closed_and_others_served() {
         warden_console::ServeLimits {
             header_timeout: Duration::from_millis(300),
             max_connections: 4,
+            max_connections_per_peer: 4,
         },
         async {
             let _ = stopped.await;
         },
     ));
     let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
-    slow.write_all(b"GET /sign-in HTTP/1.1\r\nhost: x\r\n")
+    slow.write_all(b"GET /sign-in HTTP/1.1\r\nhost: localhost\r\n")
         .await
         .unwrap();
     let mut buf = [0u8; 256];
@@ -644,7 +883,7 @@ async fn slow_header_connections_are_closed_and_others_served() {
     }
     // Others are served, with the peer's address known to the handlers.
     let mut fine = tokio::net::TcpStream::connect(addr).await.unwrap();
-    fine.write_all(b"GET /sign-in HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+    fine.write_all(b"GET /sign-in HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
         .await
         .unwrap();
     let mut reply = Vec::new();
@@ -652,6 +891,60 @@ async fn slow_header_connections_are_closed_and_others_served() {
     assert!(String::from_utf8_lossy(&reply).starts_with("HTTP/1.1 200"));
     stop.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(20), server)
+        .await
+        .expect("the server stops")
+        .unwrap()
+        .unwrap();
+}
+
+/// One client address cannot hold more than its share of connections:
+/// over it, a connection is closed on arrival; others are still served.
+#[tokio::test]
+async fn one_client_cannot_hold_every_connection() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let e = env(Backend::Sqlite).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(warden_console::serve(
+        listener,
+        e.router.clone(),
+        warden_console::ServeLimits {
+            header_timeout: Duration::from_secs(20),
+            max_connections: 16,
+            max_connections_per_peer: 2,
+        },
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    // Two idle connections: this address's share.
+    let first = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let second = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let _ = third
+        .write_all(b"GET /sign-in HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        .await;
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(5), third.read(&mut buf))
+        .await
+        .expect("closed on arrival, not kept waiting");
+    assert!(matches!(read, Ok(0) | Err(_)), "the third was served");
+    // Freeing one lets the next in.
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut fourth = tokio::net::TcpStream::connect(addr).await.unwrap();
+    fourth
+        .write_all(b"GET /sign-in HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut reply = Vec::new();
+    fourth.read_to_end(&mut reply).await.unwrap();
+    assert!(String::from_utf8_lossy(&reply).starts_with("HTTP/1.1 200"));
+    stop.send(()).unwrap();
+    drop(second);
+    tokio::time::timeout(Duration::from_secs(30), server)
         .await
         .expect("the server stops")
         .unwrap()
@@ -683,6 +976,7 @@ async fn the_inbox_hears_of_new_approvals_live(e: Env) {
         .clone()
         .oneshot(
             Request::get("/events")
+                .header(header::HOST, "127.0.0.1:8080")
                 .header(header::COOKIE, &cookie)
                 .body(Body::empty())
                 .unwrap(),

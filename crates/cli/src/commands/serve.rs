@@ -21,26 +21,47 @@ pub(crate) struct Args {
     /// an `https://` URL makes the session cookie Secure.
     #[arg(long)]
     public_url: Option<String>,
+    /// A reverse proxy in front of the console (repeatable): its
+    /// `X-Forwarded-For` names the client for the sign-in rate limit, and
+    /// the per-address connection cap no longer applies to it.
+    #[arg(long = "trusted-proxy", value_name = "IP")]
+    trusted_proxies: Vec<std::net::IpAddr>,
 }
+
+/// How often `warden serve` marks overdue approvals EXPIRED (each with its
+/// event, announced to open inboxes).
+const EXPIRE_EVERY: Duration = Duration::from_secs(30);
 
 pub(crate) async fn run(
     settings: &Settings,
     args: Args,
     telemetry: Arc<Telemetry>,
 ) -> anyhow::Result<Outcome> {
-    if let Some(url) = &args.public_url
-        && !(url.starts_with("https://") || url.starts_with("http://"))
-    {
-        anyhow::bail!("--public-url must be an http:// or https:// URL");
-    }
     let secure = args
         .public_url
         .as_deref()
         .is_some_and(|u| u.starts_with("https://"));
+    if !args.bind.ip().is_loopback() && !secure {
+        output::notice(&format!(
+            "warning: serving on {} without an https --public-url: keys and session cookies \
+             cross the network in the clear; put a TLS proxy in front",
+            args.bind
+        ));
+    }
     let warden = super::connect_migrated(settings).await?;
     let _gauges = StorageGauges::start(&warden, Duration::from_secs(15));
-    let console = warden_console::Console::new(warden.clone(), secure)?;
-    let app = console.router().merge(super::metrics::router(telemetry));
+    let console = warden_console::Console::new(
+        warden.clone(),
+        warden_console::ConsoleOptions {
+            public_url: args.public_url.clone(),
+            trusted_proxies: args.trusted_proxies.clone(),
+        },
+    )?;
+    let expiry = tokio::spawn(expire_overdue(warden.approvals()));
+    // Metrics answer loopback peers only: behind a public proxy they are
+    // not for everyone.
+    let metrics = super::metrics::router(telemetry).layer(axum::middleware::from_fn(loopback_only));
+    let app = console.router().merge(metrics);
     let listener = tokio::net::TcpListener::bind(args.bind)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.bind))?;
@@ -51,13 +72,38 @@ pub(crate) async fn run(
             .clone()
             .unwrap_or_else(|| format!("http://{local}"))
     ));
-    warden_console::serve(
-        listener,
-        app,
-        warden_console::ServeLimits::default(),
-        super::metrics::shutdown_signal(),
-    )
-    .await?;
+    let mut limits = warden_console::ServeLimits::default();
+    if !args.trusted_proxies.is_empty() {
+        limits.max_connections_per_peer = limits.max_connections;
+    }
+    warden_console::serve(listener, app, limits, super::metrics::shutdown_signal()).await?;
+    expiry.abort();
     warden.close().await?;
     Ok(Outcome::Success)
+}
+
+/// Marks overdue approvals EXPIRED every [`EXPIRE_EVERY`], so the inbox
+/// holds only live ones and open inboxes hear of expiries.
+async fn expire_overdue(approvals: warden_approval::ApprovalManager) {
+    let mut tick = tokio::time::interval(EXPIRE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = approvals.expire_stale(500).await {
+            tracing::warn!(error = %e, "overdue approvals could not be expired");
+        }
+    }
+}
+
+/// Refuses (404) requests from anyone but a loopback peer.
+async fn loopback_only(
+    connect: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    match connect {
+        Some(c) if c.0.0.ip().to_canonical().is_loopback() => next.run(request).await,
+        _ => (axum::http::StatusCode::NOT_FOUND, "not found").into_response(),
+    }
 }
