@@ -22,4 +22,13 @@ pub enum CoreError {
     /// The key manager could not be set up.
     #[error(transparent)]
     Keys(#[from] warden_keys::KeyError),
+    /// An approval notifier (webhook, Slack) could not be set up; check the
+    /// `APPROVAL_*` and `CONSOLE_URL` settings.
+    #[error("approval notifier {which} could not be set up: {error}")]
+    Notifier {
+        /// `webhook` or `slack`.
+        which: &'static str,
+        /// Why (never the URL or secret).
+        error: warden_approval::NotifyError,
+    },
 }

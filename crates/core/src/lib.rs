@@ -27,6 +27,9 @@ mod warden;
 pub use audit_trail::AuditTrail;
 pub use error::CoreError;
 pub use migrations::Migrations;
-pub use settings::{DatabaseBackend, Environment, GUARANTEE_SECRETS, Settings, SettingsError};
+pub use settings::{
+    DatabaseBackend, Environment, GUARANTEE_SECRETS, NotifierSettings, SecretText, Settings,
+    SettingsError,
+};
 pub use telemetry::StorageGauges;
 pub use warden::Warden;

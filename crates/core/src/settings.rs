@@ -321,6 +321,60 @@ pub struct Settings {
     /// quarantined at replay. Every process sharing a spill path needs the
     /// same one.
     pub audit_spill_mac_key: Option<SpillMacKey>,
+    /// Where held calls are announced to people.
+    pub notifiers: NotifierSettings,
+}
+
+/// Where held calls are announced: the approver console's public URL (the
+/// link in every message), a generic signed webhook, a Slack incoming
+/// webhook. None of them ever carries an approval token in a link; the
+/// generic webhook's signed body does (its receiver decides by token).
+#[derive(Clone, Default)]
+pub struct NotifierSettings {
+    /// `CONSOLE_URL` (optional): where people reach `warden serve`, e.g.
+    /// `https://approvals.example.com`; messages link to an approval's page
+    /// there. `warden serve` uses it as its `--public-url` by default.
+    pub console_url: Option<String>,
+    /// `APPROVAL_WEBHOOK_URL` with `APPROVAL_WEBHOOK_SECRET` (at least 16
+    /// characters; both or neither): the generic HMAC-signed webhook.
+    pub webhook: Option<(SecretUrl, SecretText)>,
+    /// `APPROVAL_SLACK_WEBHOOK_URL` (needs `CONSOLE_URL`): a Slack incoming
+    /// webhook (its URL is a credential: never printed).
+    pub slack_webhook_url: Option<SecretText>,
+}
+
+impl fmt::Debug for NotifierSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NotifierSettings")
+            .field("console_url", &self.console_url)
+            .field("webhook", &self.webhook.as_ref().map(|(url, _)| url))
+            .field("slack_webhook_url", &self.slack_webhook_url)
+            .finish()
+    }
+}
+
+/// A secret setting (a webhook secret, a URL that is itself a credential):
+/// its `Debug` and `Display` never show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretText(String);
+
+impl SecretText {
+    /// The secret: pass it to what needs it, never to a log.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl fmt::Display for SecretText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
 }
 
 /// The secrets without which a guarantee is not real, with what each one
@@ -453,6 +507,68 @@ impl<F: Fn(&str) -> Option<String>> Reader<F> {
                 );
                 None
             }
+        }
+    }
+
+    fn notifiers(&mut self) -> NotifierSettings {
+        let console_url = self
+            .url("CONSOLE_URL", &["https", "http"])
+            .map(|u| u.expose().trim_end_matches('/').to_owned());
+        let webhook_url = self.url("APPROVAL_WEBHOOK_URL", &["https", "http"]);
+        let webhook_secret = self.get("APPROVAL_WEBHOOK_SECRET");
+        let webhook = match (webhook_url, webhook_secret) {
+            (Some(url), Some(secret)) if secret.trim().len() >= 16 => {
+                Some((url, SecretText(secret.trim().to_owned())))
+            }
+            (Some(_), Some(_)) => {
+                self.problem(
+                    "APPROVAL_WEBHOOK_SECRET",
+                    "too short: use at least 16 random characters (e.g. openssl rand -hex 32)",
+                );
+                None
+            }
+            (Some(_), None) => {
+                self.problem(
+                    "APPROVAL_WEBHOOK_SECRET",
+                    "required with APPROVAL_WEBHOOK_URL: the receiver checks every message's signature",
+                );
+                None
+            }
+            (None, Some(_)) if self.get("APPROVAL_WEBHOOK_URL").is_none() => {
+                self.problem(
+                    "APPROVAL_WEBHOOK_URL",
+                    "missing: APPROVAL_WEBHOOK_SECRET is set without a URL to send to",
+                );
+                None
+            }
+            _ => None,
+        };
+        let slack_webhook_url = match self.get("APPROVAL_SLACK_WEBHOOK_URL") {
+            None => None,
+            Some(raw) => match Url::parse(raw.trim()) {
+                Ok(url) if matches!(url.scheme(), "https" | "http") => {
+                    if console_url.is_none() {
+                        self.problem(
+                            "CONSOLE_URL",
+                            "required with APPROVAL_SLACK_WEBHOOK_URL: each message links to the approval's page",
+                        );
+                    }
+                    Some(SecretText(raw.trim().to_owned()))
+                }
+                // Neither the URL nor the parser's message (which may quote it).
+                _ => {
+                    self.problem(
+                        "APPROVAL_SLACK_WEBHOOK_URL",
+                        "not an https:// URL (Slack's incoming-webhook URL)",
+                    );
+                    None
+                }
+            },
+        };
+        NotifierSettings {
+            console_url,
+            webhook,
+            slack_webhook_url,
         }
     }
 
@@ -741,6 +857,8 @@ impl Settings {
             }
         }
 
+        let notifiers = r.notifiers();
+
         match (database_url, cache_key_prefix) {
             (Some(database_url), Some(cache_key_prefix)) if r.problems.is_empty() => Ok(Self {
                 database_url,
@@ -770,6 +888,7 @@ impl Settings {
                 policy_path,
                 cache_mac_key,
                 audit_spill_mac_key,
+                notifiers,
             }),
             _ => Err(SettingsError::Invalid(r.problems)),
         }

@@ -111,9 +111,12 @@ impl Warden {
             cache = cache.backend_name(),
             "storage configured"
         );
-        let approvals =
+        let mut approvals =
             ApprovalManager::new(db.clone(), cache.clone(), settings.approval_token_ttl)
                 .with_redactor(redactor.clone());
+        for notifier in notifiers(&settings.notifiers)? {
+            approvals = approvals.with_notifier(notifier);
+        }
         let pool_probe = crate::telemetry::observe_pool(&db);
         Ok(Self {
             _pool_probe: pool_probe,
@@ -200,4 +203,47 @@ impl Warden {
             reason: e.to_string(),
         })
     }
+}
+
+/// How long one notification attempt may take, and how many attempts.
+const NOTIFY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+const NOTIFY_ATTEMPTS: u32 = 5;
+
+/// The notifiers the settings name: the signed webhook and Slack, each
+/// linking to the console when `CONSOLE_URL` is set.
+fn notifiers(
+    settings: &crate::NotifierSettings,
+) -> Result<Vec<std::sync::Arc<dyn warden_approval::Notifier>>, CoreError> {
+    let mut out: Vec<std::sync::Arc<dyn warden_approval::Notifier>> = Vec::new();
+    if let Some((url, secret)) = &settings.webhook {
+        let fail = |error| CoreError::Notifier {
+            which: "webhook",
+            error,
+        };
+        let mut webhook = warden_approval::WebhookNotifier::new(
+            url.expose(),
+            secret.expose().as_bytes(),
+            NOTIFY_TIMEOUT,
+            NOTIFY_ATTEMPTS,
+        )
+        .map_err(fail)?;
+        if let Some(console) = &settings.console_url {
+            webhook = webhook.with_console_url(console).map_err(fail)?;
+        }
+        out.push(std::sync::Arc::new(webhook));
+    }
+    if let (Some(url), Some(console)) = (&settings.slack_webhook_url, &settings.console_url) {
+        let slack = warden_approval::SlackNotifier::new(
+            url.expose(),
+            console,
+            NOTIFY_TIMEOUT,
+            NOTIFY_ATTEMPTS,
+        )
+        .map_err(|error| CoreError::Notifier {
+            which: "slack",
+            error,
+        })?;
+        out.push(std::sync::Arc::new(slack));
+    }
+    Ok(out)
 }

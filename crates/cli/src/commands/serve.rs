@@ -18,7 +18,8 @@ pub(crate) struct Args {
     bind: SocketAddr,
     /// The address people reach the console at, when it differs from the
     /// bind address (e.g. `https://approvals.example.com` behind a proxy);
-    /// an `https://` URL makes the session cookie Secure.
+    /// an `https://` URL makes the session cookie Secure. Default:
+    /// `CONSOLE_URL`.
     #[arg(long)]
     public_url: Option<String>,
     /// A reverse proxy in front of the console (repeatable): its
@@ -37,8 +38,11 @@ pub(crate) async fn run(
     args: Args,
     telemetry: Arc<Telemetry>,
 ) -> anyhow::Result<Outcome> {
-    let secure = args
+    let public_url = args
         .public_url
+        .clone()
+        .or_else(|| settings.notifiers.console_url.clone());
+    let secure = public_url
         .as_deref()
         .is_some_and(|u| u.starts_with("https://"));
     if !args.bind.ip().is_loopback() && !secure {
@@ -53,7 +57,7 @@ pub(crate) async fn run(
     let console = warden_console::Console::new(
         warden.clone(),
         warden_console::ConsoleOptions {
-            public_url: args.public_url.clone(),
+            public_url: public_url.clone(),
             trusted_proxies: args.trusted_proxies.clone(),
         },
     )?;
@@ -68,7 +72,7 @@ pub(crate) async fn run(
     let local = listener.local_addr()?;
     output::notice(&format!(
         "approver console at {} (metrics at /metrics)",
-        args.public_url
+        public_url
             .clone()
             .unwrap_or_else(|| format!("http://{local}"))
     ));
