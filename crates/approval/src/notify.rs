@@ -232,7 +232,11 @@ async fn deliver(
         }
         match request.body(body.clone()).send().await {
             Ok(response) if response.status().is_success() => return Ok(()),
-            Ok(response) if response.status().is_client_error() => {
+            // 429 is "later", not "never": it is retried like a server error.
+            Ok(response)
+                if response.status().is_client_error()
+                    && response.status() != reqwest::StatusCode::TOO_MANY_REQUESTS =>
+            {
                 return Err(NotifyError {
                     reason: format!(
                         "{what} refused the notification: HTTP {}",
@@ -425,8 +429,9 @@ impl Notifier for SlackNotifier {
         self.post(json!({
             "text": format!("Approval needed: {tool} for {caller}"),
             "blocks": [
-                // Slack refuses a header longer than 150 characters.
-                {"type": "header", "text": {"type": "plain_text", "text": format!("Approval needed: {}", slack_cut(&approval.tool_name, 120))}},
+                // Slack refuses a header longer than 150 characters (which
+                // it may count in UTF-16 units): 60 characters always fit.
+                {"type": "header", "text": {"type": "plain_text", "text": format!("Approval needed: {}", slack_cut(&approval.tool_name, 60))}},
                 {"type": "section", "fields": [
                     {"type": "mrkdwn", "text": format!("*Tool*\n{tool}")},
                     {"type": "mrkdwn", "text": format!("*Caller*\n{caller}")},

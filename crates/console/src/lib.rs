@@ -214,4 +214,17 @@ impl Console {
             .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
             .with_state(self.clone())
     }
+
+    /// `router` (e.g. `/metrics`) behind the same guard as the console's
+    /// routes: the `Host` check, security headers and request timeout.
+    pub fn guarded(&self, router: Router) -> Router {
+        router.layer(axum::middleware::from_fn_with_state(
+            self.clone(),
+            pages::guard,
+        ))
+    }
 }
+
+/// The longest the console waits on one audit-trail read (a page's
+/// redactions, the audit view), well inside [`REQUEST_TIMEOUT`].
+pub(crate) const AUDIT_READ_TIMEOUT: Duration = Duration::from_secs(5);

@@ -331,39 +331,51 @@ pub(crate) struct SignInForm {
     key: String,
 }
 
-/// The client's address: the peer's, or — when the peer is a trusted proxy —
-/// the last address in `X-Forwarded-For` that is not itself a trusted proxy
-/// (entries further left are the client's own claims). IPv4-mapped IPv6
-/// addresses count as IPv4.
-fn client_address(
-    console: &Console,
-    peer: std::net::IpAddr,
-    headers: &HeaderMap,
-) -> std::net::IpAddr {
+/// The client's address, as the sign-in limiter's key: the peer's, or —
+/// when the peer is a trusted proxy — the last entry in `X-Forwarded-For`
+/// that is not itself a trusted proxy (entries further left are the
+/// client's own claims). Entries may carry a port or a zone id; an entry
+/// that is not an address at all is the key as written (never the proxy's,
+/// which would put every client in one bucket).
+fn client_key(console: &Console, peer: std::net::IpAddr, headers: &HeaderMap) -> String {
     let trusted = &console.inner.trusted_proxies;
-    let mut client = peer.to_canonical();
-    if !trusted.contains(&client) {
-        return client;
+    let peer = peer.to_canonical();
+    if !trusted.contains(&peer) {
+        return rate_limit_key(peer);
     }
     let forwarded: Vec<&str> = headers
         .get_all("x-forwarded-for")
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
         .collect();
     for entry in forwarded.iter().rev() {
-        match entry.trim().parse::<std::net::IpAddr>() {
-            Ok(ip) => {
-                client = ip.to_canonical();
-                if !trusted.contains(&client) {
-                    break;
-                }
-            }
-            // A malformed entry: stop at the last address we could trust.
-            Err(_) => break,
+        match forwarded_address(entry) {
+            Some(ip) if trusted.contains(&ip) => continue,
+            Some(ip) => return rate_limit_key(ip),
+            None => return format!("raw:{}", entry.chars().take(64).collect::<String>()),
         }
     }
-    client
+    // Only proxies in the chain: the request came from the last of them.
+    rate_limit_key(peer)
+}
+
+/// An `X-Forwarded-For` entry as an address: `1.2.3.4`, `1.2.3.4:5678`,
+/// `2001:db8::1`, `[2001:db8::1]:443`, `fe80::1%eth0`.
+fn forwarded_address(entry: &str) -> Option<std::net::IpAddr> {
+    let bare = entry
+        .strip_prefix('[')
+        .map_or(entry, |rest| rest.split(']').next().unwrap_or(rest));
+    let bare = bare.split('%').next().unwrap_or(bare);
+    if let Ok(ip) = bare.parse::<std::net::IpAddr>() {
+        return Some(ip.to_canonical());
+    }
+    entry
+        .parse::<std::net::SocketAddr>()
+        .ok()
+        .map(|s| s.ip().to_canonical())
 }
 
 /// The sign-in limiter's key for an address: IPv4 as is, IPv6 by its /64
@@ -387,7 +399,7 @@ pub(crate) async fn sign_in(
     let inner = &console.inner;
     let client = connect.map_or_else(
         || "unknown".to_owned(),
-        |c| rate_limit_key(client_address(&console, c.0.0.ip(), &headers)),
+        |c| client_key(&console, c.0.0.ip(), &headers),
     );
     match inner.sign_in_limiter.check(&client).await {
         Ok(decision) if decision.allowed => {}
@@ -594,6 +606,7 @@ async fn redaction_flags(
         .warden
         .audit()
         .query()
+        .with_timeout(crate::AUDIT_READ_TIMEOUT)
         .list_by_request_id(request_id)
         .await
     {
@@ -657,6 +670,7 @@ async fn approval_page(
     let risk_labels = approval.risk_labels.iter().map(|l| reveal(l)).collect();
     let policy_version = reveal(&approval.policy_version);
     let args = reveal(&serde_json::to_string_pretty(&approval.tool_call).unwrap_or_default());
+    let decided = decided.map(|d| reveal(&d));
     ApprovalPage {
         admin: may_manage_keys(console, &session),
         who: session.caller_id,
@@ -679,7 +693,7 @@ async fn approval_page(
         redaction_flags,
         hidden_characters,
         args,
-        decided: decided.map(|d| shown(&d)),
+        decided,
         pending: status == ApprovalStatus::Pending,
         notice,
     }
@@ -1067,6 +1081,7 @@ pub(crate) async fn audit(
         .warden
         .audit()
         .query()
+        .with_timeout(crate::AUDIT_READ_TIMEOUT)
         .page(&filter, None, 100)
         .await
     {

@@ -16,7 +16,7 @@ use tokio::sync::Semaphore;
 use tracing::warn;
 
 /// Limits on connections.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ServeLimits {
     /// A connection's request headers must arrive within this, or it is
     /// closed (slow-header clients).
@@ -25,8 +25,14 @@ pub struct ServeLimits {
     pub max_connections: usize,
     /// Connections one client address may hold at once; more are closed
     /// on arrival. Behind a reverse proxy every client shares the proxy's
-    /// address: raise it to `max_connections` there.
+    /// address: list it in `unlimited_peers`. IPv6 clients count by /64.
     pub max_connections_per_peer: usize,
+    /// Addresses the per-address cap does not apply to (trusted reverse
+    /// proxies).
+    pub unlimited_peers: Vec<IpAddr>,
+    /// The longest a response may wait for the client to read it: a client
+    /// that stops reading (to hold the connection) is cut off.
+    pub write_stall_timeout: Duration,
 }
 
 impl Default for ServeLimits {
@@ -35,6 +41,8 @@ impl Default for ServeLimits {
             header_timeout: Duration::from_secs(10),
             max_connections: 256,
             max_connections_per_peer: 32,
+            unlimited_peers: Vec::new(),
+            write_stall_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -71,8 +79,16 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let Some(peer_slot) = PeerSlot::take(&per_peer, peer.ip(), limits.max_connections_per_peer)
-        else {
+        let unlimited = limits.unlimited_peers.contains(&peer.ip().to_canonical());
+        let Some(peer_slot) = PeerSlot::take(
+            &per_peer,
+            peer.ip(),
+            if unlimited {
+                usize::MAX
+            } else {
+                limits.max_connections_per_peer
+            },
+        ) else {
             // Over its share: closed at once (the permit goes back).
             drop(stream);
             continue;
@@ -85,7 +101,10 @@ pub async fn serve(
         builder
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_timeout);
-        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        let connection = graceful.watch(builder.serve_connection(
+            TokioIo::new(WriteDeadline::new(stream, limits.write_stall_timeout)),
+            service,
+        ));
         tokio::spawn(async move {
             // A client that goes away or stalls is its own problem.
             let _ = connection.await;
@@ -106,13 +125,25 @@ struct PeerSlot {
     ip: IpAddr,
 }
 
+/// The address a client is counted by: IPv4 (IPv4-mapped included) as is,
+/// IPv6 by its /64 (one host controls a whole /64).
+fn peer_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+        v4 => v4,
+    }
+}
+
 impl PeerSlot {
     fn take(
         counts: &Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>,
         ip: IpAddr,
         max: usize,
     ) -> Option<Self> {
-        let ip = ip.to_canonical();
+        let ip = peer_key(ip);
         let mut map = counts
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -140,5 +171,90 @@ impl Drop for PeerSlot {
                 map.remove(&self.ip);
             }
         }
+    }
+}
+
+/// A connection whose writes may not stall: when a write has waited
+/// `limit` for the client to read, it fails (and hyper closes the
+/// connection). Reads pass through (the header deadline and the request
+/// timeout bound them).
+struct WriteDeadline<S> {
+    inner: S,
+    limit: Duration,
+    stalled: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> WriteDeadline<S> {
+    fn new(inner: S, limit: Duration) -> Self {
+        Self {
+            inner,
+            limit,
+            stalled: None,
+        }
+    }
+
+    /// After the inner write returned `Pending`: fails once the stall has
+    /// lasted `limit`.
+    fn check_stall(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let limit = self.limit;
+        let timer = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match timer.as_mut().poll(cx) {
+            std::task::Poll::Ready(()) => std::task::Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client stopped reading",
+            ))),
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for WriteDeadline<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for WriteDeadline<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match std::pin::Pin::new(&mut self.inner).poll_write(cx, buf) {
+            std::task::Poll::Ready(result) => {
+                self.stalled = None;
+                std::task::Poll::Ready(result)
+            }
+            std::task::Poll::Pending => self.check_stall(cx).map(|r| r.map(|()| 0)),
+        }
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match std::pin::Pin::new(&mut self.inner).poll_flush(cx) {
+            std::task::Poll::Ready(result) => {
+                self.stalled = None;
+                std::task::Poll::Ready(result)
+            }
+            std::task::Poll::Pending => self.check_stall(cx),
+        }
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

@@ -333,6 +333,18 @@ async fn hosts_origins_and_proxies_are_checked(e: Env) {
         e.send_to(&behind, other_client).await.0,
         StatusCode::UNAUTHORIZED
     );
+    // The same client written with a port is the same client.
+    let with_port = sign_in_request("wdn_bad", "10.0.0.1:4000", Some("203.0.113.7:51234"));
+    assert_eq!(
+        e.send_to(&behind, with_port).await.0,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // An entry that is no address is its own bucket, not the proxy's.
+    let garbage = sign_in_request("wdn_bad", "10.0.0.1:4000", Some("unknown"));
+    assert_eq!(
+        e.send_to(&behind, garbage).await.0,
+        StatusCode::UNAUTHORIZED
+    );
     let spoofing = sign_in_request("wdn_bad", "192.0.2.50:4000", Some("203.0.113.7"));
     assert_eq!(
         e.send_to(&behind, spoofing).await.0,
@@ -861,6 +873,7 @@ async fn slow_header_connections_are_closed_and_others_served() {
             header_timeout: Duration::from_millis(300),
             max_connections: 4,
             max_connections_per_peer: 4,
+            ..warden_console::ServeLimits::default()
         },
         async {
             let _ = stopped.await;
@@ -913,6 +926,7 @@ async fn one_client_cannot_hold_every_connection() {
             header_timeout: Duration::from_secs(20),
             max_connections: 16,
             max_connections_per_peer: 2,
+            ..warden_console::ServeLimits::default()
         },
         async {
             let _ = stopped.await;
@@ -944,6 +958,71 @@ async fn one_client_cannot_hold_every_connection() {
     assert!(String::from_utf8_lossy(&reply).starts_with("HTTP/1.1 200"));
     stop.send(()).unwrap();
     drop(second);
+    tokio::time::timeout(Duration::from_secs(30), server)
+        .await
+        .expect("the server stops")
+        .unwrap()
+        .unwrap();
+}
+
+/// A client that sends requests but never reads the answers cannot keep
+/// its connection: once a write has stalled past the limit it is cut, and
+/// its slot serves the next client.
+#[tokio::test]
+async fn a_client_that_stops_reading_is_cut_off() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let e = env(Backend::Sqlite).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(warden_console::serve(
+        listener,
+        e.router.clone(),
+        warden_console::ServeLimits {
+            max_connections_per_peer: 1,
+            write_stall_timeout: Duration::from_secs(1),
+            ..warden_console::ServeLimits::default()
+        },
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    // Thousands of pipelined requests, no reading: the server's writes
+    // fill both sockets' buffers and stall.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let greedy = socket.connect(addr).await.unwrap();
+    let (greedy_read, mut greedy_write) = greedy.into_split();
+    let writer = tokio::spawn(async move {
+        let request = b"GET /static/console.js HTTP/1.1\r\nhost: localhost\r\n\r\n";
+        for _ in 0..20_000 {
+            if greedy_write.write_all(request).await.is_err() {
+                break;
+            }
+        }
+        greedy_write
+    });
+    // The greedy client's slot frees once its stall passes the limit.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut next = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let _ = next
+            .write_all(b"GET /sign-in HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+            .await;
+        let mut reply = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), next.read_to_end(&mut reply)).await;
+        if String::from_utf8_lossy(&reply).starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stalled connection kept its slot"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    writer.abort();
+    drop(greedy_read);
+    stop.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(30), server)
         .await
         .expect("the server stops")

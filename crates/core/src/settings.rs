@@ -337,7 +337,7 @@ pub struct NotifierSettings {
     pub console_url: Option<String>,
     /// `APPROVAL_WEBHOOK_URL` with `APPROVAL_WEBHOOK_SECRET` (at least 16
     /// characters; both or neither): the generic HMAC-signed webhook.
-    pub webhook: Option<(SecretUrl, SecretText)>,
+    pub webhook: Option<(SecretText, SecretText)>,
     /// `APPROVAL_SLACK_WEBHOOK_URL` (needs `CONSOLE_URL`): a Slack incoming
     /// webhook (its URL is a credential: never printed).
     pub slack_webhook_url: Option<SecretText>,
@@ -347,7 +347,7 @@ impl fmt::Debug for NotifierSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("NotifierSettings")
             .field("console_url", &self.console_url)
-            .field("webhook", &self.webhook.as_ref().map(|(url, _)| url))
+            .field("webhook", &self.webhook)
             .field("slack_webhook_url", &self.slack_webhook_url)
             .finish()
     }
@@ -514,7 +514,7 @@ impl<F: Fn(&str) -> Option<String>> Reader<F> {
         let console_url = self
             .url("CONSOLE_URL", &["https", "http"])
             .map(|u| u.expose().trim_end_matches('/').to_owned());
-        let webhook_url = self.url("APPROVAL_WEBHOOK_URL", &["https", "http"]);
+        let webhook_url = self.notifier_url("APPROVAL_WEBHOOK_URL");
         let webhook_secret = self.get("APPROVAL_WEBHOOK_SECRET");
         let webhook = match (webhook_url, webhook_secret) {
             (Some(url), Some(secret)) if secret.trim().len() >= 16 => {
@@ -543,32 +543,46 @@ impl<F: Fn(&str) -> Option<String>> Reader<F> {
             }
             _ => None,
         };
-        let slack_webhook_url = match self.get("APPROVAL_SLACK_WEBHOOK_URL") {
-            None => None,
-            Some(raw) => match Url::parse(raw.trim()) {
-                Ok(url) if matches!(url.scheme(), "https" | "http") => {
-                    if console_url.is_none() {
-                        self.problem(
-                            "CONSOLE_URL",
-                            "required with APPROVAL_SLACK_WEBHOOK_URL: each message links to the approval's page",
-                        );
-                    }
-                    Some(SecretText(raw.trim().to_owned()))
-                }
-                // Neither the URL nor the parser's message (which may quote it).
-                _ => {
-                    self.problem(
-                        "APPROVAL_SLACK_WEBHOOK_URL",
-                        "not an https:// URL (Slack's incoming-webhook URL)",
-                    );
-                    None
-                }
-            },
-        };
+        let slack_webhook_url = self.notifier_url("APPROVAL_SLACK_WEBHOOK_URL");
+        if slack_webhook_url.is_some() && console_url.is_none() {
+            self.problem(
+                "CONSOLE_URL",
+                "required with APPROVAL_SLACK_WEBHOOK_URL: each message links to the approval's page",
+            );
+        }
         NotifierSettings {
             console_url,
             webhook,
             slack_webhook_url,
+        }
+    }
+
+    /// A notifier's URL: itself a credential (a token in its path) or the
+    /// way to one (the webhook body carries approval tokens), so `https://`
+    /// only — plain `http://` only to a loopback address — and never
+    /// printed, not even in the problem.
+    fn notifier_url(&mut self, variable: &'static str) -> Option<SecretText> {
+        let raw = self.get(variable)?;
+        let loopback = |url: &Url| match url.host() {
+            Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            None => false,
+        };
+        match Url::parse(raw.trim()) {
+            Ok(url) if url.scheme() == "https" && url.host().is_some() => {
+                Some(SecretText(raw.trim().to_owned()))
+            }
+            Ok(url) if url.scheme() == "http" && loopback(&url) => {
+                Some(SecretText(raw.trim().to_owned()))
+            }
+            _ => {
+                self.problem(
+                    variable,
+                    "not an https:// URL (plain http:// only to a loopback address)",
+                );
+                None
+            }
         }
     }
 

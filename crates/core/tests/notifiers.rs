@@ -20,7 +20,7 @@ async fn held_calls_reach_the_webhook_and_slack_named_in_settings() {
     let dir = tempfile::tempdir().unwrap();
     let spill = dir.path().join("spill");
     let (webhook_url, slack_url) = (
-        webhook.url(),
+        format!("{}/hooks/w3bh00k-path", webhook.url()),
         format!("{}/services/T0/B0/s3cr3t-path", slack.url()),
     );
     let settings = Settings::from_lookup(|name| match name {
@@ -35,6 +35,7 @@ async fn held_calls_reach_the_webhook_and_slack_named_in_settings() {
     .unwrap();
     let printed = format!("{settings:?}");
     assert!(!printed.contains("s3cr3t-path"), "{printed}");
+    assert!(!printed.contains("w3bh00k-path"), "{printed}");
     assert!(!printed.contains("0123456789abcdef0123"), "{printed}");
     let warden = Warden::connect(&settings).await.unwrap();
     warden
@@ -135,6 +136,15 @@ fn notifier_settings_are_refused_by_name() {
     )]);
     assert!(
         e.contains("APPROVAL_SLACK_WEBHOOK_URL") && !e.contains("tok3n"),
+        "{e}"
+    );
+    // Plain http only to this machine: the body carries tokens.
+    let e = refused(&[
+        ("APPROVAL_WEBHOOK_URL", "http://hooks.example/t0ken-path"),
+        ("APPROVAL_WEBHOOK_SECRET", "0123456789abcdef0123"),
+    ]);
+    assert!(
+        e.contains("APPROVAL_WEBHOOK_URL") && !e.contains("t0ken-path"),
         "{e}"
     );
 }

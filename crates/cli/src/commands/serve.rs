@@ -24,7 +24,7 @@ pub(crate) struct Args {
     public_url: Option<String>,
     /// A reverse proxy in front of the console (repeatable): its
     /// `X-Forwarded-For` names the client for the sign-in rate limit, and
-    /// the per-address connection cap no longer applies to it.
+    /// the per-address connection cap does not apply to its address.
     #[arg(long = "trusted-proxy", value_name = "IP")]
     trusted_proxies: Vec<std::net::IpAddr>,
 }
@@ -62,9 +62,10 @@ pub(crate) async fn run(
         },
     )?;
     let expiry = tokio::spawn(expire_overdue(warden.approvals()));
-    // Metrics answer loopback peers only: behind a public proxy they are
-    // not for everyone.
-    let metrics = super::metrics::router(telemetry).layer(axum::middleware::from_fn(loopback_only));
+    // Metrics answer loopback peers only, never through a proxy, behind the
+    // console's own Host check (no DNS-rebinding page reads them).
+    let metrics = console
+        .guarded(super::metrics::router(telemetry).layer(axum::middleware::from_fn(loopback_only)));
     let app = console.router().merge(metrics);
     let listener = tokio::net::TcpListener::bind(args.bind)
         .await
@@ -76,10 +77,14 @@ pub(crate) async fn run(
             .clone()
             .unwrap_or_else(|| format!("http://{local}"))
     ));
-    let mut limits = warden_console::ServeLimits::default();
-    if !args.trusted_proxies.is_empty() {
-        limits.max_connections_per_peer = limits.max_connections;
-    }
+    let limits = warden_console::ServeLimits {
+        unlimited_peers: args
+            .trusted_proxies
+            .iter()
+            .map(|ip| ip.to_canonical())
+            .collect(),
+        ..warden_console::ServeLimits::default()
+    };
     warden_console::serve(listener, app, limits, super::metrics::shutdown_signal()).await?;
     expiry.abort();
     warden.close().await?;
@@ -99,15 +104,24 @@ async fn expire_overdue(approvals: warden_approval::ApprovalManager) {
     }
 }
 
-/// Refuses (404) requests from anyone but a loopback peer.
+/// Refuses (404) requests from anyone but a loopback peer, and anything a
+/// proxy forwarded (a proxy on the same host is a loopback peer too).
 async fn loopback_only(
     connect: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     use axum::response::IntoResponse as _;
+    let forwarded = [
+        "forwarded",
+        "x-forwarded-for",
+        "x-real-ip",
+        "x-forwarded-host",
+    ]
+    .iter()
+    .any(|h| request.headers().contains_key(*h));
     match connect {
-        Some(c) if c.0.0.ip().to_canonical().is_loopback() => next.run(request).await,
+        Some(c) if !forwarded && c.0.0.ip().to_canonical().is_loopback() => next.run(request).await,
         _ => (axum::http::StatusCode::NOT_FOUND, "not found").into_response(),
     }
 }
