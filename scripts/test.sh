@@ -18,6 +18,9 @@ fi
 export WARDEN_TEST_PROMTOOL
 # The console's real-browser test drives headless Chromium through chromedriver.
 export WARDEN_TEST_CHROMEDRIVER="${WARDEN_TEST_CHROMEDRIVER:-$(command -v chromedriver || echo /usr/bin/chromedriver)}"
+# The gateway tests' independent MCP client and reference server (PyPI).
+WARDEN_TEST_MCP_PYTHON="${WARDEN_TEST_MCP_PYTHON:-$(scripts/mcp-env.sh)}"
+export WARDEN_TEST_MCP_PYTHON
 # Tests read no .env: each builds its own settings.
 export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
 

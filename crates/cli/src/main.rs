@@ -69,6 +69,11 @@ enum Command {
     /// Serve the approver console: people with an approver key sign in,
     /// see held tool calls and approve or deny them (and /metrics).
     Serve(commands::serve::Args),
+    /// Serve an MCP gateway in front of the upstream MCP servers named in
+    /// a config file: every tool call authenticated, rate-limited, checked
+    /// against the policy's tool rules, audited, and held for approval when
+    /// a rule says so. Runs until interrupted.
+    Gateway(commands::gateway::Args),
 }
 
 impl Command {
@@ -84,6 +89,7 @@ impl Command {
             Self::Demo(_) => "warden demo",
             Self::Metrics(_) => "warden metrics",
             Self::Serve(_) => "warden serve",
+            Self::Gateway(_) => "warden gateway",
         }
     }
 }
@@ -178,6 +184,7 @@ async fn run(cli: Cli, telemetry: std::sync::Arc<warden_telemetry::Telemetry>) -
         Command::Demo(args) => commands::demo::run(&settings, args).await,
         Command::Metrics(args) => commands::metrics::run(&settings, args, telemetry).await,
         Command::Serve(args) => commands::serve::run(&settings, args, telemetry).await,
+        Command::Gateway(args) => commands::gateway::run(&settings, args).await,
     };
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,

@@ -24,10 +24,16 @@ fn err(text: &str) {
 /// the exporter.
 pub(crate) fn init_tracing(telemetry: &warden_telemetry::Telemetry) {
     use tracing_subscriber::Layer as _;
+    use tracing_subscriber::filter::FilterExt as _;
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
+    // The MCP SDK's debug records carry tool arguments: never written,
+    // whatever RUST_LOG asks for.
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"))
+        .and(tracing_subscriber::filter::filter_fn(
+            warden_gateway::allows_log,
+        ));
     let console = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_filter(filter);

@@ -25,4 +25,6 @@ pub use cache_seal::CacheMacKey;
 pub use error::KeyError;
 pub use manager::{BCRYPT_COSTS, CreatedKey, KeyInfo, KeyManager, NewKey, VerifiedKey};
 pub use plain_key::PlainApiKey;
-pub use policy::{Permission, Policy, Role, TrustLevel};
+pub use policy::{
+    Permission, Policy, Role, ToolDecision, ToolRateLimit, ToolRule, TrustLevel, glob_matches,
+};

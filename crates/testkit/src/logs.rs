@@ -29,13 +29,21 @@ impl LogCapture {
     /// Installs the process-wide subscriber at TRACE. Panics if another one
     /// is already installed.
     pub fn install() -> Self {
+        Self::install_with(|_| true)
+    }
+
+    /// Like [`LogCapture::install`], keeping only the records `allows`
+    /// accepts (the filter a production subscriber applies).
+    pub fn install_with(allows: fn(&tracing::Metadata<'_>) -> bool) -> Self {
+        use tracing_subscriber::layer::SubscriberExt as _;
         let buffer = Arc::new(Mutex::new(Vec::new()));
         let writer_buffer = buffer.clone();
         let subscriber = tracing_subscriber::fmt()
             .with_max_level(tracing::Level::TRACE)
             .with_ansi(false)
             .with_writer(move || Writer(writer_buffer.clone()))
-            .finish();
+            .finish()
+            .with(tracing_subscriber::filter::filter_fn(allows));
         tracing::subscriber::set_global_default(subscriber)
             .expect("a global subscriber was already installed");
         Self { buffer }

@@ -1,0 +1,615 @@
+//! The gateway: an MCP server ([`rmcp::ServerHandler`]) in front of the
+//! upstreams, putting every tool call through Warden.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ErrorCode,
+    Implementation, ListToolsResult, PaginatedRequestParams, ProgressNotificationParam,
+    ServerCapabilities, ServerConfig,
+};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData, RoleServer, ServerHandler};
+use serde_json::Value;
+use tracing::{info, warn};
+use warden_approval::{
+    ApprovalManager, ApprovalRequest, ApprovalStatus, CallBinding, IssueOutcome, WaitOutcome,
+};
+use warden_audit::{AuditEvent, AuditLogger, Decision, RawArgs, Redactor, ToolCall};
+use warden_cache::{FailMode, RateLimit, RateLimiter};
+use warden_core::Warden;
+use warden_keys::{KeyManager, Policy, ToolDecision, VerifiedKey};
+
+use crate::upstream::{Forwarded, Upstream};
+use crate::{GatewayConfig, GatewayError, TOOL_SEPARATOR};
+
+/// The JSON-RPC error code of a rate-limited call; its `data` carries
+/// `retry_after_ms`.
+pub const RATE_LIMITED: ErrorCode = ErrorCode(-32029);
+
+/// The authenticated caller of a request, as the HTTP layer verified it
+/// (never the key itself).
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The key's id.
+    pub key_id: uuid::Uuid,
+    /// Who is calling.
+    pub caller_id: String,
+    /// The key's role.
+    pub role: String,
+    /// The key's trust level.
+    pub trust_level: i16,
+}
+
+impl From<VerifiedKey> for Caller {
+    fn from(key: VerifiedKey) -> Self {
+        Self {
+            key_id: key.key_id,
+            caller_id: key.caller_id,
+            role: key.role,
+            trust_level: key.trust_level,
+        }
+    }
+}
+
+/// Warden's MCP gateway. Cheap to clone (the MCP transport makes one per
+/// session).
+#[derive(Clone)]
+pub struct Gateway {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    keys: KeyManager,
+    approvals: ApprovalManager,
+    logger: AuditLogger,
+    redactor: Redactor,
+    policy: Policy,
+    upstreams: Vec<Upstream>,
+    config: GatewayConfig,
+    /// One limiter per tool rule with a `rate_limit`, by rule position.
+    tool_limiters: Vec<Option<RateLimiter>>,
+    /// Every caller's calls together.
+    caller_limiter: RateLimiter,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field(
+                "upstreams",
+                &self
+                    .inner
+                    .upstreams
+                    .iter()
+                    .map(|u| &u.name)
+                    .collect::<Vec<_>>(),
+            )
+            .field("policy_version", &self.inner.policy.version)
+            .finish()
+    }
+}
+
+/// Calls one caller may make per minute, all tools together.
+pub const CALLS_PER_CALLER_PER_MINUTE: u32 = 600;
+
+impl Gateway {
+    /// Loads the policy (`POLICY_PATH` or the built-in one), connects every
+    /// upstream and starts the audit logger. Call [`Gateway::shutdown`]
+    /// before exiting.
+    pub async fn start(warden: &Warden, config: GatewayConfig) -> Result<Self, GatewayError> {
+        let (text, _) = warden
+            .settings()
+            .policy_source()
+            .map_err(|e| GatewayError::Policy {
+                reason: e.to_string(),
+            })?;
+        let policy = Policy::from_yaml(&text).map_err(|e| GatewayError::Policy {
+            reason: e.to_string(),
+        })?;
+        let mut tool_limiters = Vec::with_capacity(policy.tools.len());
+        for (i, rule) in policy.tools.iter().enumerate() {
+            tool_limiters.push(match rule.rate_limit {
+                Some(limit) => Some(RateLimiter::new(
+                    warden.cache().clone(),
+                    &format!("gateway-rule-{i}-{}", &policy.version[..12]),
+                    RateLimit::new(
+                        limit.requests,
+                        Duration::from_secs(limit.per_seconds.into()),
+                    )?,
+                    FailMode::Closed,
+                )),
+                None => None,
+            });
+        }
+        let caller_limiter = RateLimiter::new(
+            warden.cache().clone(),
+            "gateway-caller",
+            RateLimit::new(CALLS_PER_CALLER_PER_MINUTE, Duration::from_secs(60))?,
+            FailMode::Closed,
+        );
+        let mut upstreams = Vec::with_capacity(config.upstreams.len());
+        for upstream in &config.upstreams {
+            upstreams.push(Upstream::connect(upstream).await?);
+        }
+        info!(upstreams = upstreams.len(), policy_version = %policy.version, "gateway started");
+        Ok(Self {
+            inner: Arc::new(Inner {
+                keys: warden.keys()?,
+                approvals: warden.approvals(),
+                logger: warden.audit().logger(),
+                redactor: warden.redactor().clone(),
+                policy,
+                upstreams,
+                config,
+                tool_limiters,
+                caller_limiter,
+            }),
+        })
+    }
+
+    /// The key manager the HTTP layer authenticates with.
+    pub(crate) fn keys(&self) -> &KeyManager {
+        &self.inner.keys
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> &Policy {
+        &self.inner.policy
+    }
+
+    /// Whether keys of `role` may be used for tool calls: a role that may
+    /// approve (or manage keys) may not, so that an approver's key cannot
+    /// be an agent's and decide its own calls from another identity.
+    pub(crate) fn may_call_tools(&self, role: &str) -> bool {
+        !self
+            .inner
+            .policy
+            .allows(role, warden_keys::Permission::Approve)
+            && !self
+                .inner
+                .policy
+                .allows(role, warden_keys::Permission::ManageKeys)
+    }
+
+    /// Writes the audit events still queued and closes the upstreams. Other
+    /// clones stop working.
+    pub async fn shutdown(self) {
+        if let Err(e) = self.inner.logger.shutdown().await {
+            warn!(error = %e, "the gateway's audit logger did not flush");
+        }
+        if let Ok(inner) = Arc::try_unwrap(self.inner) {
+            for upstream in inner.upstreams {
+                upstream.close().await;
+            }
+        }
+    }
+
+    fn upstream(&self, name: &str) -> Option<&Upstream> {
+        self.inner.upstreams.iter().find(|u| u.name == name)
+    }
+
+    /// Builds and queues one audit event of this call; returns its
+    /// arguments' hash and sanitized form. Refuses (with the error the
+    /// agent gets) arguments the audit layer will not record.
+    #[allow(clippy::too_many_arguments)]
+    fn audit(
+        &self,
+        call: &Call<'_>,
+        decision: Decision,
+        reason: &str,
+        status: Option<i32>,
+        latency: Option<Duration>,
+    ) -> Result<(String, Value), ErrorData> {
+        let reason = format!("policy {}: {reason}", short(&self.inner.policy.version));
+        let labels: Vec<&str> = call.risk_labels.iter().map(String::as_str).collect();
+        let event = AuditEvent::record(
+            &ToolCall {
+                request_id: &call.request_id,
+                caller_id: &call.caller.caller_id,
+                api_key_id: Some(call.caller.key_id),
+                method: "tools/call",
+                tool_name: Some(call.full_name),
+                raw_args: RawArgs::Parsed(&call.arguments),
+                decision,
+                reason: Some(&reason),
+                risk_labels: &labels,
+                status_code: status,
+                latency_ms: latency.map(|l| i64::try_from(l.as_millis()).unwrap_or(i64::MAX)),
+                timestamp: None,
+            },
+            &self.inner.redactor,
+        )
+        .map_err(|e| {
+            ErrorData::invalid_params(format!("the call cannot be recorded: {e}"), None)
+        })?;
+        let out = (
+            event.raw_args_hash().to_owned(),
+            event.sanitized_args().clone(),
+        );
+        self.inner.logger.log(event);
+        Ok(out)
+    }
+
+    async fn forward(
+        &self,
+        call: &Call<'_>,
+        upstream: &Upstream,
+        started: Instant,
+    ) -> CallToolResult {
+        let mut params = CallToolRequestParams::new(call.tool.to_owned());
+        if let Value::Object(arguments) = &call.arguments {
+            params = params.with_arguments(arguments.clone());
+        }
+        let (result, status, decision_reason) = match upstream.call(params).await {
+            Forwarded::Answered(result) => {
+                let status = if result.is_error == Some(true) {
+                    422
+                } else {
+                    200
+                };
+                (result, status, "forwarded".to_owned())
+            }
+            Forwarded::Failed(reason) => {
+                warn!(upstream = %upstream.name, "an upstream call failed");
+                (
+                    tool_error(format!(
+                        "the upstream server {} failed: {reason}",
+                        upstream.name
+                    )),
+                    502,
+                    "upstream failed".to_owned(),
+                )
+            }
+            Forwarded::TimedOut(after) => (
+                tool_error(format!(
+                    "the upstream server {} did not answer within {} ms",
+                    upstream.name,
+                    after.as_millis()
+                )),
+                504,
+                "upstream timed out".to_owned(),
+            ),
+        };
+        let _ = self.audit(
+            call,
+            call.forwarded_as,
+            &decision_reason,
+            Some(status),
+            Some(started.elapsed()),
+        );
+        result
+    }
+
+    /// The whole pipeline for one call: rate limits, policy, audit, then
+    /// forward, refuse or hold.
+    async fn handle(
+        &self,
+        caller: Caller,
+        request: CallToolRequestParams,
+        cx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let started = Instant::now();
+        let full_name = request.name.to_string();
+        let Some((server, tool)) = full_name.split_once(TOOL_SEPARATOR) else {
+            return Err(ErrorData::invalid_params(
+                format!(
+                    "unknown tool {full_name:?}: tools are named <server>{TOOL_SEPARATOR}<tool>"
+                ),
+                None,
+            ));
+        };
+        let Some(upstream) = self.upstream(server) else {
+            return Err(ErrorData::invalid_params(
+                format!("unknown tool {full_name:?}: no upstream server {server:?}"),
+                None,
+            ));
+        };
+        let rule = self
+            .inner
+            .policy
+            .tool_rule(server, tool, &caller.role, caller.trust_level);
+        let mut call = Call {
+            request_id: uuid::Uuid::now_v7().to_string(),
+            caller: &caller,
+            full_name: &full_name,
+            tool,
+            arguments: Value::Object(request.arguments.clone().unwrap_or_default()),
+            risk_labels: rule.map(|(_, r)| r.risk_labels.clone()).unwrap_or_default(),
+            forwarded_as: Decision::Allow,
+        };
+
+        // Rate limits: the caller's overall, then the rule's.
+        let mut limits = vec![(&self.inner.caller_limiter, caller.caller_id.clone())];
+        if let Some((i, _)) = rule
+            && let Some(Some(limiter)) = self.inner.tool_limiters.get(i)
+        {
+            limits.push((limiter, caller.caller_id.clone()));
+        }
+        for (limiter, subject) in limits {
+            let decision = limiter.check(&subject).await.map_err(|e| {
+                ErrorData::internal_error(format!("the rate limiter is unavailable: {e}"), None)
+            })?;
+            if !decision.allowed {
+                let retry_ms = u64::try_from(decision.retry_after.as_millis()).unwrap_or(u64::MAX);
+                let _ = self.audit(
+                    &call,
+                    Decision::RateLimited,
+                    "rate limited",
+                    Some(429),
+                    None,
+                );
+                return Err(ErrorData::new(
+                    RATE_LIMITED,
+                    format!("rate limited: retry in {retry_ms} ms"),
+                    Some(serde_json::json!({ "retry_after_ms": retry_ms })),
+                ));
+            }
+        }
+
+        match rule {
+            None => {
+                self.audit(
+                    &call,
+                    Decision::Deny,
+                    "no rule allows this call",
+                    Some(403),
+                    None,
+                )?;
+                Ok(tool_error(format!(
+                    "denied by Warden's policy: no rule allows {full_name} for role {}",
+                    caller.role
+                ))
+                .into())
+            }
+            Some((i, rule)) => match rule.decision {
+                ToolDecision::Deny => {
+                    self.audit(
+                        &call,
+                        Decision::Deny,
+                        &format!("rule {i} denies"),
+                        Some(403),
+                        None,
+                    )?;
+                    Ok(tool_error(format!("denied by Warden's policy (rule {i})")).into())
+                }
+                ToolDecision::Allow => {
+                    // Refuses arguments that cannot be recorded before any
+                    // call is made; the call's event follows its outcome.
+                    AuditEvent::record(
+                        &ToolCall {
+                            request_id: &call.request_id,
+                            caller_id: &caller.caller_id,
+                            api_key_id: None,
+                            method: "tools/call",
+                            tool_name: Some(&full_name),
+                            raw_args: RawArgs::Parsed(&call.arguments),
+                            decision: Decision::Allow,
+                            reason: None,
+                            risk_labels: &[],
+                            status_code: None,
+                            latency_ms: None,
+                            timestamp: None,
+                        },
+                        &self.inner.redactor,
+                    )
+                    .map_err(|e| {
+                        ErrorData::invalid_params(format!("the call cannot be recorded: {e}"), None)
+                    })?;
+                    Ok(self.forward(&call, upstream, started).await.into())
+                }
+                ToolDecision::RequireApproval => {
+                    call.forwarded_as = Decision::Approved;
+                    self.hold(&call, upstream, rule.approval_ttl_seconds, started, &cx)
+                        .await
+                        .map(Into::into)
+                }
+            },
+        }
+    }
+
+    /// Holds a call for a person's decision, telling the client it is
+    /// waiting, up to the hold budget.
+    async fn hold(
+        &self,
+        call: &Call<'_>,
+        upstream: &Upstream,
+        ttl_seconds: Option<u64>,
+        started: Instant,
+        cx: &RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let (args_hash, sanitized) = self.audit(
+            call,
+            Decision::RequireApproval,
+            "held for approval",
+            None,
+            None,
+        )?;
+        let policy_version = self.inner.policy.version.clone();
+        let issued = self
+            .inner
+            .approvals
+            .issue(&ApprovalRequest {
+                request_id: call.request_id.clone(),
+                caller_id: call.caller.caller_id.clone(),
+                tool_name: call.full_name.to_owned(),
+                sanitized_tool_call: sanitized,
+                raw_args_hash: args_hash.clone(),
+                risk_labels: call.risk_labels.clone(),
+                policy_version: policy_version.clone(),
+                ttl: ttl_seconds.map(Duration::from_secs),
+            })
+            .await
+            .map_err(|e| {
+                ErrorData::internal_error(format!("the approval could not be issued: {e}"), None)
+            })?;
+        let IssueOutcome::Issued { id, token, .. } = issued else {
+            return Err(ErrorData::internal_error(
+                "the approval could not be issued",
+                None,
+            ));
+        };
+        info!(approval = %id, tool = %call.full_name, caller = %call.caller.caller_id, "call held for approval");
+        let binding = CallBinding {
+            caller_id: call.caller.caller_id.clone(),
+            tool_name: call.full_name.to_owned(),
+            raw_args_hash: args_hash,
+            policy_version,
+        };
+        let budget = self.inner.config.hold_budget();
+        let deadline = Instant::now() + budget;
+        let progress = cx.meta.get_progress_token();
+        let mut waited = 0u32;
+        let decided = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break None;
+            }
+            let step = left.min(self.inner.config.progress_interval());
+            let outcome = tokio::select! {
+                outcome = self.inner.approvals.wait_for_decision(token.expose(), step) => outcome,
+                () = cx.ct.cancelled() => {
+                    return Err(ErrorData::new(ErrorCode(-32800), format!("cancelled while held for approval {id}"), None));
+                }
+            };
+            match outcome {
+                Ok(WaitOutcome::Decided(approval)) => break Some(approval),
+                Ok(WaitOutcome::TimedOut(_)) => {
+                    waited += 1;
+                    if let Some(token) = &progress {
+                        let _ = cx
+                            .peer
+                            .notify_progress(
+                                ProgressNotificationParam::new(token.clone(), f64::from(waited))
+                                    .with_message(format!(
+                                        "held for approval {id}: waiting for a person to decide"
+                                    )),
+                            )
+                            .await;
+                    }
+                }
+                Err(e) => {
+                    return Err(ErrorData::internal_error(
+                        format!("approval {id} could not be read: {e}"),
+                        None,
+                    ));
+                }
+            }
+        };
+        let Some(approval) = decided else {
+            return Ok(tool_error(format!(
+                "held for approval {id}: no decision within {} s. Nothing ran. Retry the same call later; \
+                 it runs once a person has approved it.",
+                budget.as_secs()
+            )));
+        };
+        let decided_by = approval
+            .result
+            .as_ref()
+            .and_then(|r| r.approver_id.clone())
+            .unwrap_or_else(|| "nobody".into());
+        let note = approval
+            .result
+            .as_ref()
+            .and_then(|r| r.note.clone())
+            .map(|n| format!(": {n}"))
+            .unwrap_or_default();
+        match approval.status {
+            ApprovalStatus::Approved => {
+                // Exactly once, everywhere: only the consumer runs it.
+                match self.inner.approvals.consume(token.expose(), &binding).await {
+                    Ok(_) => Ok(self.forward(call, upstream, started).await),
+                    Err(e) => Ok(tool_error(format!(
+                        "approval {id} cannot be used for this call: {e}. Nothing ran."
+                    ))),
+                }
+            }
+            ApprovalStatus::Denied => {
+                let _ = self.audit(
+                    call,
+                    Decision::Rejected,
+                    &format!("denied by {decided_by}"),
+                    Some(403),
+                    Some(started.elapsed()),
+                );
+                Ok(tool_error(format!(
+                    "denied by {decided_by}{note} (approval {id}). Nothing ran."
+                )))
+            }
+            _ => Ok(tool_error(format!(
+                "approval {id} expired before anyone decided. Nothing ran."
+            ))),
+        }
+    }
+}
+
+/// One call on its way through the pipeline.
+struct Call<'a> {
+    request_id: String,
+    caller: &'a Caller,
+    full_name: &'a str,
+    tool: &'a str,
+    arguments: Value,
+    risk_labels: Vec<String>,
+    /// The decision recorded when it is forwarded (Allow, or Approved for a
+    /// held call).
+    forwarded_as: Decision,
+}
+
+fn short(version: &str) -> &str {
+    version.get(..12).unwrap_or(version)
+}
+
+fn tool_error(text: String) -> CallToolResult {
+    CallToolResult::error(vec![ContentBlock::text(text)])
+}
+
+impl ServerHandler for Gateway {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new("warden-gateway", env!("CARGO_PKG_VERSION")))
+            .with_instructions(
+                "Warden's MCP gateway: tools are <server>__<tool>; every call is authenticated, \
+                 rate-limited, checked against the policy and audited; some are held until a person approves them.",
+            )
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _cx: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        let mut tools = Vec::new();
+        for upstream in &self.inner.upstreams {
+            match upstream.tools().await {
+                Ok(list) => {
+                    for mut tool in list {
+                        tool.name =
+                            format!("{}{TOOL_SEPARATOR}{}", upstream.name, tool.name).into();
+                        tools.push(tool);
+                    }
+                }
+                // One upstream down does not hide the others' tools.
+                Err(reason) => {
+                    warn!(upstream = %upstream.name, %reason, "tools could not be listed")
+                }
+            }
+        }
+        Ok(ListToolsResult::with_all_items(tools))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        cx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let caller = cx
+            .extensions
+            .get::<http::request::Parts>()
+            .and_then(|parts| parts.extensions.get::<Caller>())
+            .cloned()
+            .ok_or_else(|| ErrorData::invalid_request("not authenticated", None))?;
+        self.handle(caller, request, cx).await
+    }
+}

@@ -1,0 +1,128 @@
+//! Serving the gateway over streamable HTTP, behind Warden's key check.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use tracing::warn;
+use warden_keys::KeyError;
+
+use crate::{Caller, Gateway};
+
+/// The path the MCP endpoint is served at.
+pub const MCP_PATH: &str = "/mcp";
+
+/// Serves `gateway` at [`MCP_PATH`] on `listener` until `shutdown`
+/// completes. Every request must carry `Authorization: Bearer <Warden API
+/// key>`: without a valid key it is answered 401 before any MCP handling,
+/// and a revoked key is refused on its next request.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    gateway: Gateway,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let loopback = listener.local_addr()?.ip().is_loopback();
+    let mut config = StreamableHttpServerConfig::default();
+    if !loopback {
+        // Off loopback the Host is whatever name people use; the key check
+        // guards every request.
+        config = config.disable_allowed_hosts();
+    }
+    let cancel = config.cancellation_token.clone();
+    let factory = gateway.clone();
+    let mcp = StreamableHttpService::new(
+        move || Ok(factory.clone()),
+        Arc::new(LocalSessionManager::default()),
+        config,
+    );
+    let app = Router::new()
+        .nest_service(MCP_PATH, mcp)
+        .layer(axum::middleware::from_fn_with_state(gateway, authenticate));
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            cancel.cancel();
+        })
+        .await
+}
+
+/// JSON-RPC error codes of requests refused before any MCP handling; the
+/// HTTP status is in the error's `data.http_status`.
+pub const UNAUTHENTICATED: i32 = -32001;
+/// The key is valid but may not call tools.
+pub const FORBIDDEN: i32 = -32003;
+/// Keys cannot be verified right now.
+pub const UNAVAILABLE: i32 = -32004;
+
+/// A refusal as MCP clients understand it: the HTTP status, and a JSON-RPC
+/// error in the body (clients surface its message to the agent).
+fn refuse(status: StatusCode, code: i32, message: &'static str) -> Response {
+    let body = serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": null,
+        "error": {"code": code, "message": message, "data": {"http_status": status.as_u16()}},
+    });
+    let mut response = (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            axum::http::HeaderValue::from_static("Bearer realm=\"warden\""),
+        );
+    }
+    response
+}
+
+fn unauthorized(message: &'static str) -> Response {
+    refuse(StatusCode::UNAUTHORIZED, UNAUTHENTICATED, message)
+}
+
+/// Verifies the request's key and attaches the [`Caller`] for the handler.
+async fn authenticate(
+    State(gateway): State<Gateway>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .map(str::to_owned);
+    let Some(presented) = presented else {
+        return unauthorized("a Warden API key is required: Authorization: Bearer <key>");
+    };
+    match gateway.keys().verify(&presented).await {
+        Ok(key) if !gateway.may_call_tools(&key.role) => refuse(
+            StatusCode::FORBIDDEN,
+            FORBIDDEN,
+            "keys whose role may approve or manage keys cannot call tools",
+        ),
+        Ok(key) => {
+            request.extensions_mut().insert(Caller::from(key));
+            next.run(request).await
+        }
+        Err(KeyError::Invalid | KeyError::Revoked | KeyError::Expired) => {
+            unauthorized("the key is not valid (unknown, revoked or expired)")
+        }
+        Err(e) => {
+            warn!(error = %e, "a key could not be verified");
+            refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                UNAVAILABLE,
+                "keys cannot be verified right now; retry",
+            )
+        }
+    }
+}
