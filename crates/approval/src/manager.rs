@@ -939,13 +939,69 @@ impl ApprovalManager {
         Ok(approval)
     }
 
+    /// Consumes an APPROVED approval issued for exactly this call (its
+    /// caller, tool, arguments' hash and policy version), whichever process
+    /// issued it and without its token: the retry of a call whose hold ran
+    /// out before a person approved it. The oldest such approval is used;
+    /// `Ok(None)` when there is none (never approved, denied, expired,
+    /// already used, or bound to other arguments, another caller or another
+    /// policy version). Like [`consume`](Self::consume), it succeeds once
+    /// per approval, in every process together: run the call only on
+    /// `Ok(Some(_))`.
+    #[instrument(name = "approval.consume_for_call", skip_all, fields(tool = %binding.tool_name, otel.kind = "client", db.system.name = warden_audit::metrics::db_system_name(self.db.get_database_backend()), db.operation.name = "UPDATE", db.collection.name = "approval_requests"))]
+    pub async fn consume_for_call(
+        &self,
+        binding: &CallBinding,
+    ) -> Result<Option<Approval>, ApprovalError> {
+        let now_expr = now_sql(self.db.get_database_backend());
+        let candidates = self
+            .bounded(async {
+                Ok(approval_requests::Entity::find()
+                    .filter(Column::Status.eq(ApprovalStatus::Approved.as_str()))
+                    .filter(Column::CallerId.eq(binding.caller_id.as_str()))
+                    .filter(Column::ToolName.eq(binding.tool_name.as_str()))
+                    .filter(Column::RawArgsHash.eq(binding.raw_args_hash.to_ascii_lowercase()))
+                    .filter(Column::PolicyVersion.eq(binding.policy_version.as_str()))
+                    .filter(Expr::col(Column::ExecuteBy).gt(Expr::cust(now_expr)))
+                    .order_by_asc(Column::DecidedAt)
+                    .limit(8)
+                    .all(&self.db)
+                    .await?)
+            })
+            .await?;
+        for candidate in candidates {
+            match self.consume_hash(&candidate.token_hash, binding).await {
+                Ok(approval) => {
+                    crate::metrics::consumed();
+                    return Ok(Some(approval));
+                }
+                // Another process used it (or its window closed) first.
+                Err(
+                    ApprovalError::AlreadyExecuted
+                    | ApprovalError::Expired
+                    | ApprovalError::NotApproved { .. },
+                ) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
+    }
+
     async fn consume_once(
         &self,
         token: &str,
         binding: &CallBinding,
     ) -> Result<Approval, ApprovalError> {
         let token = ApprovalToken::parse(token).ok_or(ApprovalError::NotFound)?;
-        let token_hash = token.hash();
+        self.consume_hash(&token.hash(), binding).await
+    }
+
+    async fn consume_hash(
+        &self,
+        token_hash: &str,
+        binding: &CallBinding,
+    ) -> Result<Approval, ApprovalError> {
+        let token_hash = token_hash.to_owned();
         let now_expr = now_sql(self.db.get_database_backend());
         let update = approval_requests::Entity::update_many()
             .col_expr(

@@ -34,6 +34,7 @@ contract!(
     no_cache_write_can_approve_or_decide_a_call,
     a_cache_entry_naming_another_approval_cannot_misdirect_a_decision,
     consume_runs_an_approved_call_once_for_its_exact_binding,
+    a_retry_finds_and_consumes_its_approval_once_without_the_token,
     an_approved_call_not_run_within_its_window_expires,
     reissue_replaces_a_pending_approval_whose_token_was_lost,
     every_approval_action_records_exactly_one_admin_event,
@@ -315,6 +316,72 @@ async fn a_cache_entry_naming_another_approval_cannot_misdirect_a_decision(f: Fi
 }
 
 /// Security review, item 8: an approval is one-time and bound to the whole call.
+/// The retry of a call whose hold ran out: it finds the approval issued for
+/// exactly this call (no token), consumes it once among 16 concurrent
+/// retries, and another caller, tool, arguments or policy version finds
+/// nothing; a pending or denied approval is never used.
+async fn a_retry_finds_and_consumes_its_approval_once_without_the_token(f: Fixture) {
+    let held = request("r-retry");
+    let token = issued(f.manager.issue(&held).await.unwrap());
+    assert!(
+        f.manager
+            .consume_for_call(&held.binding())
+            .await
+            .unwrap()
+            .is_none(),
+        "a pending approval is not used"
+    );
+    f.manager
+        .approve(token.expose(), "alice", None)
+        .await
+        .unwrap();
+    type Change = fn(&mut warden_approval::CallBinding);
+    let changes: [Change; 4] = [
+        |b| b.caller_id = "agent-8".into(),
+        |b| b.tool_name = "db.truncate".into(),
+        |b| b.raw_args_hash = "cd".repeat(32),
+        |b| b.policy_version = "relaxed".into(),
+    ];
+    for change in changes {
+        let mut other = held.binding();
+        change(&mut other);
+        assert!(f.manager.consume_for_call(&other).await.unwrap().is_none());
+    }
+    let retries: Vec<_> = (0..16)
+        .map(|_| {
+            let (manager, binding) = (f.manager.clone(), held.binding());
+            tokio::spawn(async move { manager.consume_for_call(&binding).await })
+        })
+        .collect();
+    let mut ran = 0;
+    for retry in retries {
+        if retry.await.unwrap().unwrap().is_some() {
+            ran += 1;
+        }
+    }
+    assert_eq!(ran, 1, "one retry runs the approved call");
+    let approval = f.manager.check(token.expose()).await.unwrap();
+    assert_eq!(approval.status, ApprovalStatus::Executed);
+    assert!(
+        f.manager
+            .consume_for_call(&held.binding())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // A denied approval is never used.
+    let denied = request("r-retry-denied");
+    let token = issued(f.manager.issue(&denied).await.unwrap());
+    f.manager.deny(token.expose(), "alice", None).await.unwrap();
+    assert!(
+        f.manager
+            .consume_for_call(&denied.binding())
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
 async fn consume_runs_an_approved_call_once_for_its_exact_binding(f: Fixture) {
     let held = request("r-run");
     let token = issued(f.manager.issue(&held).await.unwrap());

@@ -419,6 +419,30 @@ impl Gateway {
         started: Instant,
         cx: &RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
+        // A retry of a call a person approved after its hold ran out: the
+        // approval is found by the whole call and used once, everywhere.
+        let args_hash = warden_audit::canonical_hash(&call.arguments).map_err(|e| {
+            ErrorData::invalid_params(format!("the call cannot be recorded: {e}"), None)
+        })?;
+        let retry = CallBinding {
+            caller_id: call.caller.caller_id.clone(),
+            tool_name: call.full_name.to_owned(),
+            raw_args_hash: args_hash,
+            policy_version: self.inner.policy.version.clone(),
+        };
+        match self.inner.approvals.consume_for_call(&retry).await {
+            Ok(Some(approval)) => {
+                info!(approval = %approval.id, tool = %call.full_name, "an approved call retried: it runs once");
+                return Ok(self.forward(call, upstream, started).await);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                return Err(ErrorData::internal_error(
+                    format!("approvals cannot be read: {e}"),
+                    None,
+                ));
+            }
+        }
         let (args_hash, sanitized) = self.audit(
             call,
             Decision::RequireApproval,
@@ -499,8 +523,8 @@ impl Gateway {
         };
         let Some(approval) = decided else {
             return Ok(tool_error(format!(
-                "held for approval {id}: no decision within {} s. Nothing ran. Retry the same call later; \
-                 it runs once a person has approved it.",
+                "held for approval {id}: no decision within {} s. Nothing ran. Retry the same call \
+                 (same arguments) later; it runs once, after a person has approved it.",
                 budget.as_secs()
             )));
         };

@@ -134,7 +134,7 @@ async fn an_independent_client_goes_through_the_whole_pipeline() {
     let approver = key(&warden, "alice", "approver", 0).await;
 
     let config = GatewayConfig::from_yaml(&format!(
-        "upstreams:\n  - {{ name: time, command: [{:?}, -m, mcp_server_time, --local-timezone, UTC] }}\nhold_budget_ms: 8000\nprogress_interval_ms: 300\n",
+        "upstreams:\n  - {{ name: time, command: [{:?}, -m, mcp_server_time, --local-timezone, UTC] }}\nhold_budget_ms: 4000\nprogress_interval_ms: 300\n",
         python()
     ))
     .unwrap();
@@ -271,11 +271,52 @@ async fn an_independent_client_goes_through_the_whole_pipeline() {
         late["text"]
             .as_str()
             .unwrap()
-            .contains("Retry the same call later"),
+            .contains("Retry the same call"),
         "{late}"
     );
     let pending = next_pending(&warden, &mut seen).await;
     assert_eq!(pending.status, ApprovalStatus::Pending);
+    // Approved later. The retry with other arguments never runs (it is held
+    // anew); the retry with the same ones runs at once, exactly once; a
+    // second retry is held again.
+    warden
+        .approvals()
+        .approve_by_id(pending.id, "alice", None)
+        .await
+        .unwrap();
+    let other = r#"{"source_timezone": "UTC", "time": "13:00", "target_timezone": "Europe/Paris"}"#;
+    let changed = client(&url, Some(&agent), &["call", "time__convert_time", other]).await;
+    assert!(
+        changed["text"]
+            .as_str()
+            .unwrap()
+            .contains("Retry the same call"),
+        "{changed}"
+    );
+    next_pending(&warden, &mut seen).await;
+    assert_eq!(
+        warden.approvals().get(pending.id).await.unwrap().status,
+        ApprovalStatus::Approved,
+        "other arguments did not use it"
+    );
+    let retried = client(&url, Some(&agent), &["call", "time__convert_time", convert]).await;
+    assert_eq!(retried["is_error"], json!(false), "{retried}");
+    assert!(
+        retried["text"].as_str().unwrap().contains("Europe/Paris"),
+        "{retried}"
+    );
+    assert_eq!(
+        warden.approvals().get(pending.id).await.unwrap().status,
+        ApprovalStatus::Executed
+    );
+    let again = client(&url, Some(&agent), &["call", "time__convert_time", convert]).await;
+    assert!(
+        again["text"]
+            .as_str()
+            .unwrap()
+            .contains("Retry the same call"),
+        "{again}"
+    );
 
     // The rule's rate limit (3 per 10 minutes): the third call of the tool
     // passes, the fourth is refused with when to retry.
