@@ -4,6 +4,9 @@ JSON object on stdout.
 
     WARDEN_API_KEY=... python client.py URL list
     WARDEN_API_KEY=... python client.py URL call TOOL '{"arg": 1}'
+    WARDEN_API_KEY=... python client.py URL prompts | resources
+    WARDEN_API_KEY=... python client.py URL prompt NAME '{"arg": "value"}'
+    WARDEN_API_KEY=... python client.py URL read URI
 
 The key comes from the environment (never argv, which other users can read).
 """
@@ -59,6 +62,19 @@ async def main() -> None:
                     result = await client.call_tool(name, arguments, progress_callback=on_progress)
                     texts = [c.text for c in result.content if getattr(c, "text", None) is not None]
                     out = {"is_error": bool(result.is_error), "text": "\n".join(texts), "progress": progress}
+                elif action == "prompts":
+                    result = await client.list_prompts()
+                    out = {"prompts": sorted(p.name for p in result.prompts)}
+                elif action == "prompt":
+                    result = await client.get_prompt(sys.argv[3], json.loads(sys.argv[4]))
+                    texts = [m.content.text for m in result.messages if getattr(m.content, "text", None)]
+                    out = {"text": "\n".join(texts)}
+                elif action == "resources":
+                    result = await client.list_resources()
+                    out = {"resources": sorted(str(r.uri) for r in result.resources)}
+                elif action == "read":
+                    result = await client.read_resource(sys.argv[3])
+                    out = {"text": "\n".join(getattr(c, "text", "") for c in result.contents)}
                 else:
                     out = {"exception": "usage", "message": f"unknown action {action}"}
     except BaseException as error:  # noqa: BLE001 - reported to the test, which decides

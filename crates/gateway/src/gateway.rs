@@ -6,8 +6,10 @@ use std::time::{Duration, Instant};
 
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ErrorCode,
-    Implementation, ListToolsResult, PaginatedRequestParams, ProgressNotificationParam,
-    ServerCapabilities, ServerConfig,
+    GetPromptRequestParams, GetPromptResponse, Implementation, ListPromptsResult,
+    ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
+    ProgressNotificationParam, ReadResourceRequestParams, ReadResourceResponse, ServerCapabilities,
+    ServerConfig,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler};
@@ -591,7 +593,13 @@ fn tool_error(text: String) -> CallToolResult {
 
 impl ServerHandler for Gateway {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_prompts()
+                .enable_resources()
+                .build(),
+        )
             .with_server_info(Implementation::new("warden-gateway", env!("CARGO_PKG_VERSION")))
             .with_instructions(
                 "Warden's MCP gateway: tools are <server>__<tool>; every call is authenticated, \
@@ -621,6 +629,104 @@ impl ServerHandler for Gateway {
             }
         }
         Ok(ListToolsResult::with_all_items(tools))
+    }
+
+    async fn list_prompts(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _cx: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, ErrorData> {
+        let mut prompts = Vec::new();
+        for upstream in &self.inner.upstreams {
+            match upstream.prompts().await {
+                Ok(list) => {
+                    for mut prompt in list {
+                        prompt.name = format!("{}{TOOL_SEPARATOR}{}", upstream.name, prompt.name);
+                        prompts.push(prompt);
+                    }
+                }
+                Err(reason) => {
+                    warn!(upstream = %upstream.name, %reason, "prompts could not be listed")
+                }
+            }
+        }
+        Ok(ListPromptsResult::with_all_items(prompts))
+    }
+
+    async fn get_prompt(
+        &self,
+        request: GetPromptRequestParams,
+        _cx: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, ErrorData> {
+        let full = request.name.clone();
+        let (upstream, name) = full
+            .split_once(TOOL_SEPARATOR)
+            .and_then(|(server, name)| self.upstream(server).map(|u| (u, name)))
+            .ok_or_else(|| ErrorData::invalid_params(format!("unknown prompt {full:?}"), None))?;
+        let mut forwarded = GetPromptRequestParams::new(name.to_owned());
+        if let Some(arguments) = request.arguments {
+            forwarded = forwarded.with_arguments(arguments);
+        }
+        upstream.get_prompt(forwarded).await.map_err(|reason| {
+            ErrorData::internal_error(format!("upstream {}: {reason}", upstream.name), None)
+        })
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _cx: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        let mut resources = Vec::new();
+        for upstream in &self.inner.upstreams {
+            match upstream.resources().await {
+                Ok(list) => resources.extend(list),
+                Err(reason) => {
+                    warn!(upstream = %upstream.name, %reason, "resources could not be listed")
+                }
+            }
+        }
+        Ok(ListResourcesResult::with_all_items(resources))
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _cx: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, ErrorData> {
+        let mut templates = Vec::new();
+        for upstream in &self.inner.upstreams {
+            match upstream.resource_templates().await {
+                Ok(list) => templates.extend(list),
+                Err(reason) => {
+                    warn!(upstream = %upstream.name, %reason, "resource templates could not be listed")
+                }
+            }
+        }
+        Ok(ListResourceTemplatesResult::with_all_items(templates))
+    }
+
+    /// Resources keep their upstream's URIs: the first upstream that can
+    /// read the URI answers.
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        _cx: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        let mut last = None;
+        for upstream in &self.inner.upstreams {
+            match upstream
+                .read_resource(ReadResourceRequestParams::new(request.uri.clone()))
+                .await
+            {
+                Ok(response) => return Ok(response),
+                Err(reason) => last = Some(format!("upstream {}: {reason}", upstream.name)),
+            }
+        }
+        Err(ErrorData::resource_not_found(
+            last.unwrap_or_else(|| "no upstream has this resource".into()),
+            None,
+        ))
     }
 
     async fn call_tool(

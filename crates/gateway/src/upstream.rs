@@ -3,7 +3,10 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use rmcp::model::{CallToolRequestParams, CallToolResult, Tool};
+use rmcp::model::{
+    CallToolRequestParams, CallToolResult, GetPromptRequestParams, GetPromptResponse, Prompt,
+    ReadResourceRequestParams, ReadResourceResponse, Resource, ResourceTemplate, Tool,
+};
 use rmcp::service::RunningService;
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use rmcp::{RoleClient, ServiceExt as _};
@@ -65,6 +68,51 @@ impl Upstream {
             .await
             .map_err(|_| "no answer in time".to_owned())?
             .map_err(|e| e.to_string())
+    }
+
+    /// Runs `work` against the upstream within its call timeout.
+    async fn bounded<T>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, rmcp::ServiceError>>,
+    ) -> Result<T, String> {
+        tokio::time::timeout(self.call_timeout, work)
+            .await
+            .map_err(|_| "no answer in time".to_owned())?
+            .map_err(|e| e.to_string())
+    }
+
+    /// The upstream's prompts, as it names them.
+    pub(crate) async fn prompts(&self) -> Result<Vec<Prompt>, String> {
+        self.bounded(self.service.peer().list_all_prompts()).await
+    }
+
+    /// The upstream's resources.
+    pub(crate) async fn resources(&self) -> Result<Vec<Resource>, String> {
+        self.bounded(self.service.peer().list_all_resources()).await
+    }
+
+    /// The upstream's resource templates.
+    pub(crate) async fn resource_templates(&self) -> Result<Vec<ResourceTemplate>, String> {
+        self.bounded(self.service.peer().list_all_resource_templates())
+            .await
+    }
+
+    /// One prompt, as the upstream renders it.
+    pub(crate) async fn get_prompt(
+        &self,
+        params: GetPromptRequestParams,
+    ) -> Result<GetPromptResponse, String> {
+        self.bounded(self.service.peer().get_prompt_once(params))
+            .await
+    }
+
+    /// One resource, as the upstream reads it.
+    pub(crate) async fn read_resource(
+        &self,
+        params: ReadResourceRequestParams,
+    ) -> Result<ReadResourceResponse, String> {
+        self.bounded(self.service.peer().read_resource_once(params))
+            .await
     }
 
     /// Forwards one call, bounded by the upstream's call timeout.

@@ -404,6 +404,133 @@ async fn an_independent_client_goes_through_the_whole_pipeline() {
     assert!(!logged.contains(&agent), "a key reached a log line");
 }
 
+/// Prompts and resources pass through; an upstream that crashes mid-call
+/// is answered as a tool error, audited, and the other upstream keeps
+/// serving.
+#[tokio::test]
+async fn prompts_and_resources_pass_through_and_a_crashed_upstream_is_contained() {
+    let db = TestDatabase::new(Backend::Sqlite).await;
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        format!("{POLICY}  - {{ server: lab, tool: '*', roles: [developer], decision: allow }}\n"),
+    )
+    .unwrap();
+    let spill = dir.path().join("spill");
+    let settings = Settings::from_lookup(|name| match name {
+        "DATABASE_URL" => Some(db.url.clone()),
+        "BCRYPT_COST" => Some("4".into()),
+        "POLICY_PATH" => Some(policy.display().to_string()),
+        "AUDIT_SPILL_PATH" => Some(spill.display().to_string()),
+        _ => None,
+    })
+    .unwrap();
+    let warden = Warden::connect(&settings).await.unwrap();
+    warden
+        .migrations()
+        .run(migration::Command::Up(None))
+        .await
+        .unwrap();
+    let agent = key(&warden, "agent-lab", "developer", 1).await;
+    let lab = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/mcp/upstream.py");
+    let config = GatewayConfig::from_yaml(&format!(
+        "upstreams:\n  - {{ name: lab, command: [{py:?}, {lab:?}] }}\n  - {{ name: time, command: [{py:?}, -m, mcp_server_time, --local-timezone, UTC] }}\n",
+        py = python(),
+        lab = lab.display().to_string(),
+    ))
+    .unwrap();
+    let gateway = Gateway::start(&warden, config).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/mcp", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(warden_gateway::serve(
+        listener,
+        gateway.clone(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+
+    let prompts = client(&url, Some(&agent), &["prompts"]).await;
+    assert_eq!(prompts["prompts"], json!(["lab__review"]), "{prompts}");
+    let prompt = client(
+        &url,
+        Some(&agent),
+        &["prompt", "lab__review", r#"{"subject": "the plan"}"#],
+    )
+    .await;
+    assert!(
+        prompt["text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("review the plan"),
+        "{prompt}"
+    );
+    let resources = client(&url, Some(&agent), &["resources"]).await;
+    assert_eq!(
+        resources["resources"],
+        json!(["notes://today"]),
+        "{resources}"
+    );
+    let read = client(&url, Some(&agent), &["read", "notes://today"]).await;
+    assert_eq!(read["text"], json!("Nothing planned."), "{read}");
+    let echoed = client(
+        &url,
+        Some(&agent),
+        &["call", "lab__echo", r#"{"text": "hi"}"#],
+    )
+    .await;
+    assert_eq!(echoed["text"], json!("echo: hi"), "{echoed}");
+
+    // The lab upstream dies mid-call: a tool error, not a hung client.
+    let crashed = client(
+        &url,
+        Some(&agent),
+        &["call", "lab__crash", r#"{"text": "x"}"#],
+    )
+    .await;
+    assert_eq!(crashed["is_error"], json!(true), "{crashed}");
+    assert!(
+        crashed["text"].as_str().unwrap().contains("lab"),
+        "{crashed}"
+    );
+    // The other upstream is still served, and listing still works.
+    let now = client(
+        &url,
+        Some(&agent),
+        &["call", "time__get_current_time", r#"{"timezone": "UTC"}"#],
+    )
+    .await;
+    assert_eq!(now["is_error"], json!(false), "{now}");
+    let listed = client(&url, Some(&agent), &["list"]).await;
+    assert!(
+        listed.to_string().contains("time__get_current_time"),
+        "{listed}"
+    );
+
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(30), server)
+        .await
+        .expect("the gateway stops")
+        .unwrap()
+        .unwrap();
+    gateway.shutdown().await;
+    // The crash is on the record: the call, its caller, a 502.
+    let events = warden
+        .audit()
+        .query()
+        .list_by_caller("agent-lab", 50, 0)
+        .await
+        .unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.tool_name() == Some("lab__crash") && e.status_code() == Some(502)),
+        "{events:?}"
+    );
+}
+
 /// The first 12 hex digits of the policy's version, as events carry it.
 fn gateway_version(policy: &std::path::Path) -> String {
     let text = std::fs::read_to_string(policy).unwrap();
