@@ -89,13 +89,15 @@ impl GatewayConfig {
             if u.name.is_empty()
                 || u.name.len() > 64
                 || u.name.contains(TOOL_SEPARATOR)
+                || u.name.starts_with('_')
+                || u.name.ends_with('_')
                 || !u
                     .name
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_')
             {
                 return fail(format!(
-                    "upstream name {:?} must be 1-64 letters, digits, '-', '.' or single '_'",
+                    "upstream name {:?} must be 1-64 letters, digits, '-', '.' or single inner '_'",
                     u.name
                 ));
             }
@@ -159,6 +161,7 @@ mod tests {
         for (bad, says) in [
             ("upstreams: []\n", "at least one"),
             ("upstreams:\n  - { name: a__b, command: [x] }\n", "a__b"),
+            ("upstreams:\n  - { name: a_, command: [x] }\n", "a_"),
             (
                 "upstreams:\n  - { name: a, command: [x], url: 'http://x' }\n",
                 "exactly one",

@@ -7,9 +7,8 @@ use std::time::{Duration, Instant};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ErrorCode,
     GetPromptRequestParams, GetPromptResponse, Implementation, ListPromptsResult,
-    ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
-    ProgressNotificationParam, ReadResourceRequestParams, ReadResourceResponse, ServerCapabilities,
-    ServerConfig,
+    ListResourcesResult, ListToolsResult, PaginatedRequestParams, ProgressNotificationParam,
+    ReadResourceRequestParams, ReadResourceResponse, ServerCapabilities, ServerConfig,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler};
@@ -21,7 +20,7 @@ use warden_approval::{
 use warden_audit::{AuditEvent, AuditLogger, Decision, RawArgs, Redactor, ToolCall};
 use warden_cache::{FailMode, RateLimit, RateLimiter};
 use warden_core::Warden;
-use warden_keys::{KeyManager, Policy, ToolDecision, VerifiedKey};
+use warden_keys::{KeyManager, Policy, RuleKind, ToolDecision, VerifiedKey};
 
 use crate::upstream::{Forwarded, Upstream};
 use crate::{GatewayConfig, GatewayError, TOOL_SEPARATOR};
@@ -74,6 +73,48 @@ struct Inner {
     tool_limiters: Vec<Option<RateLimiter>>,
     /// Every caller's calls together.
     caller_limiter: RateLimiter,
+    /// Which key opened each MCP session.
+    sessions: Sessions,
+}
+
+/// The key that opened each MCP session, so that no other key can use it.
+/// Bounded: past [`Sessions::MAX`] the oldest are forgotten (their clients
+/// are refused and open a new session).
+#[derive(Default)]
+pub(crate) struct Sessions {
+    owners: std::sync::Mutex<(
+        std::collections::HashMap<String, uuid::Uuid>,
+        std::collections::VecDeque<String>,
+    )>,
+}
+
+impl Sessions {
+    const MAX: usize = 100_000;
+
+    pub(crate) fn open(&self, session: &str, key_id: uuid::Uuid) {
+        let mut guard = self
+            .owners
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (owners, order) = &mut *guard;
+        if owners.insert(session.to_owned(), key_id).is_none() {
+            order.push_back(session.to_owned());
+        }
+        while order.len() > Self::MAX {
+            if let Some(old) = order.pop_front() {
+                owners.remove(&old);
+            }
+        }
+    }
+
+    pub(crate) fn belongs_to(&self, session: &str, key_id: uuid::Uuid) -> bool {
+        self.owners
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .0
+            .get(session)
+            .is_some_and(|owner| *owner == key_id)
+    }
 }
 
 impl std::fmt::Debug for Gateway {
@@ -147,8 +188,14 @@ impl Gateway {
                 config,
                 tool_limiters,
                 caller_limiter,
+                sessions: Sessions::default(),
             }),
         })
+    }
+
+    /// Which key opened each session.
+    pub(crate) fn sessions(&self) -> &Sessions {
+        &self.inner.sessions
     }
 
     /// The key manager the HTTP layer authenticates with.
@@ -185,6 +232,89 @@ impl Gateway {
             for upstream in inner.upstreams {
                 upstream.close().await;
             }
+        }
+    }
+
+    /// Whether the caller's key is still active, unrevoked and unexpired
+    /// (read from the database: a hold can outlast a revocation).
+    async fn key_still_valid(&self, caller: &Caller) -> bool {
+        match self.inner.keys.find_by_caller(&caller.caller_id).await {
+            Ok(Some(key)) => {
+                key.id == caller.key_id
+                    && key.is_active
+                    && key.revoked_at.is_none()
+                    && key.expires_at.is_none_or(|t| t > chrono::Utc::now())
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether `name` on `server` is shown to `caller`: a rule of `kind`
+    /// matches and does not deny it.
+    fn listed(&self, kind: RuleKind, server: &str, name: &str, caller: &Caller) -> bool {
+        self.inner
+            .policy
+            .rule_for(kind, server, name, &caller.role, caller.trust_level)
+            .is_some_and(|(_, rule)| rule.decision != ToolDecision::Deny)
+    }
+
+    /// A prompt or resource read: rate-limited, allowed by a rule of `kind`
+    /// (none: denied), and audited either way.
+    #[allow(clippy::too_many_arguments)]
+    async fn permit(
+        &self,
+        kind: RuleKind,
+        method: &'static str,
+        upstream: &Upstream,
+        name: &str,
+        full_name: &str,
+        caller: &Caller,
+        arguments: &Value,
+    ) -> Result<(), ErrorData> {
+        let rule = self.inner.policy.rule_for(
+            kind,
+            &upstream.name,
+            name,
+            &caller.role,
+            caller.trust_level,
+        );
+        let allowed = rule.is_some_and(|(_, r)| r.decision == ToolDecision::Allow);
+        let limited = match self.inner.caller_limiter.check(&caller.caller_id).await {
+            Ok(decision) => !decision.allowed,
+            Err(_) => true,
+        };
+        let (decision, reason) = match (limited, allowed) {
+            (true, _) => (Decision::RateLimited, "rate limited"),
+            (false, true) => (Decision::Allow, "a rule allows it"),
+            (false, false) => (Decision::Deny, "no rule allows it"),
+        };
+        let reason = format!("policy {}: {reason}", short(&self.inner.policy.version));
+        if let Ok(event) = AuditEvent::record(
+            &ToolCall {
+                request_id: &uuid::Uuid::now_v7().to_string(),
+                caller_id: &caller.caller_id,
+                api_key_id: Some(caller.key_id),
+                method,
+                tool_name: Some(full_name),
+                raw_args: RawArgs::Parsed(arguments),
+                decision,
+                reason: Some(&reason),
+                risk_labels: &[],
+                status_code: None,
+                latency_ms: None,
+                timestamp: None,
+            },
+            &self.inner.redactor,
+        ) {
+            self.inner.logger.log(event);
+        }
+        match decision {
+            Decision::Allow => Ok(()),
+            Decision::RateLimited => Err(ErrorData::new(RATE_LIMITED, "rate limited", None)),
+            _ => Err(ErrorData::invalid_request(
+                format!("denied by Warden's policy: no rule allows {method} of this"),
+                None,
+            )),
         }
     }
 
@@ -403,6 +533,7 @@ impl Gateway {
                 }
                 ToolDecision::RequireApproval => {
                     call.forwarded_as = Decision::Approved;
+                    call.request_id = held_request_id(&call, &self.inner.policy.version)?;
                     self.hold(&call, upstream, rule.approval_ttl_seconds, started, &cx)
                         .await
                         .map(Into::into)
@@ -432,6 +563,11 @@ impl Gateway {
             raw_args_hash: args_hash,
             policy_version: self.inner.policy.version.clone(),
         };
+        if !self.key_still_valid(call.caller).await {
+            return Ok(tool_error(
+                "the caller's key is no longer valid. Nothing ran.".to_owned(),
+            ));
+        }
         match self.inner.approvals.consume_for_call(&retry).await {
             Ok(Some(approval)) => {
                 info!(approval = %approval.id, tool = %call.full_name, "an approved call retried: it runs once");
@@ -470,11 +606,12 @@ impl Gateway {
             .map_err(|e| {
                 ErrorData::internal_error(format!("the approval could not be issued: {e}"), None)
             })?;
-        let IssueOutcome::Issued { id, token, .. } = issued else {
-            return Err(ErrorData::internal_error(
-                "the approval could not be issued",
-                None,
-            ));
+        // The same call asked again while its approval is pending waits on
+        // that one approval (one approval per distinct call): the request
+        // id is derived from the whole call.
+        let (id, token) = match issued {
+            IssueOutcome::Issued { id, token, .. } => (id, Some(token)),
+            IssueOutcome::Existing { id, .. } => (id, None),
         };
         info!(approval = %id, tool = %call.full_name, caller = %call.caller.caller_id, "call held for approval");
         let binding = CallBinding {
@@ -493,8 +630,25 @@ impl Gateway {
                 break None;
             }
             let step = left.min(self.inner.config.progress_interval());
+            let approvals = &self.inner.approvals;
+            let waiting = async {
+                match &token {
+                    Some(token) => approvals.wait_for_decision(token.expose(), step).await,
+                    // Without its token (another request holds it): polled.
+                    None => {
+                        tokio::time::sleep(step).await;
+                        approvals.get(id).await.map(|a| {
+                            if a.status == ApprovalStatus::Pending {
+                                WaitOutcome::TimedOut(a)
+                            } else {
+                                WaitOutcome::Decided(a)
+                            }
+                        })
+                    }
+                }
+            };
             let outcome = tokio::select! {
-                outcome = self.inner.approvals.wait_for_decision(token.expose(), step) => outcome,
+                outcome = waiting => outcome,
                 () = cx.ct.cancelled() => {
                     return Err(ErrorData::new(ErrorCode(-32800), format!("cancelled while held for approval {id}"), None));
                 }
@@ -504,15 +658,18 @@ impl Gateway {
                 Ok(WaitOutcome::TimedOut(_)) => {
                     waited += 1;
                     if let Some(token) = &progress {
-                        let _ = cx
-                            .peer
-                            .notify_progress(
+                        // Bounded: a client that stops reading its stream
+                        // cannot stall the hold past its budget.
+                        let _ = tokio::time::timeout(
+                            Duration::from_secs(1),
+                            cx.peer.notify_progress(
                                 ProgressNotificationParam::new(token.clone(), f64::from(waited))
                                     .with_message(format!(
                                         "held for approval {id}: waiting for a person to decide"
                                     )),
-                            )
-                            .await;
+                            ),
+                        )
+                        .await;
                     }
                 }
                 Err(e) => {
@@ -543,9 +700,18 @@ impl Gateway {
             .unwrap_or_default();
         match approval.status {
             ApprovalStatus::Approved => {
+                // The key may have been revoked while the call was held.
+                if !self.key_still_valid(call.caller).await {
+                    return Ok(tool_error(format!(
+                        "approval {id} was granted, but the caller's key is no longer valid. Nothing ran."
+                    )));
+                }
                 // Exactly once, everywhere: only the consumer runs it.
-                match self.inner.approvals.consume(token.expose(), &binding).await {
-                    Ok(_) => Ok(self.forward(call, upstream, started).await),
+                match self.inner.approvals.consume_for_call(&binding).await {
+                    Ok(Some(_)) => Ok(self.forward(call, upstream, started).await),
+                    Ok(None) => Ok(tool_error(format!(
+                        "approval {id} was already used for this call. Nothing ran."
+                    ))),
                     Err(e) => Ok(tool_error(format!(
                         "approval {id} cannot be used for this call: {e}. Nothing ran."
                     ))),
@@ -583,6 +749,33 @@ struct Call<'a> {
     forwarded_as: Decision,
 }
 
+/// The caller the HTTP layer authenticated for this request.
+fn caller_of(cx: &RequestContext<RoleServer>) -> Result<Caller, ErrorData> {
+    cx.extensions
+        .get::<http::request::Parts>()
+        .and_then(|parts| parts.extensions.get::<Caller>())
+        .cloned()
+        .ok_or_else(|| ErrorData::invalid_request("not authenticated", None))
+}
+
+/// The request id of a held call: derived from the whole call (caller,
+/// tool, arguments' hash, policy version), so that asking again while its
+/// approval is pending finds that approval instead of issuing another.
+fn held_request_id(call: &Call<'_>, policy_version: &str) -> Result<String, ErrorData> {
+    let args_hash = warden_audit::canonical_hash(&call.arguments).map_err(|e| {
+        ErrorData::invalid_params(format!("the call cannot be recorded: {e}"), None)
+    })?;
+    let binding = serde_json::json!([
+        call.caller.caller_id,
+        call.full_name,
+        args_hash,
+        policy_version
+    ]);
+    let digest = warden_audit::canonical_hash(&binding)
+        .map_err(|e| ErrorData::internal_error(format!("the call cannot be named: {e}"), None))?;
+    Ok(format!("held-{}", &digest[..32]))
+}
+
 fn short(version: &str) -> &str {
     version.get(..12).unwrap_or(version)
 }
@@ -610,13 +803,18 @@ impl ServerHandler for Gateway {
     async fn list_tools(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _cx: RequestContext<RoleServer>,
+        cx: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
+        let caller = caller_of(&cx)?;
         let mut tools = Vec::new();
         for upstream in &self.inner.upstreams {
             match upstream.tools().await {
                 Ok(list) => {
                     for mut tool in list {
+                        // Only what this caller may call (or ask to).
+                        if !self.listed(RuleKind::Tool, &upstream.name, &tool.name, &caller) {
+                            continue;
+                        }
                         tool.name =
                             format!("{}{TOOL_SEPARATOR}{}", upstream.name, tool.name).into();
                         tools.push(tool);
@@ -634,13 +832,17 @@ impl ServerHandler for Gateway {
     async fn list_prompts(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _cx: RequestContext<RoleServer>,
+        cx: RequestContext<RoleServer>,
     ) -> Result<ListPromptsResult, ErrorData> {
+        let caller = caller_of(&cx)?;
         let mut prompts = Vec::new();
         for upstream in &self.inner.upstreams {
             match upstream.prompts().await {
                 Ok(list) => {
                     for mut prompt in list {
+                        if !self.listed(RuleKind::Prompt, &upstream.name, &prompt.name, &caller) {
+                            continue;
+                        }
                         prompt.name = format!("{}{TOOL_SEPARATOR}{}", upstream.name, prompt.name);
                         prompts.push(prompt);
                     }
@@ -656,31 +858,60 @@ impl ServerHandler for Gateway {
     async fn get_prompt(
         &self,
         request: GetPromptRequestParams,
-        _cx: RequestContext<RoleServer>,
+        cx: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, ErrorData> {
+        let caller = caller_of(&cx)?;
         let full = request.name.clone();
         let (upstream, name) = full
             .split_once(TOOL_SEPARATOR)
             .and_then(|(server, name)| self.upstream(server).map(|u| (u, name)))
-            .ok_or_else(|| ErrorData::invalid_params(format!("unknown prompt {full:?}"), None))?;
+            .ok_or_else(|| ErrorData::invalid_params("unknown prompt", None))?;
+        let arguments = Value::Object(
+            request
+                .arguments
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .collect(),
+        );
+        self.permit(
+            RuleKind::Prompt,
+            "prompts/get",
+            upstream,
+            name,
+            &full,
+            &caller,
+            &arguments,
+        )
+        .await?;
         let mut forwarded = GetPromptRequestParams::new(name.to_owned());
         if let Some(arguments) = request.arguments {
             forwarded = forwarded.with_arguments(arguments);
         }
-        upstream.get_prompt(forwarded).await.map_err(|reason| {
-            ErrorData::internal_error(format!("upstream {}: {reason}", upstream.name), None)
+        // The upstream's error text stays out of the answer (and of the
+        // SDK's logs): it may quote what it was given.
+        upstream.get_prompt(forwarded).await.map_err(|_| {
+            ErrorData::internal_error(
+                format!("upstream {} could not render the prompt", upstream.name),
+                None,
+            )
         })
     }
 
     async fn list_resources(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _cx: RequestContext<RoleServer>,
+        cx: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, ErrorData> {
+        let caller = caller_of(&cx)?;
         let mut resources = Vec::new();
         for upstream in &self.inner.upstreams {
             match upstream.resources().await {
-                Ok(list) => resources.extend(list),
+                Ok(list) => {
+                    resources.extend(list.into_iter().filter(|r| {
+                        self.listed(RuleKind::Resource, &upstream.name, &r.uri, &caller)
+                    }))
+                }
                 Err(reason) => {
                     warn!(upstream = %upstream.name, %reason, "resources could not be listed")
                 }
@@ -689,44 +920,45 @@ impl ServerHandler for Gateway {
         Ok(ListResourcesResult::with_all_items(resources))
     }
 
-    async fn list_resource_templates(
-        &self,
-        _request: Option<PaginatedRequestParams>,
-        _cx: RequestContext<RoleServer>,
-    ) -> Result<ListResourceTemplatesResult, ErrorData> {
-        let mut templates = Vec::new();
-        for upstream in &self.inner.upstreams {
-            match upstream.resource_templates().await {
-                Ok(list) => templates.extend(list),
-                Err(reason) => {
-                    warn!(upstream = %upstream.name, %reason, "resource templates could not be listed")
-                }
-            }
-        }
-        Ok(ListResourceTemplatesResult::with_all_items(templates))
-    }
-
-    /// Resources keep their upstream's URIs: the first upstream that can
-    /// read the URI answers.
+    /// Resources keep their upstream's URIs; a read goes to the one upstream
+    /// that lists the URI, and only when a resource rule allows it.
     async fn read_resource(
         &self,
         request: ReadResourceRequestParams,
-        _cx: RequestContext<RoleServer>,
+        cx: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
-        let mut last = None;
+        let caller = caller_of(&cx)?;
+        let mut owner = None;
         for upstream in &self.inner.upstreams {
-            match upstream
-                .read_resource(ReadResourceRequestParams::new(request.uri.clone()))
-                .await
+            if let Ok(list) = upstream.resources().await
+                && list.iter().any(|r| r.uri == request.uri)
             {
-                Ok(response) => return Ok(response),
-                Err(reason) => last = Some(format!("upstream {}: {reason}", upstream.name)),
+                owner = Some(upstream);
+                break;
             }
         }
-        Err(ErrorData::resource_not_found(
-            last.unwrap_or_else(|| "no upstream has this resource".into()),
-            None,
-        ))
+        let upstream =
+            owner.ok_or_else(|| ErrorData::resource_not_found("unknown resource", None))?;
+        let full = format!("{}{TOOL_SEPARATOR}{}", upstream.name, request.uri);
+        self.permit(
+            RuleKind::Resource,
+            "resources/read",
+            upstream,
+            &request.uri,
+            &full,
+            &caller,
+            &Value::Null,
+        )
+        .await?;
+        upstream
+            .read_resource(ReadResourceRequestParams::new(request.uri.clone()))
+            .await
+            .map_err(|_| {
+                ErrorData::internal_error(
+                    format!("upstream {} could not read the resource", upstream.name),
+                    None,
+                )
+            })
     }
 
     async fn call_tool(
@@ -734,12 +966,7 @@ impl ServerHandler for Gateway {
         request: CallToolRequestParams,
         cx: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        let caller = cx
-            .extensions
-            .get::<http::request::Parts>()
-            .and_then(|parts| parts.extensions.get::<Caller>())
-            .cloned()
-            .ok_or_else(|| ErrorData::invalid_request("not authenticated", None))?;
+        let caller = caller_of(&cx)?;
         self.handle(caller, request, cx).await
     }
 }

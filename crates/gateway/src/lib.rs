@@ -33,10 +33,13 @@ pub use gateway::{CALLS_PER_CALLER_PER_MINUTE, Caller, Gateway, RATE_LIMITED};
 pub use server::{FORBIDDEN, MCP_PATH, UNAUTHENTICATED, UNAVAILABLE, serve};
 
 /// Whether a log record may be written: the MCP SDK (`rmcp`) logs whole
-/// messages — tool arguments included — at DEBUG and TRACE, so its records
-/// below INFO never are. Every subscriber in a process running the gateway
+/// messages — tool arguments included — below ERROR, so only its ERROR
+/// records are. Every subscriber in a process running the gateway
 /// must apply this (the `warden` CLI does, whatever `RUST_LOG` says).
 pub fn allows_log(metadata: &tracing::Metadata<'_>) -> bool {
     let sdk = metadata.target() == "rmcp" || metadata.target().starts_with("rmcp::");
-    !sdk || *metadata.level() <= tracing::Level::INFO
+    // Its INFO records carry every notification (an upstream's log of its
+    // arguments), its WARN records every error answered (upstream text):
+    // only its ERROR records are written.
+    !sdk || *metadata.level() <= tracing::Level::ERROR
 }

@@ -15,6 +15,9 @@ use warden_keys::KeyError;
 
 use crate::{Caller, Gateway};
 
+/// The header carrying an MCP session's id.
+const SESSION_HEADER: &str = "mcp-session-id";
+
 /// The path the MCP endpoint is served at.
 pub const MCP_PATH: &str = "/mcp";
 
@@ -109,9 +112,41 @@ async fn authenticate(
             FORBIDDEN,
             "keys whose role may approve or manage keys cannot call tools",
         ),
+        // A role the policy no longer has, or more trust than it allows now.
+        Ok(key) if gateway.policy().check(&key.role, key.trust_level).is_err() => refuse(
+            StatusCode::FORBIDDEN,
+            FORBIDDEN,
+            "the key's role or trust level is not allowed by the current policy",
+        ),
         Ok(key) => {
+            // A session belongs to the key that opened it: no other key
+            // may resume, cancel in or end it.
+            let session = request
+                .headers()
+                .get(SESSION_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            if let Some(session) = &session
+                && !gateway.sessions().belongs_to(session, key.key_id)
+            {
+                return refuse(
+                    StatusCode::NOT_FOUND,
+                    UNAUTHENTICATED,
+                    "no such session for this key",
+                );
+            }
+            let key_id = key.key_id;
             request.extensions_mut().insert(Caller::from(key));
-            next.run(request).await
+            let response = next.run(request).await;
+            if session.is_none()
+                && let Some(opened) = response
+                    .headers()
+                    .get(SESSION_HEADER)
+                    .and_then(|v| v.to_str().ok())
+            {
+                gateway.sessions().open(opened, key_id);
+            }
+            response
         }
         Err(KeyError::Invalid | KeyError::Revoked | KeyError::Expired) => {
             unauthorized("the key is not valid (unknown, revoked or expired)")

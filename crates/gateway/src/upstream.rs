@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use rmcp::model::{
     CallToolRequestParams, CallToolResult, GetPromptRequestParams, GetPromptResponse, Prompt,
-    ReadResourceRequestParams, ReadResourceResponse, Resource, ResourceTemplate, Tool,
+    ReadResourceRequestParams, ReadResourceResponse, Resource, Tool,
 };
 use rmcp::service::RunningService;
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
@@ -89,12 +89,6 @@ impl Upstream {
     /// The upstream's resources.
     pub(crate) async fn resources(&self) -> Result<Vec<Resource>, String> {
         self.bounded(self.service.peer().list_all_resources()).await
-    }
-
-    /// The upstream's resource templates.
-    pub(crate) async fn resource_templates(&self) -> Result<Vec<ResourceTemplate>, String> {
-        self.bounded(self.service.peer().list_all_resource_templates())
-            .await
     }
 
     /// One prompt, as the upstream renders it.

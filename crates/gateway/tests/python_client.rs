@@ -163,11 +163,23 @@ async fn an_independent_client_goes_through_the_whole_pipeline() {
 
     // No key, a wrong key, an approver's key: refused before any MCP.
     let anonymous = client(&url, None, &["list"]).await;
-    assert!(anonymous.to_string().contains("401"), "{anonymous}");
+    assert!(
+        anonymous.to_string().contains(r#""http_status":401"#),
+        "{anonymous}"
+    );
     let wrong = client(&url, Some("wdn_development_nope_nope"), &["list"]).await;
-    assert!(wrong.to_string().contains("401"), "{wrong}");
+    assert!(
+        wrong.to_string().contains(r#""http_status":401"#),
+        "{wrong}"
+    );
     let approvers = client(&url, Some(&approver), &["list"]).await;
-    assert!(approvers.to_string().contains("403"), "{approvers}");
+    assert!(
+        approvers.to_string().contains(r#""http_status":403"#),
+        "{approvers}"
+    );
+    // A key sees only the tools its rules let it call (or ask for).
+    let viewers = client(&url, Some(&viewer), &["list"]).await;
+    assert_eq!(viewers["tools"], json!([]), "{viewers}");
 
     // Allowed: forwarded, answered.
     let now = client(
@@ -344,7 +356,10 @@ async fn an_independent_client_goes_through_the_whole_pipeline() {
         .await
         .unwrap();
     let revoked = client(&url, Some(&agent), &["list"]).await;
-    assert!(revoked.to_string().contains("401"), "{revoked}");
+    assert!(
+        revoked.to_string().contains(r#""http_status":401"#),
+        "{revoked}"
+    );
 
     stop.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(30), server)
@@ -388,6 +403,17 @@ async fn an_independent_client_goes_through_the_whole_pipeline() {
             );
         }
     }
+    // Exactly once: the held call ran twice in all (approved while waiting,
+    // and the retry after the budget), each time once.
+    let runs = events
+        .iter()
+        .filter(|e| {
+            e.tool_name() == Some("time__convert_time")
+                && e.decision() == Decision::Approved
+                && e.status_code() == Some(200)
+        })
+        .count();
+    assert_eq!(runs, 2, "{decisions:?}");
     let viewer_events = warden
         .audit()
         .query()
@@ -414,7 +440,9 @@ async fn prompts_and_resources_pass_through_and_a_crashed_upstream_is_contained(
     let policy = dir.path().join("policy.yaml");
     std::fs::write(
         &policy,
-        format!("{POLICY}  - {{ server: lab, tool: '*', roles: [developer], decision: allow }}\n"),
+        format!(
+            "{POLICY}  - {{ server: lab, tool: '*', roles: [developer], decision: allow }}\n  - {{ kind: prompt, server: lab, tool: review, roles: [developer], decision: allow }}\n  - {{ kind: resource, server: lab, tool: 'notes://*', roles: [developer], decision: allow }}\n"
+        ),
     )
     .unwrap();
     let spill = dir.path().join("spill");
@@ -433,6 +461,7 @@ async fn prompts_and_resources_pass_through_and_a_crashed_upstream_is_contained(
         .await
         .unwrap();
     let agent = key(&warden, "agent-lab", "developer", 1).await;
+    let viewer = key(&warden, "viewer-lab", "viewer", 1).await;
     let lab = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/mcp/upstream.py");
     let config = GatewayConfig::from_yaml(&format!(
         "upstreams:\n  - {{ name: lab, command: [{py:?}, {lab:?}] }}\n  - {{ name: time, command: [{py:?}, -m, mcp_server_time, --local-timezone, UTC] }}\n",
@@ -475,6 +504,38 @@ async fn prompts_and_resources_pass_through_and_a_crashed_upstream_is_contained(
     );
     let read = client(&url, Some(&agent), &["read", "notes://today"]).await;
     assert_eq!(read["text"], json!("Nothing planned."), "{read}");
+    // No rule for the viewer: nothing listed, nothing rendered or read.
+    let hidden = client(&url, Some(&viewer), &["prompts"]).await;
+    assert_eq!(hidden["prompts"], json!([]), "{hidden}");
+    let hidden = client(&url, Some(&viewer), &["resources"]).await;
+    assert_eq!(hidden["resources"], json!([]), "{hidden}");
+    let refused = client(
+        &url,
+        Some(&viewer),
+        &["prompt", "lab__review", r#"{"subject": "x"}"#],
+    )
+    .await;
+    assert!(refused.to_string().contains("denied"), "{refused}");
+    let refused = client(&url, Some(&viewer), &["read", "notes://today"]).await;
+    assert!(refused.to_string().contains("denied"), "{refused}");
+    // A session belongs to the key that opened it.
+    let port = url
+        .trim_start_matches("http://127.0.0.1:")
+        .trim_end_matches("/mcp")
+        .parse::<u16>()
+        .unwrap();
+    let (status, headers) = post(port, &agent, None, INITIALIZE).await;
+    assert_eq!(status, 200, "{headers}");
+    let session = headers
+        .lines()
+        .find_map(|l| l.strip_prefix("mcp-session-id: "))
+        .expect("a session")
+        .trim()
+        .to_owned();
+    let (status, _) = post(port, &viewer, Some(&session), INITIALIZED).await;
+    assert_eq!(status, 404, "another key cannot use the session");
+    let (status, _) = post(port, &agent, Some(&session), INITIALIZED).await;
+    assert_eq!(status, 202, "its own key can");
     let echoed = client(
         &url,
         Some(&agent),
@@ -529,6 +590,45 @@ async fn prompts_and_resources_pass_through_and_a_crashed_upstream_is_contained(
             .any(|e| e.tool_name() == Some("lab__crash") && e.status_code() == Some(502)),
         "{events:?}"
     );
+}
+
+const INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}"#;
+const INITIALIZED: &str = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+
+/// One raw MCP POST; returns the status and the (lowercased) headers.
+async fn post(port: u16, key: &str, session: Option<&str>, body: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let session = session
+        .map(|s| format!("mcp-session-id: {s}\r\nmcp-protocol-version: 2025-06-18\r\n"))
+        .unwrap_or_default();
+    let request = format!(
+        "POST /mcp HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\nauthorization: Bearer {key}\r\ncontent-type: application/json\r\naccept: application/json, text/event-stream\r\n{session}content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    // The head is enough: SSE bodies stay open.
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+            .await
+            .expect("an answer")
+            .unwrap();
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let head = String::from_utf8_lossy(&head).to_lowercase();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, head)
 }
 
 /// The first 12 hex digits of the policy's version, as events carry it.

@@ -26,5 +26,6 @@ pub use error::KeyError;
 pub use manager::{BCRYPT_COSTS, CreatedKey, KeyInfo, KeyManager, NewKey, VerifiedKey};
 pub use plain_key::PlainApiKey;
 pub use policy::{
-    Permission, Policy, Role, ToolDecision, ToolRateLimit, ToolRule, TrustLevel, glob_matches,
+    Permission, Policy, Role, RuleKind, ToolDecision, ToolRateLimit, ToolRule, TrustLevel,
+    glob_matches,
 };

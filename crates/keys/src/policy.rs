@@ -94,10 +94,27 @@ pub struct ToolRateLimit {
     pub per_seconds: u32,
 }
 
+/// What a rule governs: tool calls, prompts (`prompts/get`) or resources
+/// (`resources/read`, its `tool` glob matched against the URI).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleKind {
+    /// `tools/call` (the default).
+    #[default]
+    Tool,
+    /// `prompts/get`.
+    Prompt,
+    /// `resources/read`.
+    Resource,
+}
+
 /// One tool rule: which calls it matches and what happens to them.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ToolRule {
+    /// What it governs (default: tool calls).
+    #[serde(default)]
+    pub kind: RuleKind,
     /// The upstream server's name, as a glob (`*` any run, `?` one character).
     pub server: String,
     /// The tool's name on that server, as a glob.
@@ -193,10 +210,24 @@ impl Policy {
         role: &str,
         trust_level: i16,
     ) -> Option<(usize, &ToolRule)> {
+        self.rule_for(RuleKind::Tool, server, tool, role, trust_level)
+    }
+
+    /// The first rule of `kind` matching `server`/`name` (a tool, a prompt,
+    /// a resource's URI) for a key of `role` at `trust_level`; `None`
+    /// means it is denied.
+    pub fn rule_for(
+        &self,
+        kind: RuleKind,
+        server: &str,
+        name: &str,
+        role: &str,
+        trust_level: i16,
+    ) -> Option<(usize, &ToolRule)> {
         self.tools
             .iter()
             .enumerate()
-            .find(|(_, rule)| rule.matches(server, tool, role, trust_level))
+            .find(|(_, rule)| rule.kind == kind && rule.matches(server, name, role, trust_level))
     }
 
     fn validate(&self) -> Result<(), KeyError> {
@@ -246,11 +277,15 @@ impl Policy {
         for (i, rule) in self.tools.iter().enumerate() {
             let at = format!("tools[{i}] ({}/{})", rule.server, rule.tool);
             for (what, glob) in [("server", &rule.server), ("tool", &rule.tool)] {
+                // A resource rule's `tool` is a URI glob: any printable text.
+                let uri = what == "tool" && rule.kind == RuleKind::Resource;
                 if glob.is_empty()
-                    || glob.len() > 128
-                    || !glob
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || "_-.*?/".contains(c))
+                    || glob.len() > 512
+                    || !glob.chars().all(|c| {
+                        c.is_ascii_alphanumeric()
+                            || "_-.*?/".contains(c)
+                            || (uri && !c.is_control() && !c.is_whitespace())
+                    })
                 {
                     return fail(format!(
                         "{at}: {what} must be 1-128 letters, digits, '_', '-', '.', '/' or the globs '*' '?'"
@@ -266,6 +301,11 @@ impl Policy {
                 return fail(format!(
                     "{at}: min_trust_level {} is not a defined trust level",
                     rule.min_trust_level
+                ));
+            }
+            if rule.kind != RuleKind::Tool && rule.decision == ToolDecision::RequireApproval {
+                return fail(format!(
+                    "{at}: require_approval applies to tool calls only (prompts and resources are allow or deny)"
                 ));
             }
             match (rule.decision, rule.approval_ttl_seconds) {
