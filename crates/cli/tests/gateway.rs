@@ -1,0 +1,231 @@
+//! `warden gateway` as an operator runs it, end to end with real processes:
+//! the `warden` binary serves the gateway (PostgreSQL + Redis) in front of
+//! the reference `mcp-server-time`; the official Python MCP SDK calls a
+//! held tool; the held call's webhook (HMAC-signed, from settings) carries
+//! the token to the approver, who approves with `warden approvals approve`
+//! while the client waits; the call runs once. `scripts/test.sh` sets
+//! `WARDEN_TEST_MCP_PYTHON` (never skipped).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::Write as _;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use warden_testkit::{Backend, HttpSink, TestDatabase, TestRedis, free_port};
+
+const POLICY: &str = r#"
+trust_levels:
+  - { level: 0, name: untrusted }
+  - { level: 1, name: restricted }
+roles:
+  - { name: developer, max_trust_level: 1 }
+tools:
+  - { server: time, tool: convert_time, roles: [developer], decision: require_approval, risk_labels: [timezones] }
+"#;
+
+fn python() -> String {
+    std::env::var("WARDEN_TEST_MCP_PYTHON")
+        .expect("WARDEN_TEST_MCP_PYTHON is not set: run scripts/test.sh")
+}
+
+#[tokio::test]
+async fn a_held_call_is_approved_with_the_cli_from_its_webhook() {
+    let db = TestDatabase::new(Backend::Postgres).await;
+    let redis = TestRedis::new().await;
+    let mut webhook = HttpSink::start(0).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("policy.yaml"), POLICY).unwrap();
+    std::fs::write(
+        dir.path().join("gateway.yaml"),
+        format!(
+            "upstreams:\n  - {{ name: time, command: [{:?}, -m, mcp_server_time, --local-timezone, UTC] }}\nhold_budget_ms: 60000\nprogress_interval_ms: 500\n",
+            python()
+        ),
+    )
+    .unwrap();
+    let webhook_url = webhook.url();
+    let env = |cmd: &mut Command| {
+        cmd.current_dir(dir.path())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("DATABASE_URL", &db.url)
+            .env("REDIS_URL", &redis.url)
+            .env("CACHE_KEY_PREFIX", &redis.prefix)
+            .env("BCRYPT_COST", "4")
+            .env("POLICY_PATH", dir.path().join("policy.yaml"))
+            .env("AUDIT_SPILL_PATH", dir.path().join("audit.spill"))
+            .env("APPROVAL_WEBHOOK_URL", &webhook_url)
+            .env("APPROVAL_WEBHOOK_SECRET", "cli-gateway-webhook-secret-0123");
+    };
+    let run = |args: &[&str], stdin: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_warden"));
+        cmd.args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        env(&mut cmd);
+        let mut child = cmd.spawn().unwrap();
+        if let Some(input) = stdin {
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(input.as_bytes())
+                .unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "warden {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    run(&["migrate", "up"], None);
+    let created: serde_json::Value = serde_json::from_str(&run(
+        &[
+            "keys",
+            "create",
+            "--caller",
+            "agent-cli",
+            "--role",
+            "developer",
+            "--trust-level",
+            "1",
+            "--json",
+        ],
+        None,
+    ))
+    .unwrap();
+    let key = created["api_key"].as_str().unwrap().to_owned();
+
+    // The gateway, as an operator starts it.
+    let port = free_port();
+    let mut gateway = {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_warden"));
+        cmd.args([
+            "gateway",
+            "--config",
+            "gateway.yaml",
+            "--bind",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        env(&mut cmd);
+        cmd.spawn().unwrap()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the gateway never listened"
+        );
+        assert!(gateway.try_wait().unwrap().is_none(), "the gateway exited");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The agent's call is held; it waits.
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    let client = {
+        let (url, key) = (url.clone(), key.clone());
+        tokio::task::spawn_blocking(move || {
+            Command::new(python())
+                .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/mcp/client.py"))
+                .args([
+                    url.as_str(),
+                    "call",
+                    "time__convert_time",
+                    r#"{"source_timezone": "UTC", "time": "09:30", "target_timezone": "Asia/Tokyo"}"#,
+                ])
+                .env_clear()
+                .env("PATH", std::env::var("PATH").unwrap_or_default())
+                .env("WARDEN_API_KEY", key)
+                .output()
+                .unwrap()
+        })
+    };
+    // The approver's webhook: signed, with the token and the call.
+    let Some(delivered) = webhook.next(Duration::from_secs(60)).await else {
+        let out = client.await.unwrap();
+        panic!(
+            "no webhook for the held call; the client said: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let body: serde_json::Value = serde_json::from_slice(&delivered.body).unwrap();
+    assert_eq!(body["event"], "approval.pending");
+    assert_eq!(body["approval"]["tool_name"], "time__convert_time");
+    assert_eq!(body["approval"]["caller_id"], "agent-cli");
+    let token = body["token"].as_str().unwrap().to_owned();
+    // The approver takes a moment: the client hears it is held meanwhile.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let approved = run(
+        &[
+            "approvals",
+            "approve",
+            "--approver",
+            "alice",
+            "--note",
+            "via the CLI",
+        ],
+        Some(&format!("{token}\n")),
+    );
+    assert!(approved.contains("APPROVED"), "{approved}");
+
+    let out = tokio::time::timeout(Duration::from_secs(60), client)
+        .await
+        .expect("the client finished")
+        .unwrap();
+    let result: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{out:?}"));
+    assert_eq!(result["is_error"], serde_json::json!(false), "{result}");
+    assert!(
+        result["text"].as_str().unwrap().contains("Asia/Tokyo"),
+        "{result}"
+    );
+    assert!(
+        !result["progress"].as_array().unwrap().is_empty(),
+        "{result}"
+    );
+
+    // A clean stop (SIGTERM) flushes the trail; the approval was used once.
+    let pid = gateway.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = tokio::task::spawn_blocking(move || gateway.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    let listed = run(&["approvals", "list", "--json"], None);
+    let approvals: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    let statuses: Vec<&str> = approvals
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a["status"].as_str())
+        .collect();
+    assert_eq!(statuses, vec!["EXECUTED"], "{listed}");
+    let trail = run(
+        &[
+            "audit",
+            "tail",
+            "--actor",
+            "agent-cli",
+            "--kind",
+            "tool_call",
+        ],
+        None,
+    );
+    assert!(trail.contains("time__convert_time"), "{trail}");
+}
