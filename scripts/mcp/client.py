@@ -9,6 +9,9 @@ JSON object on stdout.
     WARDEN_API_KEY=... python client.py URL read URI
 
 The key comes from the environment (never argv, which other users can read).
+With URL `stdio`, the client launches the server itself (the JSON array in
+MCP_STDIO_COMMAND) and talks to it over stdin/stdout, passing it this
+environment (WARDEN_API_KEY included).
 """
 
 import json
@@ -16,7 +19,7 @@ import os
 import sys
 
 import anyio
-from mcp import Client
+from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
@@ -53,7 +56,12 @@ async def main() -> None:
     out: dict
     try:
         async with create_mcp_http_client(headers=headers) as http:
-            async with Client(streamable_http_client(url, http_client=http), mode="legacy") as client:
+            if url == "stdio":
+                command = json.loads(os.environ["MCP_STDIO_COMMAND"])
+                server = StdioServerParameters(command=command[0], args=command[1:], env=dict(os.environ))
+            else:
+                server = streamable_http_client(url, http_client=http)
+            async with Client(server, mode="legacy") as client:
                 if action == "list":
                     result = await client.list_tools()
                     out = {"tools": sorted(t.name for t in result.tools)}

@@ -21,6 +21,7 @@ roles:
   - { name: developer, max_trust_level: 1 }
 tools:
   - { server: time, tool: convert_time, roles: [developer], decision: require_approval, risk_labels: [timezones] }
+  - { server: time, tool: get_current_time, roles: [developer], decision: allow }
 "#;
 
 fn python() -> String {
@@ -228,4 +229,109 @@ async fn a_held_call_is_approved_with_the_cli_from_its_webhook() {
         None,
     );
     assert!(trail.contains("time__convert_time"), "{trail}");
+}
+
+/// `warden gateway --stdio`, launched by the client itself (the official
+/// Python SDK's stdio transport) with the key in `WARDEN_API_KEY`: calls run
+/// as that key; a revoked key is refused.
+#[tokio::test]
+async fn the_gateway_over_stdio_runs_as_its_key() {
+    let db = TestDatabase::new(Backend::Sqlite).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("policy.yaml"), POLICY).unwrap();
+    std::fs::write(
+        dir.path().join("gateway.yaml"),
+        format!(
+            "upstreams:\n  - {{ name: time, command: [{:?}, -m, mcp_server_time, --local-timezone, UTC] }}\n",
+            python()
+        ),
+    )
+    .unwrap();
+    let vars: Vec<(&str, String)> = vec![
+        ("PATH", std::env::var("PATH").unwrap_or_default()),
+        ("DATABASE_URL", db.url.clone()),
+        ("BCRYPT_COST", "4".into()),
+        (
+            "POLICY_PATH",
+            dir.path().join("policy.yaml").display().to_string(),
+        ),
+        (
+            "AUDIT_SPILL_PATH",
+            dir.path().join("audit.spill").display().to_string(),
+        ),
+    ];
+    let warden = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_warden"))
+            .args(args)
+            .current_dir(dir.path())
+            .env_clear()
+            .envs(vars.iter().map(|(k, v)| (*k, v.as_str())))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    warden(&["migrate", "up"]);
+    let created: serde_json::Value = serde_json::from_str(&warden(&[
+        "keys",
+        "create",
+        "--caller",
+        "agent-stdio",
+        "--role",
+        "developer",
+        "--trust-level",
+        "1",
+        "--json",
+    ]))
+    .unwrap();
+    let key = created["api_key"].as_str().unwrap().to_owned();
+    let command = serde_json::json!([
+        env!("CARGO_BIN_EXE_warden"),
+        "gateway",
+        "--stdio",
+        "--config",
+        dir.path().join("gateway.yaml").display().to_string(),
+    ])
+    .to_string();
+    let client = |args: &[&str]| {
+        let out = Command::new(python())
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../scripts/mcp/client.py"
+            ))
+            .arg("stdio")
+            .args(args)
+            .current_dir(dir.path())
+            .env_clear()
+            .envs(vars.iter().map(|(k, v)| (*k, v.as_str())))
+            .env("WARDEN_API_KEY", &key)
+            .env("MCP_STDIO_COMMAND", &command)
+            .output()
+            .unwrap();
+        serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .unwrap_or_else(|_| panic!("{out:?}"))
+    };
+    let listed = client(&["list"]);
+    assert!(
+        listed.to_string().contains("time__get_current_time"),
+        "{listed}"
+    );
+    let now = client(&["call", "time__get_current_time", r#"{"timezone": "UTC"}"#]);
+    assert_eq!(now["is_error"], serde_json::json!(false), "{now}");
+    assert!(now["text"].as_str().unwrap().contains("UTC"), "{now}");
+    warden(&["keys", "revoke", "agent-stdio"]);
+    let refused = client(&["list"]);
+    assert!(
+        refused.get("exception").is_some(),
+        "a revoked key is served: {refused}"
+    );
+    let trail = warden(&[
+        "audit",
+        "tail",
+        "--actor",
+        "agent-stdio",
+        "--kind",
+        "tool_call",
+    ]);
+    assert!(trail.contains("time__get_current_time"), "{trail}");
 }

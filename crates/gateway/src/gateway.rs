@@ -59,6 +59,18 @@ impl From<VerifiedKey> for Caller {
 #[derive(Clone)]
 pub struct Gateway {
     inner: Arc<Inner>,
+    /// Served over stdio: the one key every request runs under (from
+    /// `WARDEN_API_KEY`), verified again on every request.
+    stdio_key: Option<Arc<StdioKey>>,
+}
+
+/// The stdio transport's key; its `Debug` never shows it.
+struct StdioKey(String);
+
+impl std::fmt::Debug for StdioKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StdioKey([redacted])")
+    }
 }
 
 struct Inner {
@@ -190,7 +202,55 @@ impl Gateway {
                 caller_limiter,
                 sessions: Sessions::default(),
             }),
+            stdio_key: None,
         })
+    }
+
+    /// The caller of a request: the one the HTTP layer authenticated, or,
+    /// over stdio, the process's key verified again now (a revoked key is
+    /// refused on its next request).
+    async fn caller(&self, cx: &RequestContext<RoleServer>) -> Result<Caller, ErrorData> {
+        if let Some(caller) = cx
+            .extensions
+            .get::<http::request::Parts>()
+            .and_then(|parts| parts.extensions.get::<Caller>())
+        {
+            return Ok(caller.clone());
+        }
+        match &self.stdio_key {
+            Some(key) => self.verify(&key.0).await.map_err(|reason| {
+                ErrorData::new(ErrorCode(crate::UNAUTHENTICATED), reason.to_owned(), None)
+            }),
+            None => Err(ErrorData::invalid_request("not authenticated", None)),
+        }
+    }
+
+    /// Verifies a presented key for tool calls: valid, unrevoked, of a role
+    /// the current policy knows and that may not approve. The error says
+    /// why, never the key.
+    pub(crate) async fn verify(&self, presented: &str) -> Result<Caller, &'static str> {
+        match self.inner.keys.verify(presented).await {
+            Ok(key) if !self.may_call_tools(&key.role) => {
+                Err("keys whose role may approve or manage keys cannot call tools")
+            }
+            Ok(key) if self.inner.policy.check(&key.role, key.trust_level).is_err() => {
+                Err("the key's role or trust level is not allowed by the current policy")
+            }
+            Ok(key) => Ok(Caller::from(key)),
+            Err(_) => Err(
+                "the key is not valid (unknown, revoked or expired), or keys cannot be verified now",
+            ),
+        }
+    }
+
+    /// This gateway serving over stdio under `key` (a client that launches
+    /// its servers as child processes): every request runs as that key's
+    /// caller, verified again per request.
+    pub fn for_stdio(&self, key: String) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            stdio_key: Some(Arc::new(StdioKey(key))),
+        }
     }
 
     /// Which key opened each session.
@@ -749,15 +809,6 @@ struct Call<'a> {
     forwarded_as: Decision,
 }
 
-/// The caller the HTTP layer authenticated for this request.
-fn caller_of(cx: &RequestContext<RoleServer>) -> Result<Caller, ErrorData> {
-    cx.extensions
-        .get::<http::request::Parts>()
-        .and_then(|parts| parts.extensions.get::<Caller>())
-        .cloned()
-        .ok_or_else(|| ErrorData::invalid_request("not authenticated", None))
-}
-
 /// The request id of a held call: derived from the whole call (caller,
 /// tool, arguments' hash, policy version), so that asking again while its
 /// approval is pending finds that approval instead of issuing another.
@@ -805,7 +856,7 @@ impl ServerHandler for Gateway {
         _request: Option<PaginatedRequestParams>,
         cx: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        let caller = caller_of(&cx)?;
+        let caller = self.caller(&cx).await?;
         let mut tools = Vec::new();
         for upstream in &self.inner.upstreams {
             match upstream.tools().await {
@@ -834,7 +885,7 @@ impl ServerHandler for Gateway {
         _request: Option<PaginatedRequestParams>,
         cx: RequestContext<RoleServer>,
     ) -> Result<ListPromptsResult, ErrorData> {
-        let caller = caller_of(&cx)?;
+        let caller = self.caller(&cx).await?;
         let mut prompts = Vec::new();
         for upstream in &self.inner.upstreams {
             match upstream.prompts().await {
@@ -860,7 +911,7 @@ impl ServerHandler for Gateway {
         request: GetPromptRequestParams,
         cx: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, ErrorData> {
-        let caller = caller_of(&cx)?;
+        let caller = self.caller(&cx).await?;
         let full = request.name.clone();
         let (upstream, name) = full
             .split_once(TOOL_SEPARATOR)
@@ -903,7 +954,7 @@ impl ServerHandler for Gateway {
         _request: Option<PaginatedRequestParams>,
         cx: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, ErrorData> {
-        let caller = caller_of(&cx)?;
+        let caller = self.caller(&cx).await?;
         let mut resources = Vec::new();
         for upstream in &self.inner.upstreams {
             match upstream.resources().await {
@@ -927,7 +978,7 @@ impl ServerHandler for Gateway {
         request: ReadResourceRequestParams,
         cx: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
-        let caller = caller_of(&cx)?;
+        let caller = self.caller(&cx).await?;
         let mut owner = None;
         for upstream in &self.inner.upstreams {
             if let Ok(list) = upstream.resources().await
@@ -966,7 +1017,7 @@ impl ServerHandler for Gateway {
         request: CallToolRequestParams,
         cx: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        let caller = caller_of(&cx)?;
+        let caller = self.caller(&cx).await?;
         self.handle(caller, request, cx).await
     }
 }

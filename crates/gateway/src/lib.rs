@@ -21,6 +21,8 @@
 //! Tools are listed as `<upstream>__<tool>`; policy rules match the two
 //! parts with globs.
 
+#![recursion_limit = "256"]
+
 mod config;
 mod error;
 mod gateway;
@@ -30,7 +32,7 @@ mod upstream;
 pub use config::{GatewayConfig, TOOL_SEPARATOR, UpstreamConfig};
 pub use error::GatewayError;
 pub use gateway::{CALLS_PER_CALLER_PER_MINUTE, Caller, Gateway, RATE_LIMITED};
-pub use server::{FORBIDDEN, MCP_PATH, UNAUTHENTICATED, UNAVAILABLE, serve};
+pub use server::{FORBIDDEN, MCP_PATH, UNAUTHENTICATED, UNAVAILABLE, serve, serve_stdio};
 
 /// Whether a log record may be written: the MCP SDK (`rmcp`) logs whole
 /// messages — tool arguments included — below ERROR, so only its ERROR

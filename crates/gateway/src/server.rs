@@ -55,6 +55,25 @@ pub async fn serve(
         .await
 }
 
+/// Serves `gateway` over this process's stdin/stdout under `key` (from
+/// `WARDEN_API_KEY`) until the client closes the stream. The key is checked
+/// first (an invalid key is refused before serving) and again on every
+/// request. Nothing else may write to stdout.
+pub async fn serve_stdio(gateway: Gateway, key: String) -> Result<(), crate::GatewayError> {
+    if let Err(reason) = gateway.verify(&key).await {
+        return Err(crate::GatewayError::Config {
+            reason: format!("WARDEN_API_KEY: {reason}"),
+        });
+    }
+    let running = rmcp::ServiceExt::serve(gateway.for_stdio(key), rmcp::transport::stdio())
+        .await
+        .map_err(|e| crate::GatewayError::Config {
+            reason: format!("the MCP handshake over stdio failed: {e}"),
+        })?;
+    let _ = running.waiting().await;
+    Ok(())
+}
+
 /// JSON-RPC error codes of requests refused before any MCP handling; the
 /// HTTP status is in the error's `data.http_status`.
 pub const UNAUTHENTICATED: i32 = -32001;
