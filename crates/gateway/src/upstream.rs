@@ -1,7 +1,7 @@
 //! Connections to the upstream MCP servers the gateway fronts.
 
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rmcp::model::{
     CallToolRequestParams, CallToolResult, GetPromptRequestParams, GetPromptResponse, Prompt,
@@ -9,16 +9,31 @@ use rmcp::model::{
 };
 use rmcp::service::RunningService;
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
-use rmcp::{RoleClient, ServiceExt as _};
+use rmcp::{Peer, RoleClient, ServiceExt as _};
+use tracing::{info, warn};
 
 use crate::{GatewayError, UpstreamConfig};
 
-/// One connected upstream: its MCP session stays open while the gateway
-/// runs (a child process is killed when the gateway drops it).
+/// The longest the MCP handshake with an upstream may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The shortest time between two restarts of a failed upstream.
+const RESTART_BACKOFF: Duration = Duration::from_secs(1);
+
+/// One upstream: its MCP session stays open while the gateway runs (a child
+/// process is killed when the gateway drops it). When the session dies (the
+/// child crashed, the server went away), the next request starts a new one,
+/// at most once per [`RESTART_BACKOFF`].
 pub(crate) struct Upstream {
     pub(crate) name: String,
+    config: UpstreamConfig,
     call_timeout: Duration,
+    session: tokio::sync::RwLock<Session>,
+}
+
+struct Session {
     service: RunningService<RoleClient, ()>,
+    started: Instant,
 }
 
 /// How a forwarded call ended.
@@ -31,15 +46,11 @@ pub(crate) enum Forwarded {
     TimedOut(Duration),
 }
 
-impl Upstream {
-    /// Starts (a child process) or reaches (a URL) the upstream and
-    /// completes the MCP handshake.
-    pub(crate) async fn connect(config: &UpstreamConfig) -> Result<Self, GatewayError> {
-        let fail = |reason: String| GatewayError::Upstream {
-            name: config.name.clone(),
-            reason,
-        };
-        let service = match (&config.url, config.command.split_first()) {
+/// Starts (a child process) or reaches (a URL) the upstream and completes
+/// the MCP handshake, within [`HANDSHAKE_TIMEOUT`].
+async fn open(config: &UpstreamConfig) -> Result<RunningService<RoleClient, ()>, String> {
+    let handshake = async {
+        match (&config.url, config.command.split_first()) {
             (Some(url), _) => ().serve(StreamableHttpClientTransport::from_uri(url.as_str())).await,
             (None, Some((program, args))) => {
                 let mut command = tokio::process::Command::new(program);
@@ -49,46 +60,97 @@ impl Upstream {
                 let (transport, _) = TokioChildProcess::builder(command)
                     .stderr(Stdio::null())
                     .spawn()
-                    .map_err(|e| fail(format!("cannot start {program:?}: {e}")))?;
+                    .map_err(|e| format!("cannot start {program:?}: {e}"))?;
                 ().serve(transport).await
             }
-            (None, None) => return Err(fail("neither command nor url".into())),
+            (None, None) => return Err("neither command nor url".to_owned()),
         }
-        .map_err(|e| fail(format!("the MCP handshake failed: {e}")))?;
+        .map_err(|e| format!("the MCP handshake failed: {e}"))
+    };
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
+        .await
+        .map_err(|_| format!("no MCP handshake within {} s", HANDSHAKE_TIMEOUT.as_secs()))?
+}
+
+impl Upstream {
+    /// Connects the upstream; fails when it cannot be started or reached.
+    pub(crate) async fn connect(config: &UpstreamConfig) -> Result<Self, GatewayError> {
+        let service = open(config)
+            .await
+            .map_err(|reason| GatewayError::Upstream {
+                name: config.name.clone(),
+                reason,
+            })?;
         Ok(Self {
             name: config.name.clone(),
+            config: config.clone(),
             call_timeout: Duration::from_millis(config.call_timeout_ms),
-            service,
+            session: tokio::sync::RwLock::new(Session {
+                service,
+                started: Instant::now(),
+            }),
         })
+    }
+
+    /// The live session's peer, starting a new session when the old one
+    /// has died.
+    async fn peer(&self) -> Result<Peer<RoleClient>, String> {
+        {
+            let session = self.session.read().await;
+            if !session.service.peer().is_transport_closed() {
+                return Ok(session.service.peer().clone());
+            }
+        }
+        let mut session = self.session.write().await;
+        // Another request may have restarted it meanwhile.
+        if !session.service.peer().is_transport_closed() {
+            return Ok(session.service.peer().clone());
+        }
+        if session.started.elapsed() < RESTART_BACKOFF {
+            return Err("the upstream is down; it is being restarted".to_owned());
+        }
+        session.started = Instant::now();
+        match open(&self.config).await {
+            Ok(service) => {
+                info!(upstream = %self.name, "upstream restarted");
+                session.service = service;
+                Ok(session.service.peer().clone())
+            }
+            Err(reason) => {
+                warn!(upstream = %self.name, %reason, "upstream could not be restarted");
+                Err(reason)
+            }
+        }
+    }
+
+    /// Runs `work` against the live session within the call timeout.
+    async fn bounded<T, F>(&self, work: impl FnOnce(Peer<RoleClient>) -> F) -> Result<T, String>
+    where
+        F: std::future::Future<Output = Result<T, rmcp::ServiceError>>,
+    {
+        let peer = self.peer().await?;
+        tokio::time::timeout(self.call_timeout, work(peer))
+            .await
+            .map_err(|_| "no answer in time".to_owned())?
+            .map_err(|e| e.to_string())
     }
 
     /// The upstream's tools, as it names them.
     pub(crate) async fn tools(&self) -> Result<Vec<Tool>, String> {
-        tokio::time::timeout(self.call_timeout, self.service.peer().list_all_tools())
+        self.bounded(|peer| async move { peer.list_all_tools().await })
             .await
-            .map_err(|_| "no answer in time".to_owned())?
-            .map_err(|e| e.to_string())
-    }
-
-    /// Runs `work` against the upstream within its call timeout.
-    async fn bounded<T>(
-        &self,
-        work: impl std::future::Future<Output = Result<T, rmcp::ServiceError>>,
-    ) -> Result<T, String> {
-        tokio::time::timeout(self.call_timeout, work)
-            .await
-            .map_err(|_| "no answer in time".to_owned())?
-            .map_err(|e| e.to_string())
     }
 
     /// The upstream's prompts, as it names them.
     pub(crate) async fn prompts(&self) -> Result<Vec<Prompt>, String> {
-        self.bounded(self.service.peer().list_all_prompts()).await
+        self.bounded(|peer| async move { peer.list_all_prompts().await })
+            .await
     }
 
     /// The upstream's resources.
     pub(crate) async fn resources(&self) -> Result<Vec<Resource>, String> {
-        self.bounded(self.service.peer().list_all_resources()).await
+        self.bounded(|peer| async move { peer.list_all_resources().await })
+            .await
     }
 
     /// One prompt, as the upstream renders it.
@@ -96,7 +158,7 @@ impl Upstream {
         &self,
         params: GetPromptRequestParams,
     ) -> Result<GetPromptResponse, String> {
-        self.bounded(self.service.peer().get_prompt_once(params))
+        self.bounded(|peer| async move { peer.get_prompt_once(params).await })
             .await
     }
 
@@ -105,13 +167,17 @@ impl Upstream {
         &self,
         params: ReadResourceRequestParams,
     ) -> Result<ReadResourceResponse, String> {
-        self.bounded(self.service.peer().read_resource_once(params))
+        self.bounded(|peer| async move { peer.read_resource_once(params).await })
             .await
     }
 
     /// Forwards one call, bounded by the upstream's call timeout.
     pub(crate) async fn call(&self, params: CallToolRequestParams) -> Forwarded {
-        match tokio::time::timeout(self.call_timeout, self.service.peer().call_tool(params)).await {
+        let peer = match self.peer().await {
+            Ok(peer) => peer,
+            Err(reason) => return Forwarded::Failed(reason),
+        };
+        match tokio::time::timeout(self.call_timeout, peer.call_tool(params)).await {
             Ok(Ok(result)) => Forwarded::Answered(result),
             Ok(Err(e)) => Forwarded::Failed(e.to_string()),
             Err(_) => Forwarded::TimedOut(self.call_timeout),
@@ -120,6 +186,6 @@ impl Upstream {
 
     /// Ends the session (and the child process).
     pub(crate) async fn close(self) {
-        let _ = self.service.cancel().await;
+        let _ = self.session.into_inner().service.cancel().await;
     }
 }

@@ -569,6 +569,14 @@ async fn prompts_and_resources_pass_through_and_a_crashed_upstream_is_contained(
         listed.to_string().contains("time__get_current_time"),
         "{listed}"
     );
+    // The crashed upstream is started again on its next request.
+    let back = client(
+        &url,
+        Some(&agent),
+        &["call", "lab__echo", r#"{"text": "again"}"#],
+    )
+    .await;
+    assert_eq!(back["text"], json!("echo: again"), "{back}");
 
     stop.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(30), server)
