@@ -335,3 +335,219 @@ async fn the_gateway_over_stdio_runs_as_its_key() {
     ]);
     assert!(trail.contains("time__get_current_time"), "{trail}");
 }
+
+/// Two `warden gateway` processes on one PostgreSQL + Redis: 16 agents make
+/// the same held call at once through either of them. It gets one approval
+/// (one per distinct call), and once approved it runs exactly once; the
+/// others are told it was used. Each of 6 distinct calls gets its own.
+#[tokio::test]
+async fn concurrent_identical_calls_across_two_gateways_run_once() {
+    use rmcp::ServiceExt as _;
+    use rmcp::model::CallToolRequestParams;
+    use rmcp::transport::StreamableHttpClientTransport;
+    use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+
+    warden_gateway::install_tls_provider();
+    let db = TestDatabase::new(Backend::Postgres).await;
+    let redis = TestRedis::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("policy.yaml"), POLICY).unwrap();
+    std::fs::write(
+        dir.path().join("gateway.yaml"),
+        format!(
+            "upstreams:\n  - {{ name: time, command: [{:?}, -m, mcp_server_time, --local-timezone, UTC] }}\nhold_budget_ms: 60000\nprogress_interval_ms: 300\n",
+            python()
+        ),
+    )
+    .unwrap();
+    let settings = warden_core::Settings::from_lookup(|name| match name {
+        "DATABASE_URL" => Some(db.url.clone()),
+        "REDIS_URL" => Some(redis.url.clone()),
+        "CACHE_KEY_PREFIX" => Some(redis.prefix.clone()),
+        "BCRYPT_COST" => Some("4".into()),
+        "POLICY_PATH" => Some(dir.path().join("policy.yaml").display().to_string()),
+        "AUDIT_SPILL_PATH" => Some(dir.path().join("test.spill").display().to_string()),
+        _ => None,
+    })
+    .unwrap();
+    let warden = warden_core::Warden::connect(&settings).await.unwrap();
+    warden.migrations().run(migration_up()).await.unwrap();
+    let key = warden
+        .keys()
+        .unwrap()
+        .create(&warden_keys_new("agent-many"))
+        .await
+        .unwrap()
+        .plaintext
+        .expose()
+        .to_owned();
+
+    let mut gateways = Vec::new();
+    let mut ports = Vec::new();
+    for i in 0..2 {
+        let port = free_port();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_warden"));
+        cmd.args([
+            "gateway",
+            "--config",
+            "gateway.yaml",
+            "--bind",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .current_dir(dir.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", &db.url)
+        .env("REDIS_URL", &redis.url)
+        .env("CACHE_KEY_PREFIX", &redis.prefix)
+        .env("BCRYPT_COST", "4")
+        .env("POLICY_PATH", dir.path().join("policy.yaml"))
+        .env("AUDIT_SPILL_PATH", dir.path().join(format!("gw{i}.spill")))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        gateways.push(cmd.spawn().unwrap());
+        ports.push(port);
+    }
+    for port in &ports {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while tokio::net::TcpStream::connect(("127.0.0.1", *port))
+            .await
+            .is_err()
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "a gateway never listened"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    let call = |port: u16, time: &'static str| {
+        let key = key.clone();
+        tokio::spawn(async move {
+            let transport = StreamableHttpClientTransport::from_config(
+                StreamableHttpClientTransportConfig::with_uri(format!(
+                    "http://127.0.0.1:{port}/mcp"
+                ))
+                .auth_header(key),
+            );
+            let client = ().serve(transport).await.unwrap();
+            let arguments = serde_json::json!({
+                "source_timezone": "UTC", "time": time, "target_timezone": "Europe/Rome"
+            });
+            let result = client
+                .call_tool(
+                    CallToolRequestParams::new("time__convert_time")
+                        .with_arguments(arguments.as_object().unwrap().clone()),
+                )
+                .await
+                .unwrap();
+            let text: String = result
+                .content
+                .iter()
+                .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+                .collect();
+            let _ = client.cancel().await;
+            (result.is_error == Some(true), text)
+        })
+    };
+    // 16 identical calls, half through each gateway; 6 distinct ones.
+    let same: Vec<_> = (0..16).map(|i| call(ports[i % 2], "10:00")).collect();
+    const DISTINCT: [&str; 6] = ["11:00", "11:05", "11:10", "11:15", "11:20", "11:25"];
+    let distinct: Vec<_> = DISTINCT
+        .iter()
+        .enumerate()
+        .map(|(i, t)| call(ports[i % 2], t))
+        .collect();
+    // One approval per distinct call: 1 + 6.
+    let approvals = warden.approvals();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let pending = loop {
+        let pending = approvals
+            .list(Some(warden_approval_pending()), 100)
+            .await
+            .unwrap();
+        if pending.len() >= 7 {
+            break pending;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} held",
+            pending.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        approvals
+            .list(Some(warden_approval_pending()), 100)
+            .await
+            .unwrap()
+            .len(),
+        7,
+        "one approval per distinct call"
+    );
+    for approval in &pending {
+        approvals
+            .approve_by_id(approval.id, "alice", None)
+            .await
+            .unwrap();
+    }
+    let mut ran = 0;
+    let mut told = 0;
+    for handle in same {
+        let (is_error, text) = tokio::time::timeout(Duration::from_secs(60), handle)
+            .await
+            .expect("every identical call is answered")
+            .unwrap();
+        if is_error {
+            assert!(text.contains("already used"), "{text}");
+            told += 1;
+        } else {
+            assert!(text.contains("Europe/Rome"), "{text}");
+            ran += 1;
+        }
+    }
+    assert_eq!((ran, told), (1, 15), "the approved call ran exactly once");
+    for handle in distinct {
+        let (is_error, text) = handle.await.unwrap();
+        assert!(!is_error, "{text}");
+    }
+    for mut gateway in gateways {
+        let pid = gateway.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let status = tokio::task::spawn_blocking(move || gateway.wait().unwrap())
+            .await
+            .unwrap();
+        assert!(status.success(), "{status:?}");
+    }
+    // The trail agrees: 7 runs in all, each approval executed once.
+    let executed = approvals.list(None, 100).await.unwrap();
+    assert_eq!(executed.len(), 7);
+    assert!(executed.iter().all(|a| a.status.to_string() == "EXECUTED"));
+}
+
+fn migration_up() -> migration::Command {
+    migration::Command::Up(None)
+}
+
+fn warden_keys_new(caller: &str) -> warden_keys::NewKey<'_> {
+    warden_keys::NewKey {
+        actor: "test",
+        caller_id: caller,
+        role: "developer",
+        trust_level: 1,
+        environment: "development",
+        expires_at: None,
+    }
+}
+
+fn warden_approval_pending() -> warden_approval::ApprovalStatus {
+    warden_approval::ApprovalStatus::Pending
+}

@@ -154,6 +154,7 @@ impl Gateway {
     /// upstream and starts the audit logger. Call [`Gateway::shutdown`]
     /// before exiting.
     pub async fn start(warden: &Warden, config: GatewayConfig) -> Result<Self, GatewayError> {
+        crate::install_tls_provider();
         let (text, _) = warden
             .settings()
             .policy_source()
@@ -789,6 +790,10 @@ impl Gateway {
                     "denied by {decided_by}{note} (approval {id}). Nothing ran."
                 )))
             }
+            // Approved, then used by the same call asked elsewhere.
+            ApprovalStatus::Executed => Ok(tool_error(format!(
+                "approval {id} was already used for this call. Nothing ran."
+            ))),
             _ => Ok(tool_error(format!(
                 "approval {id} expired before anyone decided. Nothing ran."
             ))),

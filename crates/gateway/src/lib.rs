@@ -34,6 +34,14 @@ pub use error::GatewayError;
 pub use gateway::{CALLS_PER_CALLER_PER_MINUTE, Caller, Gateway, RATE_LIMITED};
 pub use server::{FORBIDDEN, MCP_PATH, UNAUTHENTICATED, UNAVAILABLE, serve, serve_stdio};
 
+/// Installs the TLS provider (ring) the HTTP clients of the MCP SDK need:
+/// without one, building a client for a `url:` upstream panics. Idempotent;
+/// [`Gateway::start`] calls it.
+pub fn install_tls_provider() {
+    // Already installed (by us or the embedding application): fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// Whether a log record may be written: the MCP SDK (`rmcp`) logs whole
 /// messages — tool arguments included — below ERROR, so only its ERROR
 /// records are. Every subscriber in a process running the gateway
