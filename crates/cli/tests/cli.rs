@@ -361,8 +361,8 @@ async fn demo_audit_and_approvals_end_to_end() {
         // A checkpoint kept outside, a proof handed to an auditor.
         let old_note = ok(&env.run(&["audit", "checkpoint"]));
         assert!(
-            old_note.starts_with("cli.test/audit\n10\n"),
-            "6 calls + 4 admin events: {old_note}"
+            old_note.starts_with("cli.test/audit\n16\n"),
+            "6 calls + 4 admin events, then the gateway leg's 3 calls and 3 admin events: {old_note}"
         );
         let file = |name: &str| env.dir.path().join(name).display().to_string();
         std::fs::write(file("old.cp"), &old_note).unwrap();
@@ -442,7 +442,7 @@ async fn demo_audit_and_approvals_end_to_end() {
             &env.public_key,
         ]));
         assert!(
-            pass.contains("PASS  the 20-leaf tree extends the 10-leaf tree"),
+            pass.contains("PASS  the 32-leaf tree extends the 16-leaf tree"),
             "{pass}"
         );
         let rollback = env.run(&[
@@ -462,7 +462,7 @@ async fn demo_audit_and_approvals_end_to_end() {
             stdout(&rollback)
         );
         let integrated = ok(&env.run(&["audit", "integrate"]));
-        assert!(integrated.contains("tree size 20"), "{integrated}");
+        assert!(integrated.contains("tree size 32"), "{integrated}");
         // Published outside the database, the checkpoint becomes verify's reference.
         let mut demo = env.cmd(&["demo"]);
         demo.env("AUDIT_CHECKPOINT_PUBLISH", file("published.cp"));
@@ -482,23 +482,24 @@ async fn demo_audit_and_approvals_end_to_end() {
         let verified = ok(&verify.output().unwrap());
         assert!(
             verified.starts_with("against the published checkpoint")
-                && verified.contains("PASS  30 leaves"),
+                && verified.contains("PASS  48 leaves"),
             "{verified}"
         );
         let pruned = ok(&env.run(&["audit", "prune", "--before", "2000-01-01T00:00:00Z"]));
         assert!(pruned.contains("pruned 0 rows"), "{pruned}");
         let exported = ok(&env.run(&["audit", "export"]));
-        assert_eq!(exported.lines().count(), 30, "{exported}");
+        assert_eq!(exported.lines().count(), 48, "{exported}");
         let admin = ok(&env.run(&["audit", "export", "--kind", "admin"]));
         let admin_lines: Vec<serde_json::Value> = admin
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
-        // Three demo runs: key.create, approval.issue, .approve, .consume each.
-        assert_eq!(admin_lines.len(), 12, "{admin}");
+        // Three demo runs: key.create, approval.issue, .approve, .consume each,
+        // and their gateway legs approval.issue, .approve, .consume.
+        assert_eq!(admin_lines.len(), 21, "{admin}");
         assert!(admin_lines.iter().all(|e| e["kind"] == "admin"), "{admin}");
         let revokes = ok(&env.run(&["audit", "export", "--action", "approval.approve"]));
-        assert_eq!(revokes.lines().count(), 3, "{revokes}");
+        assert_eq!(revokes.lines().count(), 6, "{revokes}");
         failed(
             &env.run(&["audit", "verify", "--checkpoint", "nonsense"]),
             1,

@@ -59,8 +59,11 @@ async fn the_demo_exports_its_trace_and_metrics_before_it_exits() {
     ] {
         let spans = export.spans_named(name);
         assert!(!spans.is_empty(), "no {name} span");
+        // The demo's own steps are children of the command; its gateway
+        // leg's server-side spans belong to the requests it serves (their
+        // own traces, as in any server).
         assert!(
-            spans.iter().all(|s| s.parent_span_id == root.span_id),
+            spans.iter().any(|s| s.parent_span_id == root.span_id),
             "{name} is a child of the command"
         );
     }
@@ -92,27 +95,30 @@ async fn the_demo_exports_its_trace_and_metrics_before_it_exits() {
             "warden.audit.events.written",
             &[("warden.audit.path", "batch")]
         ),
-        6.0
+        // The demo's 6 calls, and its gateway leg's 3 call events.
+        9.0
     );
     assert_eq!(
         value(
             "warden.approval.decisions",
             &[("warden.approval.decision", "approved")]
         ),
-        1.0
+        // The demo's approval and its gateway leg's.
+        2.0
     );
     assert!(value("warden.cache.lookups", &[("warden.cache.result", "hit")]) >= 1.0);
-    assert_eq!(
+    // At least the demo's second verify; the gateway leg verifies its
+    // client's key on every HTTP request too.
+    assert!(
         value(
             "warden.keys.verifications",
             &[
                 ("warden.keys.path", "cache"),
                 ("warden.keys.outcome", "valid")
             ]
-        ),
-        1.0
+        ) >= 1.0
     );
-    assert_eq!(value("warden.approval.consumed", &[]), 1.0);
+    assert_eq!(value("warden.approval.consumed", &[]), 2.0);
 
     // The demo prints its API key once; neither it nor the raw arguments'
     // secrets are in any exported byte.

@@ -154,7 +154,6 @@ impl Gateway {
     /// upstream and starts the audit logger. Call [`Gateway::shutdown`]
     /// before exiting.
     pub async fn start(warden: &Warden, config: GatewayConfig) -> Result<Self, GatewayError> {
-        crate::install_tls_provider();
         let (text, _) = warden
             .settings()
             .policy_source()
@@ -164,6 +163,17 @@ impl Gateway {
         let policy = Policy::from_yaml(&text).map_err(|e| GatewayError::Policy {
             reason: e.to_string(),
         })?;
+        Self::start_with_policy(warden, config, policy).await
+    }
+
+    /// Like [`Gateway::start`], under `policy` instead of the settings' one
+    /// (an embedding application that builds its policy itself).
+    pub async fn start_with_policy(
+        warden: &Warden,
+        config: GatewayConfig,
+        policy: Policy,
+    ) -> Result<Self, GatewayError> {
+        crate::install_tls_provider();
         let mut tool_limiters = Vec::with_capacity(policy.tools.len());
         for (i, rule) in policy.tools.iter().enumerate() {
             tool_limiters.push(match rule.rate_limit {

@@ -351,6 +351,29 @@ pub(crate) async fn run(settings: &Settings, args: Args) -> anyhow::Result<Outco
             ok = false;
         }
     }
+    step(
+        6,
+        "put Warden's MCP gateway in front of an MCP server: one call allowed, one held and approved",
+    );
+    // The gateway's own audit logger signs checkpoints with the demo's key,
+    // like the rest of the demo's log.
+    let mut signed = settings.clone();
+    signed.audit_signing_key = Some(signer.clone());
+    let leg = async {
+        let warden = Warden::connect(&signed).await?;
+        let summary = super::demo_gateway::run(&warden, created.plaintext.expose()).await;
+        warden.close().await?;
+        summary
+    };
+    let gateway_leg = match leg.await {
+        Ok(summary) => summary,
+        Err(e) => {
+            output::line(&format!("    gateway FAILED: {e}"));
+            ok = false;
+            "FAILED".into()
+        }
+    };
+
     if report.spilled_pending == 0 {
         // Only the demo's own, empty spill file; one holding events stays.
         let _ = std::fs::remove_file(&settings.audit_spill_path);
@@ -381,6 +404,7 @@ pub(crate) async fn run(settings: &Settings, args: Args) -> anyhow::Result<Outco
                 "approval".into(),
                 format!("{} {}", decided.status, decided.id),
             ],
+            vec!["gateway".into(), gateway_leg],
             vec![
                 "log".into(),
                 if ok {

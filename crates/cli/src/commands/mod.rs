@@ -3,6 +3,7 @@
 pub(crate) mod approvals;
 pub(crate) mod audit;
 pub(crate) mod demo;
+pub(crate) mod demo_gateway;
 pub(crate) mod gateway;
 pub(crate) mod health;
 pub(crate) mod keys;
