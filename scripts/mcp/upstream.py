@@ -17,6 +17,12 @@ def echo(text: str) -> str:
 
 
 @server.tool()
+def environment() -> str:
+    """The names of this process's environment variables (what it was given)."""
+    return " ".join(sorted(os.environ))
+
+
+@server.tool()
 def crash(text: str) -> str:
     """Kills this server mid-call, as a crashing upstream would."""
     os._exit(3)

@@ -23,6 +23,11 @@ pub struct UpstreamConfig {
     /// A streamable-HTTP MCP endpoint (exactly one of `command` and `url`).
     #[serde(default)]
     pub url: Option<String>,
+    /// Environment variables for a child process. It gets only these and
+    /// `PATH`, `HOME`, `LANG`, `TZ` — never the gateway's own environment
+    /// (database URLs, keys, secrets).
+    #[serde(default)]
+    pub env: std::collections::BTreeMap<String, String>,
     /// The longest one forwarded call may take, in milliseconds (default
     /// 30000).
     #[serde(default = "default_call_timeout_ms")]

@@ -326,7 +326,11 @@ impl Gateway {
         self.inner
             .policy
             .rule_for(kind, server, name, &caller.role, caller.trust_level)
-            .is_some_and(|(_, rule)| rule.decision != ToolDecision::Deny)
+            .is_some_and(|(_, rule)| match kind {
+                // A tool that needs approval is still listed: it can be asked for.
+                RuleKind::Tool => rule.decision != ToolDecision::Deny,
+                _ => rule.decision == ToolDecision::Allow,
+            })
     }
 
     /// A prompt or resource read: rate-limited, allowed by a rule of `kind`
@@ -360,7 +364,7 @@ impl Gateway {
             (false, false) => (Decision::Deny, "no rule allows it"),
         };
         let reason = format!("policy {}: {reason}", short(&self.inner.policy.version));
-        if let Ok(event) = AuditEvent::record(
+        let event = AuditEvent::record(
             &ToolCall {
                 request_id: &uuid::Uuid::now_v7().to_string(),
                 caller_id: &caller.caller_id,
@@ -376,9 +380,11 @@ impl Gateway {
                 timestamp: None,
             },
             &self.inner.redactor,
-        ) {
-            self.inner.logger.log(event);
-        }
+        )
+        .map_err(|e| {
+            ErrorData::invalid_params(format!("the request cannot be recorded: {e}"), None)
+        })?;
+        self.inner.logger.log(event);
         match decision {
             Decision::Allow => Ok(()),
             Decision::RateLimited => Err(ErrorData::new(RATE_LIMITED, "rate limited", None)),
@@ -639,6 +645,12 @@ impl Gateway {
                 "the caller's key is no longer valid. Nothing ran.".to_owned(),
             ));
         }
+        if let Err(reason) = upstream.ready().await {
+            return Ok(tool_error(format!(
+                "the upstream server {} is unavailable ({reason}); nothing ran and any approval is kept. Retry later.",
+                upstream.name
+            )));
+        }
         match self.inner.approvals.consume_for_call(&retry).await {
             Ok(Some(approval)) => {
                 info!(approval = %approval.id, tool = %call.full_name, "an approved call retried: it runs once");
@@ -775,6 +787,13 @@ impl Gateway {
                 if !self.key_still_valid(call.caller).await {
                     return Ok(tool_error(format!(
                         "approval {id} was granted, but the caller's key is no longer valid. Nothing ran."
+                    )));
+                }
+                if let Err(reason) = upstream.ready().await {
+                    return Ok(tool_error(format!(
+                        "approval {id} was granted, but the upstream server {} is unavailable ({reason}). \
+                         Nothing ran; the approval is kept: retry the same call later.",
+                        upstream.name
                     )));
                 }
                 // Exactly once, everywhere: only the consumer runs it.

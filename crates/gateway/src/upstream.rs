@@ -54,7 +54,15 @@ async fn open(config: &UpstreamConfig) -> Result<RunningService<RoleClient, ()>,
             (Some(url), _) => ().serve(StreamableHttpClientTransport::from_uri(url.as_str())).await,
             (None, Some((program, args))) => {
                 let mut command = tokio::process::Command::new(program);
-                command.args(args);
+                command.args(args).env_clear();
+                // Only what a program needs to run, and what the config
+                // names: never the gateway's own secrets.
+                for name in ["PATH", "HOME", "LANG", "TZ"] {
+                    if let Some(value) = std::env::var_os(name) {
+                        command.env(name, value);
+                    }
+                }
+                command.envs(&config.env);
                 // The upstream's own log is not ours to keep (it may echo
                 // the arguments it was called with).
                 let (transport, _) = TokioChildProcess::builder(command)
@@ -109,8 +117,11 @@ impl Upstream {
         if session.started.elapsed() < RESTART_BACKOFF {
             return Err("the upstream is down; it is being restarted".to_owned());
         }
+        let opened = open(&self.config).await;
+        // The backoff counts from the attempt's end: requests that queued
+        // behind a slow failed handshake do not each try again.
         session.started = Instant::now();
-        match open(&self.config).await {
+        match opened {
             Ok(service) => {
                 info!(upstream = %self.name, "upstream restarted");
                 session.service = service;
@@ -121,6 +132,13 @@ impl Upstream {
                 Err(reason)
             }
         }
+    }
+
+    /// Whether the upstream is reachable now (restarting it if it died):
+    /// checked before an approval is used, so that an approval is not spent
+    /// on a call that cannot be made.
+    pub(crate) async fn ready(&self) -> Result<(), String> {
+        self.peer().await.map(|_| ())
     }
 
     /// Runs `work` against the live session within the call timeout.

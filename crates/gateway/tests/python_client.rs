@@ -464,7 +464,7 @@ async fn prompts_and_resources_pass_through_and_a_crashed_upstream_is_contained(
     let viewer = key(&warden, "viewer-lab", "viewer", 1).await;
     let lab = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/mcp/upstream.py");
     let config = GatewayConfig::from_yaml(&format!(
-        "upstreams:\n  - {{ name: lab, command: [{py:?}, {lab:?}] }}\n  - {{ name: time, command: [{py:?}, -m, mcp_server_time, --local-timezone, UTC] }}\n",
+        "upstreams:\n  - {{ name: lab, command: [{py:?}, {lab:?}], env: {{ LAB_MODE: test }} }}\n  - {{ name: time, command: [{py:?}, -m, mcp_server_time, --local-timezone, UTC] }}\n",
         py = python(),
         lab = lab.display().to_string(),
     ))
@@ -536,6 +536,15 @@ async fn prompts_and_resources_pass_through_and_a_crashed_upstream_is_contained(
     assert_eq!(status, 404, "another key cannot use the session");
     let (status, _) = post(port, &agent, Some(&session), INITIALIZED).await;
     assert_eq!(status, 202, "its own key can");
+    // A child upstream gets only what its config names (and PATH, HOME…):
+    // never the gateway's own environment.
+    let names = client(&url, Some(&agent), &["call", "lab__environment", "{}"]).await;
+    let names = names["text"].as_str().unwrap_or_default().to_owned();
+    assert!(names.split(' ').any(|n| n == "LAB_MODE"), "{names}");
+    assert!(
+        !names.contains("WARDEN") && !names.contains("DATABASE") && !names.contains("REDIS"),
+        "the gateway's environment leaked: {names}"
+    );
     let echoed = client(
         &url,
         Some(&agent),
