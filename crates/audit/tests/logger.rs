@@ -34,10 +34,22 @@ async fn assert_exactly_once(db: &DatabaseConnection, expected: usize) {
     assert_eq!(ids.len(), expected, "stored rows");
     assert_eq!(distinct.len(), expected, "duplicates stored");
     // Whatever is still queued is integrated; then every row is one leaf.
-    Integrator::new(db.clone(), IntegratorConfig::default())
-        .integrate_all()
-        .await
-        .unwrap();
+    // The logger's own integrator may hold the integration lock at this
+    // moment (integrate_all then returns without integrating): wait until
+    // the queue is empty, whoever empties it.
+    let integrator = Integrator::new(db.clone(), IntegratorConfig::default());
+    for _ in 0..200 {
+        integrator.integrate_all().await.unwrap();
+        if warden_audit::backlog(db).await.unwrap() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        warden_audit::backlog(db).await.unwrap(),
+        0,
+        "never integrated"
+    );
     match verify(db, &VerifyOptions::default()).await.unwrap() {
         Verification::Valid {
             tree_size,
