@@ -119,6 +119,17 @@ impl Sessions {
         }
     }
 
+    pub(crate) fn close(&self, session: &str) {
+        let mut guard = self
+            .owners
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (owners, order) = &mut *guard;
+        if owners.remove(session).is_some() {
+            order.retain(|s| s != session);
+        }
+    }
+
     pub(crate) fn belongs_to(&self, session: &str, key_id: uuid::Uuid) -> bool {
         self.owners
             .lock()
@@ -721,7 +732,9 @@ impl Gateway {
                     None => {
                         tokio::time::sleep(step).await;
                         approvals.get(id).await.map(|a| {
-                            if a.status == ApprovalStatus::Pending {
+                            // By its effective status: an overdue approval
+                            // ends the wait instead of running out the budget.
+                            if a.effective_status(chrono::Utc::now()) == ApprovalStatus::Pending {
                                 WaitOutcome::TimedOut(a)
                             } else {
                                 WaitOutcome::Decided(a)
@@ -781,7 +794,9 @@ impl Gateway {
             .and_then(|r| r.note.clone())
             .map(|n| format!(": {n}"))
             .unwrap_or_default();
-        match approval.status {
+        // Effective status: an approval past its window is expired, whatever
+        // its stored status says (using it is refused by the database anyway).
+        match approval.effective_status(chrono::Utc::now()) {
             ApprovalStatus::Approved => {
                 // The key may have been revoked while the call was held.
                 if !self.key_still_valid(call.caller).await {

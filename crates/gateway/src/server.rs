@@ -155,8 +155,16 @@ async fn authenticate(
                 );
             }
             let key_id = key.key_id;
+            let ending = request.method() == axum::http::Method::DELETE;
             request.extensions_mut().insert(Caller::from(key));
             let response = next.run(request).await;
+            // A session its client ended is forgotten.
+            if ending
+                && response.status().is_success()
+                && let Some(session) = &session
+            {
+                gateway.sessions().close(session);
+            }
             if session.is_none()
                 && let Some(opened) = response
                     .headers()

@@ -536,6 +536,11 @@ async fn prompts_and_resources_pass_through_and_a_crashed_upstream_is_contained(
     assert_eq!(status, 404, "another key cannot use the session");
     let (status, _) = post(port, &agent, Some(&session), INITIALIZED).await;
     assert_eq!(status, 202, "its own key can");
+    // Ended by its client, the session is forgotten.
+    let (status, _) = raw(port, "DELETE", &agent, Some(&session), "").await;
+    assert!((200..300).contains(&status), "{status}");
+    let (status, _) = post(port, &agent, Some(&session), INITIALIZED).await;
+    assert_eq!(status, 404, "an ended session is not served");
     // A child upstream gets only what its config names (and PATH, HOME…):
     // never the gateway's own environment.
     let names = client(&url, Some(&agent), &["call", "lab__environment", "{}"]).await;
@@ -614,6 +619,17 @@ const INITIALIZED: &str = r#"{"jsonrpc":"2.0","method":"notifications/initialize
 
 /// One raw MCP POST; returns the status and the (lowercased) headers.
 async fn post(port: u16, key: &str, session: Option<&str>, body: &str) -> (u16, String) {
+    raw(port, "POST", key, session, body).await
+}
+
+/// One raw MCP request of `method`.
+async fn raw(
+    port: u16,
+    method: &str,
+    key: &str,
+    session: Option<&str>,
+    body: &str,
+) -> (u16, String) {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
@@ -622,7 +638,7 @@ async fn post(port: u16, key: &str, session: Option<&str>, body: &str) -> (u16, 
         .map(|s| format!("mcp-session-id: {s}\r\nmcp-protocol-version: 2025-06-18\r\n"))
         .unwrap_or_default();
     let request = format!(
-        "POST /mcp HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\nauthorization: Bearer {key}\r\ncontent-type: application/json\r\naccept: application/json, text/event-stream\r\n{session}content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        "{method} /mcp HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\nauthorization: Bearer {key}\r\ncontent-type: application/json\r\naccept: application/json, text/event-stream\r\n{session}content-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
     stream.write_all(request.as_bytes()).await.unwrap();
