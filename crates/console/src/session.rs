@@ -84,9 +84,7 @@ pub(crate) async fn current(console: &Console, headers: &HeaderMap) -> Option<(S
         .await
         .ok()??;
     let usable = key.id == session.key_id
-        && key.is_active
-        && key.revoked_at.is_none()
-        && key.expires_at.is_none_or(|t| t > chrono::Utc::now())
+        && key.is_usable_at(chrono::Utc::now())
         && console
             .inner
             .policy

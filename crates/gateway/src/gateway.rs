@@ -20,7 +20,7 @@ use warden_approval::{
 use warden_audit::{AuditEvent, AuditLogger, Decision, RawArgs, Redactor, ToolCall};
 use warden_cache::{FailMode, RateLimit, RateLimiter};
 use warden_core::Warden;
-use warden_keys::{KeyManager, Policy, RuleKind, ToolDecision, VerifiedKey};
+use warden_keys::{KeyError, KeyManager, Policy, RuleKind, ToolDecision, VerifiedKey};
 
 use crate::upstream::{Forwarded, Upstream};
 use crate::{GatewayConfig, GatewayError, TOOL_SEPARATOR};
@@ -62,6 +62,28 @@ pub struct Gateway {
     /// Served over stdio: the one key every request runs under (from
     /// `WARDEN_API_KEY`), verified again on every request.
     stdio_key: Option<Arc<StdioKey>>,
+}
+
+/// Why a key may not call tools.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// Unknown, revoked or expired.
+    Invalid,
+    /// Valid, but not for tool calls (why).
+    Forbidden(&'static str),
+    /// Keys cannot be verified right now.
+    Unavailable,
+}
+
+impl Refusal {
+    /// What the client is told.
+    pub(crate) fn message(self) -> &'static str {
+        match self {
+            Self::Invalid => "the key is not valid (unknown, revoked or expired)",
+            Self::Forbidden(why) => why,
+            Self::Unavailable => "keys cannot be verified right now; retry",
+        }
+    }
 }
 
 /// The stdio transport's key; its `Debug` never shows it.
@@ -240,28 +262,34 @@ impl Gateway {
             return Ok(caller.clone());
         }
         match &self.stdio_key {
-            Some(key) => self.verify(&key.0).await.map_err(|reason| {
-                ErrorData::new(ErrorCode(crate::UNAUTHENTICATED), reason.to_owned(), None)
+            Some(key) => self.verify(&key.0).await.map_err(|refusal| {
+                ErrorData::new(ErrorCode(crate::UNAUTHENTICATED), refusal.message(), None)
             }),
             None => Err(ErrorData::invalid_request("not authenticated", None)),
         }
     }
 
     /// Verifies a presented key for tool calls: valid, unrevoked, of a role
-    /// the current policy knows and that may not approve. The error says
-    /// why, never the key.
-    pub(crate) async fn verify(&self, presented: &str) -> Result<Caller, &'static str> {
+    /// the current policy knows and that may not approve. The one check both
+    /// transports use (HTTP maps the refusal to its status). The refusal
+    /// says why, never the key.
+    pub(crate) async fn verify(&self, presented: &str) -> Result<Caller, Refusal> {
         match self.inner.keys.verify(presented).await {
-            Ok(key) if !self.may_call_tools(&key.role) => {
-                Err("keys whose role may approve or manage keys cannot call tools")
-            }
+            Ok(key) if !self.may_call_tools(&key.role) => Err(Refusal::Forbidden(
+                "keys whose role may approve or manage keys cannot call tools",
+            )),
+            // A role the policy no longer has, or more trust than it allows now.
             Ok(key) if self.inner.policy.check(&key.role, key.trust_level).is_err() => {
-                Err("the key's role or trust level is not allowed by the current policy")
+                Err(Refusal::Forbidden(
+                    "the key's role or trust level is not allowed by the current policy",
+                ))
             }
             Ok(key) => Ok(Caller::from(key)),
-            Err(_) => Err(
-                "the key is not valid (unknown, revoked or expired), or keys cannot be verified now",
-            ),
+            Err(KeyError::Invalid | KeyError::Revoked | KeyError::Expired) => Err(Refusal::Invalid),
+            Err(e) => {
+                warn!(error = %e, "a key could not be verified");
+                Err(Refusal::Unavailable)
+            }
         }
     }
 
@@ -278,11 +306,6 @@ impl Gateway {
     /// Which key opened each session.
     pub(crate) fn sessions(&self) -> &Sessions {
         &self.inner.sessions
-    }
-
-    /// The key manager the HTTP layer authenticates with.
-    pub(crate) fn keys(&self) -> &KeyManager {
-        &self.inner.keys
     }
 
     /// The policy in force.
@@ -321,12 +344,7 @@ impl Gateway {
     /// (read from the database: a hold can outlast a revocation).
     async fn key_still_valid(&self, caller: &Caller) -> bool {
         match self.inner.keys.find_by_caller(&caller.caller_id).await {
-            Ok(Some(key)) => {
-                key.id == caller.key_id
-                    && key.is_active
-                    && key.revoked_at.is_none()
-                    && key.expires_at.is_none_or(|t| t > chrono::Utc::now())
-            }
+            Ok(Some(key)) => key.id == caller.key_id && key.is_usable_at(chrono::Utc::now()),
             _ => false,
         }
     }

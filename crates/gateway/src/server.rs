@@ -10,10 +10,9 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
-use tracing::warn;
-use warden_keys::KeyError;
 
-use crate::{Caller, Gateway};
+use crate::Gateway;
+use crate::gateway::Refusal;
 
 /// The header carrying an MCP session's id.
 const SESSION_HEADER: &str = "mcp-session-id";
@@ -60,9 +59,9 @@ pub async fn serve(
 /// first (an invalid key is refused before serving) and again on every
 /// request. Nothing else may write to stdout.
 pub async fn serve_stdio(gateway: Gateway, key: String) -> Result<(), crate::GatewayError> {
-    if let Err(reason) = gateway.verify(&key).await {
+    if let Err(refusal) = gateway.verify(&key).await {
         return Err(crate::GatewayError::Config {
-            reason: format!("WARDEN_API_KEY: {reason}"),
+            reason: format!("WARDEN_API_KEY: {}", refusal.message()),
         });
     }
     let running = rmcp::ServiceExt::serve(gateway.for_stdio(key), rmcp::transport::stdio())
@@ -125,19 +124,17 @@ async fn authenticate(
     let Some(presented) = presented else {
         return unauthorized("a Warden API key is required: Authorization: Bearer <key>");
     };
-    match gateway.keys().verify(&presented).await {
-        Ok(key) if !gateway.may_call_tools(&key.role) => refuse(
-            StatusCode::FORBIDDEN,
-            FORBIDDEN,
-            "keys whose role may approve or manage keys cannot call tools",
+    match gateway.verify(&presented).await {
+        Err(refusal @ Refusal::Invalid) => unauthorized(refusal.message()),
+        Err(refusal @ Refusal::Forbidden(_)) => {
+            refuse(StatusCode::FORBIDDEN, FORBIDDEN, refusal.message())
+        }
+        Err(refusal @ Refusal::Unavailable) => refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            UNAVAILABLE,
+            refusal.message(),
         ),
-        // A role the policy no longer has, or more trust than it allows now.
-        Ok(key) if gateway.policy().check(&key.role, key.trust_level).is_err() => refuse(
-            StatusCode::FORBIDDEN,
-            FORBIDDEN,
-            "the key's role or trust level is not allowed by the current policy",
-        ),
-        Ok(key) => {
+        Ok(caller) => {
             // A session belongs to the key that opened it: no other key
             // may resume, cancel in or end it.
             let session = request
@@ -146,7 +143,7 @@ async fn authenticate(
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
             if let Some(session) = &session
-                && !gateway.sessions().belongs_to(session, key.key_id)
+                && !gateway.sessions().belongs_to(session, caller.key_id)
             {
                 return refuse(
                     StatusCode::NOT_FOUND,
@@ -154,9 +151,9 @@ async fn authenticate(
                     "no such session for this key",
                 );
             }
-            let key_id = key.key_id;
+            let key_id = caller.key_id;
             let ending = request.method() == axum::http::Method::DELETE;
-            request.extensions_mut().insert(Caller::from(key));
+            request.extensions_mut().insert(caller);
             let response = next.run(request).await;
             // A session its client ended is forgotten.
             if ending
@@ -174,17 +171,6 @@ async fn authenticate(
                 gateway.sessions().open(opened, key_id);
             }
             response
-        }
-        Err(KeyError::Invalid | KeyError::Revoked | KeyError::Expired) => {
-            unauthorized("the key is not valid (unknown, revoked or expired)")
-        }
-        Err(e) => {
-            warn!(error = %e, "a key could not be verified");
-            refuse(
-                StatusCode::SERVICE_UNAVAILABLE,
-                UNAVAILABLE,
-                "keys cannot be verified right now; retry",
-            )
         }
     }
 }

@@ -61,6 +61,14 @@ pub struct KeyInfo {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
+impl KeyInfo {
+    /// Whether the key authenticates at `now`: active, not revoked, not
+    /// expired.
+    pub fn is_usable_at(&self, now: DateTime<Utc>) -> bool {
+        self.is_active && self.revoked_at.is_none() && self.expires_at.is_none_or(|t| t > now)
+    }
+}
+
 impl From<api_keys::Model> for KeyInfo {
     fn from(m: api_keys::Model) -> Self {
         Self {
